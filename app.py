@@ -1,0 +1,483 @@
+"""CNN activation explorer: what each layer of a Keras CNN responds to in an image.
+
+    streamlit run app.py
+
+The page reads top to bottom: sidebar controls -> a ViewState (mirrored in the
+URL) -> vizlib calls -> charts. Everything Streamlit lives here; the work is
+done by ``vizlib``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import streamlit as st
+
+st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layout="wide")
+
+import numpy as np  # noqa: E402
+
+from vizlib.activations import channel_across_images, decode, forward, pick_channels, channel_stats  # noqa: E402
+from vizlib.errors import InputError  # noqa: E402
+from vizlib.figures import COLORMAPS, across_images, channel_detail, channel_grid, prediction_bars  # noqa: E402
+from vizlib.images import (  # noqa: E402
+    SAMPLES, UPLOAD_EXTENSIONS, file_digest, load_image, load_sample, model_view,
+)
+from vizlib.layers import conv_layers, layer_table, spatial_layers  # noqa: E402
+from vizlib.links import VIEW_TITLES, VIEWS, ViewState, from_query, to_query, validate_for_model  # noqa: E402
+from vizlib.models import (  # noqa: E402
+    BUNDLED_NAME, BUNDLED_TITLE, CATALOGUE, PREPROCESSING, LoadedModel, fetch_imagenet_weights,
+    imagenet_weights_cached, load_bundled_model, load_catalogue_model, load_model_file,
+)
+
+log = logging.getLogger("cnn_viz")
+
+UPLOAD_MODEL = "upload"
+MODEL_UPLOADS_ALLOWED = os.environ.get("CNN_VIZ_MODEL_UPLOAD", "on").strip().lower() not in ("0", "off", "false", "no")
+MAX_ACROSS_IMAGES = 64
+CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
+MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE.items()},
+                UPLOAD_MODEL: "Your own model (.keras / .h5)…"}
+
+
+# --------------------------------------------------------------------------- caches
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def get_bundled_model() -> LoadedModel:
+    return load_bundled_model()
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def get_catalogue_model(name: str, weights: str) -> LoadedModel:
+    return load_catalogue_model(name, "imagenet" if weights == "imagenet" else None)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> LoadedModel:
+    # Saved under a server-chosen name; the uploaded file name is only a label.
+    suffix = ".keras" if _data[:4] == b"PK\x03\x04" else ".h5"
+    folder = Path(tempfile.mkdtemp(prefix="cnn-viz-model-"))
+    path = folder / f"{digest[:16]}{suffix}"
+    path.write_bytes(_data)
+    try:
+        return load_model_file(path, preprocess=preprocess, title=Path(filename).name[:80])
+    finally:
+        path.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+@st.cache_data(max_entries=32, show_spinner=False, scope="session")
+def decode_upload(digest: str, _data: bytes, name: str):
+    return load_image(_data, name=name)
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def compute(model_key: str, image_key: str, layers: tuple[str, ...], _model: LoadedModel, _image: Any):
+    """One forward pass for all layers on screen (plus the prediction), cached by content."""
+    return forward(_model, [_image], list(layers), predictions=True)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def compute_channel_chunk(model_key: str, image_keys: tuple[str, ...], layer: str, channel: int,
+                          _model: LoadedModel, _images: list) -> np.ndarray:
+    return channel_across_images(_model, _images, layer, channel)
+
+
+# --------------------------------------------------------------------------- state <-> URL
+
+
+def default_state() -> ViewState:
+    if imagenet_weights_cached("vgg16"):
+        return ViewState(model="vgg16", weights="imagenet", image="cat")
+    return ViewState(model=BUNDLED_NAME, weights="imagenet", image="astronaut_face")
+
+
+def init_state() -> None:
+    """On a session's first run, seed every widget from the URL (ignoring what doesn't parse)."""
+    if st.session_state.get("_seeded"):
+        return
+    default = default_state()
+    state, notices = from_query(
+        st.query_params.to_dict(), models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL],
+        samples=list(SAMPLES), colormaps=COLORMAPS, default=default)
+    for f in fields(ViewState):
+        st.session_state[f.name] = getattr(state, f.name)
+    st.session_state["images"] = list(state.images) or list(SAMPLES)
+    st.session_state["_notices"] = notices
+    st.session_state["_default"] = default
+    st.session_state["_seeded"] = True
+
+
+def current_state() -> ViewState:
+    ss = st.session_state
+    images = tuple(ss.get("images") or ())
+    return ViewState(
+        model=ss.model, weights=ss.weights, source=ss.source, image=ss.image, view=ss.view,
+        layer=ss.get("layer") or "", inspect=ss.get("inspect") or "", channel=int(ss.get("channel") or 0),
+        mode=ss.mode, n=int(ss.n), scale=ss.scale, cmap=ss.cmap,
+        images=() if set(images) == set(SAMPLES) else images,
+    )
+
+
+def sync_url(state: ViewState) -> None:
+    params = to_query(state, st.session_state["_default"])
+    if params != st.query_params.to_dict():
+        st.query_params.from_dict(params)
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def sidebar_model() -> Optional[LoadedModel]:
+    st.sidebar.header("Model")
+    options = [m for m in MODEL_TITLES if m != UPLOAD_MODEL or MODEL_UPLOADS_ALLOWED]
+    if st.session_state.model not in options:
+        st.session_state.model = BUNDLED_NAME
+    name = st.sidebar.selectbox("Model", options, key="model", format_func=MODEL_TITLES.get,
+                                help="The bundled model works offline. Keras Applications models "
+                                     "use ImageNet weights (downloaded once) or untrained weights.")
+    if name == BUNDLED_NAME:
+        st.sidebar.caption("64x64 greyscale faces → 7 emotions. Works offline.")
+        return get_bundled_model()
+    if name == UPLOAD_MODEL:
+        return sidebar_upload_model()
+    entry = CATALOGUE[name]
+    cached = imagenet_weights_cached(name)
+    st.sidebar.radio(
+        "Weights", ["imagenet", "untrained"], key="weights", horizontal=True,
+        format_func={"imagenet": "ImageNet (pretrained)", "untrained": "untrained (random)"}.get)
+    if st.session_state.weights == "imagenet":
+        st.sidebar.caption("ImageNet weights are in the Keras cache." if cached else
+                           f"ImageNet weights download once (~{entry.weights_mb} MB) into the Keras cache.")
+        if not cached:
+            bar = st.progress(0.0, text=f"Downloading ImageNet weights for {entry.title}…")
+
+            def show(done: int, total: Optional[int]) -> None:
+                frac = min(1.0, done / total) if total else 0.0
+                bar.progress(frac, text=f"Downloading {entry.title} weights: {done / 2**20:.0f}"
+                                        + (f" of {total / 2**20:.0f} MB" if total else " MB"))
+
+            try:
+                fetch_imagenet_weights(name, progress=show)
+            finally:
+                bar.empty()
+    with st.spinner(f"Building {entry.title}…"):
+        return get_catalogue_model(name, st.session_state.weights)
+
+
+def sidebar_upload_model() -> Optional[LoadedModel]:
+    upload = st.sidebar.file_uploader("Model file", type=["keras", "h5"], key="model_file",
+                                      help="Loaded with safe_mode=True: built-in Keras layers only, no Lambda layers.")
+    st.sidebar.selectbox("Input scaling", list(PREPROCESSING), key="preprocess",
+                         format_func=lambda k: PREPROCESSING[k][0],
+                         help="How pixel values (0-255) are scaled before they reach your model.")
+    if upload is None:
+        st.info("Upload a .keras or .h5 model in the sidebar, or pick a model from the list.")
+        return None
+    data = upload.getvalue()
+    with st.spinner(f"Checking and loading {upload.name}…"):
+        return get_uploaded_model(file_digest(data), st.session_state.preprocess, data, upload.name)
+
+
+def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
+    """All images available this session as (key, name, PIL image), and the key of the current one."""
+    st.sidebar.header("Image")
+    st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", horizontal=True,
+                     format_func={"sample": "Samples", "upload": "Upload", "camera": "Camera"}.get)
+    uploads: list[tuple[str, str, Any]] = []
+    current: Optional[str] = None
+    source = st.session_state.source
+    if source == "sample":
+        if st.session_state.image not in SAMPLES:
+            st.session_state.image = "astronaut_face"
+        st.sidebar.selectbox("Sample image", list(SAMPLES), key="image",
+                             format_func=lambda k: f"{k} — {SAMPLES[k].title}")
+        s = SAMPLES[st.session_state.image]
+        st.sidebar.caption(f"{s.source} · {s.licence}")
+        current = f"sample:{st.session_state.image}"
+    elif source == "upload":
+        files = st.sidebar.file_uploader(
+            "Images", type=list(UPLOAD_EXTENSIONS), accept_multiple_files=True, key="image_files",
+            help="JPEG, PNG, WebP, BMP, GIF or TIFF. Uploads stay in your session and can't travel in a link.")
+        for f in files or []:
+            data = f.getvalue()
+            digest = file_digest(data)
+            try:
+                uploads.append((f"upload:{digest}", f.name, decode_upload(digest, data, f.name)))
+            except InputError as exc:
+                st.sidebar.error(str(exc))
+        if uploads:
+            names = {k: n for k, n, _ in uploads}
+            current = st.sidebar.selectbox("Show", list(names), format_func=names.get, key="upload_pick")
+        else:
+            st.sidebar.caption("No image uploaded yet: showing the sample image.")
+    else:
+        shot = st.sidebar.camera_input("Take a picture", key="camera")
+        if shot is not None:
+            data = shot.getvalue()
+            digest = file_digest(data)
+            try:
+                uploads.append((f"camera:{digest}", "camera snapshot", decode_upload(digest, data, "camera snapshot")))
+                current = uploads[-1][0]
+            except InputError as exc:
+                st.sidebar.error(str(exc))
+    return uploads, current
+
+
+def sidebar_display(max_channels: int) -> None:
+    st.sidebar.header("Display")
+    st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", required=True,
+                                 format_func={"first": "First N", "top": "Most active N"}.get,
+                                 help="The first N channels, as in the Keras tutorial, or the N with the "
+                                      "highest mean activation for this image.")
+    st.sidebar.slider("N (grid size)", 1, 256, key="n")
+    st.sidebar.radio("Colour scale", ["shared", "channel"], key="scale", horizontal=True,
+                     format_func={"shared": "shared", "channel": "per channel"}.get,
+                     help="Shared: one scale for the whole grid, so strong and weak channels compare. "
+                          "Per channel: each map stretched to its own range, to see its shape.")
+    st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap")
+
+
+# --------------------------------------------------------------------------- views
+
+
+def grid_title(info, role: str) -> str:
+    shape = "×".join(str(d) for d in info.output_shape)
+    return f"{role}<b>{info.name}</b> · layer #{info.index} · {info.kind} · {shape}"
+
+
+def on_grid_click(chart_key: str, layer_key: str, layer: str, channel_key: str = "channel") -> None:
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is not None:
+            st.session_state[layer_key] = layer
+            st.session_state[channel_key] = int(data[0] if isinstance(data, (list, tuple)) else data)
+            return
+
+
+def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selected: Optional[int],
+              labels: Optional[list[str]] = None) -> None:
+    ss = st.session_state
+    chosen = pick_channels(maps, ss.n, ss.mode)
+    fig = channel_grid(maps, chosen, colormap=ss.cmap, scale=ss.scale, title=grid_title(info, role),
+                       highlight=selected, labels=labels)
+    st.plotly_chart(fig, key=key, on_select=lambda: on_grid_click(key, layer_key, info.name),
+                    selection_mode="points", config=CHART_CONFIG)
+    shown = "first" if ss.mode == "first" else "most active"
+    st.caption(f"{len(chosen)} of {info.channels} channels ({shown}), "
+               f"{'one shared colour scale' if ss.scale == 'shared' else 'each on its own scale'}. "
+               "Hover for values; click a map to inspect it.")
+
+
+def show_detail(m: LoadedModel, info, maps: np.ndarray, channel: int, view_img, label: str = "") -> None:
+    col_map, col_img = st.columns([3, 2])
+    with col_map:
+        title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
+        st.plotly_chart(channel_detail(maps[:, :, channel], title=title, colormap=st.session_state.cmap),
+                        key=f"detail-{info.name}", config=CHART_CONFIG)
+    with col_img:
+        st.image(view_img, caption="the input as the model sees it", width=220)
+        stats = channel_stats(maps)
+        st.markdown(
+            f"**channel {channel}**: mean {stats['mean'][channel]:.3g}, max {stats['max'][channel]:.3g}, "
+            f"min {stats['min'][channel]:.3g}  \nrank {1 + int(np.sum(stats['mean'] > stats['mean'][channel]))} "
+            f"of {info.channels} by mean activation")
+
+
+def clamp_channel(key: str, n_channels: int) -> None:
+    value = int(st.session_state.get(key) or 0)
+    if not 0 <= value < n_channels:
+        st.session_state[key] = 0
+
+
+def view_compare(m: LoadedModel, image_key: str, image, view_img) -> None:
+    first, last = conv_layers(m)[0], conv_layers(m)[-1]
+    acts, _ = compute(m.key, image_key, (first.name, last.name), m, image)
+    ss = st.session_state
+    if ss.inspect not in (first.name, last.name):
+        ss.inspect = first.name
+    inspected = first if ss.inspect == first.name else last
+    clamp_channel("channel", inspected.channels)
+    labels = m.class_names if (m.key == BUNDLED_NAME and m.class_names
+                               and last.channels == len(m.class_names)) else None
+    left, right = st.columns(2)
+    with left:
+        show_grid(first, acts[first.name][0], "First conv layer: ", "grid-first", "inspect",
+                  ss.channel if inspected is first else None)
+        st.caption("Early layers respond to edges, colours and contrast: the image is still recognisable.")
+    with right:
+        show_grid(last, acts[last.name][0], "Last conv layer: ", "grid-last", "inspect",
+                  ss.channel if inspected is last else None, labels=labels)
+        st.caption("Deep layers see a few pixels each, but every pixel summarises a large patch of the "
+                   "image: these maps say *what* is there more than *where*.")
+    st.subheader("Inspect one channel")
+    c1, c2 = st.columns([2, 1])
+    c1.selectbox("Layer", [first.name, last.name], key="inspect",
+                 format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
+    c2.number_input("Channel", 0, inspected.channels - 1, key="channel", step=1)
+    label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
+    show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label)
+
+
+def view_explore(m: LoadedModel, image_key: str, image, view_img) -> None:
+    spatial = spatial_layers(m)
+    names = [i.name for i in spatial]
+    by_name = {i.name: i for i in spatial}
+    ss = st.session_state
+    if ss.layer not in by_name:
+        ss.layer = names[0]
+    with st.expander(f"All {len(layer_table(m))} layers (what `model.summary()` lists)", expanded=False):
+        st.dataframe(layer_table(m), hide_index=True, width="stretch", height=300)
+    st.selectbox("Layer", names, key="layer", format_func=lambda n: by_name[n].describe())
+    info = by_name[ss.layer]
+    clamp_channel("channel", info.channels)
+    acts, _ = compute(m.key, image_key, (info.name,), m, image)
+    maps = acts[info.name][0]
+    show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel))
+    st.number_input("Channel", 0, info.channels - 1, key="channel", step=1)
+    show_detail(m, info, maps, int(ss.channel), view_img)
+
+
+def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]]) -> None:
+    spatial = spatial_layers(m)
+    by_name = {i.name: i for i in spatial}
+    ss = st.session_state
+    if ss.layer not in by_name:
+        ss.layer = conv_layers(m)[0].name
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("Layer", list(by_name), key="layer", format_func=lambda n: by_name[n].describe())
+    info = by_name[ss.layer]
+    clamp_channel("channel", info.channels)
+    c2.number_input("Channel", 0, info.channels - 1, key="channel", step=1)
+    ss["images"] = [s for s in ss.get("images") or [] if s in SAMPLES]
+    st.multiselect("Sample images", list(SAMPLES), key="images")
+    pool = [(f"sample:{s}", s, None) for s in ss["images"]] + [(k, n, img) for k, n, img in uploads]
+    if not pool:
+        st.info("Pick some sample images, or upload images in the sidebar (several at once).")
+        return
+    if len(pool) > MAX_ACROSS_IMAGES:
+        st.warning(f"Showing the first {MAX_ACROSS_IMAGES} of {len(pool)} images.")
+        pool = pool[:MAX_ACROSS_IMAGES]
+    bar = st.progress(0.0, text=f"Channel {ss.channel} of {info.name} over {len(pool)} images…")
+    chunks = []
+    for start in range(0, len(pool), 8):
+        part = pool[start:start + 8]
+        imgs = [img if img is not None else load_sample(name) for _, name, img in part]
+        chunks.append(compute_channel_chunk(m.key, tuple(k for k, _, _ in part), info.name, int(ss.channel), m, imgs))
+        bar.progress(min(1.0, (start + len(part)) / len(pool)))
+    bar.empty()
+    maps = np.concatenate(chunks, axis=0)
+    fig = across_images(maps, [n for _, n, _ in pool], colormap=ss.cmap,
+                        title=f"<b>{info.name}</b>, channel {ss.channel}, across {len(pool)} images")
+    st.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
+    st.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
+               "channel's pattern occurs.")
+
+
+def show_predictions(m: LoadedModel, output: Optional[np.ndarray]) -> None:
+    if output is None or not m.is_classifier:
+        st.caption("This model's output is not a single class score vector, so no predictions are shown.")
+        return
+    top = decode(m, output, top=5)[0]
+    title = "Top-5 predictions" + (" — untrained: random, for comparison" if m.untrained else "")
+    st.plotly_chart(prediction_bars(top, title=title), key="predictions", config={"displayModeBar": False})
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def page() -> None:
+    init_state()
+    for notice in st.session_state.pop("_notices", []):
+        st.toast(notice, icon="⚠️")
+    st.title("What does each layer of a CNN see?")
+    with st.expander("What am I looking at?"):
+        st.markdown(
+            "A convolutional layer slides many small filters (kernels) over its input. Each filter "
+            "makes one **channel**: a map that is bright where the filter's pattern occurs. The "
+            "**first** layer sees pixels (edges, colours); each later layer combines the maps of the one "
+            "before, so the **last** layer's maps are small (the image has been pooled down) but each of "
+            "their pixels covers a large part of the image and stands for something more abstract.")
+
+    try:
+        m = sidebar_model()
+    except InputError as exc:
+        st.error(str(exc))
+        a, b = st.columns(2)
+        a.button("Use untrained weights", on_click=lambda: st.session_state.update(weights="untrained"))
+        b.button("Use the bundled model", on_click=lambda: st.session_state.update(model=BUNDLED_NAME))
+        sync_url(current_state())
+        return
+    if m is None:
+        sync_url(current_state())
+        return
+
+    uploads, current = sidebar_images()
+    sidebar_display(max_channels=512)
+    if current is None or current.startswith("sample:"):
+        name = st.session_state.image if st.session_state.image in SAMPLES else "astronaut_face"
+        image_key, image, image_name = f"sample:{name}", load_sample(name), name
+    else:
+        image_key, image_name, image = next(u for u in uploads if u[0] == current)
+
+    try:
+        first, last = conv_layers(m)[0], conv_layers(m)[-1]
+    except InputError as exc:
+        st.error(str(exc))
+        sync_url(current_state())
+        return
+    state, notices = validate_for_model(
+        current_state(), [i.name for i in spatial_layers(m)], {i.name: i.channels for i in spatial_layers(m)})
+    for notice in notices:
+        st.toast(notice, icon="⚠️")
+    for key in ("layer", "inspect", "channel"):
+        st.session_state[key] = getattr(state, key)
+
+    view_img = model_view(image, m.input_size, m.channels)
+    top_left, top_right = st.columns([1, 2])
+    with top_left:
+        st.image(view_img, width=200,
+                 caption=f"{image_name}, as {m.label} sees it: {m.input_size[0]}×{m.input_size[1]} "
+                         f"{'greyscale' if m.channels == 1 else 'RGB'}")
+    with top_right:
+        try:
+            _, output = compute(m.key, image_key, (first.name, last.name), m, image)
+            show_predictions(m, output)
+        except InputError as exc:
+            st.error(str(exc))
+
+    st.segmented_control("View", list(VIEWS), key="view", required=True, format_func=VIEW_TITLES.get,
+                         label_visibility="collapsed")
+    try:
+        if st.session_state.view == "compare":
+            view_compare(m, image_key, image, view_img)
+        elif st.session_state.view == "explore":
+            view_explore(m, image_key, image, view_img)
+        else:
+            view_across(m, uploads)
+    except InputError as exc:
+        st.error(str(exc))
+    sync_url(current_state())
+
+
+def main() -> None:
+    try:
+        page()
+    except InputError as exc:
+        st.error(str(exc))
+    except Exception:  # noqa: BLE001 - the page must survive anything; details go to the server log
+        log.exception("unexpected error while drawing the page")
+        st.error("Something went wrong while drawing this view. Try another setting; "
+                 "the details are in the server log.")
+
+
+main()

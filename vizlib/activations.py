@@ -1,0 +1,251 @@
+"""One forward pass -> {layer: (N, H, W, C) array}; one channel over many images; statistics.
+
+All layers asked for come from one call of one cached multi-output
+``keras.Model`` (plus the model's own output, for predictions), never a
+sub-model per layer. The across-images view slices its channel inside the
+graph and runs in batches, so memory holds one channel at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from vizlib.errors import InputError
+from vizlib.layers import find_layer, trace
+
+#: Largest activation payload computed for one request (all layers, all images).
+MAX_ACTIVATION_BYTES = 768 * 2**20
+#: Extractors kept per model (one per distinct set of layers).
+MAX_EXTRACTORS_PER_MODEL = 16
+#: Images per call of the extractor.
+BATCH_SIZE = 16
+
+_EXTRACTORS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
+_EXTRACTOR_LOCK = threading.Lock()
+_RUN_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _loaded(model: Any) -> Any:
+    from vizlib.models import LoadedModel, load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def _run_lock(km: Any) -> threading.Lock:
+    """One lock per Keras model: sessions share cached models; calls on one model run one at a time."""
+    with _EXTRACTOR_LOCK:
+        lock = _RUN_LOCKS.get(km)
+        if lock is None:
+            lock = _RUN_LOCKS[km] = threading.Lock()
+        return lock
+
+
+def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
+    """A cached ``keras.Model(input, outputs)`` over the model's traced graph."""
+    import keras
+
+    km = _loaded(model).model
+    with _EXTRACTOR_LOCK:
+        per_model = _EXTRACTORS.setdefault(km, OrderedDict())
+        found = per_model.get(key)
+        if found is not None:
+            per_model.move_to_end(key)
+            return found
+    built = keras.Model(trace(km).input, list(outputs), name="vizlib_extractor")
+    with _EXTRACTOR_LOCK:
+        per_model[key] = built
+        while len(per_model) > MAX_EXTRACTORS_PER_MODEL:
+            per_model.popitem(last=False)
+    return built
+
+
+def prepare(model: Any, images: Any) -> np.ndarray:
+    """Images (PIL images, or an already preprocessed float batch) -> the model's input batch."""
+    m = _loaded(model)
+    if isinstance(images, np.ndarray):
+        batch = images.astype(np.float32, copy=False)
+        if batch.ndim == 3:
+            batch = batch[None]
+        want = (m.input_size[0], m.input_size[1], m.channels)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
+            raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
+        return batch
+    from vizlib.images import to_batch
+
+    images = list(images)
+    if not images:
+        raise InputError("No images given.")
+    return to_batch(images, m.input_size, channels=m.channels, preprocess=m.preprocess)
+
+
+def _check_budget(layers: Iterable[Any], n_images: int, limit: int) -> None:
+    total = 0
+    for info in layers:
+        total += n_images * int(np.prod(info.output_shape)) * 4
+    if total > limit:
+        raise InputError(
+            f"That request would compute {total / 2**20:.0f} MB of activations, over the "
+            f"{limit / 2**20:.0f} MB limit. Pick fewer layers or fewer images."
+        )
+
+
+def _call(km: Any, ext: Any, batch: np.ndarray, batch_size: int,
+          progress: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
+    parts: list[list[np.ndarray]] = []
+    n = len(batch)
+    for start in range(0, n, batch_size):
+        chunk = batch[start:start + batch_size]
+        with _run_lock(km):
+            out = ext(chunk, training=False)
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        parts.append([np.asarray(o, dtype=np.float32) for o in out])
+        if progress:
+            progress(min(start + batch_size, n), n)
+    return [np.concatenate(p, axis=0) if len(p) > 1 else p[0] for p in zip(*parts)]
+
+
+def forward(model: Any, images: Any, layers: Sequence[str], *, predictions: bool = True,
+            batch_size: int = BATCH_SIZE, max_bytes: int = MAX_ACTIVATION_BYTES,
+            ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+    """One forward pass: activations of ``layers`` and (optionally) the model's output.
+
+    Returns ``({layer: float32 (N, H, W, C)}, output or None)``.
+    """
+    m = _loaded(model)
+    names = list(dict.fromkeys(layers))
+    infos = [find_layer(m, n) for n in names]
+    batch = prepare(m, images)
+    _check_budget(infos, len(batch), max_bytes)
+    tr = trace(m)
+    outs = [tr.outputs[n] for n in names]
+    with_pred = predictions and len(m.model.outputs) == 1
+    if with_pred:
+        outs = outs + [_final_output(m)]
+    ext = extractor(m, outs, ("forward", tuple(names), with_pred))
+    arrays = _call(m.model, ext, batch, batch_size)
+    acts = dict(zip(names, arrays[: len(names)]))
+    return acts, (arrays[-1] if with_pred else None)
+
+
+def _final_output(m: Any) -> Any:
+    """The model's own output, reached through the traced graph."""
+    from keras import tree
+
+    flat = tree.flatten(trace(m).final)
+    if len(flat) != 1:
+        raise InputError("This model has several outputs; the dashboard shows predictions for one.")
+    return flat[0]
+
+
+def activations(model: Any, images: Any, layers: Sequence[str], **kwargs: Any) -> dict[str, np.ndarray]:
+    """``{layer name: float32 array (N, H, W, C)}`` for ``images``, all from one forward pass.
+
+    ``model`` is a ``LoadedModel``, a ``keras.Model`` or a catalogue name;
+    ``images`` is a list of PIL images (resized and preprocessed for the model)
+    or a ready batch.
+    """
+    acts, _ = forward(model, images, layers, predictions=False, **kwargs)
+    return acts
+
+
+def predict(model: Any, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-``top`` (class name, score) per image; scores are probabilities (softmax applied if needed)."""
+    m = _loaded(model)
+    _, out = forward(m, images, [], predictions=True)
+    if out is None:
+        raise InputError("This model has several outputs; the dashboard shows predictions for one.")
+    return decode(m, out, top)
+
+
+def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
+    """Turn a classifier's output rows into top-``top`` (class name, probability) lists."""
+    m = _loaded(model)
+    out = np.asarray(output, dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] < 2:
+        return []
+    probs = out
+    looks_like_probs = np.all(out >= -1e-6) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+    if not looks_like_probs:
+        z = out - out.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    names = m.class_names if m.class_names and len(m.class_names) == out.shape[1] else None
+    result = []
+    for row in probs:
+        idx = np.argsort(row)[::-1][:top]
+        result.append([(names[i] if names else f"class {i}", float(row[i])) for i in idx])
+    return result
+
+
+def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
+                          batch_size: int = 8, max_bytes: int = MAX_ACTIVATION_BYTES,
+                          progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """One channel of one layer for many images: float32 (N, H, W).
+
+    The channel is sliced inside the graph, and images run ``batch_size`` at a
+    time, so memory holds that one channel, not the whole layer.
+    ``progress(done, total)`` is called after each batch.
+    """
+    m = _loaded(model)
+    info = find_layer(m, layer)
+    if not 0 <= int(channel) < info.channels:
+        raise InputError(f"Layer '{layer}' has channels 0 to {info.channels - 1}; there is no channel {channel}.")
+    h, w, _ = info.output_shape
+    if isinstance(images, np.ndarray):
+        n = len(images)
+    else:
+        images = list(images)
+        n = len(images)
+    if n == 0:
+        raise InputError("No images given.")
+    if n * h * w * 4 > max_bytes:
+        raise InputError(f"{n} images of layer '{layer}' would take {n * h * w * 4 / 2**20:.0f} MB; use fewer images.")
+    out = trace(m).outputs[layer][..., int(channel)]
+    ext = extractor(m, [out], ("channel", layer, int(channel)))
+    result = np.empty((n, h, w), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        batch = prepare(m, images[start:start + batch_size])
+        (arr,) = _call(m.model, ext, batch, batch_size)
+        result[start:start + len(arr)] = arr
+        if progress:
+            progress(min(start + batch_size, n), n)
+    return result
+
+
+def channel_stats(maps: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel mean, max, min and std of one image's maps (H, W, C)."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise InputError(f"Expected maps of shape (H, W, C), got {maps.shape}.")
+    flat = maps.reshape(-1, maps.shape[-1])
+    return {
+        "mean": flat.mean(axis=0),
+        "max": flat.max(axis=0),
+        "min": flat.min(axis=0),
+        "std": flat.std(axis=0),
+    }
+
+
+def top_channels(maps: np.ndarray, n: int, by: str = "mean") -> list[int]:
+    """Indices of the ``n`` most active channels (by mean activation, or ``"max"``), most active first."""
+    stats = channel_stats(maps)
+    if by not in stats:
+        raise InputError(f"Rank channels by one of {', '.join(stats)}, not '{by}'.")
+    order = np.argsort(-stats[by], kind="stable")
+    return [int(i) for i in order[: max(0, int(n))]]
+
+
+def pick_channels(maps: np.ndarray, n: int, mode: str = "first") -> list[int]:
+    """The channels a grid shows: the first ``n`` (as in the tutorial) or the ``n`` most active."""
+    c = int(np.asarray(maps).shape[-1])
+    n = max(1, min(int(n), c))
+    if mode == "first":
+        return list(range(n))
+    if mode in ("top", "active", "most_active"):
+        return top_channels(maps, n)
+    raise InputError(f"Channel choice must be 'first' or 'top', not '{mode}'.")

@@ -1,0 +1,233 @@
+"""Which layers of a model have (H, W, C) maps, in forward order; the first and last conv.
+
+Layers inside nested models (a VGG16 base inside a Sequential, the usual
+transfer-learning shape) are listed too, named ``base/layer``. To reach them,
+the model's graph is traced once onto a fresh input: every layer is called
+again on symbolic tensors (sharing its weights), so each one's output becomes
+addressable from the outer input. The trace is cached per model object.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from vizlib.errors import InputError
+
+#: Layer classes that count as convolutions for "first" and "last" conv layer.
+CONV_KINDS = frozenset({
+    "Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose", "Convolution2D",
+    "SeparableConvolution2D",
+})
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer as the dashboard lists it (what the tutorial prints, plus where it sits)."""
+
+    index: int  # position in forward order over the whole (flattened) model
+    name: str  # unique; "outer_model/inner_layer" for layers of nested models
+    kind: str  # the layer's class name, e.g. "Conv2D"
+    output_shape: tuple  # without the batch axis, e.g. (224, 224, 64)
+
+    @property
+    def is_spatial(self) -> bool:
+        return len(self.output_shape) == 3 and all(d is not None for d in self.output_shape)
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind in CONV_KINDS
+
+    @property
+    def channels(self) -> int:
+        return int(self.output_shape[-1]) if self.output_shape else 0
+
+    def describe(self) -> str:
+        shape = " x ".join(str(d) for d in self.output_shape)
+        return f"#{self.index} {self.name} ({self.kind}, {shape})"
+
+
+@dataclass
+class Trace:
+    """A model's graph re-traced from one fresh input: every layer output addressable."""
+
+    input: Any
+    outputs: dict[str, Any]  # layer name -> symbolic output tensor, forward order
+    layers: list[LayerInfo]
+    final: Any = None  # the model's own output(s), reached through the traced graph
+
+
+_TRACES: "weakref.WeakKeyDictionary[Any, Trace]" = weakref.WeakKeyDictionary()
+_TRACE_LOCK = threading.Lock()
+
+
+def _keras_model(model: Any) -> Any:
+    from vizlib.models import LoadedModel
+
+    return model.model if isinstance(model, LoadedModel) else model
+
+
+def _is_graph_model(layer: Any) -> bool:
+    import keras
+
+    return isinstance(layer, keras.Model) and (
+        isinstance(layer, keras.Sequential) or hasattr(layer, "_nodes_by_depth")
+    )
+
+
+def _trace(model: Any) -> Trace:
+    import keras
+    from keras import tree
+
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise InputError("This model has no defined input; build it with keras.Input(shape=...) first.")
+    if len(inputs) != 1:
+        raise InputError(f"This model has {len(inputs)} inputs; the dashboard needs a model with one image input.")
+    fresh = keras.Input(batch_shape=tuple(inputs[0].shape), dtype=inputs[0].dtype, name="vizlib_input")
+    outputs: dict[str, Any] = {}
+    order: list[tuple[str, Any, Any]] = []
+
+    def record(name: str, layer: Any, out: Any) -> None:
+        unique, n = name, 2
+        while unique in outputs:
+            unique, n = f"{name}#{n}", n + 1
+        outputs[unique] = out
+        order.append((unique, layer, out))
+
+    def run(m: Any, x: Any, prefix: str) -> Any:
+        if isinstance(m, keras.Sequential):
+            for layer in m.layers:
+                x = call(layer, prefix)(x)
+            return x
+
+        def operation_fn(op: Any) -> Any:
+            return call(op, prefix)
+
+        return m._run_through_graph(x, operation_fn=operation_fn)
+
+    def call(layer: Any, prefix: str) -> Any:
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            if _is_graph_model(layer) and len(layer.inputs) == 1:
+                arg = args[0] if args else next(iter(kwargs.values()))
+                out = run(layer, arg, prefix + layer.name + "/")
+            else:
+                out = layer(*args, **kwargs)
+            record(prefix + layer.name, layer, out)
+            return out
+
+        return fn
+
+    final: Any = None
+    try:
+        final = run(model, fresh, "")
+    except InputError:
+        raise
+    except Exception as exc:  # an exotic graph we can't re-trace: fall back to the top level only
+        outputs.clear()
+        order.clear()
+        for layer in model.layers:
+            try:
+                record(layer.name, layer, layer.output)
+            except (AttributeError, ValueError):
+                continue
+        fresh = inputs[0]
+        final = model.outputs
+        if not order:
+            raise InputError(f"Could not read this model's layers ({exc}).") from exc
+
+    infos = []
+    for i, (name, layer, out) in enumerate(order):
+        flat = tree.flatten(out)
+        shape = tuple(flat[0].shape[1:]) if len(flat) == 1 else ()
+        infos.append(LayerInfo(index=i, name=name, kind=type(layer).__name__, output_shape=shape))
+    return Trace(input=fresh, outputs=outputs, layers=infos, final=final)
+
+
+def trace(model: Any) -> Trace:
+    """The cached :class:`Trace` of ``model`` (a ``keras.Model`` or a ``LoadedModel``)."""
+    km = _keras_model(model)
+    with _TRACE_LOCK:
+        found = _TRACES.get(km)
+        if found is None:
+            found = _trace(km)
+            _TRACES[km] = found
+        return found
+
+
+def all_layers(model: Any) -> list[LayerInfo]:
+    """Every layer in forward order, nested models flattened, with output shapes."""
+    return list(trace(model).layers)
+
+
+def spatial_layers(model: Any) -> list[LayerInfo]:
+    """Layers whose output is a 2D spatial map stack (H, W, C), in forward order.
+
+    Raises :class:`InputError` when the model has none (e.g. a dense-only model).
+    """
+    found = [info for info in trace(model).layers if info.is_spatial]
+    if not found:
+        raise InputError(
+            "This model has no layers with 2D spatial output (height x width x channels), "
+            "so there are no feature maps to show. Use a convolutional image model."
+        )
+    return found
+
+
+def conv_layers(model: Any) -> list[LayerInfo]:
+    """Spatial convolution layers in forward order (falls back to all spatial layers)."""
+    spatial = spatial_layers(model)
+    convs = [info for info in spatial if info.is_conv]
+    return convs or spatial
+
+
+def first_conv(model: Any) -> LayerInfo:
+    """The first convolution layer: edges and colours, still recognisably the image."""
+    return conv_layers(model)[0]
+
+
+def last_conv(model: Any) -> LayerInfo:
+    """The last convolution layer: small, abstract maps closest to the prediction."""
+    return conv_layers(model)[-1]
+
+
+def find_layer(model: Any, name: str, *, spatial: bool = True) -> LayerInfo:
+    """Look a layer up by name (``InputError`` naming close matches when absent or not spatial)."""
+    for info in trace(model).layers:
+        if info.name == name:
+            if spatial and not info.is_spatial:
+                raise InputError(
+                    f"Layer '{name}' ({info.kind}) outputs shape {info.output_shape}, not a 2D map "
+                    "stack (height x width x channels); pick a convolution or pooling layer."
+                )
+            return info
+    import difflib
+
+    names = [i.name for i in trace(model).layers]
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise InputError(f"This model has no layer named '{name}'.{hint}")
+
+
+def layer_table(model: Any) -> list[dict[str, Any]]:
+    """Rows for a table of all layers: index, name, type, output shape, spatial or not."""
+    return [
+        {
+            "index": i.index,
+            "name": i.name,
+            "type": i.kind,
+            "output shape": "(" + ", ".join(str(d) for d in i.output_shape) + ")",
+            "maps": "yes" if i.is_spatial else "",
+        }
+        for i in trace(model).layers
+    ]
+
+
+def output_shape(model: Any, name: Optional[str] = None) -> tuple:
+    """Output shape of layer ``name`` (without batch)."""
+    return find_layer(model, name, spatial=False).output_shape

@@ -1,0 +1,497 @@
+"""The model catalogue: the bundled model, Keras Applications, files and in-memory models.
+
+Every model the dashboard shows arrives here and leaves as a :class:`LoadedModel`:
+the Keras model plus the facts needed to feed it and read its output (input
+size, grey or colour, which ``preprocess_input``, class names, which weights).
+Model facts live next to the model, as in ``keras.applications``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from vizlib.errors import InputError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED_MODEL_PATH = ASSETS / "models" / "emotion_mini_xception_fer2013.keras"
+BUNDLED_MODEL_SOURCE = ASSETS / "models" / "emotion_mini_xception_fer2013.hdf5"
+IMAGENET_CLASSES_PATH = ASSETS / "imagenet_class_names.json"
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+#: Where Keras Applications fetch ImageNet weights from. Kept here, not inside
+#: Keras, so "is it cached?" can be answered without building the model.
+WEIGHTS_HOST = "storage.googleapis.com"
+#: Seconds to wait for the weights host before saying "no network".
+NETWORK_TIMEOUT = 3.0
+
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / 255.0
+
+
+def _symmetric(x: np.ndarray) -> np.ndarray:
+    return x / 127.5 - 1.0
+
+
+def _raw(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _caffe(x: np.ndarray) -> np.ndarray:
+    from keras.applications import vgg16
+
+    return vgg16.preprocess_input(np.array(x, dtype=np.float32, copy=True))
+
+
+def _torch(x: np.ndarray) -> np.ndarray:
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    x = x / 255.0
+    if x.shape[-1] == 3:
+        return (x - mean) / std
+    return (x - mean.mean()) / std.mean()
+
+
+#: Input scalings a user can pick for a model of their own (name -> (label, function)).
+PREPROCESSING: dict[str, tuple[str, Preprocess]] = {
+    "unit": ("x / 255  (0 to 1)", _unit),
+    "symmetric": ("x / 127.5 - 1  (-1 to 1, Inception / MobileNet style)", _symmetric),
+    "raw": ("none  (0 to 255; the model rescales itself)", _raw),
+    "caffe": ("VGG / ResNet 'caffe'  (BGR, ImageNet mean subtracted)", _caffe),
+    "torch": ("PyTorch style  (x / 255, ImageNet mean and std)", _torch),
+}
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One Keras Applications architecture and how to feed it."""
+
+    name: str
+    title: str
+    constructor: str  # attribute of keras.applications
+    module: str  # module of keras.applications holding preprocess_input
+    input_size: int
+    weights_file: str  # file name Keras caches the ImageNet weights under
+    weights_mb: int  # download size, to tell the user before they wait
+    weights_dir: str  # folder of the Keras Applications weights bucket
+
+    @property
+    def weights_url(self) -> str:
+        """Where Keras Applications download the ImageNet weights (with the top) from."""
+        if self.weights_dir == "":
+            return f"https://{WEIGHTS_HOST}/keras-applications/{self.weights_file}"
+        return f"https://{WEIGHTS_HOST}/tensorflow/keras-applications/{self.weights_dir}/{self.weights_file}"
+
+    def build(self, weights: Optional[str]) -> Any:
+        import keras
+
+        ctor = getattr(keras.applications, self.constructor)
+        return ctor(weights=weights, include_top=True)
+
+    def preprocess(self) -> Preprocess:
+        import keras
+
+        fn = getattr(keras.applications, self.module).preprocess_input
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(fn(np.array(x, dtype=np.float32, copy=True)), dtype=np.float32)
+
+        run.__name__ = f"{self.module}.preprocess_input"
+        return run
+
+
+CATALOGUE: dict[str, CatalogueEntry] = {
+    e.name: e
+    for e in [
+        CatalogueEntry("vgg16", "VGG16", "VGG16", "vgg16", 224,
+                       "vgg16_weights_tf_dim_ordering_tf_kernels.h5", 528, "vgg16"),
+        CatalogueEntry("vgg19", "VGG19", "VGG19", "vgg19", 224,
+                       "vgg19_weights_tf_dim_ordering_tf_kernels.h5", 549, "vgg19"),
+        CatalogueEntry("resnet50", "ResNet50", "ResNet50", "resnet50", 224,
+                       "resnet50_weights_tf_dim_ordering_tf_kernels.h5", 98, "resnet"),
+        CatalogueEntry("mobilenet_v2", "MobileNetV2", "MobileNetV2", "mobilenet_v2", 224,
+                       "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", 14, "mobilenet_v2"),
+        CatalogueEntry("efficientnet_b0", "EfficientNetB0", "EfficientNetB0", "efficientnet", 224,
+                       "efficientnetb0.h5", 21, ""),
+        CatalogueEntry("inception_v3", "InceptionV3", "InceptionV3", "inception_v3", 299,
+                       "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", 92, "inception_v3"),
+        CatalogueEntry("densenet121", "DenseNet121", "DenseNet121", "densenet", 224,
+                       "densenet121_weights_tf_dim_ordering_tf_kernels.h5", 33, "densenet"),
+        CatalogueEntry("xception", "Xception", "Xception", "xception", 299,
+                       "xception_weights_tf_dim_ordering_tf_kernels.h5", 88, "xception"),
+        CatalogueEntry("convnext_tiny", "ConvNeXtTiny", "ConvNeXtTiny", "convnext", 224,
+                       "convnext_tiny.h5", 110, "convnext"),
+    ]
+}
+
+BUNDLED_NAME = "emotion_cnn"
+BUNDLED_TITLE = "Facial expression CNN (bundled, mini-Xception, FER-2013)"
+
+
+@dataclass
+class LoadedModel:
+    """A Keras model and everything needed to feed it and read its output.
+
+    ``key`` identifies the model's content (catalogue name and weights, or the
+    SHA-256 of an uploaded file) and is what caches are keyed by.
+    """
+
+    key: str
+    title: str
+    model: Any  # keras.Model
+    input_size: tuple[int, int]  # (height, width)
+    channels: int  # 1 for greyscale, 3 for RGB
+    preprocess: Preprocess
+    preprocess_name: str
+    weights: str  # "imagenet", "untrained", "bundled", "file", "in-memory"
+    class_names: Optional[list[str]] = None
+    source: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights == "untrained"
+
+    @property
+    def label(self) -> str:
+        """Title plus weights, as shown wherever the model is named."""
+        suffix = {"imagenet": "ImageNet weights", "untrained": "untrained (random weights)"}
+        return f"{self.title} ({suffix[self.weights]})" if self.weights in suffix else self.title
+
+    @property
+    def is_classifier(self) -> bool:
+        shape = _single_output_shape(self.model)
+        return shape is not None and len(shape) == 2 and (shape[-1] or 0) >= 2
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in Keras Applications' output order (shipped, offline)."""
+    names = json.loads(IMAGENET_CLASSES_PATH.read_text(encoding="utf-8"))
+    return [str(n) for n in names]
+
+
+def keras_cache_dir() -> Path:
+    """The folder Keras caches downloads in (``$KERAS_HOME`` or ``~/.keras``, as Keras decides)."""
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        return Path(home)
+    base = Path(os.path.expanduser("~"))
+    if not os.access(base, os.W_OK):
+        base = Path("/tmp")
+    return base / ".keras"
+
+
+def imagenet_weights_cached(name: str) -> bool:
+    """True when ``name``'s ImageNet weights are already in the Keras cache (no download needed)."""
+    entry = _entry(name)
+    return (keras_cache_dir() / "models" / entry.weights_file).is_file()
+
+
+def network_available(host: str = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT) -> bool:
+    """Whether the weights host answers within ``timeout`` seconds (never hangs)."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+ProgressFn = Callable[[int, Optional[int]], None]
+_BUILD_LOCK = threading.Lock()
+
+
+def _entry(name: str) -> CatalogueEntry:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        known = ", ".join([BUNDLED_NAME, *CATALOGUE])
+        raise InputError(f"Unknown model '{name}'. Choose one of: {known}.") from None
+
+
+class _DownloadingGetFile:
+    """Stands in for ``keras.utils.get_file`` while an application is built.
+
+    Keras' own download prints its progress to the terminal; this one fails at
+    once with a clear message when the network is out of reach, and reports
+    progress to a callback (the app's progress bar). Keras then checks the file
+    hash as usual from its cache.
+    """
+
+    def __init__(self, original: Callable[..., str], title: str, progress: Optional[ProgressFn]):
+        self.original = original
+        self.title = title
+        self.progress = progress
+
+    def __call__(self, fname: Optional[str] = None, origin: Optional[str] = None, *args: Any, **kwargs: Any) -> str:
+        cache_subdir = kwargs.get("cache_subdir", "datasets")
+        target = keras_cache_dir() / cache_subdir / (fname or "")
+        if fname and origin and not target.is_file():
+            host = urllib.request.urlparse(origin).hostname or WEIGHTS_HOST
+            if not network_available(host):
+                raise InputError(
+                    f"The ImageNet weights for {self.title} are not in the Keras cache "
+                    f"({target}) and {host} can't be reached, so they can't be downloaded. "
+                    "Pick 'untrained' weights or the bundled facial-expression model, "
+                    "or pre-fetch the weights where there is a network (see the README)."
+                )
+            _download(origin, target, self.progress)
+        return self.original(fname, origin, *args, **kwargs)
+
+
+def _download(url: str, target: Path, progress: Optional[ProgressFn]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            total = resp.headers.get("Content-Length")
+            total_n = int(total) if total and total.isdigit() else None
+            done = 0
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total_n)
+        shutil.move(tmp, target)
+    except OSError as exc:
+        raise InputError(f"Downloading {url} failed ({exc}). Try again, or pick 'untrained' weights.") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fetch_imagenet_weights(name: str, progress: Optional[ProgressFn] = None) -> Path:
+    """Make sure ``name``'s ImageNet weights are in the Keras cache, downloading them if needed.
+
+    Fails at once with :class:`InputError` when the network is out of reach.
+    Used by the app to show a progress bar before the model is built, and by
+    ``python -m vizlib.fetch`` to pre-fetch weights for an offline event.
+    """
+    entry = _entry(name)
+    target = keras_cache_dir() / "models" / entry.weights_file
+    if target.is_file():
+        return target
+    _DownloadingGetFile(lambda *a, **k: str(target), entry.title, progress)(
+        entry.weights_file, entry.weights_url, cache_subdir="models")
+    return target
+
+
+def load_catalogue_model(name: str, weights: Optional[str] = "imagenet",
+                         progress: Optional[ProgressFn] = None) -> LoadedModel:
+    """Build a Keras Applications model with ImageNet weights (``"imagenet"``) or untrained (``None``).
+
+    ImageNet weights download on first use into the Keras cache, reporting to
+    ``progress(bytes_done, bytes_total)``; with no network this raises
+    :class:`InputError` at once instead of hanging.
+    """
+    entry = _entry(name)
+    if weights not in ("imagenet", None, "untrained"):
+        raise InputError(f"Weights must be 'imagenet' or None (untrained), not {weights!r}.")
+    imagenet = weights == "imagenet"
+    import keras
+    from keras.src.utils import file_utils
+
+    with _BUILD_LOCK:  # the get_file stand-in is process-wide while it is in place
+        original = file_utils.get_file
+        if imagenet:
+            file_utils.get_file = _DownloadingGetFile(original, entry.title, progress)
+        try:
+            model = entry.build("imagenet" if imagenet else None)
+        finally:
+            file_utils.get_file = original
+    return LoadedModel(
+        key=f"{name}:{'imagenet' if imagenet else 'untrained'}",
+        title=entry.title,
+        model=model,
+        input_size=(entry.input_size, entry.input_size),
+        channels=3,
+        preprocess=entry.preprocess(),
+        preprocess_name=f"keras.applications.{entry.module}.preprocess_input",
+        weights="imagenet" if imagenet else "untrained",
+        class_names=imagenet_class_names(),
+        source=f"keras.applications.{entry.constructor}",
+    )
+
+
+def _bundled_keras_model() -> Any:
+    import keras
+
+    if BUNDLED_MODEL_PATH.is_file():
+        return keras.models.load_model(BUNDLED_MODEL_PATH, compile=False, safe_mode=True)
+    return keras.models.load_model(BUNDLED_MODEL_SOURCE, compile=False, safe_mode=True)
+
+
+def load_bundled_model() -> LoadedModel:
+    """The facial-expression CNN shipped in ``assets/models``: works with no network.
+
+    64x64 greyscale face crops scaled to [-1, 1]; softmax over 7 emotions.
+    """
+    return LoadedModel(
+        key=BUNDLED_NAME,
+        title=BUNDLED_TITLE,
+        model=_bundled_keras_model(),
+        input_size=(64, 64),
+        channels=1,
+        preprocess=_symmetric,
+        preprocess_name="x / 127.5 - 1",
+        weights="bundled",
+        class_names=list(EMOTIONS),
+        source="assets/models (fer 25.10.3, MIT)",
+    )
+
+
+def _single_output_shape(model: Any) -> Optional[tuple]:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    return tuple(outputs[0].shape)
+
+
+def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Optional[str] = None,
+                         preprocess: str | Preprocess = "unit", class_names: Optional[list[str]] = None,
+                         weights: str = "in-memory", source: str = "") -> LoadedModel:
+    """Wrap any single-input image ``keras.Model`` so vizlib can feed it.
+
+    The input size and channel count come from the model's input shape (224x224
+    where it leaves them open); ``preprocess`` is a name from
+    :data:`PREPROCESSING` or your own function of a float32 (N, H, W, C) batch
+    in 0..255.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise InputError(f"Expected a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise InputError(
+            "This model has no defined input shape (a Sequential model built without an Input). "
+            "Give it one, e.g. keras.Input(shape=(224, 224, 3)), and save it again."
+        )
+    if len(inputs) != 1:
+        raise InputError(
+            f"This model has {len(inputs)} inputs; the dashboard feeds one image, so it needs "
+            "exactly one image input."
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise InputError(
+            f"This model's input has shape {shape}; an image model needs (batch, height, width, channels)."
+        )
+    _, h, w, c = shape
+    if c not in (1, 3):
+        raise InputError(
+            f"This model expects {c} input channels; the dashboard feeds greyscale (1) or RGB (3) images."
+        )
+    h = int(h) if h else 224
+    w = int(w) if w else 224
+    if not (8 <= h <= 1024 and 8 <= w <= 1024):
+        raise InputError(f"This model's input size {h}x{w} is outside what the dashboard supports (8 to 1024).")
+    if isinstance(preprocess, str):
+        if preprocess not in PREPROCESSING:
+            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join(PREPROCESSING)}.")
+        pre_name, pre_fn = preprocess, PREPROCESSING[preprocess][1]
+    else:
+        pre_name, pre_fn = getattr(preprocess, "__name__", "custom"), preprocess
+    out_shape = _single_output_shape(model)
+    if class_names is None and out_shape and len(out_shape) == 2:
+        n = out_shape[-1]
+        if n == 1000:
+            class_names = imagenet_class_names()
+        elif n == len(EMOTIONS) and c == 1:
+            class_names = list(EMOTIONS)
+    return LoadedModel(
+        key=key or f"in-memory:{id(model)}:{model.name}",
+        title=title or model.name,
+        model=model,
+        input_size=(h, w),
+        channels=int(c),
+        preprocess=pre_fn,
+        preprocess_name=pre_name,
+        weights=weights,
+        class_names=class_names,
+        source=source,
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
+                    check: bool = True, title: Optional[str] = None) -> LoadedModel:
+    """Load a ``.keras`` or ``.h5`` model file with ``safe_mode=True`` and ``compile=False``.
+
+    The file is first inspected without deserialising anything
+    (:func:`vizlib.modelcheck.check_model_file`): only built-in Keras layers, sane
+    sizes. Anything refused raises :class:`InputError` with the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No model file at {path}.")
+    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        raise InputError(f"'{path.name}' is not a Keras model file: use a .keras or .h5 file.")
+    if check:
+        from vizlib.modelcheck import check_model_file
+
+        check_model_file(path)
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except InputError:
+        raise
+    except Exception as exc:  # Keras raises many types for a bad file; all are the user's file.
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"Keras could not load '{title or path.name}': {reason}") from exc
+    return describe_keras_model(
+        model, key=f"file:{file_sha256(path)}:{preprocess if isinstance(preprocess, str) else 'custom'}",
+        title=title or path.name, preprocess=preprocess, weights="file", source=str(path.name),
+    )
+
+
+def load_model(model: Any, weights: Optional[str] = "imagenet", **kwargs: Any) -> LoadedModel:
+    """One entry point: a catalogue name, a ``.keras``/``.h5`` path, or a ``keras.Model`` you have.
+
+    ``weights`` applies to catalogue names: ``"imagenet"`` (downloaded on first
+    use) or ``None`` for untrained, randomly initialised weights.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        text = str(model)
+        if text == BUNDLED_NAME:
+            return load_bundled_model()
+        if text in CATALOGUE:
+            return load_catalogue_model(text, weights, progress=kwargs.get("progress"))
+        if Path(text).suffix.lower() in (".keras", ".h5", ".hdf5"):
+            return load_model_file(text, **{k: v for k, v in kwargs.items() if k in ("preprocess", "check", "title")})
+        known = ", ".join([BUNDLED_NAME, *CATALOGUE])
+        raise InputError(f"Unknown model '{text}'. Use one of {known}, or a path to a .keras or .h5 file.")
+    return describe_keras_model(model, **kwargs)
