@@ -117,10 +117,13 @@ def init_state() -> None:
 def current_state() -> ViewState:
     ss = st.session_state
     images = tuple(ss.get("images") or ())
+    d = st.session_state["_default"]
     return ViewState(
-        model=ss.model, weights=ss.weights, source=ss.source, image=ss.image, view=ss.view,
+        model=ss.get("model", d.model), weights=ss.get("weights", d.weights), source=ss.get("source", d.source),
+        image=ss.get("image", d.image), view=ss.get("view", d.view),
         layer=ss.get("layer") or "", inspect=ss.get("inspect") or "", channel=int(ss.get("channel") or 0),
-        mode=ss.mode, n=int(ss.n), scale=ss.scale, cmap=ss.cmap,
+        mode=ss.get("mode", d.mode), n=int(ss.get("n", d.n)), scale=ss.get("scale", d.scale),
+        cmap=ss.get("cmap", d.cmap),
         images=() if set(images) == set(SAMPLES) else images,
     )
 
@@ -139,7 +142,7 @@ def sidebar_model() -> Optional[LoadedModel]:
     options = [m for m in MODEL_TITLES if m != UPLOAD_MODEL or MODEL_UPLOADS_ALLOWED]
     if st.session_state.model not in options:
         st.session_state.model = BUNDLED_NAME
-    name = st.sidebar.selectbox("Model", options, key="model", format_func=MODEL_TITLES.get,
+    name = st.sidebar.selectbox("Model", options, key="model", persist_state="session", format_func=MODEL_TITLES.get,
                                 help="The bundled model works offline. Keras Applications models "
                                      "use ImageNet weights (downloaded once) or untrained weights.")
     if name == BUNDLED_NAME:
@@ -150,7 +153,7 @@ def sidebar_model() -> Optional[LoadedModel]:
     entry = CATALOGUE[name]
     cached = imagenet_weights_cached(name)
     st.sidebar.radio(
-        "Weights", ["imagenet", "untrained"], key="weights", horizontal=True,
+        "Weights", ["imagenet", "untrained"], key="weights", persist_state="session", horizontal=True,
         format_func={"imagenet": "ImageNet (pretrained)", "untrained": "untrained (random)"}.get)
     if st.session_state.weights == "imagenet":
         st.sidebar.caption("ImageNet weights are in the Keras cache." if cached else
@@ -174,7 +177,7 @@ def sidebar_model() -> Optional[LoadedModel]:
 def sidebar_upload_model() -> Optional[LoadedModel]:
     upload = st.sidebar.file_uploader("Model file", type=["keras", "h5"], key="model_file",
                                       help="Loaded with safe_mode=True: built-in Keras layers only, no Lambda layers.")
-    st.sidebar.selectbox("Input scaling", list(PREPROCESSING), key="preprocess",
+    st.sidebar.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
                          format_func=lambda k: PREPROCESSING[k][0],
                          help="How pixel values (0-255) are scaled before they reach your model.")
     if upload is None:
@@ -188,7 +191,7 @@ def sidebar_upload_model() -> Optional[LoadedModel]:
 def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     """All images available this session as (key, name, PIL image), and the key of the current one."""
     st.sidebar.header("Image")
-    st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", horizontal=True,
+    st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", persist_state="session", horizontal=True,
                      format_func={"sample": "Samples", "upload": "Upload", "camera": "Camera"}.get)
     uploads: list[tuple[str, str, Any]] = []
     current: Optional[str] = None
@@ -196,7 +199,7 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     if source == "sample":
         if st.session_state.image not in SAMPLES:
             st.session_state.image = "astronaut_face"
-        st.sidebar.selectbox("Sample image", list(SAMPLES), key="image",
+        st.sidebar.selectbox("Sample image", list(SAMPLES), key="image", persist_state="session",
                              format_func=lambda k: f"{k} — {SAMPLES[k].title}")
         s = SAMPLES[st.session_state.image]
         st.sidebar.caption(f"{s.source} · {s.licence}")
@@ -232,16 +235,16 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
 
 def sidebar_display(max_channels: int) -> None:
     st.sidebar.header("Display")
-    st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", required=True,
+    st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", persist_state="session", required=True,
                                  format_func={"first": "First N", "top": "Most active N"}.get,
                                  help="The first N channels, as in the Keras tutorial, or the N with the "
                                       "highest mean activation for this image.")
-    st.sidebar.slider("N (grid size)", 1, 256, key="n")
-    st.sidebar.radio("Colour scale", ["shared", "channel"], key="scale", horizontal=True,
+    st.sidebar.slider("N (grid size)", 1, 256, key="n", persist_state="session")
+    st.sidebar.radio("Colour scale", ["shared", "channel"], key="scale", persist_state="session", horizontal=True,
                      format_func={"shared": "shared", "channel": "per channel"}.get,
                      help="Shared: one scale for the whole grid, so strong and weak channels compare. "
                           "Per channel: each map stretched to its own range, to see its shape.")
-    st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap")
+    st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap", persist_state="session")
 
 
 # --------------------------------------------------------------------------- views
@@ -321,9 +324,9 @@ def view_compare(m: LoadedModel, image_key: str, image, view_img) -> None:
                    "image: these maps say *what* is there more than *where*.")
     st.subheader("Inspect one channel")
     c1, c2 = st.columns([2, 1])
-    c1.selectbox("Layer", [first.name, last.name], key="inspect",
+    c1.selectbox("Layer", [first.name, last.name], key="inspect", persist_state="session",
                  format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
-    c2.number_input("Channel", 0, inspected.channels - 1, key="channel", step=1)
+    c2.number_input("Channel", 0, inspected.channels - 1, key="channel", persist_state="session", step=1)
     label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
     show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label)
 
@@ -337,13 +340,13 @@ def view_explore(m: LoadedModel, image_key: str, image, view_img) -> None:
         ss.layer = names[0]
     with st.expander(f"All {len(layer_table(m))} layers (what `model.summary()` lists)", expanded=False):
         st.dataframe(layer_table(m), hide_index=True, width="stretch", height=300)
-    st.selectbox("Layer", names, key="layer", format_func=lambda n: by_name[n].describe())
+    st.selectbox("Layer", names, key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
     info = by_name[ss.layer]
     clamp_channel("channel", info.channels)
     acts, _ = compute(m.key, image_key, (info.name,), m, image)
     maps = acts[info.name][0]
     show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel))
-    st.number_input("Channel", 0, info.channels - 1, key="channel", step=1)
+    st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
     show_detail(m, info, maps, int(ss.channel), view_img)
 
 
@@ -354,12 +357,12 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]]) -> None:
     if ss.layer not in by_name:
         ss.layer = conv_layers(m)[0].name
     c1, c2 = st.columns([3, 1])
-    c1.selectbox("Layer", list(by_name), key="layer", format_func=lambda n: by_name[n].describe())
+    c1.selectbox("Layer", list(by_name), key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
     info = by_name[ss.layer]
     clamp_channel("channel", info.channels)
-    c2.number_input("Channel", 0, info.channels - 1, key="channel", step=1)
+    c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
     ss["images"] = [s for s in ss.get("images") or [] if s in SAMPLES]
-    st.multiselect("Sample images", list(SAMPLES), key="images")
+    st.multiselect("Sample images", list(SAMPLES), key="images", persist_state="session")
     pool = [(f"sample:{s}", s, None) for s in ss["images"]] + [(k, n, img) for k, n, img in uploads]
     if not pool:
         st.info("Pick some sample images, or upload images in the sidebar (several at once).")
@@ -455,7 +458,7 @@ def page() -> None:
         except InputError as exc:
             st.error(str(exc))
 
-    st.segmented_control("View", list(VIEWS), key="view", required=True, format_func=VIEW_TITLES.get,
+    st.segmented_control("View", list(VIEWS), key="view", persist_state="session", required=True, format_func=VIEW_TITLES.get,
                          label_visibility="collapsed")
     try:
         if st.session_state.view == "compare":

@@ -8,7 +8,6 @@ escape for bad input.
 from __future__ import annotations
 
 import io
-import os
 import struct
 import time
 import zipfile

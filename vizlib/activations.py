@@ -177,7 +177,7 @@ def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str,
     names = m.class_names if m.class_names and len(m.class_names) == out.shape[1] else None
     result = []
     for row in probs:
-        idx = np.argsort(row)[::-1][:top]
+        idx = np.argsort(-row, kind="stable")[:top]
         result.append([(names[i] if names else f"class {i}", float(row[i])) for i in idx])
     return result
 

@@ -265,7 +265,7 @@ def _too_many_pixels(label: str, max_pixels: int, size: tuple[int, int] | None, 
         what = f"{_fmt_mp(int(m.group(1)))}" if m else "too many pixels"
     return InputError(
         f"{label} is {what}, more than the {_fmt_mp(max_pixels)} limit. "
-        f"Shrink it and upload it again. {_advice(max_pixels)}"
+        f"Shrink it to at most {_fmt_mp(max_pixels)} and upload it again."
     )
 
 
@@ -280,6 +280,10 @@ def _decode(
     # Pillow must refuse truncated files instead of padding them with grey;
     # nothing in this app wants the lenient mode.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Pillow warns (DecompressionBombWarning) between ~89 and ~179 MP; make that
+    # a refusal too.  catch_warnings() is not thread-safe before Python 3.14, so
+    # concurrent sessions may leave this "error" filter installed globally,
+    # which is harmless: it is exactly the policy wanted everywhere.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         # Every except below is deliberately broad and wraps only Pillow calls:
@@ -306,7 +310,7 @@ def _decode(
             raise InputError(f"{label} {kind}. {_advice(max_pixels)}") from exc
         except Exception as exc:
             raise InputError(
-                f"{label} could not be read as an image: the file is corrupt ({_reason(exc)}). "
+                f"{label} could not be opened: the file is corrupt ({_reason(exc)}). "
                 f"Re-save it as JPEG or PNG and upload it again."
             ) from exc
 

@@ -166,7 +166,8 @@ def validate_for_model(state: ViewState, layer_names: Sequence[str], channels_of
         if name and name not in layer_names:
             notices.append(f"Ignored {key}={name!r}: this model has no layer with 2D maps of that name.")
             updates[key] = ""
-    layer = updates.get("layer", state.layer) if state.view == "across" else updates.get("inspect", state.inspect)
+    key = "inspect" if state.view == "compare" else "layer"
+    layer = updates.get(key, getattr(state, key))
     if layer and layer in channels_of and state.channel >= channels_of[layer]:
         notices.append(f"Ignored channel={state.channel}: layer '{layer}' has channels 0 to {channels_of[layer] - 1}.")
         updates["channel"] = 0

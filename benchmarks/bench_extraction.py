@@ -1,0 +1,130 @@
+"""All 13 conv layers of VGG16 from one cached multi-output model vs one bare forward pass
+vs the tutorial's one-sub-model-per-layer approach.
+
+    /work/venv/bin/python benchmarks/bench_extraction.py [--rounds 9]
+
+VGG16 with untrained weights (no network here; the compute is the same as with
+ImageNet weights), one 224x224 image (the ``cat`` sample, preprocessed once).
+
+  (a) ``vizlib.activations.forward(m, batch, all 13 conv names, predictions=False)``:
+      the project's path (one cached ``keras.Model(input, [13 outputs])``).
+  (b) ``m.model(batch, training=False)``: one bare forward pass of the whole model.
+  (c) the Keras tutorial's way: for each conv layer,
+      ``keras.Model(m.model.input, m.model.get_layer(name).output).predict(batch)``.
+  (d) informational: what the app's ``compute()`` calls on a page load: the PIL image,
+      first + last conv layer + predictions (cached extractor).
+
+Repeats are interleaved (a, b, c, d, a, b, c, d, ...) so they share the machine's
+noise; medians are reported, and ratios both of medians and per round.
+Targets: a/b <= 1.15 (extracting everything costs about one forward pass);
+c/a >= 15 (the tutorial's approach is at least 15x slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import _common as C
+
+TARGET_A_OVER_B = 1.15
+TARGET_C_OVER_A = 15.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    args = ap.parse_args()
+
+    C.header("bench_extraction: VGG16 (untrained), 224x224, one image, all 13 conv layers")
+    t0 = C.now()
+    import keras
+    import numpy as np
+
+    A = C.activations_module()
+    from vizlib.images import load_sample
+    from vizlib.layers import conv_layers
+    from vizlib.models import load_catalogue_model
+
+    t_import = C.now() - t0
+    t_build, m = C.timed(lambda: load_catalogue_model("vgg16", None))
+    t_trace, convs = C.timed(lambda: conv_layers(m))  # builds the cached trace of the graph
+    names = [i.name for i in convs]
+    assert len(names) == 13, names
+    image = load_sample("cat")
+    batch = A.prepare(m, [image])
+    print(f"import TF+keras+vizlib {C.ms(t_import)}, build VGG16 {C.ms(t_build)}, "
+          f"trace graph {C.ms(t_trace)}; batch {batch.shape} {batch.dtype}")
+
+    # First calls (one-off costs).
+    t_first_a, (acts, _) = C.timed(lambda: A.forward(m, batch, names, predictions=False))
+    t_first_b, _ = C.timed(lambda: m.model(batch, training=False))
+    assert set(acts) == set(names) and all(acts[n].shape[0] == 1 for n in names)
+    total_bytes = sum(a.nbytes for a in acts.values())
+    print(f"first call (a) incl. building the extractor: {C.ms(t_first_a)}   "
+          f"first bare call (b): {C.ms(t_first_b)}")
+    print(f"activations returned by (a): {C.mb(total_bytes)} over 13 layers")
+
+    # Correctness of the comparison: (a) and (c) return the same maps.
+    sub = keras.Model(m.model.input, m.model.get_layer(names[-1]).output)
+    ref = sub.predict(batch, verbose=0)
+    np.testing.assert_allclose(acts[names[-1]], ref, rtol=1e-4, atol=1e-4)
+
+    def run_a():
+        A.forward(m, batch, names, predictions=False)
+
+    def run_b():
+        m.model(batch, training=False)
+
+    def run_c():
+        for n in names:
+            keras.Model(m.model.input, m.model.get_layer(n).output).predict(batch, verbose=0)
+
+    def run_d():
+        A.forward(m, [image], [names[0], names[-1]], predictions=True)
+
+    run_d()  # build its extractor once, outside the timings
+    times: dict[str, list[float]] = {k: [] for k in "abcd"}
+    for r in range(args.rounds):
+        row = {}
+        for key, fn in (("a", run_a), ("b", run_b), ("c", run_c), ("d", run_d)):
+            dt, _ = C.timed(fn)
+            times[key].append(dt)
+            row[key] = dt
+        print(f"round {r + 1:2d}: a {C.ms(row['a']):>7}  b {C.ms(row['b']):>7}  c {C.ms(row['c']):>8}  "
+              f"d {C.ms(row['d']):>7}   a/b {row['a'] / row['b']:.2f}  c/a {row['c'] / row['a']:.1f}")
+
+    med = {k: C.median(v) for k, v in times.items()}
+    a_b = med["a"] / med["b"]
+    c_a = med["c"] / med["a"]
+    a_b_rounds = C.median(a / b for a, b in zip(times["a"], times["b"]))
+    c_a_rounds = C.median(c / a for c, a in zip(times["c"], times["a"]))
+    print()
+    print(f"(a) forward, 13 conv layers, cached extractor : median {C.ms(med['a'])}  ({C.spread(times['a'])} s)")
+    print(f"(b) bare m.model(batch)                       : median {C.ms(med['b'])}  ({C.spread(times['b'])} s)")
+    print(f"(c) tutorial, 13 sub-models + predict          : median {C.ms(med['c'])}  ({C.spread(times['c'])} s)")
+    print(f"(d) app compute(): PIL image, first+last+preds : median {C.ms(med['d'])}  ({C.spread(times['d'])} s)")
+    print(f"first call of (a) incl. extractor build: {C.ms(t_first_a)}  "
+          f"(= {t_first_a / med['b']:.2f}x a bare pass; the trace, {C.ms(t_trace)}, was built before)")
+    print()
+    print(f"a/b = {a_b:.2f} (median of per-round ratios {a_b_rounds:.2f})  target <= {TARGET_A_OVER_B}: "
+          f"{C.verdict(a_b <= TARGET_A_OVER_B)}")
+    print(f"c/a = {c_a:.1f} (median of per-round ratios {c_a_rounds:.1f})  target >= {TARGET_C_OVER_A:.0f}: "
+          f"{C.verdict(c_a >= TARGET_C_OVER_A)}")
+    C.save("extraction", {
+        "rounds": args.rounds,
+        "times_s": times,
+        "median_s": med,
+        "first_call_a_s": t_first_a, "first_call_b_s": t_first_b,
+        "build_s": t_build, "trace_s": t_trace, "import_s": t_import,
+        "activation_bytes": total_bytes,
+        "a_over_b": a_b, "a_over_b_rounds": a_b_rounds,
+        "c_over_a": c_a, "c_over_a_rounds": c_a_rounds,
+        "targets": {
+            "a_over_b": {"target": f"<= {TARGET_A_OVER_B}", "value": a_b, "met": a_b <= TARGET_A_OVER_B},
+            "c_over_a": {"target": f">= {TARGET_C_OVER_A:.0f}", "value": c_a, "met": c_a >= TARGET_C_OVER_A},
+        },
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1530 @@
+"""Vet an uploaded Keras model file *before* anything deserialises it.
+
+A Keras model file is code: its config names classes that Keras imports and
+instantiates, a ``Lambda`` layer carries marshalled Python bytecode, some
+layers read files from the server, and its weights file can declare arrays far
+larger than the file itself.  :func:`check_model_file` inspects the file with
+nothing but ``zipfile``, ``json`` and ``h5py`` metadata calls -- it never
+imports Keras or TensorFlow, never unmarshals anything and never reads a weight
+array -- and raises :class:`~vizlib.errors.InputError` (a message fit to show
+the user) for anything it does not positively recognise as a plain, built-in
+Keras model of sane size.
+
+What is checked
+---------------
+* **Format by content, not by name.**  A ``.keras`` file must be a zip archive
+  (``PK\\x03\\x04``), a ``.h5``/``.hdf5`` file an HDF5 file
+  (``\\x89HDF\\r\\n\\x1a\\n``).  Keras picks its loader from the extension, so a
+  mismatch is refused with a "rename it" message rather than guessed at.
+* **Zip container** (``.keras``): the central directory is sized from the
+  end-of-central-directory record before :mod:`zipfile` parses it; the archive
+  must hold exactly ``metadata.json``, ``config.json`` and
+  ``model.weights.h5`` once each (no ``../`` paths, absolute paths,
+  duplicates, ``assets/``, ``.npz`` weights, encryption or exotic
+  compression); every member and the total are size-capped and a member above
+  1 MiB may not expand more than ``max_ratio`` times (zip bombs).
+* **Config** (``config.json`` / the legacy ``model_config`` attribute): read
+  size-capped, parsed with plain :func:`json.loads` (duplicate keys refused),
+  then every dict carrying a ``"class_name"`` is matched against
+  :data:`ALLOWED_CLASSES` by ``(module, class_name)`` with ``registered_name``
+  empty or equal to the class name.  ``Lambda``, ``__lambda__``,
+  ``TFSMLayer``, lookup / text-vectorisation layers, Python functions other
+  than Keras' named activations, and anything from a module outside Keras are
+  refused by name.  Any ``safe_mode``/``unsafe`` key anywhere is refused.
+* **Size of what Keras would allocate**: the HDF5 weights are walked with
+  metadata calls only -- declared ``shape x itemsize`` is summed and capped
+  (this catches a 2 KB file declaring 40 GB of weights); external datasets,
+  virtual datasets, soft/external links, non-numeric dtypes and non-standard
+  HDF5 filters (which would load plugins) are refused.  For ``.keras`` files the
+  variables every weighted layer will create at build time are also estimated
+  from its config and ``build_config`` and capped, and model input sizes and a
+  few geometry parameters (up-sampling factors, resize targets) are bounded.
+
+What is *not* checked: the legacy ``.h5`` format records no per-layer input
+shapes, so for it the build-time estimate is skipped (its hyper-parameters are
+still capped).  Load accepted files with
+``keras.models.load_model(path, safe_mode=True, compile=False)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import stat
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vizlib.errors import InputError
+
+__all__ = [
+    "ALLOWED_CLASSES",
+    "ModelFileReport",
+    "check_model_file",
+]
+
+MiB = 2**20
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_LOCAL_MAGIC = b"PK\x03\x04"
+ZIP_EMPTY_MAGIC = b"PK\x05\x06"
+
+KERAS_EXTENSIONS = (".keras",)
+H5_EXTENSIONS = (".h5", ".hdf5")
+
+#: The members a Keras 3 ``.keras`` archive must contain, each exactly once.
+KERAS_ARCHIVE_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
+
+MAX_METADATA_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = 32 * MiB
+#: Members above this size must not expand more than ``max_ratio`` times.
+RATIO_FLOOR_BYTES = 1 * MiB
+MAX_CENTRAL_DIRECTORY_BYTES = 1 * MiB
+MAX_CONFIG_DEPTH = 200
+MAX_HDF5_OBJECTS = 200_000
+
+#: Caps on single hyper-parameters (defence in depth; real CNNs are far below).
+MAX_UNITS = 2**17  # Dense units, Conv filters, projection dims
+MAX_KERNEL_ELEMENTS = 2**12  # product of kernel_size
+MAX_DEPTH_MULTIPLIER = 2**10
+MAX_HEADS = 2**10
+MAX_UPSAMPLING = 256  # product of UpSampling size / transposed-conv strides
+MAX_PADDING = 4096
+MAX_RESIZE_SIDE = 8192
+
+# --------------------------------------------------------------------------
+# The allowlist
+# --------------------------------------------------------------------------
+
+_PUBLIC_LAYERS = frozenset(
+    {
+        # convolution
+        "Conv1D", "Conv2D", "Conv3D",
+        "Convolution1D", "Convolution2D", "Convolution3D",
+        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+        "Convolution2DTranspose",
+        "SeparableConv1D", "SeparableConv2D", "SeparableConvolution2D",
+        "DepthwiseConv1D", "DepthwiseConv2D",
+        # core
+        "Dense", "Activation", "Identity", "InputLayer",
+        "Flatten", "Reshape", "Permute", "RepeatVector",
+        # regularisation
+        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+        "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+        # normalisation
+        "BatchNormalization", "LayerNormalization", "GroupNormalization",
+        "UnitNormalization",
+        # activations
+        "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+        # pooling
+        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+        "MaxPool1D", "MaxPool2D", "MaxPool3D",
+        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+        "AvgPool1D", "AvgPool2D", "AvgPool3D",
+        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+        "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
+        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+        "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",
+        # reshaping
+        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+        "Cropping1D", "Cropping2D", "Cropping3D",
+        "UpSampling1D", "UpSampling2D", "UpSampling3D",
+        # merging
+        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+        "Concatenate",
+        # attention (plain tensor maths; no code, no files)
+        "MultiHeadAttention",
+        # image preprocessing baked into real models
+        "Rescaling", "Normalization", "Resizing", "CenterCrop",
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+        "RandomContrast", "RandomCrop", "RandomBrightness",
+    }
+)
+
+_INITIALIZERS = frozenset(
+    {
+        "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform",
+        "Identity", "IdentityInitializer", "LecunNormal", "LecunUniform",
+        "Ones", "Orthogonal", "OrthogonalInitializer", "RandomNormal",
+        "RandomUniform", "TruncatedNormal", "VarianceScaling", "Zeros",
+    }
+)
+_REGULARIZERS = frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"})
+_CONSTRAINTS = frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"})
+_DTYPE_POLICIES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
+_MODELS = frozenset({"Functional", "Sequential", "Model"})
+
+#: Classes defined inside Keras (not exported under ``keras.layers``) that the
+#: Keras Applications serialise with their internal module path.  Each was
+#: read: plain tensor maths, no code, no file access.
+_KERAS_INTERNAL_CLASSES = frozenset(
+    {
+        # ConvNeXt*: gamma * x, and drop-path (only when drop_path_rate > 0)
+        ("keras.src.applications.convnext", "LayerScale"),
+        ("keras.src.applications.convnext", "StochasticDepth"),
+        # InceptionResNetV2: inputs[0] + inputs[1] * scale
+        ("keras.src.applications.inception_resnet_v2", "CustomScaleLayer"),
+        # Functional models serialise under their implementation module.
+        ("keras.src.models.functional", "Functional"),
+        ("keras.src.models.sequential", "Sequential"),
+        ("keras.src.models.model", "Model"),
+    }
+)
+
+#: ``keras.ops`` applied to symbolic tensors in a functional model are saved
+#: as Operation objects (e.g. ConvNeXt's and MobileNetV3's residual ``x + y`` is
+#: ``keras.src.ops.numpy.Add``).  Only element-wise maths, reductions and
+#: shape shuffles that cannot enlarge a tensor are accepted (no Tile, Repeat,
+#: BroadcastTo, Full, Einsum, control flow or anything taking a function).
+_KERAS_OPS = {
+    "keras.src.ops.numpy": frozenset(
+        {
+            "Abs", "Absolute", "Add", "Subtract", "Multiply", "Divide",
+            "TrueDivide", "Negative", "Square", "Sqrt", "Exp", "Log", "Log1p",
+            "Power", "Maximum", "Minimum", "Clip", "Tanh", "Sign", "Floor",
+            "Ceil", "Round", "Reciprocal", "Where",
+            "Mean", "Max", "Min", "Sum", "Prod", "Std", "Var", "Argmax", "Argmin",
+            "Concatenate", "Stack", "Reshape", "Transpose", "ExpandDims",
+            "Squeeze", "Moveaxis", "Swapaxes", "Ravel", "Flip", "GetItem",
+            "Matmul",
+        }
+    ),
+    "keras.src.ops.nn": frozenset(
+        {
+            "Relu", "Relu6", "Sigmoid", "Softmax", "LogSoftmax", "Gelu", "Silu",
+            "Elu", "Selu", "LeakyRelu", "HardSigmoid", "HardSilu", "Softplus",
+            "Softsign", "LogSigmoid", "Glu",
+        }
+    ),
+    "keras.src.ops.core": frozenset({"Cast"}),
+}
+
+
+def _build_allowed() -> frozenset[tuple[str, str]]:
+    allowed: set[tuple[str, str]] = set()
+    allowed |= {("keras.layers", name) for name in _PUBLIC_LAYERS}
+    allowed |= {("keras.initializers", name) for name in _INITIALIZERS}
+    allowed |= {("keras.regularizers", name) for name in _REGULARIZERS}
+    allowed |= {("keras.constraints", name) for name in _CONSTRAINTS}
+    for module in ("keras", "keras.dtype_policies"):
+        allowed |= {(module, name) for name in _DTYPE_POLICIES}
+    for module in ("keras", "keras.models"):
+        allowed |= {(module, name) for name in _MODELS}
+    allowed |= _KERAS_INTERNAL_CLASSES
+    for module, names in _KERAS_OPS.items():
+        allowed |= {(module, name) for name in names}
+    return frozenset(allowed)
+
+
+#: Every Keras object an uploaded model's config may name, as
+#: ``(module, class_name)`` pairs exactly as Keras 3 writes them into
+#: ``config.json``: built-in layers under ``keras.layers`` (convolution, dense,
+#: pooling, normalisation, activation, merging, reshaping, image preprocessing,
+#: MultiHeadAttention), initializers, regularizers, constraints, dtype
+#: policies, the model classes (``Functional``, ``Sequential``, ``Model``), the
+#: three Keras Applications internals ``LayerScale``, ``StochasticDepth``
+#: (ConvNeXt) and ``CustomScaleLayer`` (InceptionResNetV2), and a short list
+#: of side-effect-free ``keras.ops`` operations.  A matching object must also
+#: have an empty ``registered_name`` or one equal to its class name.
+#:
+#: Deliberately absent: ``Lambda`` (marshalled bytecode), ``TFSMLayer`` (loads
+#: a SavedModel from a path), ``StringLookup``/``IntegerLookup``/
+#: ``TextVectorization``/``Hashing`` (vocabulary files), the JAX/Flax/Torch
+#: wrappers, recurrent layers and wrappers, and anything outside Keras.
+#: Legacy ``.h5`` configs carry bare class names; there the names of the
+#: public (non-``keras.src``) entries are accepted.
+ALLOWED_CLASSES: frozenset[tuple[str, str]] = _build_allowed()
+
+#: Bare class names accepted where a config gives no module (legacy ``.h5``).
+#: ``Policy`` is TF-Keras' mixed-precision policy object.
+_BARE_NAMES = frozenset(
+    name for module, name in ALLOWED_CLASSES if not module.startswith("keras.src.")
+) | {"Policy"}
+
+#: Objects allowed only inside ``compile_config`` / ``training_config``
+#: (optimizer, losses, metrics), which Keras deserialises only when loading
+#: with ``compile=True``.
+_COMPILE_MODULE_CLASSES = {
+    "keras.optimizers": frozenset(
+        {
+            "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl",
+            "Lamb", "Lion", "LossScaleOptimizer", "Nadam", "RMSprop", "SGD",
+        }
+    ),
+    "keras.optimizers.schedules": frozenset(
+        {
+            "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
+            "InverseTimeDecay", "PiecewiseConstantDecay", "PolynomialDecay",
+        }
+    ),
+    "keras.losses": frozenset(
+        {
+            "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy",
+            "CategoricalFocalCrossentropy", "CategoricalHinge", "CosineSimilarity",
+            "Dice", "Hinge", "Huber", "KLDivergence", "LogCosh", "MeanAbsoluteError",
+            "MeanAbsolutePercentageError", "MeanSquaredError",
+            "MeanSquaredLogarithmicError", "Poisson", "SparseCategoricalCrossentropy",
+            "SquaredHinge", "Tversky",
+        }
+    ),
+    "keras.metrics": frozenset(
+        {
+            "AUC", "Accuracy", "BinaryAccuracy", "BinaryCrossentropy", "BinaryIoU",
+            "CategoricalAccuracy", "CategoricalCrossentropy", "CategoricalHinge",
+            "CosineSimilarity", "F1Score", "FBetaScore", "FalseNegatives",
+            "FalsePositives", "Hinge", "IoU", "KLDivergence", "LogCoshError", "Mean",
+            "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanIoU",
+            "MeanMetricWrapper", "MeanSquaredError", "MeanSquaredLogarithmicError",
+            "OneHotIoU", "OneHotMeanIoU", "Poisson", "Precision", "PrecisionAtRecall",
+            "R2Score", "Recall", "RecallAtPrecision", "RootMeanSquaredError",
+            "SensitivityAtSpecificity", "SparseCategoricalAccuracy",
+            "SparseCategoricalCrossentropy", "SparseTopKCategoricalAccuracy",
+            "SpecificityAtSensitivity", "SquaredHinge", "Sum",
+            "TopKCategoricalAccuracy", "TrueNegatives", "TruePositives",
+        }
+    ),
+}
+_COMPILE_CLASSES = frozenset(
+    (module, name) for module, names in _COMPILE_MODULE_CLASSES.items() for name in names
+)
+_COMPILE_BARE_NAMES = frozenset(name for _, name in _COMPILE_CLASSES) | {
+    # TF-Keras / Keras 2 spellings seen in legacy training configs
+    "MeanMetricWrapper", "SGD", "RMSprop", "Adam", "Adagrad", "Adadelta", "Adamax",
+    "Nadam", "Custom>Adam",
+}
+
+#: Keras' built-in activation names; Keras 3 writes a function-valued
+#: activation as ``{"module": "builtins", "class_name": "function",
+#: "config": "<name>"}`` and resolves it inside ``keras.activations`` only.
+_ACTIVATION_NAMES = frozenset(
+    {
+        "celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid",
+        "hard_silu", "hard_swish", "hard_tanh", "leaky_relu", "linear",
+        "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu", "sigmoid",
+        "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus",
+        "sparse_sigmoid", "sparsemax", "squareplus", "swish", "tanh",
+        "tanh_shrink", "threshold",
+    }
+)
+_LOSS_METRIC_FUNCTIONS = frozenset(
+    {
+        "binary_accuracy", "binary_crossentropy", "binary_focal_crossentropy",
+        "categorical_accuracy", "categorical_crossentropy",
+        "categorical_focal_crossentropy", "categorical_hinge", "cosine_similarity",
+        "hinge", "huber", "kl_divergence", "log_cosh", "mean_absolute_error",
+        "mean_absolute_percentage_error", "mean_squared_error",
+        "mean_squared_logarithmic_error", "poisson", "sparse_categorical_accuracy",
+        "sparse_categorical_crossentropy", "sparse_top_k_categorical_accuracy",
+        "squared_hinge", "top_k_categorical_accuracy",
+    }
+)
+_FUNCTION_MODULES = frozenset(
+    {"builtins", "keras.activations", "keras.losses", "keras.metrics"}
+)
+
+#: Serialisation markers that only carry data (tensors, slices, bytes).
+_DATA_MARKERS = frozenset(
+    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+)
+
+_LOCAL_HINT = (
+    "or run the dashboard locally and pass your model to vizlib as a keras.Model"
+)
+
+#: Classes refused with a specific explanation, whatever module they claim.
+_REFUSED_CLASSES = {
+    "Lambda": "a Lambda layer{where}, which holds Python code",
+    "TFOpLambda": "a TensorFlow-op Lambda layer{where} (TF-Keras 'TFOpLambda'), which calls arbitrary TensorFlow functions",
+    "SlicingOpLambda": "a TensorFlow-op Lambda layer{where} (TF-Keras 'SlicingOpLambda'), which calls arbitrary TensorFlow functions",
+    "TFSMLayer": "a TFSMLayer{where}, which loads a TensorFlow SavedModel (a program) from a path on the server",
+    "StringLookup": "a StringLookup layer{where}, which can read its vocabulary from a file on the server",
+    "IntegerLookup": "an IntegerLookup layer{where}, which can read its vocabulary from a file on the server",
+    "TextVectorization": "a TextVectorization layer{where}, which can read its vocabulary from a file on the server",
+    "Hashing": "a Hashing layer{where}, which this dashboard does not accept",
+    "HashedCrossing": "a HashedCrossing layer{where}, which this dashboard does not accept",
+    "TorchModuleWrapper": "a TorchModuleWrapper{where}, which holds a pickled PyTorch module (Python code)",
+    "JaxLayer": "a JaxLayer{where}, which holds Python code",
+    "FlaxLayer": "a FlaxLayer{where}, which holds Python code",
+}
+
+_SAFE_MODE_KEY = re.compile(r"safe_?mode|unsafe", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+# Weighted layers: (class_name) -> estimator kind.
+_CONV = {
+    "Conv1D": 1, "Conv2D": 2, "Conv3D": 3,
+    "Convolution1D": 1, "Convolution2D": 2, "Convolution3D": 3,
+}
+_CONV_T = {
+    "Conv1DTranspose": 1, "Conv2DTranspose": 2, "Conv3DTranspose": 3,
+    "Convolution2DTranspose": 2,
+}
+_SEPARABLE = {"SeparableConv1D": 1, "SeparableConv2D": 2, "SeparableConvolution2D": 2}
+_DEPTHWISE = {"DepthwiseConv1D": 1, "DepthwiseConv2D": 2}
+_WEIGHTED = (
+    set(_CONV) | set(_CONV_T) | set(_SEPARABLE) | set(_DEPTHWISE)
+    | {
+        "Dense", "BatchNormalization", "LayerNormalization", "GroupNormalization",
+        "PReLU", "Normalization", "MultiHeadAttention", "LayerScale",
+    }
+)
+
+# Allowed HDF5 filters: deflate, shuffle, fletcher32, szip, nbit, scaleoffset,
+# lzf.  Any other filter id makes HDF5 look for a plugin shared library.
+_HDF5_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
+@dataclass(frozen=True)
+class ModelFileReport:
+    """What :func:`check_model_file` found in an accepted file.
+
+    Attributes:
+        format: ``"keras"`` (Keras 3 zip archive) or ``"h5"`` (legacy HDF5
+            full-model file).
+        file_bytes: size of the file on disk.
+        n_layers: number of layers in the config, counting those inside
+            nested models (and the nested models themselves).
+        class_names: sorted Keras class names the config uses.
+        declared_weight_bytes: bytes the HDF5 weight datasets declare
+            (shape x itemsize, read from metadata; no data was read).
+        estimated_weight_bytes: bytes of variables the config makes Keras
+            allocate while building the model, estimated from each weighted
+            layer's config and recorded input shape; ``None`` for legacy
+            ``.h5`` files, which record no input shapes.
+        input_shapes: the declared input shapes (batch dimension included,
+            ``None`` for unknown sizes).
+        keras_version: the Keras version that wrote the file, if recorded.
+        compiled: the file carries a compile/training config (optimizer,
+            loss).  It was vetted too, but load with ``compile=False``.
+    """
+
+    format: str
+    file_bytes: int
+    n_layers: int
+    class_names: tuple[str, ...]
+    declared_weight_bytes: int
+    estimated_weight_bytes: int | None
+    input_shapes: tuple[tuple[int | None, ...], ...]
+    keras_version: str | None
+    compiled: bool
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+
+def check_model_file(
+    path: str | os.PathLike[str],
+    *,
+    max_file_bytes: int = 200 * MiB,
+    max_weight_bytes: int = 600 * MiB,
+    max_members: int = 16,
+    max_ratio: float = 100,
+    max_input_elements: int = 2**24,
+) -> ModelFileReport:
+    """Check an uploaded ``.keras`` / ``.h5`` model file without loading it.
+
+    Args:
+        path: the saved upload; its extension must be ``.keras``, ``.h5`` or
+            ``.hdf5`` (Keras chooses its loader by extension) and must agree
+            with the file's content.
+        max_file_bytes: largest accepted file.
+        max_weight_bytes: largest accepted total of declared weight bytes,
+            both as stored in the HDF5 weights and as estimated from the
+            config.
+        max_members: most zip entries accepted before the archive's
+            directory is even parsed (a valid archive has three).
+        max_ratio: largest uncompressed/compressed ratio of a zip member
+            above 1 MiB (Keras stores members uncompressed).
+        max_input_elements: largest number of elements of one model input
+            (batch dimension excluded, unknown sizes ignored).
+
+    Returns:
+        A :class:`ModelFileReport`.
+
+    Raises:
+        InputError: the file is refused; the message names the problem and
+            what to do about it.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputError(
+            f"The model file '{name}' could not be read ({exc.strerror or exc}). "
+            "Upload it again."
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"'{name}' is not a regular file. Upload a .keras or .h5 model file.")
+    size = st.st_size
+    if size == 0:
+        raise InputError(f"The model file '{name}' is empty. Upload the file written by model.save().")
+    if size > max_file_bytes:
+        raise InputError(
+            f"The model file '{name}' is {_fmt_bytes(size)}; uploaded models are limited to "
+            f"{_fmt_bytes(max_file_bytes)}. Upload a smaller model, {_LOCAL_HINT}."
+        )
+
+    suffix = path.suffix  # case-sensitive, as Keras' own dispatch is
+    if suffix not in KERAS_EXTENSIONS + H5_EXTENSIONS:
+        raise InputError(
+            f"'{name}' does not end in .keras, .h5 or .hdf5, so Keras cannot load it. "
+            "Upload a model saved with model.save('model.keras')."
+        )
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    is_zip = head[:4] == ZIP_LOCAL_MAGIC
+    is_hdf5 = head == HDF5_SIGNATURE
+
+    if suffix in KERAS_EXTENSIONS:
+        if is_hdf5:
+            raise InputError(
+                f"'{name}' is named .keras but is really an HDF5 (legacy .h5) model file. "
+                "Rename it to end in .h5 and upload it again."
+            )
+        if not is_zip:
+            raise _not_a_model(name, "a .keras file must be a zip archive written by model.save()")
+        return _check_keras_archive(
+            path,
+            size,
+            max_weight_bytes=max_weight_bytes,
+            max_members=max_members,
+            max_ratio=max_ratio,
+            max_input_elements=max_input_elements,
+        )
+
+    if is_zip:
+        raise InputError(
+            f"'{name}' is named {suffix} but is really a zip archive (a .keras model file). "
+            "Rename it to end in .keras and upload it again."
+        )
+    if not is_hdf5:
+        raise _not_a_model(name, f"a {suffix} file must be an HDF5 file written by model.save()")
+    return _check_legacy_h5(
+        path,
+        size,
+        max_weight_bytes=max_weight_bytes,
+        max_input_elements=max_input_elements,
+    )
+
+
+# --------------------------------------------------------------------------
+# .keras archives
+# --------------------------------------------------------------------------
+
+
+def _check_keras_archive(
+    path: Path,
+    size: int,
+    *,
+    max_weight_bytes: int,
+    max_members: int,
+    max_ratio: float,
+    max_input_elements: int,
+) -> ModelFileReport:
+    name = path.name
+    with open(path, "rb") as fh:
+        n_entries, cd_size = _zip_directory_stats(fh, size, name)
+        if n_entries > max_members:
+            raise InputError(
+                f"The archive '{name}' holds {n_entries} files; a .keras model holds exactly "
+                f"{len(KERAS_ARCHIVE_MEMBERS)} (metadata.json, config.json, model.weights.h5). "
+                "Upload the file written by model.save('model.keras') unchanged."
+            )
+        if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+            raise _damaged(name, "its zip directory is implausibly large")
+        try:
+            zf = zipfile.ZipFile(fh, "r")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError,
+                EOFError, NotImplementedError, struct.error) as exc:
+            raise _damaged(name, f"the zip archive cannot be read: {exc}") from None
+        with zf:
+            infos = _vet_zip_members(zf, name, size, max_weight_bytes=max_weight_bytes,
+                                     max_ratio=max_ratio)
+            metadata_raw = _read_member(zf, infos["metadata.json"], MAX_METADATA_BYTES, name)
+            config_raw = _read_member(zf, infos["config.json"], MAX_CONFIG_BYTES, name)
+
+            metadata = _parse_json(metadata_raw, name, "metadata.json")
+            if not isinstance(metadata, dict):
+                raise _damaged(name, "its metadata.json is not a JSON object")
+            _refuse_safe_mode_keys(metadata, name, "metadata.json")
+            keras_version = metadata.get("keras_version")
+            if not isinstance(keras_version, str):
+                keras_version = None
+
+            config = _parse_json(config_raw, name, "config.json")
+            audit = _ConfigAudit(
+                name,
+                legacy=False,
+                max_weight_bytes=max_weight_bytes,
+                max_input_elements=max_input_elements,
+            )
+            audit.run_model(config)
+
+            declared = _scan_weights_member(
+                path, zf, infos["model.weights.h5"], size, name, max_weight_bytes
+            )
+
+    return ModelFileReport(
+        format="keras",
+        file_bytes=size,
+        n_layers=audit.n_layers,
+        class_names=tuple(sorted(audit.class_names)),
+        declared_weight_bytes=declared,
+        estimated_weight_bytes=audit.estimated_bytes,
+        input_shapes=tuple(audit.input_shapes),
+        keras_version=keras_version,
+        compiled=audit.compiled,
+    )
+
+
+def _zip_directory_stats(fh, size: int, name: str) -> tuple[int, int]:
+    """Entry count and central-directory size, from the end record alone."""
+    tail_len = min(size, 22 + 65535)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    pos = tail.rfind(ZIP_EMPTY_MAGIC)
+    if pos < 0 or len(tail) - pos < 22:
+        raise _damaged(name, "the zip archive is truncated or not a zip archive at all")
+    eocd_abs = size - tail_len + pos
+    (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _) = struct.unpack(
+        "<4s4H2LH", tail[pos : pos + 22]
+    )
+    if n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        if eocd_abs < 20:
+            raise _damaged(name, "its zip64 directory record is missing")
+        fh.seek(eocd_abs - 20)
+        locator = fh.read(20)
+        sig, disk64, z64_offset, n_disks = struct.unpack("<4sLQL", locator)
+        if sig != b"PK\x06\x07" or z64_offset + 56 > size:
+            raise _damaged(name, "its zip64 directory record is missing")
+        fh.seek(z64_offset)
+        record = fh.read(56)
+        if len(record) < 56:
+            raise _damaged(name, "its zip64 directory record is truncated")
+        (sig, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = struct.unpack(
+            "<4sQ2H2L4Q", record
+        )
+        if sig != b"PK\x06\x06":
+            raise _damaged(name, "its zip64 directory record is corrupt")
+    if disk != 0 or cd_disk != 0 or n_disk != n_total:
+        raise _damaged(name, "it is a multi-part (split) zip archive")
+    if cd_offset + cd_size > size:
+        raise _damaged(name, "the zip archive is truncated")
+    return n_total, cd_size
+
+
+def _vet_zip_members(
+    zf: zipfile.ZipFile, name: str, size: int, *, max_weight_bytes: int, max_ratio: float
+) -> dict[str, zipfile.ZipInfo]:
+    caps = {
+        "metadata.json": MAX_METADATA_BYTES,
+        "config.json": MAX_CONFIG_BYTES,
+        # HDF5 overhead on top of the arrays is small; 64 MiB is generous.
+        "model.weights.h5": max_weight_bytes + 64 * MiB,
+    }
+    infos: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in zf.infolist():
+        member = info.filename
+        if info.orig_filename != member or member not in KERAS_ARCHIVE_MEMBERS:
+            shown = info.orig_filename.replace("\x00", "\\0")[:120]
+            raise InputError(
+                f"The archive '{name}' contains an unexpected file '{shown}'; a .keras model "
+                "holds only metadata.json, config.json and model.weights.h5. Upload the file "
+                "written by model.save('model.keras') unchanged."
+            )
+        if member in infos:
+            raise InputError(
+                f"The archive '{name}' contains '{member}' more than once, so different "
+                "programs could read different models from it. Upload the file written by "
+                "model.save('model.keras') unchanged."
+            )
+        if info.flag_bits & 0x1:
+            raise InputError(
+                f"The archive '{name}' is encrypted. Upload the unencrypted file written by "
+                "model.save('model.keras')."
+            )
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _damaged(name, f"'{member}' uses an unsupported compression method")
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise _damaged(name, f"the sizes recorded for '{member}' disagree")
+        if info.header_offset + info.compress_size > size:
+            raise _damaged(name, f"'{member}' extends past the end of the file (truncated?)")
+        if info.file_size > caps[member]:
+            raise InputError(
+                f"'{member}' in '{name}' unpacks to {_fmt_bytes(info.file_size)}, more than "
+                f"the {_fmt_bytes(caps[member])} allowed for uploaded models. Upload a smaller "
+                f"model, {_LOCAL_HINT}."
+            )
+        if info.file_size > RATIO_FLOOR_BYTES and (
+            info.compress_size == 0 or info.file_size > max_ratio * info.compress_size
+        ):
+            raise InputError(
+                f"'{member}' in '{name}' would expand from {_fmt_bytes(info.compress_size)} to "
+                f"{_fmt_bytes(info.file_size)} (a 'zip bomb'); real model files do not "
+                "compress like that. Upload the file written by model.save('model.keras')."
+            )
+        total += info.file_size
+        infos[member] = info
+    missing = sorted(KERAS_ARCHIVE_MEMBERS - set(infos))
+    if missing:
+        raise InputError(
+            f"'{name}' is a zip archive but not a Keras model: it lacks {', '.join(missing)}. "
+            "Upload the file written by model.save('model.keras')."
+        )
+    if total > max_weight_bytes + 96 * MiB:
+        raise InputError(
+            f"'{name}' unpacks to {_fmt_bytes(total)}, more than uploaded models may. "
+            f"Upload a smaller model, {_LOCAL_HINT}."
+        )
+    return infos
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, name: str) -> bytes:
+    try:
+        with zf.open(info, "r") as f:
+            data = f.read(cap + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError, struct.error) as exc:
+        raise _damaged(name, f"'{info.filename}' cannot be read: {exc}") from None
+    if len(data) > cap:
+        raise InputError(
+            f"'{info.filename}' in '{name}' is larger than the {_fmt_bytes(cap)} allowed. "
+            "Upload the file written by model.save('model.keras') unchanged."
+        )
+    return data
+
+
+def _scan_weights_member(
+    path: Path,
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    size: int,
+    name: str,
+    max_weight_bytes: int,
+) -> int:
+    if info.compress_type == zipfile.ZIP_STORED:
+        # Keras stores members uncompressed: give h5py a bounded, seekable
+        # window onto the archive instead of copying the weights into memory.
+        with open(path, "rb") as raw:
+            start = _stored_data_offset(raw, info, size, name)
+            window = _Window(raw, start, info.file_size)
+            return _scan_hdf5_source(window, name, "model.weights.h5", max_weight_bytes)
+    data = _read_member(zf, info, info.file_size, name)
+    return _scan_hdf5_source(io.BytesIO(data), name, "model.weights.h5", max_weight_bytes)
+
+
+def _stored_data_offset(raw, info: zipfile.ZipInfo, size: int, name: str) -> int:
+    raw.seek(info.header_offset)
+    header = raw.read(30)
+    if len(header) < 30 or header[:4] != ZIP_LOCAL_MAGIC:
+        raise _damaged(name, f"the entry for '{info.filename}' is corrupt")
+    flags = struct.unpack("<H", header[6:8])[0]
+    n_name, n_extra = struct.unpack("<2H", header[26:30])
+    local_name = raw.read(n_name)
+    encoding = "utf-8" if flags & 0x800 else "cp437"
+    try:
+        local_decoded = local_name.decode(encoding)
+    except UnicodeDecodeError:
+        local_decoded = None
+    if local_decoded != info.orig_filename:
+        raise _damaged(name, f"the entry for '{info.filename}' names a different file")
+    start = info.header_offset + 30 + n_name + n_extra
+    if start + info.file_size > size:
+        raise _damaged(name, f"'{info.filename}' extends past the end of the file (truncated?)")
+    return start
+
+
+class _Window(io.RawIOBase):
+    """Read-only, seekable view of ``length`` bytes of ``fh`` from ``start``."""
+
+    def __init__(self, fh, start: int, length: int):
+        super().__init__()
+        self._fh = fh
+        self._start = start
+        self._len = length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._len + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self._len - self._pos)
+        if n <= 0:
+            return 0
+        self._fh.seek(self._start + self._pos)
+        got = self._fh.readinto(view[:n])
+        got = got or 0
+        self._pos += got
+        return got
+
+
+# --------------------------------------------------------------------------
+# Legacy HDF5 full-model files
+# --------------------------------------------------------------------------
+
+
+def _check_legacy_h5(
+    path: Path, size: int, *, max_weight_bytes: int, max_input_elements: int
+) -> ModelFileReport:
+    name = path.name
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _damaged(name, f"the HDF5 file cannot be opened ({exc})") from None
+    with f:
+        try:
+            attrs = set(f.attrs.keys())
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise _damaged(name, f"its attributes cannot be read ({exc})") from None
+        if "model_config" not in attrs:
+            raise InputError(
+                f"'{name}' holds no model architecture (it looks like a weights-only file). "
+                "Save the whole model with model.save('model.keras') and upload that."
+            )
+        config = _parse_json(_read_text_attr(f, "model_config", name), name, "model_config")
+        audit = _ConfigAudit(
+            name,
+            legacy=True,
+            max_weight_bytes=max_weight_bytes,
+            max_input_elements=max_input_elements,
+        )
+        audit.run_model(config)
+        if "training_config" in attrs:
+            training = _parse_json(
+                _read_text_attr(f, "training_config", name), name, "training_config"
+            )
+            audit.run_compile(training)
+        keras_version = None
+        if "keras_version" in attrs:
+            try:
+                keras_version = _attr_text(f.attrs["keras_version"])
+            except (OSError, ValueError, TypeError, RuntimeError):
+                keras_version = None
+        if isinstance(keras_version, str) and len(keras_version) > 64:
+            keras_version = None
+        declared = _scan_hdf5_file(f, name, "weights", max_weight_bytes)
+    return ModelFileReport(
+        format="h5",
+        file_bytes=size,
+        n_layers=audit.n_layers,
+        class_names=tuple(sorted(audit.class_names)),
+        declared_weight_bytes=declared,
+        estimated_weight_bytes=None,
+        input_shapes=tuple(audit.input_shapes),
+        keras_version=keras_version,
+        compiled=audit.compiled,
+    )
+
+
+def _read_text_attr(f: h5py.File, key: str, name: str) -> bytes:
+    try:
+        value = f.attrs[key]
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise _damaged(name, f"its '{key}' attribute cannot be read ({exc})") from None
+    text = _attr_text(value)
+    if text is None:
+        raise _damaged(name, f"its '{key}' attribute is not text")
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(
+            f"The model description in '{name}' is larger than the "
+            f"{_fmt_bytes(MAX_CONFIG_BYTES)} allowed. Upload a smaller model, {_LOCAL_HINT}."
+        )
+    return data
+
+
+def _attr_text(value: Any) -> str | None:
+    if isinstance(value, np.ndarray):
+        if value.shape != ():
+            return None
+        value = value.item()
+    if isinstance(value, np.bytes_):
+        value = bytes(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str):
+        return value
+    return None
+
+
+# --------------------------------------------------------------------------
+# HDF5 metadata walk (never reads dataset data)
+# --------------------------------------------------------------------------
+
+
+def _scan_hdf5_source(source, name: str, label: str, max_weight_bytes: int) -> int:
+    try:
+        f = h5py.File(source, "r")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _damaged(name, f"its {label} is not a readable HDF5 file ({exc})") from None
+    with f:
+        return _scan_hdf5_file(f, name, label, max_weight_bytes)
+
+
+def _scan_hdf5_file(f: h5py.File, name: str, label: str, max_weight_bytes: int) -> int:
+    try:
+        return _walk_hdf5(f, name, label, max_weight_bytes)
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise _damaged(name, f"its {label} is corrupt ({exc})") from None
+
+
+def _walk_hdf5(root: h5py.Group, name: str, label: str, max_weight_bytes: int) -> int:
+    total = 0
+    n_objects = 0
+    seen = {root.id}
+    stack: list[h5py.Group] = [root]
+    while stack:
+        group = stack.pop()
+        for key in group:
+            n_objects += 1
+            if n_objects > MAX_HDF5_OBJECTS:
+                raise InputError(
+                    f"The weights in '{name}' consist of more than {MAX_HDF5_OBJECTS} HDF5 "
+                    f"objects, far more than any supported model. Upload a smaller model, "
+                    f"{_LOCAL_HINT}."
+                )
+            where = f"{group.name.rstrip('/')}/{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise InputError(
+                    f"The weights in '{name}' contain a link to another file "
+                    f"('{where}' -> '{link.filename}'), which could read files on the server. "
+                    "Upload the file written by model.save() unchanged."
+                )
+            if not isinstance(link, h5py.HardLink):
+                raise InputError(
+                    f"The weights in '{name}' contain a {type(link).__name__} at '{where}'; "
+                    "model files written by Keras contain none. Upload the file written by "
+                    "model.save() unchanged."
+                )
+            obj = group.get(key)
+            if isinstance(obj, h5py.Group):
+                if obj.id not in seen:
+                    seen.add(obj.id)
+                    stack.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.id in seen:
+                    continue
+                seen.add(obj.id)
+                total += _dataset_bytes(obj, where, name, max_weight_bytes)
+                if total > max_weight_bytes:
+                    raise InputError(
+                        f"The weights in '{name}' declare at least {_fmt_bytes(total)} of "
+                        f"arrays, more than the {_fmt_bytes(max_weight_bytes)} allowed for "
+                        f"uploaded models. Upload a smaller model, {_LOCAL_HINT}."
+                    )
+            # Committed datatypes carry no data; anything else is ignored too.
+    return total
+
+
+def _dataset_bytes(dset: h5py.Dataset, where: str, name: str, max_weight_bytes: int) -> int:
+    if dset.external:
+        raise InputError(
+            f"The weights in '{name}' store '{where}' in an external file "
+            f"('{dset.external[0][0]}'), which could read files on the server. "
+            "Upload the file written by model.save() unchanged."
+        )
+    if dset.is_virtual:
+        raise InputError(
+            f"The weights in '{name}' contain a virtual dataset ('{where}') that points into "
+            "other files, which could read files on the server. Upload the file written by "
+            "model.save() unchanged."
+        )
+    dtype = dset.dtype
+    if dtype.kind not in "fiub" or dtype.subdtype is not None or dtype.names is not None:
+        raise InputError(
+            f"The weights in '{name}' contain '{where}' of type {dtype}, which is not a "
+            "numeric array. Upload the file written by model.save() unchanged."
+        )
+    plist = dset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in _HDF5_FILTERS:
+            raise InputError(
+                f"The weights in '{name}' compress '{where}' with HDF5 filter {code}, which "
+                "would need a plugin library on the server. Save the model with "
+                "model.save() and upload that."
+            )
+    shape = dset.shape
+    elements = 0 if shape is None else math.prod(int(d) for d in shape)
+    declared = elements * dtype.itemsize
+    chunks = dset.chunks
+    if chunks is not None and math.prod(chunks) * dtype.itemsize > max_weight_bytes:
+        raise InputError(
+            f"The weights in '{name}' declare storage blocks for '{where}' larger than "
+            f"{_fmt_bytes(max_weight_bytes)}. Upload the file written by model.save() unchanged."
+        )
+    return declared
+
+
+# --------------------------------------------------------------------------
+# Config audit
+# --------------------------------------------------------------------------
+
+
+class _ConfigAudit:
+    """Walks a parsed config, refusing anything not on the allowlist."""
+
+    def __init__(self, file_name: str, *, legacy: bool, max_weight_bytes: int,
+                 max_input_elements: int):
+        self.file_name = file_name
+        self.legacy = legacy
+        self.max_weight_bytes = max_weight_bytes
+        self.max_input_elements = max_input_elements
+        self.class_names: set[str] = set()
+        self.n_layers = 0
+        self.estimated_bytes = 0
+        self.input_shapes: list[tuple[int | None, ...]] = []
+        self.compiled = False
+
+    # -- entry points -----------------------------------------------------
+
+    def run_model(self, config: Any) -> None:
+        if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+            raise _damaged(self.file_name, "its model description is not a Keras model config")
+        top = config["class_name"]
+        if top not in _MODELS:
+            raise InputError(
+                f"'{self.file_name}' describes a '{top[:80]}', not a model. Upload a file "
+                "written by model.save() for a keras.Model or keras.Sequential."
+            )
+        self._walk(config, in_compile=False)
+
+    def run_compile(self, training_config: Any) -> None:
+        self._walk(training_config, in_compile=True, owner=None)
+        self.compiled = True
+
+    # -- traversal --------------------------------------------------------
+
+    def _walk(self, root: Any, *, in_compile: bool, owner: str | None = None) -> None:
+        # Iterative, so a deeply nested config cannot exhaust Python's stack.
+        stack: list[tuple[Any, int, bool, str | None, bool]] = [
+            (root, 0, in_compile, owner, False)
+        ]
+        while stack:
+            node, depth, compiling, owner, is_layer = stack.pop()
+            if depth > MAX_CONFIG_DEPTH:
+                raise _damaged(self.file_name, "its model description is nested too deeply")
+            if isinstance(node, list):
+                for item in node:
+                    stack.append((item, depth + 1, compiling, owner, is_layer))
+                continue
+            if not isinstance(node, dict):
+                continue
+            for key in node:
+                if _SAFE_MODE_KEY.search(key):
+                    raise self._safe_mode_error(owner)
+            if "class_name" in node:
+                owner = self._check_object(node, compiling, owner)
+                if is_layer:
+                    self.n_layers += 1
+            for key, value in node.items():
+                if key == "compile_config" and value:
+                    self.compiled = True
+                child_compiling = compiling or key in ("compile_config", "training_config")
+                child_is_layer = key == "layers" or (
+                    key == "config" and node.get("class_name") == "Sequential"
+                    and isinstance(value, list)
+                )
+                if isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1, child_compiling, owner, child_is_layer))
+            # Plain strings (activation names, padding modes, ...) are resolved by
+            # Keras against its own tables only, so they need no check here.
+
+    # -- one Keras object -------------------------------------------------
+
+    def _check_object(self, d: dict, compiling: bool, owner: str | None) -> str | None:
+        cls = d["class_name"]
+        if not isinstance(cls, str):
+            raise _damaged(self.file_name, "an object in its model description has a non-text class name")
+        module = d.get("module")
+        registered = d.get("registered_name")
+        inner = d.get("config")
+        obj_name = _object_name(d)
+        where = obj_name or owner
+
+        if cls in _DATA_MARKERS:
+            return owner
+        if cls == "__lambda__":
+            raise InputError(
+                f"This model contains a Python lambda{_in_layer(owner)}, which is code; "
+                "uploaded models may only use built-in Keras layers. Rebuild it without "
+                f"Lambda layers or Python functions, {_LOCAL_HINT}."
+            )
+        if cls == "__typespec__":
+            raise self._not_allowed(cls, module, where)
+        if cls in _REFUSED_CLASSES:
+            what = _REFUSED_CLASSES[cls].format(where=f" ('{where}')" if where else "")
+            vocab = inner.get("vocabulary") if isinstance(inner, dict) else None
+            extra = f" (vocabulary file '{vocab[:200]}')" if isinstance(vocab, str) else ""
+            raise InputError(
+                f"This model uses {what}{extra}; uploaded models may only use built-in "
+                f"Keras layers. Rebuild it without {cls} layers, {_LOCAL_HINT}."
+            )
+        if cls == "function":
+            self._check_function(d, compiling, owner)
+            return owner
+
+        if not _IDENTIFIER.match(cls) and not (compiling and cls == "Custom>Adam"):
+            raise self._not_allowed(cls, module, where)
+
+        if module is not None:
+            if not isinstance(module, str):
+                raise self._not_allowed(cls, module, where)
+            if module != "keras" and not module.startswith("keras."):
+                raise InputError(
+                    f"This model refers to '{module}.{cls}'{_in_layer(where)}, which is not "
+                    "part of Keras; uploaded models may only use built-in Keras layers. "
+                    f"Rebuild the model from keras.layers only, {_LOCAL_HINT}."
+                )
+            pair = (module, cls)
+            ok = pair in ALLOWED_CLASSES or (compiling and pair in _COMPILE_CLASSES)
+            if not ok:
+                raise self._not_allowed(cls, module, where)
+        else:
+            ok = cls in _BARE_NAMES or (compiling and cls in _COMPILE_BARE_NAMES)
+            if not ok:
+                raise self._not_allowed(cls, module, where)
+
+        if registered is not None and registered != cls:
+            shown = str(registered)[:80]
+            raise InputError(
+                f"This model asks for '{cls}'{_in_layer(where)} under the registered name "
+                f"'{shown}', which would be looked up among custom (non-Keras) objects; "
+                f"uploaded models may only use built-in Keras layers. {_LOCAL_HINT[0].upper()}"
+                f"{_LOCAL_HINT[1:]}."
+            )
+
+        self.class_names.add(cls)
+        if isinstance(inner, dict):
+            self._check_layer_config(cls, d, inner, where)
+        elif inner is not None and not (cls == "Sequential" and isinstance(inner, list)):
+            raise _damaged(self.file_name, f"the config of '{cls}' is not an object")
+        return obj_name or owner
+
+    def _check_function(self, d: dict, compiling: bool, owner: str | None) -> None:
+        fn = d.get("config")
+        module = d.get("module")
+        registered = d.get("registered_name")
+        allowed = _ACTIVATION_NAMES | (_LOSS_METRIC_FUNCTIONS if compiling else frozenset())
+        if (
+            isinstance(fn, str)
+            and fn in allowed
+            and module in _FUNCTION_MODULES
+            and registered in (None, "function", fn)
+        ):
+            self.class_names.add(fn)
+            return
+        shown = f"{module}.{fn}" if isinstance(module, str) and isinstance(fn, str) else repr(fn)[:80]
+        raise InputError(
+            f"This model calls the Python function '{shown[:120]}'{_in_layer(owner)}, which is "
+            "not one of Keras' built-in activations; uploaded models may only use built-in "
+            f"Keras layers and activations. Rebuild it with activation names such as 'relu', "
+            f"{_LOCAL_HINT}."
+        )
+
+    # -- sizes ------------------------------------------------------------
+
+    def _check_layer_config(self, cls: str, d: dict, cfg: dict, where: str | None) -> None:
+        for key in ("batch_shape", "batch_input_shape"):
+            if key in cfg and cfg[key] is not None:
+                self._record_input_shape(cfg[key], where)
+        _check_geometry(cls, cfg, where, self.file_name, self.max_input_elements)
+        if cls not in _WEIGHTED:
+            return
+        _check_hyperparameters(cls, cfg, where, self.file_name)
+        if self.legacy:
+            return
+        build_config = d.get("build_config")
+        if not isinstance(build_config, dict):
+            raise InputError(
+                f"Layer '{where or cls}' in '{self.file_name}' has no recorded input shape, "
+                "so its size cannot be checked (the model was probably saved before it was "
+                "built). Build the model (give it a keras.Input) and save it again."
+            )
+        shape = _build_input_shape(build_config)
+        params = _estimate_params(cls, cfg, shape, build_config)
+        if params is None:
+            raise _damaged(
+                self.file_name, f"the recorded input shape of layer '{where or cls}' is malformed"
+            )
+        itemsize = 8 if _dtype_name(cfg) == "float64" else 4
+        self.estimated_bytes += params * itemsize
+        if self.estimated_bytes > self.max_weight_bytes:
+            raise InputError(
+                f"Building this model would allocate at least "
+                f"{_fmt_bytes(self.estimated_bytes)} of weights (layer '{where or cls}' alone "
+                f"needs {_fmt_bytes(params * itemsize)}), more than the "
+                f"{_fmt_bytes(self.max_weight_bytes)} allowed for uploaded models. Upload a "
+                f"smaller model, {_LOCAL_HINT}."
+            )
+
+    def _record_input_shape(self, shape: Any, where: str | None) -> None:
+        if not isinstance(shape, list) or not all(
+            d is None or (type(d) is int and d >= 0) for d in shape
+        ):
+            raise _damaged(self.file_name, f"the input shape of '{where}' is malformed")
+        elements = math.prod(d for d in shape[1:] if d is not None)
+        if elements > self.max_input_elements:
+            raise InputError(
+                f"Input '{where}' of this model takes {elements:,} values per example "
+                f"(shape {tuple(shape)}), more than the {self.max_input_elements:,} the "
+                "dashboard can visualise. Use a model with a smaller input size."
+            )
+        self.input_shapes.append(tuple(shape))
+
+    # -- errors -----------------------------------------------------------
+
+    def _not_allowed(self, cls: Any, module: Any, where: str | None) -> InputError:
+        full = f"{module}.{cls}" if isinstance(module, str) else str(cls)
+        return InputError(
+            f"This model uses '{full[:160]}'{_in_layer(where)}, which is not among the built-in "
+            "Keras layers this dashboard accepts in uploaded models (convolution, pooling, "
+            "dense, normalisation, activation, merging, reshaping and image-preprocessing "
+            f"layers). Rebuild the model from those layers, {_LOCAL_HINT}."
+        )
+
+    def _safe_mode_error(self, owner: str | None) -> InputError:
+        place = f" (in '{owner}')" if owner else ""
+        return InputError(
+            f"'{self.file_name}' tries to switch off Keras' safe mode{place}, which would let "
+            "the file run code; uploaded models cannot do that. Upload the file written by "
+            "model.save() unchanged."
+        )
+
+
+def _refuse_safe_mode_keys(obj: Any, name: str, label: str) -> None:
+    stack = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise _damaged(name, f"its {label} is nested too deeply")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if _SAFE_MODE_KEY.search(key):
+                    raise InputError(
+                        f"'{name}' tries to switch off Keras' safe mode (in {label}), which would "
+                        "let the file run code; uploaded models cannot do that. Upload the file "
+                        "written by model.save() unchanged."
+                    )
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+# --------------------------------------------------------------------------
+# Layer size estimates
+# --------------------------------------------------------------------------
+
+
+def _as_int(value: Any) -> int | None:
+    if type(value) is int and value >= 0:
+        return value
+    return None
+
+
+def _ints(value: Any, rank: int | None = None) -> list[int] | None:
+    """An int or a list of ints, as Keras accepts for kernel_size etc."""
+    if type(value) is int:
+        return [value] * (rank or 1) if value >= 0 else None
+    if isinstance(value, list) and value and all(type(v) is int and v >= 0 for v in value):
+        return list(value)
+    return None
+
+
+def _hp_error(cls: str, key: str, where: str | None, file_name: str, limit: int) -> InputError:
+    return InputError(
+        f"Layer '{where or cls}' ({cls}) in '{file_name}' sets {key} beyond {limit:,} (or to a "
+        f"non-integer), which is far outside what the dashboard can handle. Upload a smaller "
+        f"model, {_LOCAL_HINT}."
+    )
+
+
+def _check_hyperparameters(cls: str, cfg: dict, where: str | None, file_name: str) -> None:
+    checks: list[tuple[str, int]] = []
+    if cls in _CONV or cls in _CONV_T or cls in _SEPARABLE:
+        checks.append(("filters", MAX_UNITS))
+    if cls == "Dense":
+        checks.append(("units", MAX_UNITS))
+    if cls == "LayerScale":
+        checks.append(("projection_dim", MAX_UNITS))
+    if cls in _SEPARABLE or cls in _DEPTHWISE:
+        checks.append(("depth_multiplier", MAX_DEPTH_MULTIPLIER))
+    if cls == "MultiHeadAttention":
+        checks += [("num_heads", MAX_HEADS), ("key_dim", MAX_UNITS)]
+        if cfg.get("value_dim") is not None:
+            checks.append(("value_dim", MAX_UNITS))
+    for key, limit in checks:
+        value = _as_int(cfg.get(key))
+        if value is None or value > limit:
+            raise _hp_error(cls, key, where, file_name, limit)
+    if cls in _CONV or cls in _CONV_T or cls in _SEPARABLE or cls in _DEPTHWISE:
+        kernel = _ints(cfg.get("kernel_size"))
+        if kernel is None or math.prod(kernel) > MAX_KERNEL_ELEMENTS:
+            raise _hp_error(cls, "kernel_size", where, file_name, MAX_KERNEL_ELEMENTS)
+
+
+def _check_geometry(
+    cls: str, cfg: dict, where: str | None, file_name: str, max_input_elements: int
+) -> None:
+    """Bound parameters that multiply activation sizes at inference time."""
+
+    def refuse(key: str, limit: int) -> InputError:
+        return _hp_error(cls, key, where, file_name, limit)
+
+    if cls.startswith("UpSampling"):
+        size = _ints(cfg.get("size"))
+        if size is None or math.prod(size) > MAX_UPSAMPLING:
+            raise refuse("size", MAX_UPSAMPLING)
+    elif cls in _CONV_T:
+        strides = _ints(cfg.get("strides", 1))
+        if strides is None or math.prod(strides) > MAX_UPSAMPLING:
+            raise refuse("strides", MAX_UPSAMPLING)
+    elif cls.startswith("ZeroPadding"):
+        flat = _flatten_ints(cfg.get("padding"))
+        if flat is None or any(p > MAX_PADDING for p in flat):
+            raise refuse("padding", MAX_PADDING)
+    elif cls in ("Resizing", "CenterCrop", "RandomCrop"):
+        h, w = _as_int(cfg.get("height")), _as_int(cfg.get("width"))
+        if h is None or h > MAX_RESIZE_SIDE:
+            raise refuse("height", MAX_RESIZE_SIDE)
+        if w is None or w > MAX_RESIZE_SIDE:
+            raise refuse("width", MAX_RESIZE_SIDE)
+
+
+def _flatten_ints(value: Any) -> list[int] | None:
+    out: list[int] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is int and v >= 0:
+            out.append(v)
+        elif isinstance(v, list) and len(out) + len(v) < 64:
+            stack.extend(v)
+        else:
+            return None
+    return out
+
+
+def _build_input_shape(build_config: dict) -> Any:
+    if "input_shape" in build_config:
+        return build_config["input_shape"]
+    shapes = build_config.get("shapes_dict")
+    if isinstance(shapes, dict):
+        return shapes
+    return None
+
+
+def _shape(value: Any) -> list[int | None] | None:
+    if isinstance(value, list) and all(d is None or (type(d) is int and d >= 0) for d in value):
+        return value
+    return None
+
+
+def _dim(shape: list[int | None], axis: int) -> int:
+    try:
+        d = shape[axis]
+    except IndexError:
+        return 0
+    return d if isinstance(d, int) else 0
+
+
+def _channels(cfg: dict, shape: list[int | None]) -> int:
+    axis = 1 if cfg.get("data_format") == "channels_first" else -1
+    return _dim(shape, axis)
+
+
+def _axis_product(shape: list[int | None], axis: Any) -> int:
+    axes = [axis] if type(axis) is int else axis if isinstance(axis, list) else [-1]
+    total = 1
+    for a in axes:
+        if type(a) is not int:
+            return 0
+        total *= _dim(shape, a)
+    return total
+
+
+def _estimate_params(cls: str, cfg: dict, raw_shape: Any, build_config: dict) -> int | None:
+    """Number of variables ``cls`` creates when built with ``raw_shape``.
+
+    Returns None when the recorded shape is unusable.
+    """
+    if cls == "MultiHeadAttention":
+        shapes = raw_shape if isinstance(raw_shape, dict) else {}
+        q = _shape(shapes.get("query_shape"))
+        v = _shape(shapes.get("value_shape"))
+        k = _shape(shapes.get("key_shape")) or v
+        if q is None or v is None or k is None:
+            return None
+        heads, kdim = cfg["num_heads"], cfg["key_dim"]
+        vdim = cfg.get("value_dim") or kdim
+        out = _dim(q, -1)
+        out_shape = cfg.get("output_shape")
+        if type(out_shape) is int:
+            out = out_shape
+        elif isinstance(out_shape, list) and _ints(out_shape):
+            out = math.prod(out_shape)
+        return (
+            _dim(q, -1) * heads * kdim + heads * kdim
+            + _dim(k, -1) * heads * kdim + heads * kdim
+            + _dim(v, -1) * heads * vdim + heads * vdim
+            + heads * vdim * out + out
+        )
+    if isinstance(raw_shape, list) and raw_shape and isinstance(raw_shape[0], list):
+        raw_shape = raw_shape[0]  # several inputs: the first decides
+    shape = _shape(raw_shape)
+    if shape is None:
+        return None
+    bias = 1 if cfg.get("use_bias", True) else 0
+    if cls in _CONV:
+        rank = _CONV[cls]
+        k = math.prod(_ints(cfg["kernel_size"], rank) or [0])
+        groups = _as_int(cfg.get("groups", 1)) or 1
+        filters = cfg["filters"]
+        return k * (_channels(cfg, shape) // groups) * filters + bias * filters
+    if cls in _CONV_T:
+        rank = _CONV_T[cls]
+        k = math.prod(_ints(cfg["kernel_size"], rank) or [0])
+        filters = cfg["filters"]
+        return k * _channels(cfg, shape) * filters + bias * filters
+    if cls in _SEPARABLE:
+        rank = _SEPARABLE[cls]
+        k = math.prod(_ints(cfg["kernel_size"], rank) or [0])
+        dm, filters, c = cfg["depth_multiplier"], cfg["filters"], _channels(cfg, shape)
+        return k * c * dm + c * dm * filters + bias * filters
+    if cls in _DEPTHWISE:
+        rank = _DEPTHWISE[cls]
+        k = math.prod(_ints(cfg["kernel_size"], rank) or [0])
+        dm, c = cfg["depth_multiplier"], _channels(cfg, shape)
+        return k * c * dm + bias * c * dm
+    if cls == "Dense":
+        units = cfg["units"]
+        return _dim(shape, -1) * units + bias * units
+    if cls == "BatchNormalization":
+        return 4 * _axis_product(shape, cfg.get("axis", -1))
+    if cls in ("LayerNormalization", "GroupNormalization"):
+        return 2 * _axis_product(shape, cfg.get("axis", -1))
+    if cls == "Normalization":
+        return 3 * _axis_product(shape, cfg.get("axis", -1)) + 1
+    if cls == "PReLU":
+        return math.prod(d or 1 for d in shape[1:])
+    if cls == "LayerScale":
+        return cfg["projection_dim"]
+    return 0
+
+
+def _dtype_name(cfg: dict) -> str | None:
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, str):
+        return dtype
+    if isinstance(dtype, dict) and isinstance(dtype.get("config"), dict):
+        name = dtype["config"].get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _parse_json(raw: bytes, name: str, label: str) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                raise InputError(
+                    f"The {label} in '{name}' defines '{key[:80]}' twice, so different programs "
+                    "could read different models from it. Upload the file written by "
+                    "model.save() unchanged."
+                )
+            out[key] = value
+        return out
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(name, f"its {label} is not UTF-8 text") from None
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except InputError:
+        raise
+    except RecursionError:
+        raise _damaged(name, f"its {label} is nested too deeply") from None
+    except ValueError as exc:
+        raise _damaged(name, f"its {label} is not valid JSON ({exc})") from None
+
+
+def _object_name(d: dict) -> str | None:
+    inner = d.get("config")
+    name = inner.get("name") if isinstance(inner, dict) else None
+    if not isinstance(name, str):
+        name = d.get("name")
+    if isinstance(name, str) and name:
+        return name[:80]
+    return None
+
+
+def _in_layer(where: str | None) -> str:
+    return f" (in '{where}')" if where else ""
+
+
+def _damaged(name: str, why: str) -> InputError:
+    return InputError(
+        f"'{name}' is not a usable Keras model file: {why}. Upload the file written by "
+        "model.save('model.keras') (or a legacy .h5 model) unchanged."
+    )
+
+
+def _not_a_model(name: str, why: str) -> InputError:
+    return InputError(
+        f"'{name}' is not a Keras model file: {why}. Upload the file written by "
+        "model.save('model.keras')."
+    )
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
