@@ -41,6 +41,16 @@ def activations_module():
     return importlib.import_module("vizlib.activations")
 
 
+def quiet_tf() -> None:
+    """Silence TensorFlow's Python-side warnings (e.g. the tutorial path's retracing notices)."""
+    import logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def now() -> float:
     return time.perf_counter()
 

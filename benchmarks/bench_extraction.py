@@ -13,8 +13,12 @@ ImageNet weights), one 224x224 image (the ``cat`` sample, preprocessed once).
       ``keras.Model(m.model.input, m.model.get_layer(name).output).predict(batch)``.
   (d) informational: what the app's ``compute()`` calls on a page load: the PIL image,
       first + last conv layer + predictions (cached extractor).
+  (e) informational: (a) plus the model's output (``predictions=True``): the same graph
+      as (b), so e/b is the like-for-like overhead. (a) stops at block5_conv3 and skips
+      the pooling + dense head that (b) runs (VGG16's fc1 alone is 103M weights), which
+      is why a/b can come out below 1.
 
-Repeats are interleaved (a, b, c, d, a, b, c, d, ...) so they share the machine's
+Repeats are interleaved (a, b, c, d, e, a, b, c, d, e, ...) so they share the machine's
 noise; medians are reported, and ratios both of medians and per round.
 Targets: a/b <= 1.15 (extracting everything costs about one forward pass);
 c/a >= 15 (the tutorial's approach is at least 15x slower).
@@ -40,6 +44,7 @@ def main() -> None:
     import keras
     import numpy as np
 
+    C.quiet_tf()
     A = C.activations_module()
     from vizlib.images import load_sample
     from vizlib.layers import conv_layers
@@ -82,32 +87,41 @@ def main() -> None:
     def run_d():
         A.forward(m, [image], [names[0], names[-1]], predictions=True)
 
-    run_d()  # build its extractor once, outside the timings
-    times: dict[str, list[float]] = {k: [] for k in "abcd"}
+    def run_e():
+        A.forward(m, batch, names, predictions=True)
+
+    run_d()  # build their extractors once, outside the timings
+    run_e()
+    times: dict[str, list[float]] = {k: [] for k in "abcde"}
     for r in range(args.rounds):
         row = {}
-        for key, fn in (("a", run_a), ("b", run_b), ("c", run_c), ("d", run_d)):
+        for key, fn in (("a", run_a), ("b", run_b), ("c", run_c), ("d", run_d), ("e", run_e)):
             dt, _ = C.timed(fn)
             times[key].append(dt)
             row[key] = dt
         print(f"round {r + 1:2d}: a {C.ms(row['a']):>7}  b {C.ms(row['b']):>7}  c {C.ms(row['c']):>8}  "
-              f"d {C.ms(row['d']):>7}   a/b {row['a'] / row['b']:.2f}  c/a {row['c'] / row['a']:.1f}")
+              f"d {C.ms(row['d']):>7}  e {C.ms(row['e']):>7}   a/b {row['a'] / row['b']:.2f}  c/a {row['c'] / row['a']:.1f}")
 
     med = {k: C.median(v) for k, v in times.items()}
     a_b = med["a"] / med["b"]
     c_a = med["c"] / med["a"]
     a_b_rounds = C.median(a / b for a, b in zip(times["a"], times["b"]))
     c_a_rounds = C.median(c / a for c, a in zip(times["c"], times["a"]))
+    e_b = med["e"] / med["b"]
+    e_b_rounds = C.median(e / b for e, b in zip(times["e"], times["b"]))
     print()
     print(f"(a) forward, 13 conv layers, cached extractor : median {C.ms(med['a'])}  ({C.spread(times['a'])} s)")
     print(f"(b) bare m.model(batch)                       : median {C.ms(med['b'])}  ({C.spread(times['b'])} s)")
     print(f"(c) tutorial, 13 sub-models + predict          : median {C.ms(med['c'])}  ({C.spread(times['c'])} s)")
     print(f"(d) app compute(): PIL image, first+last+preds : median {C.ms(med['d'])}  ({C.spread(times['d'])} s)")
+    print(f"(e) forward, 13 conv layers + predictions     : median {C.ms(med['e'])}  ({C.spread(times['e'])} s)")
     print(f"first call of (a) incl. extractor build: {C.ms(t_first_a)}  "
           f"(= {t_first_a / med['b']:.2f}x a bare pass; the trace, {C.ms(t_trace)}, was built before)")
     print()
     print(f"a/b = {a_b:.2f} (median of per-round ratios {a_b_rounds:.2f})  target <= {TARGET_A_OVER_B}: "
           f"{C.verdict(a_b <= TARGET_A_OVER_B)}")
+    print(f"e/b = {e_b:.2f} (median of per-round ratios {e_b_rounds:.2f})  informational: 13 layers AND "
+          "the prediction vs the bare pass over the same graph")
     print(f"c/a = {c_a:.1f} (median of per-round ratios {c_a_rounds:.1f})  target >= {TARGET_C_OVER_A:.0f}: "
           f"{C.verdict(c_a >= TARGET_C_OVER_A)}")
     C.save("extraction", {
@@ -119,6 +133,7 @@ def main() -> None:
         "activation_bytes": total_bytes,
         "a_over_b": a_b, "a_over_b_rounds": a_b_rounds,
         "c_over_a": c_a, "c_over_a_rounds": c_a_rounds,
+        "e_over_b": e_b, "e_over_b_rounds": e_b_rounds,
         "targets": {
             "a_over_b": {"target": f"<= {TARGET_A_OVER_B}", "value": a_b, "met": a_b <= TARGET_A_OVER_B},
             "c_over_a": {"target": f">= {TARGET_C_OVER_A:.0f}", "value": c_a, "met": c_a >= TARGET_C_OVER_A},
