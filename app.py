@@ -25,11 +25,17 @@ import numpy as np  # noqa: E402
 from vizlib.activations import channel_across_images, decode, forward, pick_channels, channel_stats  # noqa: E402
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.figures import COLORMAPS, across_images, channel_detail, channel_grid, prediction_bars  # noqa: E402
+from vizlib.export import (  # noqa: E402
+    across_png, bundle, grid_png, is_bundle, manifest, manifest_json, npz_bytes, read_bundle,
+)
 from vizlib.images import (  # noqa: E402
-    SAMPLES, UPLOAD_EXTENSIONS, file_digest, load_image, load_sample, model_view,
+    MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest, image_digest, images_from_zip, load_image, load_sample,
+    model_view,
 )
 from vizlib.layers import conv_layers, layer_table, spatial_layers  # noqa: E402
-from vizlib.links import VIEW_TITLES, VIEWS, ViewState, from_query, to_query, validate_for_model  # noqa: E402
+from vizlib.links import (  # noqa: E402
+    VIEW_TITLES, VIEWS, ViewState, as_dict, from_dict, from_query, to_query, validate_for_model,
+)
 from vizlib.models import (  # noqa: E402
     BUNDLED_NAME, BUNDLED_TITLE, CATALOGUE, PREPROCESSING, LoadedModel, fetch_imagenet_weights,
     imagenet_weights_cached, load_bundled_model, load_catalogue_model, load_model_file,
@@ -39,7 +45,7 @@ log = logging.getLogger("cnn_viz")
 
 UPLOAD_MODEL = "upload"
 MODEL_UPLOADS_ALLOWED = os.environ.get("CNN_VIZ_MODEL_UPLOAD", "on").strip().lower() not in ("0", "off", "false", "no")
-MAX_ACROSS_IMAGES = 64
+MAX_ACROSS_IMAGES = MAX_IMAGES
 CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
 MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE.items()},
                 UPLOAD_MODEL: "Your own model (.keras / .h5)…"}
@@ -75,6 +81,16 @@ def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str
 @st.cache_data(max_entries=32, show_spinner=False, scope="session")
 def decode_upload(digest: str, _data: bytes, name: str):
     return load_image(_data, name=name)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, scope="session")
+def decode_zip(digest: str, _data: bytes) -> list:
+    return images_from_zip(_data)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, scope="session")
+def decode_bundle(digest: str, _data: bytes):
+    return read_bundle(_data)
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
@@ -206,18 +222,21 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
         current = f"sample:{st.session_state.image}"
     elif source == "upload":
         files = st.sidebar.file_uploader(
-            "Images", type=list(UPLOAD_EXTENSIONS), accept_multiple_files=True, key="image_files",
-            help="JPEG, PNG, WebP, BMP, GIF or TIFF. Uploads stay in your session and can't travel in a link.")
-        for f in files or []:
-            data = f.getvalue()
-            digest = file_digest(data)
-            try:
-                uploads.append((f"upload:{digest}", f.name, decode_upload(digest, data, f.name)))
-            except InputError as exc:
-                st.sidebar.error(str(exc))
+            "Images", type=[*UPLOAD_EXTENSIONS, "zip"], accept_multiple_files=True, key="image_files",
+            on_change=on_images_uploaded,
+            help="JPEG, PNG, WebP, BMP, GIF or TIFF; several at once, a ZIP of a folder of images, or a "
+                 "bundle exported from this page. Uploads stay in your session and can't travel in a link.")
+        uploads = uploaded_images(files or [])
+        if len(uploads) > MAX_IMAGES:
+            st.sidebar.warning(f"Using the first {MAX_IMAGES} of {len(uploads)} images.")
+            uploads = uploads[:MAX_IMAGES]
         if uploads:
             names = {k: n for k, n, _ in uploads}
+            if st.session_state.get("upload_pick") not in names:
+                st.session_state["upload_pick"] = next(iter(names))
             current = st.sidebar.selectbox("Show", list(names), format_func=names.get, key="upload_pick")
+            st.sidebar.caption(f"{len(uploads)} image{'s' if len(uploads) != 1 else ''} uploaded; "
+                               "all of them join the *One channel across images* view.")
         else:
             st.sidebar.caption("No image uploaded yet: showing the sample image.")
     else:
@@ -233,6 +252,55 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     return uploads, current
 
 
+def uploaded_images(files: list) -> list[tuple[str, str, Any]]:
+    """Every image in this session's uploads: single files, ZIPs of images, and bundles."""
+    out: list[tuple[str, str, Any]] = []
+    for f in files:
+        data = f.getvalue()
+        digest = file_digest(data)
+        try:
+            if f.name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
+                if is_bundle(data):
+                    b = decode_bundle(digest, data)
+                    out.append((f"bundle:{digest}", b.image_name, b.image))
+                else:
+                    out.extend((f"zip:{digest}:{i}", name, img)
+                               for i, (name, img) in enumerate(decode_zip(digest, data)))
+            else:
+                out.append((f"upload:{digest}", f.name, decode_upload(digest, data, f.name)))
+        except InputError as exc:
+            st.sidebar.error(str(exc))
+    return out
+
+
+def on_images_uploaded() -> None:
+    """A bundle was uploaded: reopen the view it was exported from (once per bundle)."""
+    applied = st.session_state.setdefault("_bundles_applied", set())
+    for f in st.session_state.get("image_files") or []:
+        data = f.getvalue()
+        digest = file_digest(data)
+        if digest in applied or not is_bundle(data):
+            continue
+        applied.add(digest)
+        try:
+            b = decode_bundle(digest, data)
+        except InputError:
+            continue  # shown by uploaded_images() in the run that follows
+        view = dict(b.manifest.get("view") or {})
+        view.pop("source", None)
+        view.pop("image", None)
+        state, notices = from_dict(view, models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL],
+                                   samples=list(SAMPLES), colormaps=COLORMAPS, default=current_state())
+        for f_ in fields(ViewState):
+            if f_.name not in ("source", "image", "images"):
+                st.session_state[f_.name] = getattr(state, f_.name)
+        st.session_state["upload_pick"] = f"bundle:{digest}"
+        model_key = str((b.manifest.get("model") or {}).get("key", ""))
+        if model_key.startswith("file:"):
+            notices.append("This bundle was made with an uploaded model; upload that model too to see it again.")
+        st.session_state["_notices"] = notices + [f"Reopened the view from bundle {f.name}."]
+
+
 def sidebar_display(max_channels: int) -> None:
     st.sidebar.header("Display")
     st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", persist_state="session", required=True,
@@ -245,6 +313,59 @@ def sidebar_display(max_channels: int) -> None:
                      help="Shared: one scale for the whole grid, so strong and weak channels compare. "
                           "Per channel: each map stretched to its own range, to see its shape.")
     st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap", persist_state="session")
+
+
+# --------------------------------------------------------------------------- share and export
+
+
+def share_url(state: ViewState) -> str:
+    from urllib.parse import urlencode
+
+    base = (st.context.url or "").split("?")[0] or "http://localhost:8501/"
+    return f"{base}?{urlencode(to_query(state, st.session_state['_default']))}"
+
+
+def image_sha256(image_key: str, image_name: str) -> str:
+    kind, _, rest = image_key.partition(":")
+    if kind == "sample":
+        from vizlib.images import sample_path
+
+        return file_digest(sample_path(rest).read_bytes())
+    return rest.split(":")[0]
+
+
+def share_and_export(m: LoadedModel, view: str, image_key: str, image_name: str, image: Any,
+                     arrays: dict[str, np.ndarray], channels: dict[str, list[int]],
+                     pngs: dict[str, Any], images: Optional[list[dict]] = None) -> None:
+    """The link to this view, and downloads of what is on screen (generated only when clicked)."""
+    state = current_state()
+    with st.expander("Share this view · export PNG, arrays, manifest, bundle"):
+        st.code(share_url(state), language=None, wrap_lines=True)
+        uploaded = not image_key.startswith("sample:") or m.weights in ("file", "in-memory")
+        if uploaded:
+            st.caption("Uploads can't travel in a link: this link reopens these settings on a sample image. "
+                       "To share exactly this view, download the **bundle** and upload it back "
+                       "(Image → Upload).")
+        else:
+            st.caption("Copy the link (button on the right) to reopen exactly this view.")
+        meta = manifest(model=m, view=as_dict(state), layers={k: v.shape[1:] for k, v in arrays.items()},
+                        channels=channels, image_name=image_name, image_sha256=image_sha256(image_key, image_name),
+                        images=images)
+        stem = f"{m.key.split(':')[0]}_{view}".replace("/", "_")
+        cols = st.columns(len(pngs) + 3)
+        for col, (label, make) in zip(cols, pngs.items()):
+            col.download_button(f"{label} (PNG)", data=make, file_name=f"{stem}_{label.replace(' ', '_')}.png",
+                                mime="image/png", on_click="ignore", key=f"dl-{view}-{label}")
+        cols[-3].download_button("Activations (.npz)", data=lambda: npz_bytes(arrays), file_name=f"{stem}.npz",
+                                 mime="application/octet-stream", on_click="ignore", key=f"dl-{view}-npz")
+        cols[-2].download_button("Manifest (.json)", data=lambda: manifest_json(meta), file_name=f"{stem}.json",
+                                 mime="application/json", on_click="ignore", key=f"dl-{view}-json")
+        cols[-1].download_button(
+            "Bundle (.zip)", key=f"dl-{view}-zip", mime="application/zip", on_click="ignore",
+            file_name=f"{stem}_bundle.zip",
+            data=lambda: bundle(image=image, image_name=image_name, manifest_data=meta, arrays=arrays,
+                                figures={f"{k}.png": v() for k, v in pngs.items()}),
+            help="Image + manifest + arrays. Upload it back (Image → Upload) to reopen this view.")
 
 
 # --------------------------------------------------------------------------- views
@@ -302,7 +423,7 @@ def clamp_channel(key: str, n_channels: int) -> None:
         st.session_state[key] = 0
 
 
-def view_compare(m: LoadedModel, image_key: str, image, view_img) -> None:
+def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> None:
     first, last = conv_layers(m)[0], conv_layers(m)[-1]
     acts, _ = compute(m.key, image_key, (first.name, last.name), m, image)
     ss = st.session_state
@@ -329,9 +450,17 @@ def view_compare(m: LoadedModel, image_key: str, image, view_img) -> None:
     c2.number_input("Channel", 0, inspected.channels - 1, key="channel", persist_state="session", step=1)
     label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
     show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label)
+    shown = {info.name: pick_channels(acts[info.name][0], ss.n, ss.mode) for info in (first, last)}
+    cmap, scale = ss.cmap, ss.scale
+    share_and_export(
+        m, "compare", image_key, image_name, image, {k: v for k, v in acts.items()}, shown,
+        {"first layer": lambda: grid_png(acts[first.name][0], shown[first.name], colormap=cmap, scale=scale,
+                                         title=f"{m.label} · {first.describe()}"),
+         "last layer": lambda: grid_png(acts[last.name][0], shown[last.name], colormap=cmap, scale=scale,
+                                        title=f"{m.label} · {last.describe()}", labels=labels)})
 
 
-def view_explore(m: LoadedModel, image_key: str, image, view_img) -> None:
+def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> None:
     spatial = spatial_layers(m)
     names = [i.name for i in spatial]
     by_name = {i.name: i for i in spatial}
@@ -348,9 +477,15 @@ def view_explore(m: LoadedModel, image_key: str, image, view_img) -> None:
     show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel))
     st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
     show_detail(m, info, maps, int(ss.channel), view_img)
+    shown = pick_channels(maps, ss.n, ss.mode)
+    cmap, scale = ss.cmap, ss.scale
+    share_and_export(m, "explore", image_key, image_name, image, dict(acts), {info.name: shown},
+                     {"layer": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,
+                                                title=f"{m.label} · {info.describe()}")})
 
 
-def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]]) -> None:
+def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
+                image: Any) -> None:
     spatial = spatial_layers(m)
     by_name = {i.name: i for i in spatial}
     ss = st.session_state
@@ -384,6 +519,14 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]]) -> None:
     st.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
     st.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
                "channel's pattern occurs.")
+    names = [n for _, n, _ in pool]
+    cmap, channel = ss.cmap, int(ss.channel)
+    share_and_export(
+        m, "across", image_key, image_name, image, {f"{info.name}[..., {channel}]": maps[..., None]},
+        {info.name: [channel]},
+        {"across images": lambda: across_png(maps, names, colormap=cmap,
+                                             title=f"{m.label} · {info.name}, channel {channel}")},
+        images=[{"name": n, "key": k} for k, n, _ in pool])
 
 
 def show_predictions(m: LoadedModel, output: Optional[np.ndarray]) -> None:
@@ -401,7 +544,7 @@ def show_predictions(m: LoadedModel, output: Optional[np.ndarray]) -> None:
 def page() -> None:
     init_state()
     for notice in st.session_state.pop("_notices", []):
-        st.toast(notice, icon="⚠️")
+        st.toast(notice, icon="ℹ️" if notice.startswith("Reopened") else "⚠️")
     st.title("What does each layer of a CNN see?")
     with st.expander("What am I looking at?"):
         st.markdown(
@@ -462,11 +605,11 @@ def page() -> None:
                          label_visibility="collapsed")
     try:
         if st.session_state.view == "compare":
-            view_compare(m, image_key, image, view_img)
+            view_compare(m, image_key, image_name, image, view_img)
         elif st.session_state.view == "explore":
-            view_explore(m, image_key, image, view_img)
+            view_explore(m, image_key, image_name, image, view_img)
         else:
-            view_across(m, uploads)
+            view_across(m, uploads, image_key, image_name, image)
     except InputError as exc:
         st.error(str(exc))
     sync_url(current_state())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,117 @@ def test_link_reopens_view_and_bad_params_fall_back(offline):
     for word in ("resnet9000", "channel", "view", "n="):
         assert word in notices, notices
     assert any("First conv layer" in x for x in titles(bad))
+
+
+# --------------------------------------------------------------------- share, export, bundles, ZIPs
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """The callables behind download buttons, by label: exactly what Streamlit runs on a click."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    registered: dict[str, object] = {}
+    real = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, *args, **kwargs):
+        file_id = real(self, data_callable, *args, **kwargs)
+        registered[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+
+    def get(at: AppTest) -> dict[str, bytes]:
+        out = {}
+        for button in at.get("download_button"):
+            make = registered[button.proto.deferred_file_id]
+            data = make()
+            out[button.proto.label] = data if isinstance(data, bytes) else data.encode()
+        return out
+
+    return get
+
+
+def test_exports_produce_real_files(offline, downloads):
+    at = make_app(channel="4", inspect="conv2d_7").run()
+    assert_clean(at)
+    files = downloads(at)
+    assert set(files) == {"first layer (PNG)", "last layer (PNG)", "Activations (.npz)", "Manifest (.json)",
+                          "Bundle (.zip)"}
+    img = Image.open(io.BytesIO(files["last layer (PNG)"]))
+    assert img.format == "PNG" and img.width > 200
+    arrays = np.load(io.BytesIO(files["Activations (.npz)"]), allow_pickle=False)
+    assert arrays["conv2d_1"].shape == (1, 62, 62, 8) and arrays["conv2d_7"].shape == (1, 4, 4, 7)
+    meta = json.loads(files["Manifest (.json)"])
+    assert meta["model"]["key"] == "emotion_cnn"
+    assert meta["view"]["channel"] == 4 and meta["view"]["inspect"] == "conv2d_7"
+    assert meta["image"]["name"] == "astronaut_face" and len(meta["image"]["sha256"]) == 64
+    assert meta["channels"]["conv2d_7"] == list(range(7))
+
+
+def test_bundle_uploaded_back_reopens_the_view(offline, downloads):
+    # someone exports a view of an uploaded image...
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    face = io.BytesIO()
+    import vizlib
+
+    vizlib.load_sample("astronaut_face").rotate(15).save(face, format="JPEG")
+    at.file_uploader(key="image_files").set_value(("my_face.jpg", face.getvalue(), "image/jpeg")).run()
+    at.segmented_control(key="view").set_value("explore").run()
+    at.selectbox(key="layer").set_value("conv2d_4").run()
+    at.number_input(key="channel").set_value(17).run()
+    at.selectbox(key="cmap").set_value("magma").run()
+    assert_clean(at)
+    bundle_zip = downloads(at)["Bundle (.zip)"]
+    # ...and someone else opens the page and uploads the bundle
+    other = make_app().run()
+    other.radio(key="source").set_value("upload").run()
+    other.file_uploader(key="image_files").set_value(("view.zip", bundle_zip, "application/zip")).run()
+    assert_clean(other)
+    assert other.segmented_control(key="view").value == "explore"
+    assert other.selectbox(key="layer").value == "conv2d_4"
+    assert other.number_input(key="channel").value == 17
+    assert other.selectbox(key="cmap").value == "magma"
+    captions = [img.proto.imgs[0].caption for img in other.get("image")]
+    assert any(c.startswith("my_face.jpg, as") for c in captions), captions
+    assert any("conv2d_4</b>, channel 17" in t for t in titles(other))
+    # same image, same numbers as the original view
+    assert charts(other)[next(t for t in titles(other) if "channel 17" in t)] == \
+        charts(at)[next(t for t in titles(at) if "channel 17" in t)]
+
+
+def test_zip_of_images_feeds_the_across_view(offline):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, color in enumerate(["red", "green", "blue", "white", "black"]):
+            zf.writestr(f"folder/img{i}.png", png_bytes(color=color))
+        zf.writestr("__MACOSX/folder/._img0.png", b"junk")
+        zf.writestr("folder/readme.txt", "not an image")
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    at.file_uploader(key="image_files").set_value(("folder.zip", buf.getvalue(), "application/zip")).run()
+    at.segmented_control(key="view").set_value("across").run()
+    at.multiselect(key="images").set_value(["cat"]).run()
+    assert_clean(at)
+    fig = next(s for t, s in charts(at).items() if "across" in t)
+    labels = [a["text"] for a in fig["layout"]["annotations"]]
+    assert labels == ["cat", "img0.png", "img1.png", "img2.png", "img3.png", "img4.png"]
+
+
+def test_too_many_images_in_a_zip_is_refused_clearly(offline, monkeypatch):
+    import vizlib.images as images
+
+    monkeypatch.setattr(images, "MAX_IMAGES", 3)
+    monkeypatch.setattr(images.images_from_zip, "__kwdefaults__",
+                        {**images.images_from_zip.__kwdefaults__, "max_count": 3})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(5):
+            zf.writestr(f"img{i}.png", png_bytes())
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    at.file_uploader(key="image_files").set_value(("many.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert at.error and "5" in at.error[0].value
+    assert any("First conv layer" in x for x in titles(at))

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,31 @@ def _small_sequential(keras):
     )
 
 
+def _layer_zoo(keras):
+    """Many allowlisted layers (and keras.ops) at once, to test the size estimates."""
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3), name="img")
+    x = L.Resizing(24, 24)(inputs)
+    x = L.RandomFlip()(x)
+    x = L.Normalization(mean=0.5, variance=0.25)(x)
+    x = L.SeparableConv2D(8, 3, padding="same")(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = L.PReLU()(x)
+    x = L.GroupNormalization(groups=4)(x)
+    x = L.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = L.UpSampling2D()(x)
+    x = L.Conv2D(8, 3, strides=4, groups=2, padding="same")(x)
+    x = L.BatchNormalization()(x)
+    seq = L.Reshape((-1, 8))(x)
+    y = L.Conv1D(8, 3, padding="same")(seq)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=4)(seq, seq)
+    a = L.LayerNormalization()(a + y)  # keras.src.ops.numpy.Add
+    a = keras.ops.mean(a, axis=1)  # keras.src.ops.numpy.Mean
+    a = L.Dense(5)(a)
+    outputs = L.Activation(keras.activations.gelu)(L.LeakyReLU()(a))
+    return keras.Model(inputs, outputs, name="zoo")
+
+
 def _lambda_top(keras):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(2, 3, name="conv")(inputs)
@@ -157,6 +183,7 @@ def saved(models_dir) -> dict[str, Path]:
     save("functional", _small_functional(keras))
     save("sequential", _small_sequential(keras))
     save("compiled", _small_functional(keras, compiled=True))
+    save("zoo", _layer_zoo(keras))
     save("legacy_saved", _small_functional(keras), ".h5")
     save(
         "vgg_nested",
@@ -273,7 +300,7 @@ def replace_class(config: dict, name: str, module, class_name: str, inner: dict 
 
 @pytest.mark.parametrize(
     "name",
-    ["functional", "sequential", "compiled", "legacy_saved", "vgg_nested", "mobilenetv2",
+    ["functional", "sequential", "compiled", "zoo", "legacy_saved", "vgg_nested", "mobilenetv2",
      "efficientnetb0", "convnext_tiny"],
 )
 def test_real_models_pass(saved, name):
@@ -311,7 +338,7 @@ def test_bundled_legacy_model_passes():
     assert report.n_layers > 30
 
 
-@pytest.mark.parametrize("name", ["functional", "sequential", "compiled", "legacy_saved", "vgg_nested"])
+@pytest.mark.parametrize("name", ["functional", "sequential", "compiled", "zoo", "legacy_saved", "vgg_nested"])
 def test_accepted_small_models_load_in_safe_mode(saved, name):
     keras = _keras()
     check_model_file(saved[name])
@@ -325,6 +352,30 @@ def test_bundled_legacy_model_loads_in_safe_mode():
     assert model.output_shape[-1] == 7
 
 
+@pytest.mark.slow
+def test_more_keras_applications_pass_the_allowlist(tmp_path):
+    """Configs of other Applications (no weights saved: the allowlist is the point)."""
+    keras = _keras()
+    empty_weights = io.BytesIO()
+    with h5py.File(empty_weights, "w"):
+        pass
+    builders = {
+        "mobilenetv3small": lambda: keras.applications.MobileNetV3Small(weights=None),  # ops.Add/Multiply
+        "efficientnetv2b0": lambda: keras.applications.EfficientNetV2B0(weights=None),
+        "inceptionresnetv2": lambda: keras.applications.InceptionResNetV2(weights=None),  # CustomScaleLayer
+    }
+    for name, build in builders.items():
+        config = build().to_json().encode()
+        keras.backend.clear_session()
+        dst = tmp_path / f"{name}.keras"
+        with zipfile.ZipFile(dst, "w") as zf:
+            zf.writestr("metadata.json", b'{"keras_version": "3.15.1"}')
+            zf.writestr("config.json", config)
+            zf.writestr("model.weights.h5", empty_weights.getvalue())
+        report = check_model_file(dst)
+        assert report.estimated_weight_bytes > 2**20, name
+
+
 def test_allowlist_shape():
     assert all(isinstance(p, tuple) and len(p) == 2 for p in ALLOWED_CLASSES)
     assert all(module == "keras" or module.startswith("keras.") for module, _ in ALLOWED_CLASSES)
@@ -334,9 +385,13 @@ def test_allowlist_shape():
 
 
 def test_module_does_not_import_keras():
+    # A bare package object stands in for vizlib/__init__.py, which may well
+    # import Keras itself: the point is what modelcheck (and errors) import.
     code = (
-        "import sys; import vizlib.modelcheck; "
-        "bad = [m for m in ('keras', 'tensorflow') if m in sys.modules]; "
+        "import sys, types; pkg = types.ModuleType('vizlib'); "
+        f"pkg.__path__ = [{str(REPO / 'vizlib')!r}]; sys.modules['vizlib'] = pkg; "
+        "import vizlib.modelcheck; "
+        "bad = [m for m in ('keras', 'tensorflow', 'torch', 'jax') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -654,6 +709,22 @@ def test_too_many_members_refused_before_parsing(tmp_path):
     refused(dst, "40 files")
 
 
+def test_zip64_directory_claiming_a_billion_entries_refused_before_parsing(tmp_path):
+    """A 200-byte file whose zip64 end record claims 10**9 entries: zipfile would
+    try to build 10**9 ZipInfo objects; the check reads the count first."""
+    n = 10**9
+    body = b"PK\x03\x04" + bytes(100)
+    z64_offset = len(body)
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, 50, 4)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, z64_offset, 1)
+    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    dst = tmp_path / "huge-directory.keras"
+    dst.write_bytes(body)
+    t0 = time.perf_counter()
+    refused(dst, f"{n} files")
+    assert time.perf_counter() - t0 < 1
+
+
 def test_missing_members_refused(saved, tmp_path):
     dst = tmp_path / "partial.keras"
     with zipfile.ZipFile(saved["functional"]) as src, zipfile.ZipFile(dst, "w") as out:
@@ -780,6 +851,16 @@ def test_hostile_hdf5_weights_refused(saved, tmp_path, edit, fragments):
     dst = rewrite_keras_zip(saved["functional"], tmp_path / "h5.keras",
                             weights=edit_weights(saved["functional"], edit))
     refused(dst, *fragments)
+
+
+def test_hard_link_cycle_in_weights_terminates(saved, tmp_path):
+    def cycle(f):
+        f["layers/dense/vars/loop"] = f["layers"]
+
+    dst = rewrite_keras_zip(saved["functional"], tmp_path / "cycle.keras",
+                            weights=edit_weights(saved["functional"], cycle))
+    report = check_model_file(dst)  # harmless: each object is counted once
+    assert report.declared_weight_bytes == check_model_file(saved["functional"]).declared_weight_bytes
 
 
 def test_external_link_in_legacy_h5_refused(tmp_path):

@@ -84,7 +84,7 @@ H5_EXTENSIONS = (".h5", ".hdf5")
 KERAS_ARCHIVE_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
 
 MAX_METADATA_BYTES = 64 * 1024
-MAX_CONFIG_BYTES = 32 * MiB
+MAX_CONFIG_BYTES = 16 * MiB
 #: Members above this size must not expand more than ``max_ratio`` times.
 RATIO_FLOOR_BYTES = 1 * MiB
 MAX_CENTRAL_DIRECTORY_BYTES = 1 * MiB
@@ -99,6 +99,7 @@ MAX_HEADS = 2**10
 MAX_UPSAMPLING = 256  # product of UpSampling size / transposed-conv strides
 MAX_PADDING = 4096
 MAX_RESIZE_SIDE = 8192
+MAX_DIM = 2**31  # any single tensor dimension
 
 # --------------------------------------------------------------------------
 # The allowlist
@@ -330,9 +331,13 @@ _FUNCTION_MODULES = frozenset(
     {"builtins", "keras.activations", "keras.losses", "keras.metrics"}
 )
 
-#: Serialisation markers that only carry data (tensors, slices, bytes).
+#: Serialisation markers that only carry data (tensors, slices, bytes); the
+#: last two are legacy (TF-Keras JSON) spellings of a tuple and a shape.
 _DATA_MARKERS = frozenset(
-    {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+    {
+        "__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__",
+        "__slice__", "__tuple__", "TensorShape",
+    }
 )
 
 _LOCAL_HINT = (
@@ -456,6 +461,32 @@ def check_model_file(
             what to do about it.
     """
     path = Path(path)
+    try:
+        return _check(
+            path,
+            max_file_bytes=max_file_bytes,
+            max_weight_bytes=max_weight_bytes,
+            max_members=max_members,
+            max_ratio=max_ratio,
+            max_input_elements=max_input_elements,
+        )
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, RecursionError, EOFError, struct.error, zipfile.BadZipFile) as exc:
+        # Fail closed: whatever a crafted file provokes, it is refused.
+        raise _damaged(path.name, f"it could not be inspected ({type(exc).__name__})") from None
+
+
+def _check(
+    path: Path,
+    *,
+    max_file_bytes: int,
+    max_weight_bytes: int,
+    max_members: int,
+    max_ratio: float,
+    max_input_elements: int,
+) -> ModelFileReport:
     name = path.name
     try:
         st = path.stat()
@@ -1130,8 +1161,8 @@ class _ConfigAudit:
             raise InputError(
                 f"This model asks for '{cls}'{_in_layer(where)} under the registered name "
                 f"'{shown}', which would be looked up among custom (non-Keras) objects; "
-                f"uploaded models may only use built-in Keras layers. {_LOCAL_HINT[0].upper()}"
-                f"{_LOCAL_HINT[1:]}."
+                "uploaded models may only use built-in Keras layers. Save the model again "
+                f"without custom objects, {_LOCAL_HINT}."
             )
 
         self.class_names.add(cls)
@@ -1149,6 +1180,7 @@ class _ConfigAudit:
         if (
             isinstance(fn, str)
             and fn in allowed
+            and isinstance(module, str)
             and module in _FUNCTION_MODULES
             and registered in (None, "function", fn)
         ):
@@ -1199,9 +1231,7 @@ class _ConfigAudit:
             )
 
     def _record_input_shape(self, shape: Any, where: str | None) -> None:
-        if not isinstance(shape, list) or not all(
-            d is None or (type(d) is int and d >= 0) for d in shape
-        ):
+        if _shape(shape) is None:
             raise _damaged(self.file_name, f"the input shape of '{where}' is malformed")
         elements = math.prod(d for d in shape[1:] if d is not None)
         if elements > self.max_input_elements:
@@ -1355,7 +1385,9 @@ def _build_input_shape(build_config: dict) -> Any:
 
 
 def _shape(value: Any) -> list[int | None] | None:
-    if isinstance(value, list) and all(d is None or (type(d) is int and d >= 0) for d in value):
+    if isinstance(value, list) and all(
+        d is None or (type(d) is int and 0 <= d <= MAX_DIM) for d in value
+    ):
         return value
     return None
 

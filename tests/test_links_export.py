@@ -1,0 +1,195 @@
+"""Links (ViewState <-> query string) and exports (PNG, NPY/NPZ, manifest, bundle)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from urllib.parse import parse_qs, urlencode
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import vizlib
+from vizlib.errors import InputError
+from vizlib.export import (
+    across_png, bundle, grid_png, is_bundle, manifest, manifest_json, npy_bytes, npz_bytes, read_bundle,
+)
+from vizlib.links import (
+    DEFAULT, MODES, SCALES, VIEWS, WEIGHTS, SOURCES, ViewState, as_dict, from_dict, from_query, to_query,
+    validate_for_model,
+)
+
+MODELS = ["emotion_cnn", "vgg16", "resnet50", "mobilenet_v2"]
+SAMPLE_NAMES = sorted(vizlib.SAMPLES)
+CMAPS = ["viridis", "magma", "gray"]
+layer_names = st.from_regex(r"[A-Za-z0-9_]{1,12}(/[A-Za-z0-9_]{1,12})?", fullmatch=True)
+
+states = st.builds(
+    ViewState,
+    model=st.sampled_from(MODELS), weights=st.sampled_from(WEIGHTS), source=st.sampled_from(SOURCES),
+    image=st.sampled_from(SAMPLE_NAMES), view=st.sampled_from(VIEWS), layer=st.just("") | layer_names,
+    inspect=st.just("") | layer_names, channel=st.integers(0, 4095), mode=st.sampled_from(MODES),
+    n=st.integers(1, 512), scale=st.sampled_from(SCALES), cmap=st.sampled_from(CMAPS),
+    images=st.lists(st.sampled_from(SAMPLE_NAMES), unique=True, max_size=5).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(states)
+def test_state_round_trips_through_a_real_query_string(state):
+    query = urlencode(to_query(state))  # what ends up in the address bar
+    params = {k: v for k, v in parse_qs(query, keep_blank_values=True).items()}
+    back, notices = from_query(params, models=MODELS, samples=SAMPLE_NAMES, colormaps=CMAPS)
+    assert notices == []
+    assert back == state
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), st.text(max_size=60) | st.lists(st.text(max_size=20), max_size=3),
+                       max_size=8))
+def test_garbage_never_raises_and_always_gives_a_valid_state(params):
+    state, notices = from_query(params, models=MODELS, samples=SAMPLE_NAMES, colormaps=CMAPS)
+    assert state.model in MODELS and state.view in VIEWS and state.mode in MODES and state.scale in SCALES
+    assert 1 <= state.n <= 512 and state.channel >= 0 and state.cmap in CMAPS
+    assert state.image in SAMPLE_NAMES and all(i in SAMPLE_NAMES for i in state.images)
+    for key in params:
+        if key not in as_dict(DEFAULT):
+            assert any(repr(key)[1:-1][:10] in n or key[:10] in n for n in notices)
+
+
+def test_bad_values_fall_back_with_notices():
+    state, notices = from_query({"model": "resnet9000", "channel": "-4", "n": "lots", "view": "<script>",
+                                 "cmap": "rainbow-unicorn", "image": "../../etc/passwd", "zzz": "1"},
+                                models=MODELS, samples=SAMPLE_NAMES, colormaps=CMAPS)
+    assert state == DEFAULT
+    text = " ".join(notices)
+    for bit in ("resnet9000", "channel", "lots", "view", "rainbow", "passwd", "zzz"):
+        assert bit in text
+    assert len(notices) == 7
+
+
+def test_validate_for_model_drops_foreign_layers_and_clamps_channel():
+    state = ViewState(view="compare", inspect="block1_conv1", channel=63, layer="nope")
+    fixed, notices = validate_for_model(state, ["conv2d_1", "conv2d_7"], {"conv2d_1": 8, "conv2d_7": 7})
+    assert fixed.inspect == "" and fixed.layer == "" and len(notices) == 2
+    state = ViewState(view="explore", layer="conv2d_7", channel=9)
+    fixed, notices = validate_for_model(state, ["conv2d_1", "conv2d_7"], {"conv2d_1": 8, "conv2d_7": 7})
+    assert fixed.channel == 0 and "channels 0 to 6" in notices[0]
+    ok = ViewState(view="explore", layer="conv2d_1", channel=7)
+    assert validate_for_model(ok, ["conv2d_1"], {"conv2d_1": 8}) == (ok, [])
+
+
+def test_manifest_dict_round_trip():
+    state = ViewState(model="vgg16", weights="untrained", view="across", images=("cat", "coffee"), channel=11)
+    back, notices = from_dict(json.loads(json.dumps(as_dict(state))), models=MODELS, samples=SAMPLE_NAMES)
+    assert back == state and notices == []
+
+
+# --------------------------------------------------------------------- exports
+
+
+@pytest.fixture(scope="module")
+def acts(bundled):
+    img = vizlib.load_sample("astronaut_face")
+    return img, vizlib.activations(bundled, [img], ["conv2d_1", "conv2d_7"])
+
+
+def test_grid_png_decodes_with_labels_and_colour_bar(acts):
+    _, a = acts
+    data = grid_png(a["conv2d_1"][0], [0, 3, 5], title="conv2d_1", cell_px=100)
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.mode == "RGB"
+    assert img.width > 2 * 100 + 60 and img.height > 2 * 100  # 2x2 grid of 100 px cells + colour bar
+    px = np.asarray(img)
+    assert (px.std(axis=(0, 1)) > 10).all()  # not blank
+    with pytest.raises(InputError):
+        grid_png(a["conv2d_1"][0], [8])
+
+
+def test_npy_and_npz_round_trip(acts):
+    _, a = acts
+    back = np.load(io.BytesIO(npy_bytes(a["conv2d_7"])), allow_pickle=False)
+    np.testing.assert_array_equal(back, a["conv2d_7"])
+    assert back.shape == (1, 4, 4, 7)
+    z = np.load(io.BytesIO(npz_bytes({"vgg16/block1_conv1": a["conv2d_1"], "conv2d_7": a["conv2d_7"]})),
+                allow_pickle=False)
+    assert set(z.files) == {"vgg16__block1_conv1", "conv2d_7"}
+    np.testing.assert_array_equal(z["vgg16__block1_conv1"], a["conv2d_1"])
+
+
+def test_manifest_names_the_view(bundled, acts):
+    img, a = acts
+    state = ViewState(channel=3, inspect="conv2d_1")
+    meta = manifest(model=bundled, view=as_dict(state), layers={k: v.shape[1:] for k, v in a.items()},
+                    channels={"conv2d_1": [0, 1, 2]}, image_name="astronaut_face", image_sha256="ab" * 32)
+    text = json.loads(manifest_json(meta))
+    assert text["model"]["key"] == "emotion_cnn" and text["model"]["weights"] == "bundled"
+    assert text["layers"] == {"conv2d_1": [62, 62, 8], "conv2d_7": [4, 4, 7]}
+    assert text["view"]["channel"] == 3 and text["image"]["sha256"] == "ab" * 32
+    assert "keras" in text["versions"] and "numpy" in text["versions"]
+
+
+def test_bundle_round_trip_and_tamper_detection(bundled, acts):
+    img, a = acts
+    meta = manifest(model=bundled, view=as_dict(ViewState(channel=2)), layers={k: v.shape[1:] for k, v in a.items()})
+    data = bundle(image=img, image_name="me.jpg", manifest_data=meta, arrays=a,
+                  figures={"grid.png": grid_png(a["conv2d_1"][0])})
+    assert is_bundle(data)
+    b = read_bundle(data)
+    assert b.image_name == "me.jpg" and b.image.size == img.size
+    assert np.array_equal(np.asarray(b.image), np.asarray(img.convert("RGB")))
+    np.testing.assert_array_equal(b.arrays["conv2d_1"], a["conv2d_1"])
+    assert b.manifest["view"]["channel"] == 2
+    # a swapped image no longer matches the manifest's SHA-256
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item)
+            if item.filename == "image.png":
+                other = io.BytesIO()
+                Image.new("RGB", (8, 8), "red").save(other, format="PNG")
+                content = other.getvalue()
+            dst.writestr(item, content)
+    with pytest.raises(InputError, match="SHA-256"):
+        read_bundle(buf.getvalue())
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"not a zip", "not a ZIP"),
+    (None, "no manifest"),
+])
+def test_bad_bundles_refused(payload, message):
+    if payload is None:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("a.txt", "hi")
+        payload = buf.getvalue()
+    with pytest.raises(InputError, match=message):
+        read_bundle(payload)
+
+
+def test_bundle_with_pickled_array_refused():
+    buf = io.BytesIO()
+    evil = io.BytesIO()
+    np.save(evil, np.array([object()], dtype=object), allow_pickle=True)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    npz = io.BytesIO()
+    with zipfile.ZipFile(npz, "w") as z:
+        z.writestr("x.npy", evil.getvalue())
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "cnn-activation-view", "image": {"member": "image.png"}}))
+        zf.writestr("image.png", png.getvalue())
+        zf.writestr("activations.npz", npz.getvalue())
+    with pytest.raises(InputError, match="could not be read"):
+        read_bundle(buf.getvalue())
+
+
+def test_across_png():
+    maps = np.random.default_rng(0).uniform(size=(3, 10, 10)).astype(np.float32)
+    img = Image.open(io.BytesIO(across_png(maps, ["a", "b", "c"], title="x")))
+    assert img.format == "PNG" and img.width > 200
