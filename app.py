@@ -21,6 +21,7 @@ import streamlit as st
 st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layout="wide")
 
 import numpy as np  # noqa: E402
+from PIL import ImageOps  # noqa: E402
 
 from vizlib.activations import channel_across_images, decode, forward, pick_channels, channel_stats  # noqa: E402
 from vizlib.errors import InputError  # noqa: E402
@@ -240,12 +241,19 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
         else:
             st.sidebar.caption("No image uploaded yet: showing the sample image.")
     else:
-        shot = st.sidebar.camera_input("Take a picture", key="camera")
+        st.sidebar.toggle("Crop to the centre square", value=True, key="camera_crop",
+                          help="Keeps a face in the middle of the frame large for the 64x64 face model.")
+        shot = st.sidebar.camera_input("Take a picture", key="camera",
+                                       help="Your snapshot stays in this session; it is never stored.")
         if shot is not None:
             data = shot.getvalue()
             digest = file_digest(data)
             try:
-                uploads.append((f"camera:{digest}", "camera snapshot", decode_upload(digest, data, "camera snapshot")))
+                snap = decode_upload(digest, data, "camera snapshot")
+                if st.session_state.get("camera_crop", True):
+                    side = min(snap.size)
+                    snap = ImageOps.fit(snap, (side, side))  # the centre square: where a face usually is
+                uploads.append((f"camera:{digest}", "camera snapshot", snap))
                 current = uploads[-1][0]
             except InputError as exc:
                 st.sidebar.error(str(exc))

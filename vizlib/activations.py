@@ -19,7 +19,7 @@ from vizlib.errors import InputError
 from vizlib.layers import find_layer, trace
 
 #: Largest activation payload computed for one request (all layers, all images).
-MAX_ACTIVATION_BYTES = 768 * 2**20
+MAX_ACTIVATION_BYTES = 256 * 2**20
 #: Extractors kept per model (one per distinct set of layers).
 MAX_EXTRACTORS_PER_MODEL = 16
 #: Images per call of the extractor.
