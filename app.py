@@ -475,8 +475,17 @@ def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_im
     ss = st.session_state
     if ss.layer not in by_name:
         ss.layer = names[0]
-    with st.expander(f"All {len(layer_table(m))} layers (what `model.summary()` lists)", expanded=False):
-        st.dataframe(layer_table(m), hide_index=True, width="stretch", height=300)
+    table = layer_table(m)
+
+    def on_row() -> None:
+        rows = st.session_state["layer_table"].selection.rows
+        if rows and table[rows[0]]["name"] in by_name:
+            st.session_state["layer"] = table[rows[0]]["name"]
+
+    with st.expander(f"All {len(table)} layers, in forward order (click a row with maps to show it)",
+                     expanded=True):
+        st.dataframe(table, hide_index=True, width="stretch", height=260, key="layer_table",
+                     on_select=on_row, selection_mode="single-row")
     st.selectbox("Layer", names, key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
     info = by_name[ss.layer]
     clamp_channel("channel", info.channels)

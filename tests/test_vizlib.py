@@ -350,3 +350,43 @@ def test_across_images_and_prediction_bars():
         across_images(maps, ["a"])
     bars = prediction_bars([("cat", 0.9), ("dog", 0.1)])
     assert list(bars.data[0].y) == ["dog", "cat"]
+
+
+def test_weights_download_reports_progress_into_the_keras_cache(monkeypatch, tmp_path):
+    """The real download path, against a local HTTP server standing in for the weights bucket."""
+    import dataclasses
+    import http.server
+    import threading
+    from vizlib import models
+
+    payload = bytes(range(256)) * 12_000  # ~3 MB, several progress steps
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        entry = models.CATALOGUE["mobilenet_v2"]
+        local = dataclasses.replace(entry)
+        monkeypatch.setitem(models.CATALOGUE, "mobilenet_v2", local)
+        monkeypatch.setattr(type(local), "weights_url",
+                            property(lambda self: f"http://127.0.0.1:{server.server_port}/{self.weights_file}"))
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+        seen = []
+        path = models.fetch_imagenet_weights("mobilenet_v2", progress=lambda d, t: seen.append((d, t)))
+        assert path == tmp_path / "models" / entry.weights_file
+        assert path.read_bytes() == payload
+        assert models.imagenet_weights_cached("mobilenet_v2")
+        assert seen[-1] == (len(payload), len(payload)) and len(seen) >= 3
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+        assert not list((tmp_path / "models").glob("*.part"))
+    finally:
+        server.shutdown()

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,10 +203,10 @@ def imagenet_weights_cached(name: str) -> bool:
     return (keras_cache_dir() / "models" / entry.weights_file).is_file()
 
 
-def network_available(host: str = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT) -> bool:
+def network_available(host: str = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT, port: int = 443) -> bool:
     """Whether the weights host answers within ``timeout`` seconds (never hangs)."""
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -241,8 +242,9 @@ class _DownloadingGetFile:
         cache_subdir = kwargs.get("cache_subdir", "datasets")
         target = keras_cache_dir() / cache_subdir / (fname or "")
         if fname and origin and not target.is_file():
-            host = urllib.request.urlparse(origin).hostname or WEIGHTS_HOST
-            if not network_available(host):
+            url = urllib.parse.urlparse(origin)
+            host = url.hostname or WEIGHTS_HOST
+            if not network_available(host, port=url.port or (80 if url.scheme == "http" else 443)):
                 raise InputError(
                     f"The ImageNet weights for {self.title} are not in the Keras cache "
                     f"({target}) and {host} can't be reached, so they can't be downloaded. "
