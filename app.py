@@ -397,11 +397,11 @@ def on_grid_click(chart_key: str, layer_key: str, layer: str, channel_key: str =
 
 
 def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selected: Optional[int],
-              labels: Optional[list[str]] = None) -> None:
+              labels: Optional[list[str]] = None, width_hint: int = 380) -> None:
     ss = st.session_state
     chosen = pick_channels(maps, ss.n, ss.mode)
     fig = channel_grid(maps, chosen, colormap=ss.cmap, scale=ss.scale, title=grid_title(info, role),
-                       highlight=selected, labels=labels)
+                       highlight=selected, labels=labels, width_hint=width_hint)
     st.plotly_chart(fig, key=key, on_select=lambda: on_grid_click(key, layer_key, info.name),
                     selection_mode="points", config=CHART_CONFIG)
     shown = "first" if ss.mode == "first" else "most active"
@@ -410,19 +410,33 @@ def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selec
                "Hover for values; click a map to inspect it.")
 
 
-def show_detail(m: LoadedModel, info, maps: np.ndarray, channel: int, view_img, label: str = "") -> None:
-    col_map, col_img = st.columns([3, 2])
-    with col_map:
-        title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
-        st.plotly_chart(channel_detail(maps[:, :, channel], title=title, colormap=st.session_state.cmap),
-                        key=f"detail-{info.name}", config=CHART_CONFIG)
-    with col_img:
-        st.image(view_img, caption="the input as the model sees it", width=220)
-        stats = channel_stats(maps)
-        st.markdown(
-            f"**channel {channel}**: mean {stats['mean'][channel]:.3g}, max {stats['max'][channel]:.3g}, "
-            f"min {stats['min'][channel]:.3g}  \nrank {1 + int(np.sum(stats['mean'] > stats['mean'][channel]))} "
-            f"of {info.channels} by mean activation")
+def show_detail(m: LoadedModel, info, maps: np.ndarray, channel: int, view_img, label: str = "",
+                stacked: bool = False) -> None:
+    """One channel's map with exact values (hover), beside the input as the model sees it."""
+    ss = st.session_state
+    one = maps[:, :, channel]
+    # With a shared colour scale the detail uses the grid's range, so a weak channel looks weak here too.
+    zmin, zmax = (float(maps.min()), float(maps.max())) if ss.scale == "shared" else (None, None)
+    title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
+    fig = channel_detail(one, title=title, colormap=ss.cmap, zmin=zmin, zmax=zmax)
+    stats = channel_stats(maps)
+    rank = 1 + int(np.sum(stats["mean"] > stats["mean"][channel]))
+    best = int(np.argmax(stats["mean"]))
+    text = (f"**channel {channel}**: mean {stats['mean'][channel]:.3g}, max {stats['max'][channel]:.3g}, "
+            f"min {stats['min'][channel]:.3g}  \nrank {rank} of {info.channels} by mean activation")
+    flat = float(np.ptp(one)) <= 1e-6 * max(1.0, float(np.abs(one).max()))
+    if stacked:
+        st.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG)
+        st.markdown(text)
+    else:
+        col_map, col_img = st.columns([3, 2])
+        col_map.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG)
+        with col_img:
+            st.image(view_img, caption="the input as the model sees it", width=220)
+            st.markdown(text)
+    if flat:
+        st.info(f"Channel {channel} is flat here (every value ≈ {float(one.flat[0]):.3g}): its kernel finds "
+                f"nothing in this image. Channel {best} is the most active.")
 
 
 def clamp_channel(key: str, n_channels: int) -> None:
@@ -491,9 +505,12 @@ def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_im
     clamp_channel("channel", info.channels)
     acts, _ = compute(m.key, image_key, (info.name,), m, image)
     maps = acts[info.name][0]
-    show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel))
-    st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
-    show_detail(m, info, maps, int(ss.channel), view_img)
+    left, right = st.columns([3, 2])
+    with left:
+        show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel), width_hint=460)
+    with right:
+        st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
     shown = pick_channels(maps, ss.n, ss.mode)
     cmap, scale = ss.cmap, ss.scale
     share_and_export(m, "explore", image_key, image_name, image, dict(acts), {info.name: shown},
@@ -533,9 +550,10 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: 
     maps = np.concatenate(chunks, axis=0)
     fig = across_images(maps, [n for _, n, _ in pool], colormap=ss.cmap,
                         title=f"<b>{info.name}</b>, channel {ss.channel}, across {len(pool)} images")
-    st.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
-    st.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
-               "channel's pattern occurs.")
+    left, right = st.columns([3, 1])
+    left.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
+    right.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
+                  "channel's pattern occurs. Hover a map for its image, mean and max.")
     names = [n for _, n, _ in pool]
     cmap, channel = ss.cmap, int(ss.channel)
     share_and_export(

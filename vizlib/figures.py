@@ -157,7 +157,7 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: Sequence[str],
                    keys: Sequence[int], *, title: Optional[str], colormap: str, colorbar: bool,
                    colorbar_title: str, highlight: Optional[int], height: Optional[int],
-                   label_cells: bool) -> go.Figure:
+                   label_cells: bool, width_hint: int = 420) -> go.Figure:
     height_px, width_px = geo["size"]
     ch, cw = geo["cell"]
     cols = geo["cols"]
@@ -198,15 +198,16 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         x0, y0 = GAP_PX + c * (cw + GAP_PX), GAP_PX + r * (ch + GAP_PX)
         shapes.append(dict(type="rect", x0=x0 - 1.5, y0=y0 - 1.5, x1=x0 + cw + 1.5, y1=y0 + ch + 1.5,
                            xref="x", yref="y", line=dict(color="#ff2b2b", width=3)))
-    if height is None:
-        height = int(min(900, max(220, 60 + 520 * height_px / max(width_px, 1))))
+    if height is None:  # fit the mosaic to the width it will likely get, so no band stays blank
+        height = int(min(900, max(160, (40 if title else 8) + width_hint * height_px / max(width_px, 1))))
     fig.update_layout(
         title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
         annotations=annotations, shapes=shapes, height=height,
         margin=dict(l=0, r=0, t=40 if title else 8, b=0), hovermode="closest", hoverdistance=-1,
         dragmode=False, plot_bgcolor="white", paper_bgcolor="white",
-        xaxis=dict(visible=False, range=[0, width_px], constrain="domain"),
-        yaxis=dict(visible=False, range=[height_px, 0], scaleanchor="x", constrain="domain"),
+        xaxis=dict(visible=False, range=[0, width_px], constrain="domain", constraintoward="left"),
+        yaxis=dict(visible=False, range=[height_px, 0], scaleanchor="x", constrain="domain",
+                   constraintoward="top"),
         clickmode="event+select",
     )
     return fig
@@ -216,13 +217,14 @@ def channel_grid(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, 
                  colormap: str = DEFAULT_COLORMAP, scale: str = "shared", cols: Optional[int] = None,
                  title: Optional[str] = None, highlight: Optional[int] = None,
                  cell_px: Optional[int] = None, height: Optional[int] = None,
-                 labels: Optional[Sequence[str]] = None) -> go.Figure:
+                 labels: Optional[Sequence[str]] = None, width_hint: int = 420) -> go.Figure:
     """A grid of one image's channel maps (H, W, C) as one colour-mapped image.
 
     ``channels`` picks which (default: the first ``max_channels``, as in the
     Keras tutorial's 7x7 grid). ``scale="shared"`` puts all maps on one colour
     scale (with a colour bar), ``"channel"`` stretches each map to its own range.
-    Hovering a cell names the channel with its mean and max; the cells' points
+    ``width_hint`` is the plot width (px) the figure will likely get, to size its
+    height without blank bands. Hovering a cell names the channel with its mean and max; the cells' points
     carry the channel number as ``customdata`` for click-to-select. ``labels``
     names channels (e.g. the class each of a classifier's last maps stands for).
     """
@@ -242,7 +244,7 @@ def channel_grid(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, 
     return _mosaic_figure(
         canvas, geo, names, hover, chosen, title=title, colormap=colormap,
         colorbar=scale == "shared", colorbar_title="activation", highlight=highlight, height=height,
-        label_cells=len(chosen) <= MAX_LABELLED_CELLS,
+        label_cells=len(chosen) <= MAX_LABELLED_CELLS, width_hint=width_hint,
     )
 
 
@@ -278,7 +280,7 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
 def across_images(maps: np.ndarray, titles: Optional[Sequence[str]] = None, *,
                   colormap: str = DEFAULT_COLORMAP, cols: Optional[int] = None,
                   title: Optional[str] = None, highlight: Optional[int] = None,
-                  height: Optional[int] = None) -> go.Figure:
+                  height: Optional[int] = None, width_hint: int = 560) -> go.Figure:
     """One channel's map for many images (N, H, W) on one shared colour scale, titled by image."""
     arr = np.asarray(maps, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[-1] == 1:
@@ -297,7 +299,7 @@ def across_images(maps: np.ndarray, titles: Optional[Sequence[str]] = None, *,
     return _mosaic_figure(
         canvas, geo, short, hover, list(range(n)), title=title, colormap=colormap, colorbar=True,
         colorbar_title="activation", highlight=highlight, height=height,
-        label_cells=n <= MAX_LABELLED_CELLS,
+        label_cells=n <= MAX_LABELLED_CELLS, width_hint=width_hint,
     )
 
 
@@ -306,14 +308,19 @@ def prediction_bars(predictions: Sequence[tuple[str, float]], *, title: Optional
     """Top-k predictions as horizontal bars, most likely on top."""
     names = [p[0] for p in predictions][::-1]
     probs = [float(p[1]) for p in predictions][::-1]
+    top = max(probs, default=0.0)
+    # Near-uniform scores (an untrained model) would be invisible on a 0-100 % axis: zoom in.
+    x_range = [0, 1] if top >= 0.5 else [0, max(top * 1.25, 1e-4)]
     fig = go.Figure(go.Bar(
-        x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs], textposition="auto",
+        x=probs, y=names, orientation="h", text=[f"{p:.2%}" if p < 0.01 else f"{p:.1%}" for p in probs],
+        textposition="auto",
         hovertemplate="%{y}: %{x:.2%}<extra></extra>", marker_color="#4c78a8",
     ))
     fig.update_layout(
         title=dict(text=title, x=0, font=dict(size=14)) if title else None,
         height=height or (60 + 32 * max(1, len(names))), margin=dict(l=10, r=10, t=36 if title else 6, b=6),
-        xaxis=dict(range=[0, 1], tickformat=".0%", showgrid=True), yaxis=dict(automargin=True),
+        xaxis=dict(range=x_range, tickformat=".0%" if top >= 0.5 else ".2%", showgrid=True),
+        yaxis=dict(automargin=True),
         plot_bgcolor="white",
     )
     return fig

@@ -141,7 +141,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
 }
 
 BUNDLED_NAME = "emotion_cnn"
-BUNDLED_TITLE = "Facial expression CNN (bundled, mini-Xception, FER-2013)"
+BUNDLED_TITLE = "Facial expression CNN (bundled)"
 
 
 @dataclass
@@ -171,8 +171,8 @@ class LoadedModel:
     @property
     def label(self) -> str:
         """Title plus weights, as shown wherever the model is named."""
-        suffix = {"imagenet": "ImageNet weights", "untrained": "untrained (random weights)"}
-        return f"{self.title} ({suffix[self.weights]})" if self.weights in suffix else self.title
+        suffix = {"imagenet": "ImageNet weights", "untrained": "untrained, random weights"}
+        return f"{self.title} · {suffix[self.weights]}" if self.weights in suffix else self.title
 
     @property
     def is_classifier(self) -> bool:
@@ -204,7 +204,13 @@ def imagenet_weights_cached(name: str) -> bool:
 
 
 def network_available(host: str = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT, port: int = 443) -> bool:
-    """Whether the weights host answers within ``timeout`` seconds (never hangs)."""
+    """Whether the weights host answers within ``timeout`` seconds (never hangs).
+
+    ``CNN_VIZ_OFFLINE=1`` in the environment says no without asking: for hosts
+    that must never download, and for tests that need the offline path.
+    """
+    if os.environ.get("CNN_VIZ_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
