@@ -33,13 +33,14 @@ from vizlib.images import (  # noqa: E402
     MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest, image_digest, images_from_zip, load_image, load_sample,
     model_view,
 )
+from vizlib.isolation import IsolatedModel  # noqa: E402
 from vizlib.layers import conv_layers, layer_table, spatial_layers  # noqa: E402
 from vizlib.links import (  # noqa: E402
     VIEW_TITLES, VIEWS, ViewState, as_dict, from_dict, from_query, to_query, validate_for_model,
 )
 from vizlib.models import (  # noqa: E402
     BUNDLED_NAME, BUNDLED_TITLE, CATALOGUE, PREPROCESSING, LoadedModel, fetch_imagenet_weights,
-    imagenet_weights_cached, load_bundled_model, load_catalogue_model, load_model_file,
+    imagenet_weights_cached, load_bundled_model, load_catalogue_model,
 )
 
 log = logging.getLogger("cnn_viz")
@@ -47,6 +48,8 @@ log = logging.getLogger("cnn_viz")
 UPLOAD_MODEL = "upload"
 MODEL_UPLOADS_ALLOWED = os.environ.get("CNN_VIZ_MODEL_UPLOAD", "on").strip().lower() not in ("0", "off", "false", "no")
 MAX_ACROSS_IMAGES = MAX_IMAGES
+#: Memory an uploaded model's process may use (CNN_VIZ_MODEL_MEMORY_GB, default 3).
+MODEL_MEMORY_BYTES = int(float(os.environ.get("CNN_VIZ_MODEL_MEMORY_GB", "3")) * 2**30)
 CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
 MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE.items()},
                 UPLOAD_MODEL: "Your own model (.keras / .h5)…"}
@@ -65,15 +68,20 @@ def get_catalogue_model(name: str, weights: str) -> LoadedModel:
     return load_catalogue_model(name, "imagenet" if weights == "imagenet" else None)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> LoadedModel:
-    # Saved under a server-chosen name; the uploaded file name is only a label.
+@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> IsolatedModel:
+    """An uploaded model, checked and run in its own process with memory and time limits.
+
+    The file is saved under a server-chosen name (the uploaded name is only a
+    label); the child process keeps its own copy.
+    """
     suffix = ".keras" if _data[:4] == b"PK\x03\x04" else ".h5"
     folder = Path(tempfile.mkdtemp(prefix="cnn-viz-model-"))
     path = folder / f"{digest[:16]}{suffix}"
     path.write_bytes(_data)
     try:
-        return load_model_file(path, preprocess=preprocess, title=Path(filename).name[:80])
+        return IsolatedModel(path, preprocess=preprocess, title=Path(filename).name[:80],
+                             memory_limit_bytes=MODEL_MEMORY_BYTES)
     finally:
         path.unlink(missing_ok=True)
         folder.rmdir()
@@ -121,7 +129,7 @@ def init_state() -> None:
         return
     default = default_state()
     state, notices = from_query(
-        st.query_params.to_dict(), models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL],
+        st.query_params.to_dict(), models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL or MODEL_UPLOADS_ALLOWED],
         samples=list(SAMPLES), colormaps=COLORMAPS, default=default)
     for f in fields(ViewState):
         st.session_state[f.name] = getattr(state, f.name)
@@ -191,7 +199,7 @@ def sidebar_model() -> Optional[LoadedModel]:
         return get_catalogue_model(name, st.session_state.weights)
 
 
-def sidebar_upload_model() -> Optional[LoadedModel]:
+def sidebar_upload_model() -> Optional[IsolatedModel]:
     upload = st.sidebar.file_uploader("Model file", type=["keras", "h5"], key="model_file",
                                       help="Loaded with safe_mode=True: built-in Keras layers only, no Lambda layers.")
     st.sidebar.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",

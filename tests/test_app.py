@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -320,3 +322,88 @@ def test_too_many_images_in_a_zip_is_refused_clearly(offline, monkeypatch):
     assert not at.exception
     assert at.error and "5" in at.error[0].value
     assert any("First conv layer" in x for x in titles(at))
+
+
+# --------------------------------------------------------------------- your own model
+
+
+def saved_model(tmp_path, build) -> bytes:
+    import keras
+
+    path = tmp_path / "model.keras"
+    build(keras).save(path)
+    return path.read_bytes()
+
+
+def small_cnn(keras):
+    inp = keras.Input((40, 40, 3))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="my_first_conv")(inp)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(5, 3, activation="relu", name="my_last_conv")(x)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out, name="mine")
+
+
+def test_upload_own_model_runs_isolated(offline, tmp_path):
+    data = saved_model(tmp_path, small_cnn)
+    at = make_app().run()
+    at.selectbox(key="model").set_value("upload").run()
+    assert not at.exception
+    at.file_uploader(key="model_file").set_value(("mine.keras", data, "application/octet-stream")).run()
+    assert_clean(at)
+    t = titles(at)
+    assert any("my_first_conv" in x and "38×38×6" in x for x in t), t
+    assert any("my_last_conv" in x and "17×17×5" in x for x in t), t
+    bars = next(spec for title, spec in charts(at).items() if title.startswith("Top-5"))
+    assert sorted(bars["data"][0]["y"]) == ["class 0", "class 1", "class 2"]
+    # the file can't travel in a link: the link opens the upload prompt with the same settings
+    assert at.query_params["model"] == ["upload"]
+    again = make_app(model="upload").run()
+    assert_clean(again)
+    assert again.selectbox(key="model").value == "upload" and not again.get("plotly_chart")
+    assert any("Upload a .keras or .h5 model" in i.value for i in again.info)
+
+
+CANARY = str(Path(tempfile.gettempdir()) / f"cnn-viz-app-canary-{os.getpid()}")
+
+
+def test_upload_lambda_model_is_refused_and_its_code_never_runs(offline, tmp_path):
+    canary = Path(CANARY)
+
+    def evil(keras):
+        inp = keras.Input((16, 16, 3))
+        x = keras.layers.Lambda(lambda t: (open(CANARY, "w").write("ran"), t)[1], name="evil")(inp)
+        return keras.Model(inp, keras.layers.Conv2D(2, 3)(x))
+
+    data = saved_model(tmp_path, evil)
+    canary.unlink(missing_ok=True)  # building the model ran the lambda once; loading must not
+    at = make_app().run()
+    at.selectbox(key="model").set_value("upload").run()
+    at.file_uploader(key="model_file").set_value(("evil.keras", data, "application/octet-stream")).run()
+    assert not at.exception
+    assert at.error and "Lambda" in at.error[0].value
+    assert not canary.exists()
+    at.selectbox(key="model").set_value("emotion_cnn").run()  # nothing lost: back to work
+    assert_clean(at)
+    assert any("conv2d_1" in x for x in titles(at))
+
+
+def test_upload_model_without_maps_and_garbage_file(offline, tmp_path):
+    def dense(keras):
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+
+    at = make_app().run()
+    at.selectbox(key="model").set_value("upload").run()
+    at.file_uploader(key="model_file").set_value(("dense.keras", saved_model(tmp_path, dense), "x")).run()
+    assert not at.exception
+    assert at.error and "no layers with 2D spatial output" in at.error[0].value
+    at.file_uploader(key="model_file").set_value(("junk.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "x")).run()
+    assert not at.exception and at.error
+
+
+def test_model_upload_can_be_switched_off(offline, monkeypatch):
+    monkeypatch.setenv("CNN_VIZ_MODEL_UPLOAD", "off")
+    at = make_app(model="upload").run()
+    assert not at.exception and not at.error
+    assert "upload" not in at.selectbox(key="model").options
+    assert any("conv2d_1" in x for x in titles(at))

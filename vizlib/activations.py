@@ -115,8 +115,11 @@ def forward(model: Any, images: Any, layers: Sequence[str], *, predictions: bool
             ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
     """One forward pass: activations of ``layers`` and (optionally) the model's output.
 
-    Returns ``({layer: float32 (N, H, W, C)}, output or None)``.
+    Returns ``({layer: float32 (N, H, W, C)}, output or None)``. An uploaded model
+    running in its own process (:class:`vizlib.isolation.IsolatedModel`) computes there.
     """
+    if getattr(model, "isolated", False):
+        return model.forward(images, layers, predictions=predictions)
     m = _loaded(model)
     names = list(dict.fromkeys(layers))
     infos = [find_layer(m, n) for n in names]
@@ -156,7 +159,7 @@ def activations(model: Any, images: Any, layers: Sequence[str], **kwargs: Any) -
 
 def predict(model: Any, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
     """Top-``top`` (class name, score) per image; scores are probabilities (softmax applied if needed)."""
-    m = _loaded(model)
+    m = model if getattr(model, "isolated", False) else _loaded(model)
     _, out = forward(m, images, [], predictions=True)
     if out is None:
         raise InputError("This model has several outputs; the dashboard shows predictions for one.")
@@ -165,7 +168,7 @@ def predict(model: Any, images: Any, top: int = 5) -> list[list[tuple[str, float
 
 def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
     """Turn a classifier's output rows into top-``top`` (class name, probability) lists."""
-    m = _loaded(model)
+    m = model if getattr(model, "isolated", False) else _loaded(model)
     out = np.asarray(output, dtype=np.float64)
     if out.ndim != 2 or out.shape[1] < 2:
         return []
@@ -191,6 +194,11 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
     time, so memory holds that one channel, not the whole layer.
     ``progress(done, total)`` is called after each batch.
     """
+    if getattr(model, "isolated", False):
+        maps = model.channel(images, layer, channel)
+        if progress:
+            progress(len(maps), len(maps))
+        return maps
     m = _loaded(model)
     info = find_layer(m, layer)
     if not 0 <= int(channel) < info.channels:

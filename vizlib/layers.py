@@ -160,9 +160,16 @@ def trace(model: Any) -> Trace:
         return found
 
 
+def _infos(model: Any) -> list[LayerInfo]:
+    """Layer list of a model: traced here, or reported by an isolated model's child process."""
+    if getattr(model, "isolated", False):
+        return list(model.layers)
+    return trace(model).layers
+
+
 def all_layers(model: Any) -> list[LayerInfo]:
     """Every layer in forward order, nested models flattened, with output shapes."""
-    return list(trace(model).layers)
+    return list(_infos(model))
 
 
 def spatial_layers(model: Any) -> list[LayerInfo]:
@@ -170,7 +177,7 @@ def spatial_layers(model: Any) -> list[LayerInfo]:
 
     Raises :class:`InputError` when the model has none (e.g. a dense-only model).
     """
-    found = [info for info in trace(model).layers if info.is_spatial]
+    found = [info for info in _infos(model) if info.is_spatial]
     if not found:
         raise InputError(
             "This model has no layers with 2D spatial output (height x width x channels), "
@@ -198,7 +205,7 @@ def last_conv(model: Any) -> LayerInfo:
 
 def find_layer(model: Any, name: str, *, spatial: bool = True) -> LayerInfo:
     """Look a layer up by name (``InputError`` naming close matches when absent or not spatial)."""
-    for info in trace(model).layers:
+    for info in _infos(model):
         if info.name == name:
             if spatial and not info.is_spatial:
                 raise InputError(
@@ -208,7 +215,7 @@ def find_layer(model: Any, name: str, *, spatial: bool = True) -> LayerInfo:
             return info
     import difflib
 
-    names = [i.name for i in trace(model).layers]
+    names = [i.name for i in _infos(model)]
     close = difflib.get_close_matches(name, names, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise InputError(f"This model has no layer named '{name}'.{hint}")
@@ -224,7 +231,7 @@ def layer_table(model: Any) -> list[dict[str, Any]]:
             "output shape": "(" + ", ".join(str(d) for d in i.output_shape) + ")",
             "maps": "yes" if i.is_spatial else "",
         }
-        for i in trace(model).layers
+        for i in _infos(model)
     ]
 
 

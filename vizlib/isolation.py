@@ -1,0 +1,940 @@
+"""Uploaded Keras models run in a child process with memory, CPU and time limits.
+
+A Keras model file is code, and even a file that passes
+:func:`vizlib.modelcheck.check_model_file` and ``safe_mode=True`` can ask for
+more memory or time than a shared server has.  :class:`IsolatedModel` loads the
+file in a *fresh* Python process (``subprocess``, i.e. fork+exec: never a
+``fork`` of the parent, which runs TensorFlow and Streamlit threads), talks to
+it over a private socket, and kills it when it misbehaves; the parent process
+never imports or deserialises anything from the model::
+
+    with IsolatedModel("upload.keras", preprocess="unit") as m:
+        m.layers                                   # [LayerInfo, ...] plain data
+        acts, probs = m.forward(batch, ["conv1"])  # batch: raw float32 0..255, (N, H, W, C)
+        maps = m.channel(batch, "conv1", 3)        # (N, H, W)
+
+Where the work happens
+----------------------
+The parent sends the *raw* batch (float32 pixels 0..255, already resized to
+the model's ``input_size`` and ``channels``, i.e. :func:`vizlib.images.to_batch`
+without ``preprocess``) and the child applies ``LoadedModel.preprocess`` (one
+definition of each scaling, in :mod:`vizlib.models`).  The child then runs the
+very same :func:`vizlib.activations.forward` / ``channel_across_images`` as the
+in-process path, so results are identical and the activation budget
+(``MAX_ACTIVATION_BYTES``) is checked there.
+
+The wire format
+---------------
+Length-prefixed frames on a ``socketpair``: one JSON header, then one frame of
+raw bytes per numpy array (dtype and shape are in the header).  No pickle in
+either direction, so a compromised child can send the parent nothing but JSON
+and numeric arrays; the parent checks every header (known dtypes, shapes, a
+total-size cap) *before* allocating, then reads each array straight into its
+buffer.  Layer descriptions cross as ``[index, name, kind, shape]`` lists and
+are rebuilt as :class:`vizlib.layers.LayerInfo` in the parent.
+
+Limits (set in the child before numpy, Keras or TensorFlow are imported)
+-----------------------------------------------------------------------
+* **Memory: ``RLIMIT_DATA = memory_limit_bytes``**, plus two backstops.
+  Measured here (Linux 6.18, tensorflow-cpu 2.21, keras 3.15, 2 cores), the
+  child's ``/proc`` figures after ``import tensorflow, keras`` and after loading
+  the bundled mini-Xception are::
+
+                      VmSize (RLIMIT_AS)  VmData (RLIMIT_DATA)  RssAnon   VmRSS
+      import TF+keras      1.22 GB             0.31 GB           0.22 GB  0.58 GB
+      + bundled model      1.60 GB             0.36 GB           0.22 GB  0.59 GB
+      + forward (N=16)     1.69 GB             0.46 GB           0.28 GB  0.66 GB
+
+  ``RLIMIT_AS`` would have to allow ~1.6 GB of address space that is never
+  memory (shared-library mappings, ``PROT_NONE`` malloc-arena reservations), and
+  that part grows with the number of TensorFlow threads (8 MB of stack address
+  per thread; 2 x 64 intra/inter-op threads on a 64-core box add 1 GB): a bad
+  proxy.  ``VmRSS`` counts ~360 MB of shared, file-backed library pages.
+  ``VmData`` (private writable mappings: heap, anonymous ``mmap``, thread
+  stacks) follows what a model allocates -- weights, tensors, numpy arrays --
+  within ~0.15 GB of ``RssAnon``, and ``RLIMIT_DATA`` is enforced by the kernel
+  at allocation time, so unlike a polling watchdog a burst cannot overshoot it.
+  An allocation over the limit makes numpy raise ``MemoryError`` or TensorFlow
+  raise ``ResourceExhaustedError`` (reported as an out-of-memory
+  :class:`InputError`; the child lives on), or -- what TensorFlow's conv
+  kernels usually do, oneDNN or not -- crash the child with ``SIGSEGV`` (the
+  parent reports "process stopped").  oneDNN's allocator first retries for
+  ~10 s, so a request over the limit takes ~10 s to fail.  Measured: a 256x256
+  conv model under ``RLIMIT_DATA`` = baseline + 200 MB runs one image (16 MB of
+  maps) and dies on 16 images (~520 MB of intermediate maps).  To keep the
+  thread-stack share small and predictable the child caps TensorFlow at
+  ``threads`` intra-op (default ``min(4, cpu_count)``) and 2 inter-op threads.
+  The baseline the limit must cover is therefore ~0.4 GB plus the model's
+  weights; the default 3 GiB leaves ~2.6 GB for weights (``modelcheck`` caps
+  them at 600 MB), activations and TensorFlow's intermediates.
+  Backstops: ``RLIMIT_AS = memory_limit_bytes + 4 GiB`` (address space is the
+  only rlimit that also counts *shared* anonymous memory), and while a request
+  is in flight the parent polls the child's ``RssAnon + RssShmem`` every 50 ms
+  and kills it above ``memory_limit_bytes``.
+* **CPU: ``RLIMIT_CPU = cpu_seconds``** (soft; the kernel sends ``SIGXCPU``,
+  hard limit +5 s then ``SIGKILL``).  It is the child's *lifetime* budget
+  (start-up uses ~4 CPU-seconds), a backstop behind the per-request wall-clock
+  ``timeout`` the parent enforces; when it is used up the child dies and, with
+  ``restart=True``, the next request starts a fresh one.
+* ``os.nice(5)``, ``RLIMIT_CORE = 0`` (no core files), its own session and
+  process group (no terminal signals; killing it kills the whole group),
+  ``stdin``/``stdout`` closed, ``stderr`` drained by a thread (logged at DEBUG,
+  the last lines at WARNING when the child stops), ``cwd`` a private temporary
+  folder holding the parent's copy of the model file, and an environment
+  reduced to ``PATH``, ``HOME``, locale and ``TF_``/``KERAS_``/``OMP_``/...
+  variables (model code never sees the server's secrets).
+* The child exits by itself when the parent goes away (end of file on the
+  socket), deleting the private copy of the file, so a crashed server leaves
+  no model processes or files behind.
+
+When the child stops
+--------------------
+If the child dies (a limit, a crash), exceeds ``timeout`` or breaks the
+protocol, the parent kills it (``SIGKILL`` + ``wait``) and raises
+``InputError("The uploaded model's process stopped ...")``.  With
+``restart=True`` (the default) the *next* request transparently starts a new
+child from the private copy of the file (costing the start-up time again);
+with ``restart=False`` every later request raises the same ``InputError``.
+An :class:`InputError` raised in the child (a bad layer name, the activation
+budget) comes back as :class:`InputError` with the same message; any other
+exception comes back as an :class:`InputError` with its first line only.
+
+Each :class:`IsolatedModel` serialises its requests with one lock (Streamlit
+sessions share cached models across threads).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+import vizlib.activations  # noqa: F401  (read through sys.modules: ``vizlib.activations`` is also a function)
+from vizlib.errors import InputError
+from vizlib.layers import LayerInfo
+
+__all__ = ["IsolatedModel", "STOPPED_MESSAGE", "MEMORY_MESSAGE"]
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+GiB = 2**30
+MiB = 2**20
+
+#: ``RLIMIT_AS`` is ``memory_limit_bytes`` plus this much (shared libraries and
+#: reserved-but-unused address space: ~1.3 GB measured with 6 TF threads).
+ADDRESS_SPACE_HEADROOM = 4 * GiB
+#: How often (seconds) the parent checks the child while a request is in flight.
+POLL_SECONDS = 0.05
+#: Largest JSON header accepted from the child.
+MAX_HEADER_BYTES = 16 * MiB
+#: dtypes the parent accepts from the child.
+_DTYPES = frozenset({"<f4", "<f8", "<f2", "<i4", "<i8", "|u1", "|b1"})
+_LEN = struct.Struct("<Q")
+
+STOPPED_MESSAGE = (
+    "The uploaded model's process stopped ({why}): it ran out of memory or time limits. "
+    "Try a smaller model, fewer images, or fewer or earlier layers."
+)
+MEMORY_MESSAGE = (
+    "The uploaded model ran out of memory ({why}). Try a smaller model, fewer images, "
+    "or fewer or earlier layers."
+)
+
+
+class _Stopped(Exception):
+    """The child is gone or unusable; ``why`` is a short reason for the message.
+
+    ``died`` marks a broken connection, whose real reason is how the child exited.
+    """
+
+    def __init__(self, why: str, died: bool = False):
+        super().__init__(why)
+        self.why = why
+        self.died = died
+
+
+# --------------------------------------------------------------------------- wire format
+
+
+def _encode(header: dict, arrays: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    header = dict(header, arrays=[[a.dtype.str, list(a.shape)] for a in arrays])
+    return json.dumps(header, allow_nan=False).encode("utf-8"), arrays
+
+
+def max_response_bytes() -> int:
+    """Largest array payload accepted from the child in one reply: the requested
+    activations and the model's output, each within the activation budget."""
+    return 2 * int(sys.modules["vizlib.activations"].MAX_ACTIVATION_BYTES) + 16 * MiB
+
+
+def _byte_view(arr: np.ndarray) -> memoryview:
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def _nbytes(dtype: str, shape: list) -> int:
+    return int(np.dtype(dtype).itemsize) * math.prod(shape)
+
+
+def _check_specs(specs: Any, max_bytes: int) -> list[tuple[str, tuple]]:
+    if not isinstance(specs, list) or len(specs) > 10_000:
+        raise _Stopped("it sent a malformed reply")
+    out, total = [], 0
+    for spec in specs:
+        if (not isinstance(spec, list) or len(spec) != 2 or spec[0] not in _DTYPES
+                or not isinstance(spec[1], list) or len(spec[1]) > 8
+                or not all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
+            raise _Stopped("it sent a malformed reply")
+        total += _nbytes(spec[0], spec[1])
+        if total > max_bytes:
+            raise _Stopped(f"it sent more than {max_bytes / MiB:.0f} MB")
+        out.append((spec[0], tuple(spec[1])))
+    return out
+
+
+# --------------------------------------------------------------------------- the child
+
+
+_BOOTSTRAP = r"""
+import json, os, resource, sys
+cfg = json.loads(sys.argv[1])
+def limit(which, soft, hard=None):
+    hard = soft if hard is None else hard
+    try:
+        resource.setrlimit(which, (soft, hard))
+    except (ValueError, OSError) as exc:
+        sys.stderr.write("vizlib.isolation: could not set limit %r: %s\n" % (which, exc))
+limit(resource.RLIMIT_DATA, cfg["data"])
+limit(resource.RLIMIT_AS, cfg["as"])
+limit(resource.RLIMIT_CPU, cfg["cpu"], cfg["cpu"] + 5)
+limit(resource.RLIMIT_CORE, 0)
+try:
+    os.nice(5)
+except OSError:
+    pass
+sys.path.insert(0, cfg["root"])
+from vizlib.isolation import _child_main
+_child_main(cfg)
+"""
+
+
+def _child_send(sock: socket.socket, header: dict, arrays: Sequence[np.ndarray] = ()) -> None:
+    data, arrays = _encode(header, arrays)
+    sock.sendall(_LEN.pack(len(data)) + data)
+    for arr in arrays:
+        view = _byte_view(arr)
+        sock.sendall(_LEN.pack(len(view)))
+        if len(view):
+            sock.sendall(view)
+
+
+def _child_read(sock: socket.socket, n: int, into: Optional[memoryview] = None) -> Optional[memoryview]:
+    buf = into if into is not None else memoryview(bytearray(n))
+    got = 0
+    while got < n:
+        k = sock.recv_into(buf[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return buf
+
+
+def _child_recv(sock: socket.socket) -> Optional[tuple[dict, list[np.ndarray]]]:
+    raw = _child_read(sock, 8)
+    if raw is None:
+        return None
+    raw = _child_read(sock, _LEN.unpack(raw)[0])
+    if raw is None:
+        return None
+    header = json.loads(bytes(raw).decode("utf-8"))
+    arrays = []
+    for dtype, shape in header.pop("arrays", []):
+        n = _LEN.unpack(bytes(_child_read(sock, 8) or b"\0" * 8))[0]
+        arr = np.empty(shape, dtype=np.dtype(dtype))
+        if n != arr.nbytes:
+            raise ValueError("bad frame")
+        if n and _child_read(sock, n, _byte_view(arr)) is None:
+            return None
+        arrays.append(arr)
+    return header, arrays
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return (f"{type(exc).__name__}: {line}" if line else type(exc).__name__)[:300]
+
+
+def _error_reply(exc: BaseException) -> dict:
+    if isinstance(exc, InputError):
+        return {"ok": False, "kind": "input", "message": str(exc)[:2000]}
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+        return {"ok": False, "kind": "memory", "message": _first_line(exc)}
+    return {"ok": False, "kind": "error", "message": _first_line(exc)}
+
+
+def _child_load(cfg: dict) -> Any:
+    path = Path(cfg["path"])
+    try:
+        from vizlib.modelcheck import check_model_file
+    except ImportError:  # pragma: no cover - modelcheck is part of vizlib
+        check_model_file = None
+    if check_model_file is not None:
+        check_model_file(path)
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(cfg["threads"]))
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(cfg["threads"])))
+    except RuntimeError:  # pragma: no cover - already initialised
+        pass
+    from vizlib.models import load_model_file
+
+    return load_model_file(path, preprocess=cfg["preprocess"], check=False, title=cfg["title"])
+
+
+def _describe(loaded: Any) -> dict:
+    from vizlib.layers import all_layers
+
+    return {
+        "ok": True,
+        "input_size": [int(loaded.input_size[0]), int(loaded.input_size[1])],
+        "channels": int(loaded.channels),
+        "class_names": [str(c) for c in loaded.class_names] if loaded.class_names else None,
+        "preprocess_name": str(loaded.preprocess_name),
+        "is_classifier": bool(loaded.is_classifier),
+        "layers": [[int(i.index), str(i.name), str(i.kind),
+                    [None if d is None else int(d) for d in i.output_shape]] for i in all_layers(loaded)],
+    }
+
+
+def _child_batch(loaded: Any, arrays: list[np.ndarray]) -> np.ndarray:
+    if len(arrays) != 1:
+        raise InputError("No images given.")
+    batch = arrays[0]
+    h, w = loaded.input_size
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != (h, w, loaded.channels) or len(batch) == 0:
+        raise InputError(f"Expected a batch of shape (N, {h}, {w}, {loaded.channels}), got {batch.shape}.")
+    return np.ascontiguousarray(loaded.preprocess(batch.astype(np.float32)), dtype=np.float32)
+
+
+def _child_request(loaded: Any, header: dict, arrays: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
+    from vizlib.activations import MAX_ACTIVATION_BYTES, channel_across_images, forward
+
+    op = header.get("op")
+    if op == "forward":
+        acts, out = forward(loaded, _child_batch(loaded, arrays), [str(n) for n in header["layers"]],
+                            predictions=bool(header.get("predictions", True)))
+        names = list(acts)
+        result = [acts[n] for n in names]
+        if out is not None:
+            if out.nbytes > MAX_ACTIVATION_BYTES:
+                raise InputError("This model's output is too large to send back; it is not a classifier.")
+            result.append(out)
+        return {"ok": True, "names": names, "output": out is not None}, result
+    if op == "channel":
+        maps = channel_across_images(loaded, _child_batch(loaded, arrays), str(header["layer"]),
+                                     int(header["channel"]))
+        return {"ok": True}, [maps]
+    if op == "ping":
+        return {"ok": True}, []
+    raise InputError(f"Unknown request {op!r}.")
+
+
+def _child_main(cfg: dict) -> None:
+    """The child's whole life: load the model, describe it, serve requests until EOF."""
+    import faulthandler
+
+    faulthandler.enable()
+    sock = socket.socket(fileno=int(cfg["fd"]))
+    try:
+        try:
+            loaded = _child_load(cfg)
+            reply, arrays = _describe(loaded), []
+        except BaseException as exc:  # noqa: BLE001 - everything goes back as a message
+            _child_send(sock, _error_reply(exc))
+            return
+        _child_send(sock, reply, arrays)
+        while True:
+            message = _child_recv(sock)
+            if message is None:  # the parent went away without killing us: tidy up its folder
+                folder = Path(cfg["path"]).parent
+                if folder.name.startswith("vizlib-model-"):
+                    shutil.rmtree(folder, ignore_errors=True)
+                return
+            header, arrays = message
+            if header.get("op") == "close":
+                return
+            started = time.perf_counter()
+            try:
+                reply, out = _child_request(loaded, header, arrays)
+            except BaseException as exc:  # noqa: BLE001
+                reply, out = _error_reply(exc), []
+            reply["seconds"] = time.perf_counter() - started
+            del arrays, message
+            _child_send(sock, reply, out)
+            del out
+    except (BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def _status(pid: int) -> dict[str, int]:
+    """Memory figures (bytes) and thread count of a process from ``/proc/<pid>/status``."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if key.startswith(("Vm", "Rss")) and parts and parts[0].isdigit():
+                    out[key] = int(parts[0]) * 1024
+                elif key == "Threads" and parts:
+                    out[key] = int(parts[0])
+    except OSError:
+        pass
+    return out
+
+
+#: Environment variables the child inherits (model code must not see the server's secrets).
+_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                        "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"})
+_ENV_PREFIXES = ("LC_", "TF_", "KERAS_", "OMP_", "KMP_", "MKL_", "ONEDNN_", "DNNL_", "MALLOC_", "XLA_", "CUDA_")
+
+
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+
+
+def _signal_name(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "it stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = {"SIGXCPU": "CPU-time limit", "SIGSEGV": "crashed, usually out of memory",
+                "SIGKILL": "killed", "SIGABRT": "aborted, usually out of memory"}.get(name)
+        return f"{name}, {hint}" if hint else name
+    return f"exit status {returncode}"
+
+
+class _Child:
+    """One running child process and its end of the socket."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket):
+        self.proc = proc
+        self.sock = sock
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.reader = threading.Thread(target=self._drain, name=f"isolated-model-stderr-{proc.pid}", daemon=True)
+        self.reader.start()
+
+    def _drain(self) -> None:
+        stream = self.proc.stderr
+        if stream is None:
+            return
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip()
+                self.stderr_tail.append(line[:500])
+                log.debug("model process %s: %s", self.proc.pid, line)
+        except (OSError, ValueError):
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group (it leads its own session), then reap it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    self.proc.kill()
+                except OSError:
+                    pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            log.error("model process %s did not die after SIGKILL", self.proc.pid)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.proc.stderr is not None:
+            self.reader.join(timeout=2)
+            try:
+                self.proc.stderr.close()
+            except OSError:
+                pass
+
+
+class _State:
+    """What the finaliser needs (never the IsolatedModel itself)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.child: Optional[_Child] = None
+
+
+def _shutdown(state: _State) -> None:
+    child, state.child = state.child, None
+    if child is not None:
+        child.kill()
+    shutil.rmtree(state.folder, ignore_errors=True)
+
+
+class IsolatedModel:
+    """An uploaded model that lives in its own child process (spawned, never forked).
+
+    Construction copies the file into a private folder, starts the child, lets
+    it check (:func:`vizlib.modelcheck.check_model_file`) and load the model
+    (``safe_mode=True``, ``compile=False``) and waits for its description; after
+    that every attribute below is plain data in the parent.  Raises
+    :class:`InputError` when the file is refused, fails to load, or the child
+    stops while loading.
+
+    ``memory_limit_bytes`` bounds the child's private memory (``RLIMIT_DATA``;
+    ~0.4 GB of it is TensorFlow itself), ``cpu_seconds`` its lifetime CPU time,
+    ``timeout`` each request's wall-clock time and ``start_timeout`` the
+    start-up (TensorFlow import and model load). ``threads`` caps TensorFlow's
+    intra-op threads in the child. With ``restart=True`` a request after the
+    child stopped starts a new one; otherwise it raises :class:`InputError`.
+    """
+
+    isolated = True
+    weights = "file"
+    untrained = False
+
+    def __init__(self, path: str | Path, *, preprocess: str = "unit", title: Optional[str] = None,
+                 memory_limit_bytes: int = 3 * GiB, cpu_seconds: int = 300, timeout: float = 120.0,
+                 start_timeout: float = 180.0, threads: Optional[int] = None, restart: bool = True):
+        from vizlib.models import PREPROCESSING
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"No model file at {path}.")
+        suffix = path.suffix.lower()
+        if suffix not in (".keras", ".h5", ".hdf5"):
+            raise InputError(f"'{path.name}' is not a Keras model file: use a .keras or .h5 file.")
+        if preprocess not in PREPROCESSING:
+            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join(PREPROCESSING)}.")
+        self.title = title or path.name
+        self.source = path.name
+        self.memory_limit_bytes = int(memory_limit_bytes)
+        self.cpu_seconds = int(cpu_seconds)
+        self.timeout = float(timeout)
+        self.start_timeout = float(start_timeout)
+        self.threads = max(1, int(threads or min(4, os.cpu_count() or 1)))
+        self.restart = restart
+        self.starts = 0
+        #: (seconds the child spent computing, seconds the whole request took) of the last request.
+        self.last_timing: tuple[float, float] = (float("nan"), float("nan"))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stopped: Optional[str] = None
+        self._preprocess = preprocess
+        self._state = _State(tempfile.mkdtemp(prefix="vizlib-model-"))
+        self._finalizer = weakref.finalize(self, _shutdown, self._state)
+        try:
+            # The private copy keeps the user's file name when it is plain, so that
+            # modelcheck's and Keras' messages name the file the user knows.
+            shown = Path(self.title).name
+            plain = re.fullmatch(r"[\w][\w .()+-]{0,118}", shown) and shown.lower().endswith(suffix)
+            self._path = Path(self._state.folder) / (shown if plain else f"model{suffix}")
+            digest = hashlib.sha256()
+            with open(path, "rb") as src, open(self._path, "wb") as dst:
+                for chunk in iter(lambda: src.read(MiB), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            self.key = f"file:{digest.hexdigest()}:{preprocess}"
+            with self._lock:
+                desc = self._start()
+            self._apply(desc)
+        except BaseException:
+            self._finalizer()
+            raise
+
+    # ------------------------------------------------------------------ description
+
+    def _apply(self, desc: dict) -> None:
+        try:
+            h, w = (int(v) for v in desc["input_size"])
+            self.input_size: tuple[int, int] = (h, w)
+            self.channels: int = int(desc["channels"])
+            names = desc["class_names"]
+            self.class_names: Optional[list[str]] = [str(n) for n in names] if names is not None else None
+            self.preprocess_name: str = str(desc["preprocess_name"])
+            self.is_classifier: bool = bool(desc["is_classifier"])
+            layers = []
+            for index, name, kind, shape in desc["layers"]:
+                if not all(d is None or type(d) is int for d in shape):
+                    raise TypeError("shape")
+                layers.append(LayerInfo(index=int(index), name=str(name), kind=str(kind),
+                                        output_shape=tuple(shape)))
+            self.layers: list[LayerInfo] = layers
+        except (KeyError, TypeError, ValueError) as exc:
+            self._kill()
+            raise InputError("The uploaded model's process sent a description the dashboard can't read.") from exc
+
+    @property
+    def label(self) -> str:
+        return self.title
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The child's process id (None when no child is running)."""
+        child = self._state.child
+        return child.proc.pid if child is not None and child.proc.poll() is None else None
+
+    def child_status(self) -> dict[str, int]:
+        """The child's ``/proc`` memory figures in bytes (``VmData``, ``RssAnon``, ``VmPeak`` ...)."""
+        pid = self.pid
+        return _status(pid) if pid else {}
+
+    # ------------------------------------------------------------------ process
+
+    def _start(self) -> dict:
+        """Start a child and return its description (lock held)."""
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cfg = {
+            "fd": child_sock.fileno(), "root": str(ROOT), "path": str(self._path),
+            "preprocess": self._preprocess, "title": self.title, "threads": self.threads,
+            "data": self.memory_limit_bytes,
+            "as": self.memory_limit_bytes + ADDRESS_SPACE_HEADROOM,
+            "cpu": self.cpu_seconds,
+        }
+        env = _child_env()
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("MALLOC_ARENA_MAX", "4")
+        env["OMP_NUM_THREADS"] = str(self.threads)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(child_sock.fileno(),), cwd=self._state.folder, env=env,
+                start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            raise InputError(f"Could not start a process for the uploaded model ({exc}).") from exc
+        finally:
+            child_sock.close()
+        parent_sock.settimeout(POLL_SECONDS)
+        self._state.child = _Child(proc, parent_sock)
+        self.starts += 1
+        self._stopped = None
+        started = time.monotonic()
+        header, _ = self._receive(time.monotonic() + self.start_timeout, during="while loading")
+        log.info("model process %s for %s ready in %.1f s", proc.pid, self.title, time.monotonic() - started)
+        return header
+
+    def _kill(self) -> None:
+        child, self._state.child = self._state.child, None
+        if child is not None:
+            child.kill()
+
+    def _stop(self, stop: _Stopped, during: str = "") -> InputError:
+        """Kill the child after it misbehaved; the InputError to raise."""
+        why = stop.why
+        child = self._state.child
+        if child is not None:
+            if stop.died:  # the connection broke: say how the child ended
+                try:
+                    code = child.proc.wait(timeout=1)
+                    why = _signal_name(code) + (f", {during}" if during else "")
+                except subprocess.TimeoutExpired:
+                    pass
+            child.kill()
+            if child.stderr_tail:
+                log.warning("model process %s for %s stopped (%s); its last output:\n%s", child.proc.pid,
+                            self.title, why, "\n".join(child.stderr_tail))
+            else:
+                log.warning("model process %s for %s stopped (%s)", child.proc.pid, self.title, why)
+        self._state.child = None
+        self._stopped = why
+        if self._closed:
+            return InputError("This uploaded model was closed; upload it again.")
+        return InputError(STOPPED_MESSAGE.format(why=why))
+
+    def _check(self, deadline: float, during: str) -> None:
+        """Between polls: still alive, within time and memory?"""
+        child = self._state.child
+        if child is None:  # closed from another thread
+            raise _Stopped("it was closed")
+        code = child.proc.poll()
+        if code is not None:
+            raise _Stopped(_signal_name(code) + (f", {during}" if during else ""))
+        if time.monotonic() > deadline:
+            limit = self.start_timeout if during == "while loading" else self.timeout
+            raise _Stopped(f"it took longer than {limit:g} s" + (f" {during}" if during else ""))
+        status = _status(child.proc.pid)
+        used = status.get("RssAnon", 0) + status.get("RssShmem", 0)
+        if used > self.memory_limit_bytes:
+            raise _Stopped(f"it used more than {self.memory_limit_bytes / GiB:.1f} GB of memory")
+
+    def _read_into(self, view: memoryview, deadline: float, during: str) -> None:
+        child = self._state.child
+        if child is None:  # closed from another thread
+            raise _Stopped("it was closed")
+        got, n = 0, len(view)
+        while got < n:
+            try:
+                k = child.sock.recv_into(view[got:], n - got)
+            except (TimeoutError, socket.timeout):
+                self._check(deadline, during)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    self._check(deadline, during)
+                    continue
+                raise _Stopped("its connection broke", died=True) from exc
+            if k == 0:
+                raise _Stopped("it closed its connection" + (f", {during}" if during else ""), died=True)
+            got += k
+
+    def _read(self, n: int, deadline: float, during: str) -> memoryview:
+        view = memoryview(bytearray(n))
+        self._read_into(view, deadline, during)
+        return view
+
+    def _send_all(self, data: memoryview, deadline: float) -> None:
+        child = self._state.child
+        if child is None:  # closed from another thread
+            raise _Stopped("it was closed")
+        sent = 0
+        while sent < len(data):
+            try:
+                sent += child.sock.send(data[sent:])
+            except (TimeoutError, socket.timeout):
+                self._check(deadline, "")
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    self._check(deadline, "")
+                    continue
+                raise _Stopped("its connection broke", died=True) from exc
+
+    def _receive(self, deadline: float, during: str = "") -> tuple[dict, list[np.ndarray]]:
+        """One reply from the child (lock held); raises InputError for errors and stops."""
+        try:
+            n = _LEN.unpack(bytes(self._read(8, deadline, during)))[0]
+            if n > MAX_HEADER_BYTES:
+                raise _Stopped("it sent a malformed reply")
+            try:
+                header = json.loads(bytes(self._read(n, deadline, during)).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise _Stopped("it sent a malformed reply") from exc
+            if not isinstance(header, dict):
+                raise _Stopped("it sent a malformed reply")
+            specs = _check_specs(header.pop("arrays", []), max_response_bytes())
+            arrays = []
+            for dtype, shape in specs:
+                arr = np.empty(shape, dtype=np.dtype(dtype))
+                size = _LEN.unpack(bytes(self._read(8, deadline, during)))[0]
+                if size != arr.nbytes:
+                    raise _Stopped("it sent a malformed reply")
+                if size:
+                    self._read_into(_byte_view(arr), deadline, during)
+                arrays.append(arr)
+        except _Stopped as stop:
+            raise self._stop(stop, during) from None
+        if header.get("ok") is True:
+            return header, arrays
+        kind, message = header.get("kind"), str(header.get("message", ""))[:2000]
+        if during == "while loading":
+            self._kill()
+        if kind == "input":
+            raise InputError(message)
+        if kind == "memory":
+            raise InputError(MEMORY_MESSAGE.format(why=message))
+        if during == "while loading":
+            raise InputError(f"Keras could not load '{self.title}': {message}")
+        raise InputError(f"The uploaded model failed: {message}")
+
+    def _request(self, header: dict, arrays: Sequence[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
+        with self._lock:
+            if self._closed:
+                raise InputError("This uploaded model was closed; upload it again.")
+            if self._state.child is None:
+                if not self.restart:
+                    raise InputError(STOPPED_MESSAGE.format(why=self._stopped or "it was stopped"))
+                desc = self._start()
+                if [list(x) for x in desc["layers"]] != [
+                        [i.index, i.name, i.kind, list(i.output_shape)] for i in self.layers]:
+                    self._kill()
+                    raise InputError("The uploaded model's process came back as a different model.")
+            started = time.perf_counter()
+            deadline = time.monotonic() + self.timeout
+            data, arrays = _encode(header, arrays)
+            try:
+                self._send_all(memoryview(_LEN.pack(len(data)) + data), deadline)
+                for arr in arrays:
+                    view = _byte_view(arr)
+                    self._send_all(memoryview(_LEN.pack(len(view))), deadline)
+                    if len(view):
+                        self._send_all(view, deadline)
+            except _Stopped as stop:
+                raise self._stop(stop) from None
+            reply = self._receive(deadline)
+            seconds = reply[0].get("seconds")
+            self.last_timing = (float(seconds) if isinstance(seconds, (int, float)) else float("nan"),
+                                time.perf_counter() - started)
+            return reply
+
+    # ------------------------------------------------------------------ requests
+
+    def batch(self, images: Any) -> np.ndarray:
+        """Raw float32 (N, H, W, C) pixels 0..255 at the model's size, from PIL images or an array."""
+        if isinstance(images, np.ndarray):
+            batch = images.astype(np.float32, copy=False)
+            if batch.ndim == 3:
+                batch = batch[None]
+        else:
+            from vizlib.images import to_batch
+
+            batch = to_batch(list(images), self.input_size, channels=self.channels)
+        want = (self.input_size[0], self.input_size[1], self.channels)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
+            raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
+        if len(batch) == 0:
+            raise InputError("No images given.")
+        return batch
+
+    def forward(self, batch: Any, layers: Sequence[str], predictions: bool = True,
+                ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Activations of ``layers`` and (optionally) the model's output, as :func:`vizlib.activations.forward`.
+
+        ``batch`` is raw float32 pixels 0..255, ``(N, H, W, C)`` at the model's
+        size (:func:`vizlib.images.to_batch` without ``preprocess``), or a list
+        of PIL images; the child applies the model's preprocessing.
+        """
+        names = [str(n) for n in layers]
+        header, arrays = self._request({"op": "forward", "layers": names, "predictions": bool(predictions)},
+                                       [self.batch(batch)])
+        got = header.get("names")
+        want_out = bool(header.get("output"))
+        if (not isinstance(got, list) or len(arrays) != len(got) + want_out
+                or not set(got) <= set(names)):
+            raise InputError("The uploaded model's process sent a reply the dashboard can't read.")
+        acts = {str(n): a for n, a in zip(got, arrays)}
+        return acts, (arrays[-1] if want_out else None)
+
+    def channel(self, batch: Any, layer: str, channel: int) -> np.ndarray:
+        """One channel of one layer for every image: float32 (N, H, W)."""
+        _, arrays = self._request({"op": "channel", "layer": str(layer), "channel": int(channel)},
+                                  [self.batch(batch)])
+        if len(arrays) != 1 or arrays[0].ndim != 3:
+            raise InputError("The uploaded model's process sent a reply the dashboard can't read.")
+        return arrays[0]
+
+    def ping(self) -> None:
+        """Round-trip to the child (starts a new one if it stopped and ``restart`` is on)."""
+        self._request({"op": "ping"}, [])
+
+    # ------------------------------------------------------------------ layer helpers (as vizlib.layers)
+
+    def all_layers(self) -> list[LayerInfo]:
+        return list(self.layers)
+
+    def spatial_layers(self) -> list[LayerInfo]:
+        found = [i for i in self.layers if i.is_spatial]
+        if not found:
+            raise InputError(
+                "This model has no layers with 2D spatial output (height x width x channels), "
+                "so there are no feature maps to show. Use a convolutional image model."
+            )
+        return found
+
+    def conv_layers(self) -> list[LayerInfo]:
+        spatial = self.spatial_layers()
+        return [i for i in spatial if i.is_conv] or spatial
+
+    def find_layer(self, name: str, *, spatial: bool = True) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                if spatial and not info.is_spatial:
+                    raise InputError(
+                        f"Layer '{name}' ({info.kind}) outputs shape {info.output_shape}, not a 2D map "
+                        "stack (height x width x channels); pick a convolution or pooling layer."
+                    )
+                return info
+        raise InputError(f"This model has no layer named '{name}'.")
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        return [
+            {"index": i.index, "name": i.name, "type": i.kind,
+             "output shape": "(" + ", ".join(str(d) for d in i.output_shape) + ")",
+             "maps": "yes" if i.is_spatial else ""}
+            for i in self.layers
+        ]
+
+    def decode(self, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-``top`` (class name, probability) per row, exactly as :func:`vizlib.activations.decode`."""
+        from vizlib.activations import decode
+        from vizlib.models import PREPROCESSING, LoadedModel
+
+        meta = LoadedModel(key=self.key, title=self.title, model=None, input_size=self.input_size,
+                           channels=self.channels, preprocess=PREPROCESSING[self._preprocess][1],
+                           preprocess_name=self.preprocess_name, weights="file", class_names=self.class_names)
+        return decode(meta, output, top)
+
+    def predict(self, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
+        _, out = self.forward(images, [], predictions=True)
+        if out is None:
+            raise InputError("This model has several outputs; the dashboard shows predictions for one.")
+        return self.decode(out, top)
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Kill the child and delete the private copy of the file (idempotent)."""
+        self._closed = True
+        child = self._state.child
+        if child is not None and child.proc.poll() is None:
+            try:
+                child.proc.kill()  # wakes a request in flight in another thread
+            except OSError:
+                pass
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> "IsolatedModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+
+    def __repr__(self) -> str:
+        return f"IsolatedModel({self.title!r}, key={self.key[:20]!r}..., pid={self.pid})"
