@@ -40,6 +40,8 @@ ACTION_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
+    # A fake camera (Chromium's test pattern) that needs no permission prompt: for st.camera_input.
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
 IN_CI = bool(os.environ.get("CI"))
 
@@ -182,7 +184,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def app(browser, server, playwright_api, request):
     """A fresh context + page on the running app, as an :class:`AppPage`."""
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, permissions=["camera"],
+                                  accept_downloads=True)
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     page = context.new_page()
     ap = AppPage(page, server.url, playwright_api.expect)

@@ -24,6 +24,7 @@ import pytest
 COMPARE_CHARTS = 4  # predictions, first-layer grid, last-layer grid, detail heatmap
 EXPLORE_CHARTS = 3  # predictions, layer grid, detail heatmap
 ACROSS_CHARTS = 2  # predictions, across-images grid
+ACTION_TIMEOUT_MS = 60_000
 
 
 def query(app) -> dict[str, list[str]]:
@@ -268,3 +269,50 @@ def test_broken_upload_shows_error_and_keeps_the_grids(app):
     expect(app.page.locator('[data-testid="stException"]')).to_have_count(0)
     expect(app.page.locator('[data-testid="stMain"] [data-testid="stAlertContentError"]')).to_have_count(0)
     app.assert_quiet()
+
+
+@pytest.mark.browser
+def test_camera_snapshot_becomes_the_image(app):
+    """Chromium's fake camera stands in for a webcam: a snapshot drives the model live."""
+    expect = app.expect
+    app.open()
+    before = app.chart("grid-first").locator(".imagelayer image").first.get_attribute("href")
+    app.radio("source", "Camera")
+    camera = app.page.locator(".st-key-camera")
+    take = camera.get_by_role("button", name=re.compile("Take photo", re.I))
+    expect(take).to_be_enabled(timeout=ACTION_TIMEOUT_MS)
+    take.click()
+    expect(caption(app)).to_contain_text(re.compile(r"^camera snapshot, as "), timeout=ACTION_TIMEOUT_MS)
+    app.wait_painted(COMPARE_CHARTS)
+    after = app.chart("grid-first").locator(".imagelayer image").first.get_attribute("href")
+    assert after != before  # the first layer now responds to the snapshot
+    expect(app.chart("predictions").locator(".barlayer .point")).to_have_count(5)
+    app.assert_clean()
+
+
+@pytest.mark.browser
+def test_export_downloads_are_real_files(app, tmp_path: Path):
+    import io
+    import json as _json
+
+    import numpy as np
+    from PIL import Image
+
+    app.open()
+    app.page.get_by_text("Share this view").click()
+    panel = app.page.locator('[data-testid="stExpander"]').filter(has_text="Share this view")
+    link = panel.locator("code").first.inner_text()
+    assert "model=emotion_cnn" in link and link.startswith("http")
+    got = {}
+    for label in ("first layer (PNG)", "Activations (.npz)", "Manifest (.json)", "Bundle (.zip)"):
+        with app.page.expect_download(timeout=ACTION_TIMEOUT_MS) as info:
+            panel.get_by_role("button", name=label).click()
+        path = tmp_path / info.value.suggested_filename
+        info.value.save_as(path)
+        got[label] = path.read_bytes()
+    assert Image.open(io.BytesIO(got["first layer (PNG)"])).format == "PNG"
+    arrays = np.load(io.BytesIO(got["Activations (.npz)"]), allow_pickle=False)
+    assert arrays["conv2d_1"].shape == (1, 62, 62, 8)
+    assert _json.loads(got["Manifest (.json)"])["layers"]["conv2d_7"] == [4, 4, 7]
+    assert got["Bundle (.zip)"][:2] == b"PK"
+    app.assert_clean()
