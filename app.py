@@ -625,7 +625,8 @@ def page() -> None:
         sync_url(current_state())
         return
     state, notices = validate_for_model(
-        current_state(), [i.name for i in spatial_layers(m)], {i.name: i.channels for i in spatial_layers(m)})
+        current_state(), [i.name for i in spatial_layers(m)], {i.name: i.channels for i in spatial_layers(m)},
+        default_layer=first.name)
     for notice in notices:
         st.toast(notice, icon="⚠️")
     for key in ("layer", "inspect", "channel"):

@@ -201,6 +201,12 @@ def test_link_reopens_view_and_bad_params_fall_back(offline):
     assert at.number_input(key="channel").value == 3
     assert at.selectbox(key="cmap").value == "magma"
     assert at.selectbox(key="image").value == "cat"
+    for params in ({"n": "300"}, {"n": "0"}, {"channel": "99999"}, {"view": "across", "layer": "predictions"},
+                   {"model": "vgg16", "weights": "untrained", "inspect": "conv2d_7", "channel": "500"}):
+        odd = make_app(**params).run()
+        assert not odd.exception and not odd.error, params
+        assert odd.toast, params  # a notice says what was ignored
+        assert len(odd.get("plotly_chart")) >= 2, params
     bad = make_app(model="resnet9000", channel="-4", layer="nope", view="<script>", n="lots").run()
     assert_clean(at)
     assert not bad.exception and not bad.error

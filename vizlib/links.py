@@ -27,7 +27,7 @@ MODES = ("first", "top")
 SCALES = ("shared", "channel")
 WEIGHTS = ("imagenet", "untrained")
 SOURCES = ("sample", "upload", "camera")
-MAX_GRID = 512
+MAX_GRID = 256  # the grid-size slider's maximum
 MAX_CHANNEL = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9_./#:+-]{1,200}$")
 
@@ -157,8 +157,11 @@ def from_query(params: Mapping[str, Any], *, models: Optional[Iterable[str]] = N
 
 
 def validate_for_model(state: ViewState, layer_names: Sequence[str], channels_of: Mapping[str, int],
-                       ) -> tuple[ViewState, list[str]]:
-    """Drop layer names this model doesn't have and clamp the channel; say what changed."""
+                       default_layer: str = "") -> tuple[ViewState, list[str]]:
+    """Drop layer names this model doesn't have and reset an out-of-range channel; say what changed.
+
+    ``default_layer`` is the layer a view shows when the state names none (the first conv layer).
+    """
     notices: list[str] = []
     updates: dict[str, Any] = {}
     for key in ("layer", "inspect"):
@@ -167,7 +170,7 @@ def validate_for_model(state: ViewState, layer_names: Sequence[str], channels_of
             notices.append(f"Ignored {key}={name!r}: this model has no layer with 2D maps of that name.")
             updates[key] = ""
     key = "inspect" if state.view == "compare" else "layer"
-    layer = updates.get(key, getattr(state, key))
+    layer = updates.get(key, getattr(state, key)) or default_layer
     if layer and layer in channels_of and state.channel >= channels_of[layer]:
         notices.append(f"Ignored channel={state.channel}: layer '{layer}' has channels 0 to {channels_of[layer] - 1}.")
         updates["channel"] = 0
