@@ -858,52 +858,37 @@ class IsolatedModel:
         """Round-trip to the child (starts a new one if it stopped and ``restart`` is on)."""
         self._request({"op": "ping"}, [])
 
-    # ------------------------------------------------------------------ layer helpers (as vizlib.layers)
+    # ------------------------------------------------------------------ as vizlib.layers / activations
+    # vizlib.layers and vizlib.activations accept an IsolatedModel directly; these are conveniences.
 
     def all_layers(self) -> list[LayerInfo]:
         return list(self.layers)
 
     def spatial_layers(self) -> list[LayerInfo]:
-        found = [i for i in self.layers if i.is_spatial]
-        if not found:
-            raise InputError(
-                "This model has no layers with 2D spatial output (height x width x channels), "
-                "so there are no feature maps to show. Use a convolutional image model."
-            )
-        return found
+        from vizlib.layers import spatial_layers
+
+        return spatial_layers(self)
 
     def conv_layers(self) -> list[LayerInfo]:
-        spatial = self.spatial_layers()
-        return [i for i in spatial if i.is_conv] or spatial
+        from vizlib.layers import conv_layers
+
+        return conv_layers(self)
 
     def find_layer(self, name: str, *, spatial: bool = True) -> LayerInfo:
-        for info in self.layers:
-            if info.name == name:
-                if spatial and not info.is_spatial:
-                    raise InputError(
-                        f"Layer '{name}' ({info.kind}) outputs shape {info.output_shape}, not a 2D map "
-                        "stack (height x width x channels); pick a convolution or pooling layer."
-                    )
-                return info
-        raise InputError(f"This model has no layer named '{name}'.")
+        from vizlib.layers import find_layer
+
+        return find_layer(self, name, spatial=spatial)
 
     def layer_table(self) -> list[dict[str, Any]]:
-        return [
-            {"index": i.index, "name": i.name, "type": i.kind,
-             "output shape": "(" + ", ".join(str(d) for d in i.output_shape) + ")",
-             "maps": "yes" if i.is_spatial else ""}
-            for i in self.layers
-        ]
+        from vizlib.layers import layer_table
+
+        return layer_table(self)
 
     def decode(self, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top-``top`` (class name, probability) per row, exactly as :func:`vizlib.activations.decode`."""
         from vizlib.activations import decode
-        from vizlib.models import PREPROCESSING, LoadedModel
 
-        meta = LoadedModel(key=self.key, title=self.title, model=None, input_size=self.input_size,
-                           channels=self.channels, preprocess=PREPROCESSING[self._preprocess][1],
-                           preprocess_name=self.preprocess_name, weights="file", class_names=self.class_names)
-        return decode(meta, output, top)
+        return decode(self, output, top)
 
     def predict(self, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
         _, out = self.forward(images, [], predictions=True)
