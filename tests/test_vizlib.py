@@ -318,7 +318,7 @@ def test_channel_grid_per_channel_scale_and_selection():
     lut = colormap_lut("viridis")
     assert (png == lut[255]).all(axis=-1).any() and (png == lut[0]).all(axis=-1).any()
     assert len(fig.layout.shapes) == 1  # the highlighted cell
-    assert len(fig.data) == 2  # no colour bar for per-channel scaling
+    assert not any(t.name == "scale" for t in fig.data)  # no colour bar for per-channel scaling
     with pytest.raises(InputError, match="out of range"):
         channel_grid(maps, [10])
     with pytest.raises(InputError, match="Unknown colormap"):
@@ -329,7 +329,7 @@ def test_big_grid_stays_small_on_the_wire():
     maps = np.random.default_rng(0).uniform(size=(14, 14, 512)).astype(np.float32)
     fig = channel_grid(maps, max_channels=512)
     assert len(fig.to_json()) < 1_500_000
-    assert len(fig.layout.annotations) == 0  # too many to label: hover names them
+    assert [t.name for t in fig.data] == ["maps", "cells", "scale"]  # too many to label: hover names them
 
 
 def test_channel_detail_carries_exact_values():
@@ -345,7 +345,8 @@ def test_channel_detail_carries_exact_values():
 def test_across_images_and_prediction_bars():
     maps = np.random.default_rng(0).uniform(size=(5, 8, 8)).astype(np.float32)
     fig = across_images(maps, ["a", "b", "c", "d", "e"])
-    assert [a.text for a in fig.layout.annotations] == ["a", "b", "c", "d", "e"]
+    labels = next(t for t in fig.data if t.name == "labels")
+    assert list(labels.text) == ["a", "b", "c", "d", "e"]
     with pytest.raises(InputError):
         across_images(maps, ["a"])
     bars = prediction_bars([("cat", 0.9), ("dog", 0.1)])

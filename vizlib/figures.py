@@ -150,7 +150,8 @@ def png_data_uri(rgb: np.ndarray) -> str:
 
 def png_bytes(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(buf, format="PNG", compress_level=6)
+    # Level 1: about 2.5x faster to encode than the default 6 for ~10 % more bytes (benchmarks/).
+    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -174,23 +175,22 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         marker=dict(size=max(6, min(ch, cw) * 0.6), color="rgba(0,0,0,0)", symbol="square"),
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
     ))
+    if label_cells:
+        # One text trace, not one annotation per cell: a fraction of the cost to build and draw.
+        lx = [GAP_PX + (i % cols) * (cw + GAP_PX) + 3 for i in range(len(labels))]
+        ly = [GAP_PX + (i // cols) * (ch + GAP_PX) + 2 for i in range(len(labels))]
+        fig.add_trace(go.Scatter(
+            x=lx, y=ly, mode="text", text=list(labels), textposition="bottom right", hoverinfo="skip",
+            name="labels", showlegend=False,
+            textfont=dict(size=11 if cw >= 40 else 8, color="white", shadow="0px 0px 2px black"),
+        ))
     if colorbar:
         fig.add_trace(go.Scatter(
-            x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
+            x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
             marker=dict(colorscale=_plotly_scale(colormap), cmin=geo["lo"], cmax=geo["hi"], color=[geo["lo"]],
                         showscale=True, colorbar=dict(title=dict(text=colorbar_title, side="right"),
                                                       thickness=12, len=0.9)),
         ))
-    annotations = []
-    if label_cells:
-        font_px = 10 if cw >= 40 else 8
-        for i, text in enumerate(labels):
-            r, c = divmod(i, cols)
-            annotations.append(dict(
-                x=GAP_PX + c * (cw + GAP_PX) + 2, y=GAP_PX + r * (ch + GAP_PX) + 1, xref="x", yref="y",
-                text=text, showarrow=False, xanchor="left", yanchor="top",
-                font=dict(size=font_px, color="white"), bgcolor="rgba(0,0,0,0.45)", borderpad=1,
-            ))
     shapes = []
     if highlight is not None and highlight in keys:
         i = list(keys).index(highlight)
@@ -202,7 +202,7 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         height = int(min(900, max(160, (40 if title else 8) + width_hint * height_px / max(width_px, 1))))
     fig.update_layout(
         title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
-        annotations=annotations, shapes=shapes, height=height,
+        shapes=shapes, height=height,
         margin=dict(l=0, r=0, t=40 if title else 8, b=0), hovermode="closest", hoverdistance=-1,
         dragmode=False, plot_bgcolor="white", paper_bgcolor="white",
         xaxis=dict(visible=False, range=[0, width_px], constrain="domain", constraintoward="left"),

@@ -208,7 +208,7 @@ def test_layer_explorer_then_across_images(app):
     across = app.chart("grid-across")
     expect(across.locator(".gtitle")).to_contain_text(re.compile(r"separable_conv2d_3, channel 0, across \d+ images"))
     app.wait_painted(ACROSS_CHARTS)
-    labels = across.locator(".annotation-text").all_text_contents()
+    labels = across.locator(".scatterlayer .textpoint text").all_text_contents()
     assert {"cat", "astronaut_face", "horse"} <= set(labels), labels
     assert query(app).get("view") == ["across"]
     app.screenshot("across-images")
