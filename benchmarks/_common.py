@@ -129,9 +129,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+_LOAD_AT_START: list[float] = []
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def save(name: str, result: dict[str, Any]) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "machine": machine_info(), **result}
+    result = {"benchmark": name, "machine": machine_info(),
+              "loadavg_start": _LOAD_AT_START, "loadavg_end": loadavg(), **result}
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=float))
     print(f"\n[results written to {path.relative_to(ROOT)}]")
@@ -139,6 +150,8 @@ def save(name: str, result: dict[str, Any]) -> Path:
 
 
 def header(title: str) -> None:
+    _LOAD_AT_START[:] = loadavg()
     print("=" * 78)
     print(title)
+    print(f"(load average {' '.join(map(str, _LOAD_AT_START))} on {os.cpu_count()} CPUs)")
     print("=" * 78)

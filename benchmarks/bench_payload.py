@@ -26,6 +26,13 @@ size of every element on the page (what the script's deltas carry; the
 it). The bytes actually received over the websocket are measured in a real
 browser by bench_browser.py.
 
+Untrained VGG16 weights are random, and the PNG mosaics compress differently
+for different weights (the first-layer grid varies by ~30%), so the VGG16 view
+is measured for several seeds (``keras.utils.set_random_seed(s)`` before the
+build, --seeds, default 5): the verdict uses the largest. Timings and the
+AppTest cross-check use seed 0 (AppTest seeds the same way before its run, so
+replica and real app build identical weights).
+
 Target: <= 1.5 MB per view (all figures of the view together).
 """
 
@@ -83,13 +90,15 @@ def build_view(m, image, acts, output) -> dict:
     return figs
 
 
-def apptest_sizes(query: dict) -> dict:
+def apptest_sizes(query: dict, seed: int = 0) -> dict:
     """Run the real app in AppTest; sizes of what its elements carry."""
+    import keras
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(C.ROOT / "app.py"), default_timeout=300)
     for k, v in query.items():
         at.query_params[k] = v
+    keras.utils.set_random_seed(seed)  # the app builds VGG16 inside this run: same weights as the replica
     t, _ = C.timed(at.run)
     if at.exception:
         raise RuntimeError(f"app raised: {[e.value for e in at.exception]}")
@@ -122,10 +131,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-apptest", action="store_true")
+    ap.add_argument("--seeds", type=int, default=5, help="untrained VGG16 weight seeds to measure")
     args = ap.parse_args()
     C.header("bench_payload: bytes per view sent to the browser, and figure-building time")
 
-    import keras  # noqa: F401
+    import keras
+    import streamlit.elements.plotly_chart  # noqa: F401 - sets Plotly's default template to Streamlit's, as in the app
 
     C.quiet_tf()
     from vizlib.activations import forward
@@ -135,6 +146,7 @@ def main() -> None:
 
     results: dict = {"views": {}, "targets": {}}
     for view, spec in VIEWS.items():
+        keras.utils.set_random_seed(0)
         m = load_bundled_model() if spec["model"] == "emotion_cnn" else load_catalogue_model("vgg16", None)
         image = load_sample(spec["image"])
         first, last = conv_layers(m)[0], conv_layers(m)[-1]
@@ -170,9 +182,25 @@ def main() -> None:
         print(f"  build 4 figures: median {C.ms(C.median(t_build))}; build + serialise as Streamlit: "
               f"median {C.ms(C.median(t_full))}  ({args.repeats} repeats)")
         print("  serialise only, per figure: " + ", ".join(f"{k} {C.ms(v)}" for k, v in per_fig.items()))
-        met = total <= TARGET_BYTES
-        print(f"  view total {total / 1e6:.3f} MB <= {TARGET_BYTES / 1e6} MB: {C.verdict(met)}")
-        entry = {"model": m.label, "image": spec["image"], "sizes": sizes, "total_spec_bytes": total,
+        seed_totals = {0: total}
+        if spec["model"] == "vgg16" and args.seeds > 1:
+            for seed in range(1, args.seeds):
+                keras.utils.set_random_seed(seed)
+                ms = load_catalogue_model("vgg16", None)
+                a2, o2 = forward(ms, [image], [first.name, last.name], predictions=True)
+                f2 = build_view(ms, image, a2, o2)
+                sz = {k: len(streamlit_spec(f).encode()) for k, f in f2.items()}
+                seed_totals[seed] = sum(sz.values())
+                print(f"  seed {seed}: total {seed_totals[seed] / 1e3:.1f} kB  (" +
+                      ", ".join(f"{k} {v / 1e3:.1f} kB" for k, v in sz.items()) + ")")
+                del ms, a2, o2, f2
+            print(f"  over {args.seeds} seeds: total min {min(seed_totals.values()) / 1e3:.1f} / median "
+                  f"{C.median(seed_totals.values()) / 1e3:.1f} / max {max(seed_totals.values()) / 1e3:.1f} kB")
+        worst = max(seed_totals.values())
+        met = worst <= TARGET_BYTES
+        print(f"  view total {worst / 1e6:.3f} MB{' (largest over seeds)' if len(seed_totals) > 1 else ''} "
+              f"<= {TARGET_BYTES / 1e6} MB: {C.verdict(met)}")
+        entry = {"seed_totals": seed_totals, "worst_total_bytes": worst,"model": m.label, "image": spec["image"], "sizes": sizes, "total_spec_bytes": total,
                  "total_fig_to_json_bytes": total_tojson, "build_s": t_build, "build_and_serialise_s": t_full,
                  "build_median_s": C.median(t_build), "build_and_serialise_median_s": C.median(t_full),
                  "serialise_per_figure_s": per_fig}
@@ -189,7 +217,7 @@ def main() -> None:
             entry["apptest_spec_total_bytes"] = at_total
             met = met and at["elements_proto_bytes"] <= TARGET_BYTES
         results["views"][view] = entry
-        results["targets"][f"payload_{view}"] = {"target": "<= 1.5 MB", "value": total, "met": met}
+        results["targets"][f"payload_{view}"] = {"target": "<= 1.5 MB", "value": worst, "met": met}
     C.save("payload", results)
 
 

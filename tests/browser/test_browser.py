@@ -281,6 +281,11 @@ def test_camera_snapshot_becomes_the_image(app):
     camera = app.page.locator(".st-key-camera")
     take = camera.get_by_role("button", name=re.compile("Take photo", re.I))
     expect(take).to_be_enabled(timeout=ACTION_TIMEOUT_MS)
+    # The button is enabled before the stream delivers frames; a snapshot needs a real frame.
+    video = camera.locator("video")
+    video.wait_for(state="visible", timeout=ACTION_TIMEOUT_MS)
+    app.page.wait_for_function("v => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle(),
+                               timeout=ACTION_TIMEOUT_MS)
     take.click()
     expect(caption(app)).to_contain_text(re.compile(r"^camera snapshot, as "), timeout=ACTION_TIMEOUT_MS)
     app.wait_painted(COMPARE_CHARTS)
