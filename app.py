@@ -356,7 +356,13 @@ def share_and_export(m: LoadedModel, view: str, image_key: str, image_name: str,
                      pngs: dict[str, Any], images: Optional[list[dict]] = None) -> None:
     """The link to this view, and downloads of what is on screen (generated only when clicked)."""
     state = current_state()
-    with st.expander("Share this view · export PNG, arrays, manifest, bundle"):
+    # Lazy: nothing below runs (or is sent) until the expander is opened, so a page load
+    # doesn't fetch the code-block component for a panel most visitors never open.
+    panel = st.expander("Share this view · export PNG, arrays, manifest, bundle", key=f"share-{view}",
+                        on_change="rerun")
+    if not panel.open:
+        return
+    with panel:
         st.code(share_url(state), language=None, wrap_lines=True)
         uploaded = not image_key.startswith("sample:") or m.weights in ("file", "in-memory")
         if uploaded:

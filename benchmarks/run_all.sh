@@ -5,12 +5,12 @@
 #   benchmarks/run_all.sh                 # from the repo root
 #   benchmarks/run_all.sh --write-readme  # also refresh the table in benchmarks/README.md
 #
-# About 7 minutes on 2 cores. A benchmark that crashes is reported and the others still run.
+# About 8 minutes on 2 cores. A benchmark that crashes is reported and the others still run.
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-/work/venv/bin/python}"
 failed=()
-for name in extraction channel_memory payload rerun browser; do
+for name in extraction channel_memory payload rerun browser load; do
     echo
     echo "################ benchmarks/bench_${name}.py ################"
     start=$(date +%s)

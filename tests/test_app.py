@@ -253,7 +253,9 @@ def downloads(monkeypatch):
 def test_exports_produce_real_files(offline, downloads):
     at = make_app(channel="4", inspect="conv2d_7").run()
     assert_clean(at)
-    files = downloads(at)
+    assert not at.get("download_button")  # the share panel is lazy: nothing until it is opened
+    at.session_state["share-compare"] = True  # what opening the expander does
+    files = downloads(at.run())
     assert set(files) == {"first layer (PNG)", "last layer (PNG)", "Activations (.npz)", "Manifest (.json)",
                           "Bundle (.zip)"}
     img = Image.open(io.BytesIO(files["last layer (PNG)"]))
@@ -281,7 +283,8 @@ def test_bundle_uploaded_back_reopens_the_view(offline, downloads):
     at.number_input(key="channel").set_value(17).run()
     at.selectbox(key="cmap").set_value("magma").run()
     assert_clean(at)
-    bundle_zip = downloads(at)["Bundle (.zip)"]
+    at.session_state["share-explore"] = True
+    bundle_zip = downloads(at.run())["Bundle (.zip)"]
     # ...and someone else opens the page and uploads the bundle
     other = make_app().run()
     other.radio(key="source").set_value("upload").run()

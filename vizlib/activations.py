@@ -24,6 +24,9 @@ MAX_ACTIVATION_BYTES = 256 * 2**20
 MAX_EXTRACTORS_PER_MODEL = 16
 #: Images per call of the extractor.
 BATCH_SIZE = 16
+#: Across-images view: images per call are chosen so that the model's largest
+#: layer output for one call stays under this, whatever TensorFlow's allocator does.
+CHANNEL_BATCH_BYTES = 32 * 2**20
 
 _EXTRACTORS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
 _EXTRACTOR_LOCK = threading.Lock()
@@ -215,6 +218,10 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
         raise InputError(f"{n} images of layer '{layer}' would take {n * h * w * 4 / 2**20:.0f} MB; use fewer images.")
     out = trace(m).outputs[layer][..., int(channel)]
     ext = extractor(m, [out], ("channel", layer, int(channel)))
+    # Every layer up to this one runs in full for each call: size calls by the biggest of them.
+    upto = [i for i in trace(m).layers if i.index <= info.index and i.output_shape]
+    biggest = max((int(np.prod(i.output_shape)) * 4 for i in upto if all(i.output_shape)), default=1)
+    batch_size = max(1, min(int(batch_size), CHANNEL_BATCH_BYTES // max(biggest, 1)))
     result = np.empty((n, h, w), dtype=np.float32)
     for start in range(0, n, batch_size):
         batch = prepare(m, images[start:start + batch_size])
