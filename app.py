@@ -13,7 +13,7 @@ import gc
 import logging
 import os
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +31,7 @@ from vizlib.export import (  # noqa: E402
     across_png, bundle, grid_png, is_bundle, manifest, manifest_json, npz_bytes, read_bundle,
 )
 from vizlib.images import (  # noqa: E402
-    MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest, image_digest, images_from_zip, load_image, load_sample,
+    MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest, images_from_zip, load_image, load_sample,
     model_view,
 )
 from vizlib.isolation import IsolatedModel  # noqa: E402
@@ -88,14 +88,20 @@ def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str
         folder.rmdir()
 
 
+#: Longest side kept of an uploaded image (what stays in memory; models see at most a few hundred
+#: pixels). Images from a ZIP are kept smaller: up to 200 of them feed the across-images view.
+UPLOAD_MAX_SIDE = 1024
+ZIP_MAX_SIDE = 512
+
+
 @st.cache_data(max_entries=32, show_spinner=False, scope="session")
 def decode_upload(digest: str, _data: bytes, name: str):
-    return load_image(_data, name=name)
+    return load_image(_data, name=name, max_side=UPLOAD_MAX_SIDE)
 
 
-@st.cache_data(max_entries=8, show_spinner=False, scope="session")
+@st.cache_data(max_entries=4, show_spinner=False, scope="session")
 def decode_zip(digest: str, _data: bytes) -> list:
-    return images_from_zip(_data)
+    return images_from_zip(_data, max_side=ZIP_MAX_SIDE)
 
 
 @st.cache_data(max_entries=8, show_spinner=False, scope="session")
@@ -318,7 +324,7 @@ def on_images_uploaded() -> None:
         st.session_state["_notices"] = notices + [f"Reopened the view from bundle {f.name}."]
 
 
-def sidebar_display(max_channels: int) -> None:
+def sidebar_display() -> None:
     st.sidebar.header("Display")
     st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", persist_state="session", required=True,
                                  format_func={"first": "First N", "top": "Most active N"}.get,
@@ -653,7 +659,7 @@ def page() -> None:
         return
 
     uploads, current = sidebar_images()
-    sidebar_display(max_channels=512)
+    sidebar_display()
     if current is None or current.startswith("sample:"):
         name = st.session_state.image if st.session_state.image in SAMPLES else "astronaut_face"
         image_key, image, image_name = f"sample:{name}", load_sample(name), name

@@ -105,7 +105,6 @@ def apptest_sizes(query: dict, seed: int = 0) -> dict:
     charts = {}
     for el in at.get("plotly_chart"):
         p = el.proto
-        ident = p.id.split("-", 2)[-1] if p.id else str(len(charts))
         charts[f"chart{len(charts)}"] = {"spec_bytes": len(p.spec.encode()), "proto_bytes": p.ByteSize(),
                                          "id": p.id[:60]}
     total_proto = 0

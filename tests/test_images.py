@@ -934,3 +934,29 @@ def test_fuzz_single_byte_corruption_of_real_files(position, value):
         data[position % len(data)] = value
         check_arbitrary(bytes(data))
     assert MAX_PIXELS == 40_000_000
+
+
+def test_max_side_bounds_what_stays_in_memory(tmp_path):
+    import io as _io
+    import zipfile as _zipfile
+
+    from PIL import Image as _Image
+
+    from vizlib.images import images_from_zip, load_image
+
+    big = _Image.new("RGB", (3000, 1500), (10, 200, 30))
+    png, jpg = _io.BytesIO(), _io.BytesIO()
+    big.save(png, format="PNG")
+    big.save(jpg, format="JPEG")
+    for data in (png.getvalue(), jpg.getvalue()):
+        img = load_image(data, max_side=512)
+        assert img.size == (512, 256) and img.mode == "RGB"
+        assert abs(int(img.getpixel((100, 100))[1]) - 200) <= 3
+    buf = _io.BytesIO()
+    with _zipfile.ZipFile(buf, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"flat{i}.png", png.getvalue())
+    got = images_from_zip(buf.getvalue(), max_side=300)
+    assert [im.size for _, im in got] == [(300, 150)] * 3
+    small = load_image(png.getvalue(), max_side=5000)
+    assert small.size == (3000, 1500)

@@ -275,6 +275,7 @@ def _decode(
     *,
     max_pixels: int,
     draft_size: tuple[int, int] | None,
+    max_side: int | None = None,
 ) -> Image.Image:
     """Decode ``data`` into a detached RGB image, or raise InputError."""
     # Pillow must refuse truncated files instead of padding them with grey;
@@ -322,6 +323,8 @@ def _decode(
                 raise _too_many_pixels(label, max_pixels, (w, h))
             try:
                 im.seek(0)  # animations and multi-page files: first frame only
+                if draft_size is None and max_side:
+                    draft_size = (int(max_side), int(max_side))
                 if draft_size is not None and im.format in ("JPEG", "MPO"):
                     # Square request so the result is never smaller than
                     # draft_size even after an EXIF 90-degree rotation.
@@ -341,6 +344,9 @@ def _decode(
             except Exception:
                 pass  # unreadable EXIF: show the pixels as stored rather than refuse
             rgb = _to_rgb(im, label)
+    if max_side and max(rgb.size) > max_side:
+        # Keep what is held in memory small: a model sees at most a few hundred pixels a side.
+        rgb.thumbnail((int(max_side), int(max_side)), Image.BILINEAR, reducing_gap=2.0)
     rgb.info = {}
     return rgb
 
@@ -356,6 +362,7 @@ def load_image(
     max_pixels: int = MAX_PIXELS,
     name: str | None = None,
     draft_size: tuple[int, int] | None = None,
+    max_side: int | None = None,
 ) -> Image.Image:
     """Decode one untrusted image into a detached ``RGB`` image.
 
@@ -372,10 +379,12 @@ def load_image(
 
     ``draft_size=(w, h)`` lets a large JPEG decode at a reduced scale (1/2,
     1/4 or 1/8) that is still at least ``max(w, h)`` pixels on both sides; it
-    is an optimisation only and is ignored for other formats.
+    is an optimisation only and is ignored for other formats. ``max_side``
+    shrinks the decoded image (aspect kept) so neither side exceeds it: what
+    stays in memory per image is bounded, whatever the file declared.
     """
     data, label = _read_source(source, name)
-    return _decode(data, label, max_pixels=max_pixels, draft_size=draft_size)
+    return _decode(data, label, max_pixels=max_pixels, draft_size=draft_size, max_side=max_side)
 
 
 def load_images(
@@ -385,6 +394,7 @@ def load_images(
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_pixels: int = MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
+    max_side: int | None = None,
 ) -> list[tuple[str, Image.Image]]:
     """Decode several named images (e.g. a multi-file upload), in order.
 
@@ -415,7 +425,7 @@ def load_images(
                 f"The images add up to more than {_fmt_bytes(max_total_bytes)}, the limit for one "
                 f"batch (reached at {label}). Upload fewer or smaller images."
             )
-        out.append((name, _decode(data, label, max_pixels=max_pixels, draft_size=draft_size)))
+        out.append((name, _decode(data, label, max_pixels=max_pixels, draft_size=draft_size, max_side=max_side)))
     return out
 
 
@@ -458,6 +468,7 @@ def images_from_zip(
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_pixels: int = MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
+    max_side: int | None = None,
 ) -> list[tuple[str, Image.Image]]:
     """Decode the images in a ZIP archive (e.g. a zipped folder), sorted naturally by name.
 
@@ -571,7 +582,8 @@ def images_from_zip(
                 )
             if not blob:
                 raise InputError(f"{member_label} is empty (0 bytes). Remove it and zip the folder again.")
-            out.append((name, _decode(blob, member_label, max_pixels=max_pixels, draft_size=draft_size)))
+            out.append((name, _decode(blob, member_label, max_pixels=max_pixels, draft_size=draft_size,
+                                      max_side=max_side)))
     return out
 
 

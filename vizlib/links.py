@@ -14,7 +14,7 @@ happen in :func:`validate_for_model`, once the model is loaded.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 VIEWS = ("compare", "explore", "across")

@@ -313,7 +313,6 @@ def load_catalogue_model(name: str, weights: Optional[str] = "imagenet",
     if weights not in ("imagenet", None, "untrained"):
         raise InputError(f"Weights must be 'imagenet' or None (untrained), not {weights!r}.")
     imagenet = weights == "imagenet"
-    import keras
     from keras.src.utils import file_utils
 
     with _BUILD_LOCK:  # the get_file stand-in is process-wide while it is in place
