@@ -960,3 +960,24 @@ def test_max_side_bounds_what_stays_in_memory(tmp_path):
     assert [im.size for _, im in got] == [(300, 150)] * 3
     small = load_image(png.getvalue(), max_side=5000)
     assert small.size == (3000, 1500)
+
+
+def test_zip_of_small_files_declaring_huge_images_is_refused_before_decoding_them_all():
+    import io as _io
+    import zipfile as _zipfile
+
+    from PIL import Image as _Image
+
+    from vizlib.errors import InputError as _InputError
+    from vizlib.images import images_from_zip
+
+    flat = _io.BytesIO()
+    _Image.new("L", (6000, 5000)).save(flat, format="PNG", optimize=True)  # 30 MP, a few kB
+    assert len(flat.getvalue()) < 200_000
+    buf = _io.BytesIO()
+    with _zipfile.ZipFile(buf, "w") as zf:
+        for i in range(20):
+            zf.writestr(f"flat{i:02d}.png", flat.getvalue())
+    with pytest.raises(_InputError, match="add up to more than"):
+        images_from_zip(buf.getvalue(), max_total_pixels=100_000_000, max_side=256)
+    assert len(images_from_zip(buf.getvalue(), max_total_pixels=700_000_000, max_side=64)) == 20

@@ -68,6 +68,8 @@ MAX_IMAGES = 200
 MAX_TOTAL_BYTES = 200 * 2**20
 #: A ZIP member that inflates more than this many times is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 100
+#: Pixels (declared in the headers) decoded from one ZIP in all: tiny files can declare huge, flat images.
+MAX_ZIP_PIXELS = 400_000_000
 #: ... but only when it is bigger than this: tiny flat images (icons, masks)
 #: legitimately compress by more than 100x and inflate to nothing dangerous.
 _RATIO_CHECK_MIN_BYTES = 2**20
@@ -469,6 +471,7 @@ def images_from_zip(
     max_pixels: int = MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
     max_side: int | None = None,
+    max_total_pixels: int = MAX_ZIP_PIXELS,
 ) -> list[tuple[str, Image.Image]]:
     """Decode the images in a ZIP archive (e.g. a zipped folder), sorted naturally by name.
 
@@ -566,6 +569,7 @@ def images_from_zip(
         named.sort(key=lambda t: _natural_key(t[0]))
 
         out: list[tuple[str, Image.Image]] = []
+        pixels_seen = 0
         for name, path, info in named:
             member_label = f'"{path}" in {where}'
             try:
@@ -582,9 +586,26 @@ def images_from_zip(
                 )
             if not blob:
                 raise InputError(f"{member_label} is empty (0 bytes). Remove it and zip the folder again.")
+            pixels_seen += _declared_pixels(blob)
+            if pixels_seen > max_total_pixels:
+                raise InputError(
+                    f"The images in {where} add up to more than {_fmt_mp(max_total_pixels)} "
+                    f"(the limit for one archive) by {member_label}. Zip fewer or smaller images."
+                )
             out.append((name, _decode(blob, member_label, max_pixels=max_pixels, draft_size=draft_size,
                                       max_side=max_side)))
     return out
+
+
+def _declared_pixels(blob: bytes) -> int:
+    """Width x height from an image header, without decoding (0 if unreadable: _decode will say why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(blob), formats=_OPEN_FORMATS) as im:
+                return int(im.width) * int(im.height)
+    except Exception:
+        return 0
 
 
 # --------------------------------------------------------------------------- colour modes
