@@ -24,7 +24,9 @@ st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layou
 import numpy as np  # noqa: E402
 from PIL import ImageOps  # noqa: E402
 
-from vizlib.activations import channel_across_images, decode, forward, pick_channels, channel_stats  # noqa: E402
+from vizlib.activations import (  # noqa: E402
+    channel_across_images, channel_stats, decode, forward, pick_channels, top_channels,
+)
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.figures import COLORMAPS, across_images, channel_detail, channel_grid, prediction_bars  # noqa: E402
 from vizlib.export import (  # noqa: E402
@@ -76,13 +78,20 @@ def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str
     The file is saved under a server-chosen name (the uploaded name is only a
     label); the child process keeps its own copy.
     """
-    suffix = ".keras" if _data[:4] == b"PK\x03\x04" else ".h5"
+    label = Path(filename).name[:80] or "model"
+    if _data[:4] == b"PK\x03\x04":
+        suffix = ".keras"
+    elif _data[:8] == b"\x89HDF\r\n\x1a\n":
+        suffix = ".h5"
+    else:  # neither: keep the user's claim, so the check says what is wrong with *that*
+        suffix = ".h5" if label.lower().endswith((".h5", ".hdf5")) else ".keras"
     folder = Path(tempfile.mkdtemp(prefix="cnn-viz-model-"))
     path = folder / f"{digest[:16]}{suffix}"
     path.write_bytes(_data)
     try:
-        return IsolatedModel(path, preprocess=preprocess, title=Path(filename).name[:80],
-                             memory_limit_bytes=MODEL_MEMORY_BYTES)
+        return IsolatedModel(path, preprocess=preprocess, title=label, memory_limit_bytes=MODEL_MEMORY_BYTES)
+    except InputError as exc:  # messages name the file as the user knows it, not our server-side name
+        raise InputError(str(exc).replace(path.name, label)) from exc
     finally:
         path.unlink(missing_ok=True)
         folder.rmdir()
@@ -143,6 +152,9 @@ def init_state() -> None:
     st.session_state["images"] = list(state.images) or list(SAMPLES)
     st.session_state["_notices"] = notices
     st.session_state["_default"] = default
+    # No channel in the link: open on the first layer's most active channel, not on channel 0
+    # (often a dead one), so a newcomer's first look at a single map shows something.
+    st.session_state["_auto_channel"] = "channel" not in st.query_params
     st.session_state["_seeded"] = True
 
 
@@ -177,11 +189,17 @@ def sidebar_model() -> Optional[LoadedModel]:
     name = st.sidebar.selectbox("Model", options, key="model", persist_state="session", format_func=MODEL_TITLES.get,
                                 help="The bundled model works offline. Keras Applications models "
                                      "use ImageNet weights (downloaded once) or untrained weights.")
+    upload = sidebar_upload_model(expanded=name == UPLOAD_MODEL) if MODEL_UPLOADS_ALLOWED else None
     if name == BUNDLED_NAME:
         st.sidebar.caption("64x64 greyscale faces → 7 emotions. Works offline.")
         return get_bundled_model()
     if name == UPLOAD_MODEL:
-        return sidebar_upload_model()
+        if upload is None:
+            st.info("Upload a .keras or .h5 model in the sidebar, or pick a model from the list.")
+            return None
+        data = upload.getvalue()
+        with st.spinner(f"Checking and loading {upload.name}…"):
+            return get_uploaded_model(file_digest(data), st.session_state.preprocess, data, upload.name)
     entry = CATALOGUE[name]
     cached = imagenet_weights_cached(name)
     st.sidebar.radio(
@@ -206,18 +224,18 @@ def sidebar_model() -> Optional[LoadedModel]:
         return get_catalogue_model(name, st.session_state.weights)
 
 
-def sidebar_upload_model() -> Optional[IsolatedModel]:
-    upload = st.sidebar.file_uploader("Model file", type=["keras", "h5"], key="model_file",
-                                      help="Loaded with safe_mode=True: built-in Keras layers only, no Lambda layers.")
-    st.sidebar.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
-                         format_func=lambda k: PREPROCESSING[k][0],
-                         help="How pixel values (0-255) are scaled before they reach your model.")
-    if upload is None:
-        st.info("Upload a .keras or .h5 model in the sidebar, or pick a model from the list.")
-        return None
-    data = upload.getvalue()
-    with st.spinner(f"Checking and loading {upload.name}…"):
-        return get_uploaded_model(file_digest(data), st.session_state.preprocess, data, upload.name)
+def sidebar_upload_model(expanded: bool):
+    """The model-file uploader, always drawn (in an expander) so the file survives a model switch."""
+    box = st.sidebar.expander("Your own model (.keras / .h5)", expanded=expanded)
+    upload = box.file_uploader("Model file", type=["keras", "h5"], key="model_file",
+                               help="Checked, then loaded with safe_mode=True in a separate process: "
+                                    "built-in Keras layers only, no Lambda layers.")
+    box.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
+                  format_func=lambda k: PREPROCESSING[k][0],
+                  help="How pixel values (0-255) are scaled before they reach your model.")
+    if upload is not None and st.session_state.model != UPLOAD_MODEL:
+        box.button("Show this model", on_click=lambda: st.session_state.update(model=UPLOAD_MODEL))
+    return upload
 
 
 def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
@@ -225,41 +243,42 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     st.sidebar.header("Image")
     st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", persist_state="session", horizontal=True,
                      format_func={"sample": "Samples", "upload": "Upload", "camera": "Camera"}.get)
-    uploads: list[tuple[str, str, Any]] = []
     current: Optional[str] = None
     source = st.session_state.source
+    controls = st.sidebar.container()  # the chosen source's controls, drawn above the uploader
+    # Always drawn (a widget that isn't drawn loses its files), so uploads survive a switch of source.
+    files = st.sidebar.file_uploader(
+        "Upload images (one, many, a ZIP, or a bundle)", type=[*UPLOAD_EXTENSIONS, "zip"],
+        accept_multiple_files=True, key="image_files", on_change=on_images_uploaded,
+        help="JPEG, PNG, WebP, BMP, GIF or TIFF; several at once, a ZIP of a folder of images, or a "
+             "bundle exported from this page. Uploads stay in your session and can't travel in a link.")
+    uploads = uploaded_images(files or [])
+    if len(uploads) > MAX_IMAGES:
+        st.sidebar.warning(f"Using the first {MAX_IMAGES} of {len(uploads)} images.")
+        uploads = uploads[:MAX_IMAGES]
     if source == "sample":
         if st.session_state.image not in SAMPLES:
             st.session_state.image = "astronaut_face"
-        st.sidebar.selectbox("Sample image", list(SAMPLES), key="image", persist_state="session",
-                             format_func=lambda k: f"{k} — {SAMPLES[k].title}")
+        controls.selectbox("Sample image", list(SAMPLES), key="image", persist_state="session",
+                           format_func=lambda k: f"{k} — {SAMPLES[k].title}")
         s = SAMPLES[st.session_state.image]
-        st.sidebar.caption(f"{s.source} · {s.licence}")
+        controls.caption(f"{s.source} · {s.licence}")
         current = f"sample:{st.session_state.image}"
     elif source == "upload":
-        files = st.sidebar.file_uploader(
-            "Images", type=[*UPLOAD_EXTENSIONS, "zip"], accept_multiple_files=True, key="image_files",
-            on_change=on_images_uploaded,
-            help="JPEG, PNG, WebP, BMP, GIF or TIFF; several at once, a ZIP of a folder of images, or a "
-                 "bundle exported from this page. Uploads stay in your session and can't travel in a link.")
-        uploads = uploaded_images(files or [])
-        if len(uploads) > MAX_IMAGES:
-            st.sidebar.warning(f"Using the first {MAX_IMAGES} of {len(uploads)} images.")
-            uploads = uploads[:MAX_IMAGES]
         if uploads:
             names = {k: n for k, n, _ in uploads}
             if st.session_state.get("upload_pick") not in names:
                 st.session_state["upload_pick"] = next(iter(names))
-            current = st.sidebar.selectbox("Show", list(names), format_func=names.get, key="upload_pick")
-            st.sidebar.caption(f"{len(uploads)} image{'s' if len(uploads) != 1 else ''} uploaded; "
-                               "all of them join the *One channel across images* view.")
+            current = controls.selectbox("Show", list(names), format_func=names.get, key="upload_pick")
+            controls.caption(f"{len(uploads)} image{'s' if len(uploads) != 1 else ''} uploaded; "
+                             "all of them join the *One channel across images* view.")
         else:
-            st.sidebar.caption("No image uploaded yet: showing the sample image.")
+            controls.caption("No image uploaded yet: showing the sample image.")
     else:
-        st.sidebar.toggle("Crop to the centre square", value=True, key="camera_crop",
-                          help="Keeps a face in the middle of the frame large for the 64x64 face model.")
-        shot = st.sidebar.camera_input("Take a picture", key="camera",
-                                       help="Your snapshot stays in this session; it is never stored.")
+        controls.toggle("Crop to the centre square", value=True, key="camera_crop",
+                        help="Keeps a face in the middle of the frame large for the 64x64 face model.")
+        shot = controls.camera_input("Take a picture", key="camera",
+                                     help="Your snapshot stays in this session; it is never stored.")
         if shot is not None:
             data = shot.getvalue()
             digest = file_digest(data)
@@ -271,7 +290,7 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
                 uploads.append((f"camera:{digest}", "camera snapshot", snap))
                 current = uploads[-1][0]
             except InputError as exc:
-                st.sidebar.error(str(exc))
+                controls.error(str(exc))
     return uploads, current
 
 
@@ -328,8 +347,8 @@ def sidebar_display() -> None:
     st.sidebar.header("Display")
     st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", persist_state="session", required=True,
                                  format_func={"first": "First N", "top": "Most active N"}.get,
-                                 help="The first N channels, as in the Keras tutorial, or the N with the "
-                                      "highest mean activation for this image.")
+                                 help="The first N channels, as in the Keras tutorial, or the N that respond "
+                                      "most strongly to this image (highest mean absolute activation).")
     st.sidebar.slider("N (grid size)", 1, 256, key="n", persist_state="session")
     st.sidebar.radio("Colour scale", ["shared", "channel"], key="scale", persist_state="session", horizontal=True,
                      format_func={"shared": "shared", "channel": "per channel"}.get,
@@ -345,6 +364,8 @@ def share_url(state: ViewState) -> str:
     from urllib.parse import urlencode
 
     base = (st.context.url or "").split("?")[0] or "http://localhost:8501/"
+    if base.count("/") == 2:  # "http://host:port" -> "http://host:port/"
+        base += "/"
     return f"{base}?{urlencode(to_query(state, st.session_state['_default']))}"
 
 
@@ -441,10 +462,11 @@ def show_detail(m: LoadedModel, info, maps: np.ndarray, channel: int, view_img, 
     title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
     fig = channel_detail(one, title=title, colormap=ss.cmap, zmin=zmin, zmax=zmax)
     stats = channel_stats(maps)
-    rank = 1 + int(np.sum(stats["mean"] > stats["mean"][channel]))
-    best = int(np.argmax(stats["mean"]))
+    rank = 1 + int(np.sum(stats["activity"] > stats["activity"][channel]))
+    best = int(np.argmax(stats["activity"]))
     text = (f"**channel {channel}**: mean {stats['mean'][channel]:.3g}, max {stats['max'][channel]:.3g}, "
-            f"min {stats['min'][channel]:.3g}  \nrank {rank} of {info.channels} by mean activation")
+            f"min {stats['min'][channel]:.3g}  \nrank {rank} of {info.channels} by activity "
+            "(mean absolute activation)")
     flat = float(np.ptp(one)) <= 1e-6 * max(1.0, float(np.abs(one).max()))
     if stacked:
         st.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG)
@@ -473,6 +495,8 @@ def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_im
     if ss.inspect not in (first.name, last.name):
         ss.inspect = first.name
     inspected = first if ss.inspect == first.name else last
+    if ss.pop("_auto_channel", False):
+        ss.channel = top_channels(acts[inspected.name][0], 1)[0]
     clamp_channel("channel", inspected.channels)
     labels = m.class_names if (m.key == BUNDLED_NAME and m.class_names
                                and last.channels == len(m.class_names)) else None
@@ -570,7 +594,8 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: 
     bar.empty()
     maps = np.concatenate(chunks, axis=0)
     fig = across_images(maps, [n for _, n, _ in pool], colormap=ss.cmap,
-                        title=f"<b>{info.name}</b>, channel {ss.channel}, across {len(pool)} images")
+                        title=f"<b>{info.name}</b>, channel {ss.channel}, across {len(pool)} "
+                              f"image{'s' if len(pool) != 1 else ''}")
     left, right = st.columns([3, 1])
     left.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
     right.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
@@ -676,8 +701,9 @@ def page() -> None:
     state, notices = validate_for_model(
         current_state(), [i.name for i in spatial_layers(m)], {i.name: i.channels for i in spatial_layers(m)},
         default_layer=first.name)
-    for notice in notices:
-        st.toast(notice, icon="⚠️")
+    if first_run:  # later, a switch of model just resets what doesn't fit, without a warning
+        for notice in notices:
+            st.toast(notice, icon="⚠️")
     for key in ("layer", "inspect", "channel"):
         st.session_state[key] = getattr(state, key)
 

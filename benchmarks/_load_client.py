@@ -563,10 +563,13 @@ class Plan:
 
 
 def plan_for(i: int, images: list[str]) -> Plan:
-    return Plan(cmap=CMAP_CHOICES[i % len(CMAP_CHOICES)], image=images[i % len(images)], channel=1 + i % 7)
+    return Plan(cmap=CMAP_CHOICES[i % len(CMAP_CHOICES)], image=images[i % len(images)], channel=2 + i % 6)
 
 
 STEPS = ("load", "cmap", "image", "channel")
+#: The channel inspected before the session picks one: with no channel in the link the app opens
+#: on the first layer's most active channel for the first image (astronaut_face: channel 1).
+DEFAULT_CHANNEL = 1
 STEP_TITLES = {
     "load": "first run (page load)",
     "cmap": "colormap change (display only)",
@@ -589,7 +592,7 @@ def state_mismatches(s: Session, step: str, plan: Plan) -> list[str]:
     colormap, image or channel, or a missing chart): the page must follow its own widgets."""
     cmap = "viridis" if step == "load" else plan.cmap
     image = plan.image if step in ("image", "channel") else DEFAULT_IMAGE
-    channel = plan.channel if step == "channel" else 0
+    channel = plan.channel if step == "channel" else DEFAULT_CHANNEL
     out = []
     if not s.caption().startswith(f"{image},"):
         out.append(f"state: caption {s.caption()!r}, expected image {image}")

@@ -71,7 +71,13 @@ def test_default_start_shows_first_and_last_layer_and_prediction(offline):
     t = titles(at)
     assert any("First conv layer" in x and "conv2d_1" in x and "62×62×8" in x for x in t), t
     assert any("Last conv layer" in x and "conv2d_7" in x and "4×4×7" in x for x in t), t
-    assert any("channel 0" in x for x in t)  # the inspected map
+    # with no channel in the link, the first layer's most active channel is inspected (not a dead one)
+    import vizlib
+
+    acts = vizlib.activations(vizlib.load_model("emotion_cnn"), [vizlib.load_sample("astronaut_face")], ["conv2d_1"])
+    best = vizlib.top_channels(acts["conv2d_1"][0], 1)[0]
+    assert any(f"conv2d_1</b>, channel {best} " in x for x in t), t
+    assert at.query_params["channel"] == [str(best)]
     bars = next(spec for title, spec in charts(at).items() if title.startswith("Top-5"))
     assert bars["data"][0]["y"][-1] == "happy"  # most likely on top
     first = next(spec for title, spec in charts(at).items() if title.startswith("First conv"))
@@ -163,7 +169,7 @@ def test_upload_image_becomes_current(offline):
     captions = [img.proto.imgs[0].caption for img in at.get("image")]
     assert any(c.startswith("red.png, as") for c in captions), captions
     # a flat red image: the inspected first-layer map is flat inside (the border sees zero padding... or not)
-    detail = next(s for t, s in charts(at).items() if "channel 0" in t)
+    detail = next(s for t, s in charts(at).items() if s["data"][0]["type"] == "heatmap")
     z = np.asarray(detail["data"][0]["z"]["bdata"] if isinstance(detail["data"][0]["z"], dict) else detail["data"][0]["z"])
     if isinstance(detail["data"][0]["z"], dict):
         import base64
@@ -421,3 +427,29 @@ def test_model_upload_can_be_switched_off(offline, monkeypatch):
     assert not at.exception and not at.error
     assert "upload" not in at.selectbox(key="model").options
     assert any("conv2d_1" in x for x in titles(at))
+
+
+def test_uploads_survive_switching_source_and_model(offline, tmp_path):
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    at.file_uploader(key="image_files").set_value(("red.png", png_bytes(), "image/png")).run()
+    at.radio(key="source").set_value("sample").run()
+    at.radio(key="source").set_value("upload").run()
+    assert_clean(at)
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert any(c.startswith("red.png, as") for c in captions), captions
+    # the model file too
+    at.selectbox(key="model").set_value("upload").run()
+    at.file_uploader(key="model_file").set_value(("mine.keras", saved_model(tmp_path, small_cnn), "x")).run()
+    at.selectbox(key="model").set_value("emotion_cnn").run()
+    at.selectbox(key="model").set_value("upload").run()
+    assert_clean(at)
+    assert any("my_first_conv" in x for x in titles(at))
+
+
+def test_model_errors_name_the_uploaded_file(offline):
+    at = make_app().run()
+    at.selectbox(key="model").set_value("upload").run()
+    at.file_uploader(key="model_file").set_value(("notes.keras", b"just some text", "x")).run()
+    assert not at.exception
+    assert at.error and "notes.keras" in at.error[0].value, at.error[0].value

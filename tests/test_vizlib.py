@@ -391,3 +391,17 @@ def test_weights_download_reports_progress_into_the_keras_cache(monkeypatch, tmp
         assert not list((tmp_path / "models").glob("*.part"))
     finally:
         server.shutdown()
+
+
+def test_fully_convolutional_model_with_open_input_size():
+    import keras
+
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="a")(inp)
+    x = keras.layers.Conv2D(2, 3, name="b")(x)
+    model = keras.Model(inp, x)
+    m = describe_keras_model(model)
+    assert m.input_size == (224, 224)
+    assert [(i.name, i.output_shape) for i in spatial_layers(m)] == [("a", (222, 222, 4)), ("b", (220, 220, 2))]
+    acts = vizlib.activations(m, [vizlib.load_sample("cat")], ["b"])
+    assert acts["b"].shape == (1, 220, 220, 2)

@@ -233,12 +233,13 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
 
 
 def channel_stats(maps: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel mean, max, min and std of one image's maps (H, W, C)."""
+    """Per-channel statistics of one image's maps (H, W, C): activity (mean |x|), mean, max, min, std."""
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise InputError(f"Expected maps of shape (H, W, C), got {maps.shape}.")
     flat = maps.reshape(-1, maps.shape[-1])
     return {
+        "activity": np.abs(flat).mean(axis=0),
         "mean": flat.mean(axis=0),
         "max": flat.max(axis=0),
         "min": flat.min(axis=0),
@@ -246,8 +247,13 @@ def channel_stats(maps: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def top_channels(maps: np.ndarray, n: int, by: str = "mean") -> list[int]:
-    """Indices of the ``n`` most active channels (by mean activation, or ``"max"``), most active first."""
+def top_channels(maps: np.ndarray, n: int, by: str = "activity") -> list[int]:
+    """Indices of the ``n`` most active channels, most active first.
+
+    Ranked by ``"activity"``, the mean absolute activation (for ReLU outputs, the
+    mean): a channel that responds strongly either way ranks high and a flat,
+    dead channel ranks last. ``by`` may also be ``"mean"``, ``"max"`` or ``"std"``.
+    """
     stats = channel_stats(maps)
     if by not in stats:
         raise InputError(f"Rank channels by one of {', '.join(stats)}, not '{by}'.")

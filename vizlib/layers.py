@@ -16,6 +16,9 @@ from typing import Any, Optional
 
 from vizlib.errors import InputError
 
+#: Input height / width used for models that leave them open (None).
+DEFAULT_SIZE = 224
+
 #: Layer classes that count as convolutions for "first" and "last" conv layer.
 CONV_KINDS = frozenset({
     "Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose", "Convolution2D",
@@ -89,7 +92,11 @@ def _trace(model: Any) -> Trace:
         raise InputError("This model has no defined input; build it with keras.Input(shape=...) first.")
     if len(inputs) != 1:
         raise InputError(f"This model has {len(inputs)} inputs; the dashboard needs a model with one image input.")
-    fresh = keras.Input(batch_shape=tuple(inputs[0].shape), dtype=inputs[0].dtype, name="vizlib_input")
+    shape = tuple(inputs[0].shape)
+    if len(shape) == 4 and (shape[1] is None or shape[2] is None):
+        # A fully convolutional model: trace at the size vizlib feeds it (see models.describe_keras_model).
+        shape = (None, shape[1] or DEFAULT_SIZE, shape[2] or DEFAULT_SIZE, shape[3])
+    fresh = keras.Input(batch_shape=shape, dtype=inputs[0].dtype, name="vizlib_input")
     outputs: dict[str, Any] = {}
     order: list[tuple[str, Any, Any]] = []
 

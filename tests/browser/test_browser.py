@@ -78,7 +78,7 @@ def hover_until(app, chart, text: str, fractions=((0.5, 0.5), (0.3, 0.4), (0.7, 
 def choose_upload_source(app):
     """Source -> Upload; returns the sidebar's (hidden) file input once the page is ready."""
     app.radio("source", "Upload")
-    file_input = app.page.locator('[data-testid="stSidebar"] input[type="file"]')
+    file_input = app.page.locator('.st-key-image_files input[type="file"]')
     file_input.wait_for(state="attached")
     app.expect(app.page.locator('[data-testid="stSidebar"]')).to_contain_text("No image uploaded yet")
     app.wait_painted(COMPARE_CHARTS)
@@ -102,7 +102,7 @@ def test_default_page_paints_both_grids_and_predictions(app):
     expect(bars.locator(".gtitle")).to_contain_text("Top-5 predictions")
     expect(bars.locator(".barlayer .point")).to_have_count(5)
     assert top_bar_label(bars) == "happy"
-    expect(app.chart("detail-conv2d_1").locator(".gtitle")).to_contain_text("conv2d_1, channel 0")
+    expect(app.chart("detail-conv2d_1").locator(".gtitle")).to_contain_text("conv2d_1, channel 1")  # the most active
     expect(caption(app)).to_contain_text("astronaut_face, as")
     assert query(app).get("model") == ["emotion_cnn"]  # the bundled model: offline, empty Keras cache
     app.screenshot("compare-default")
@@ -198,7 +198,7 @@ def test_layer_explorer_then_across_images(app):
     app.select("layer", "separable_conv2d_3", typed="separable_conv2d_3", exact=False)
     expect(app.chart("grid-explore").locator(".gtitle")).to_contain_text("separable_conv2d_3")
     expect(app.chart("grid-explore").locator(".gtitle")).to_contain_text("30×30×32")
-    app.wait_title("separable_conv2d_3, channel 0")  # the detail follows the layer
+    app.wait_title("separable_conv2d_3, channel 1")  # the detail follows the layer
     app.wait_painted(EXPLORE_CHARTS)
     expect(app.chart("grid-explore").locator(".scatterlayer .point")).to_have_count(32)
     assert query(app).get("view") == ["explore"] and query(app).get("layer") == ["separable_conv2d_3"]
@@ -206,7 +206,7 @@ def test_layer_explorer_then_across_images(app):
 
     app.segmented("view", "One channel across images")
     across = app.chart("grid-across")
-    expect(across.locator(".gtitle")).to_contain_text(re.compile(r"separable_conv2d_3, channel 0, across \d+ images"))
+    expect(across.locator(".gtitle")).to_contain_text(re.compile(r"separable_conv2d_3, channel 1, across \d+ images"))
     app.wait_painted(ACROSS_CHARTS)
     labels = across.locator(".scatterlayer .textpoint text").all_text_contents()
     assert {"cat", "astronaut_face", "horse"} <= set(labels), labels

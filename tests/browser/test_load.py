@@ -81,7 +81,7 @@ def test_plans_differ():
     for attr in ("cmap", "image", "channel"):
         values = [getattr(p, attr) for p in plans]
         assert len(set(values)) == SESSIONS, f"{attr}: {values}"
-    assert all(p.cmap != "viridis" and p.image != L.DEFAULT_IMAGE and p.channel != 0 for p in plans)
+    assert all(p.cmap != "viridis" and p.image != L.DEFAULT_IMAGE and p.channel != L.DEFAULT_CHANNEL for p in plans)
 
 
 def test_each_session_sees_its_own_state(load_run):
