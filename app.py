@@ -312,7 +312,15 @@ def uploaded_images(files: list) -> list[tuple[str, str, Any]]:
                 out.append((f"upload:{digest}", f.name, decode_upload(digest, data, f.name)))
         except InputError as exc:
             st.sidebar.error(str(exc))
-    return out
+    # The same file twice counts once; different files with one name get told apart.
+    unique: dict[str, tuple[str, str, Any]] = {}
+    names: dict[str, int] = {}
+    for key, name, img in out:
+        if key in unique:
+            continue
+        names[name] = names.get(name, 0) + 1
+        unique[key] = (key, name if names[name] == 1 else f"{name} ({names[name]})", img)
+    return list(unique.values())
 
 
 def on_images_uploaded() -> None:

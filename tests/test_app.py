@@ -453,3 +453,13 @@ def test_model_errors_name_the_uploaded_file(offline):
     at.file_uploader(key="model_file").set_value(("notes.keras", b"just some text", "x")).run()
     assert not at.exception
     assert at.error and "notes.keras" in at.error[0].value, at.error[0].value
+
+
+def test_duplicate_uploads_count_once_and_same_names_are_told_apart(offline):
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    red, blue = png_bytes(color="red"), png_bytes(color="blue")
+    at.file_uploader(key="image_files").set_value(
+        [("same.png", red, "image/png"), ("same.png", blue, "image/png"), ("copy.png", red, "image/png")]).run()
+    assert_clean(at)
+    assert at.selectbox(key="upload_pick").options == ["same.png", "same.png (2)"]
