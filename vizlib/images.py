@@ -122,7 +122,7 @@ def _advice(max_pixels: int) -> str:
 
 def _label(name: str | None) -> str:
     """How a file is named at the start of a message."""
-    return f'"{name}"' if name else "The image"
+    return f'"{name}"' if name else "This file"
 
 
 _MAGIC_HINTS: tuple[tuple[bytes, str], ...] = (
