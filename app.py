@@ -353,15 +353,20 @@ def on_images_uploaded() -> None:
 
 def sidebar_display() -> None:
     st.sidebar.header("Display")
+    # The across-images view shows one channel on one shared scale: grid controls don't apply there.
+    grid_only = st.session_state.get("view") == "across"
     st.sidebar.segmented_control("Channels shown", ["first", "top"], key="mode", persist_state="session", required=True,
-                                 format_func={"first": "First N", "top": "Most active N"}.get,
+                                 format_func={"first": "First N", "top": "Most active N"}.get, disabled=grid_only,
                                  help="The first N channels, as in the Keras tutorial, or the N that respond "
                                       "most strongly to this image (highest mean absolute activation).")
-    st.sidebar.slider("N (grid size)", 1, 256, key="n", persist_state="session")
+    st.sidebar.slider("N (grid size)", 1, 256, key="n", persist_state="session", disabled=grid_only)
     st.sidebar.radio("Colour scale", ["shared", "channel"], key="scale", persist_state="session", horizontal=True,
-                     format_func={"shared": "shared", "channel": "per channel"}.get,
+                     format_func={"shared": "shared", "channel": "per channel"}.get, disabled=grid_only,
                      help="Shared: one scale for the whole grid, so strong and weak channels compare. "
                           "Per channel: each map stretched to its own range, to see its shape.")
+    if grid_only:
+        st.sidebar.caption("One channel across images uses one shared scale; the grid settings above "
+                           "apply to the other views.")
     st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap", persist_state="session")
 
 
