@@ -284,10 +284,12 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
             digest = file_digest(data)
             try:
                 snap = decode_upload(digest, data, "camera snapshot")
-                if st.session_state.get("camera_crop", True):
+                crop = bool(st.session_state.get("camera_crop", True))
+                if crop:
                     side = min(snap.size)
                     snap = ImageOps.fit(snap, (side, side))  # the centre square: where a face usually is
-                uploads.append((f"camera:{digest}", "camera snapshot", snap))
+                # The key names the pixels the model sees (cached activations are keyed by it).
+                uploads.append((f"camera:{digest}:{'crop' if crop else 'full'}", "camera snapshot", snap))
                 current = uploads[-1][0]
             except InputError as exc:
                 controls.error(str(exc))
