@@ -50,7 +50,6 @@ log = logging.getLogger("cnn_viz")
 
 UPLOAD_MODEL = "upload"
 MODEL_UPLOADS_ALLOWED = os.environ.get("CNN_VIZ_MODEL_UPLOAD", "on").strip().lower() not in ("0", "off", "false", "no")
-MAX_ACROSS_IMAGES = MAX_IMAGES
 #: Memory an uploaded model's process may use (CNN_VIZ_MODEL_MEMORY_GB, default 3).
 MODEL_MEMORY_BYTES = int(float(os.environ.get("CNN_VIZ_MODEL_MEMORY_GB", "3")) * 2**30)
 CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
@@ -384,7 +383,7 @@ def share_url(state: ViewState) -> str:
     return f"{base}?{urlencode(to_query(state, st.session_state['_default']))}"
 
 
-def image_sha256(image_key: str, image_name: str) -> str:
+def image_sha256(image_key: str) -> str:
     kind, _, rest = image_key.partition(":")
     if kind == "sample":
         from vizlib.images import sample_path
@@ -414,7 +413,7 @@ def share_and_export(m: LoadedModel, view: str, image_key: str, image_name: str,
         else:
             st.caption("Copy the link (button on the right) to reopen exactly this view.")
         meta = manifest(model=m, view=as_dict(state), layers={k: v.shape[1:] for k, v in arrays.items()},
-                        channels=channels, image_name=image_name, image_sha256=image_sha256(image_key, image_name),
+                        channels=channels, image_name=image_name, image_sha256=image_sha256(image_key),
                         images=images)
         stem = f"{m.key.split(':')[0]}_{view}".replace("/", "_")
         cols = st.columns(len(pngs) + 3)
@@ -503,9 +502,9 @@ def clamp_channel(key: str, n_channels: int) -> None:
         st.session_state[key] = 0
 
 
-def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> None:
+def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
     first, last = conv_layers(m)[0], conv_layers(m)[-1]
-    acts, _ = compute(m.key, image_key, (first.name, last.name), m, image)
+    acts, output = compute(m.key, image_key, (first.name, last.name), m, image)
     ss = st.session_state
     if ss.inspect not in (first.name, last.name):
         ss.inspect = first.name
@@ -535,14 +534,15 @@ def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_im
     shown = {info.name: pick_channels(acts[info.name][0], ss.n, ss.mode) for info in (first, last)}
     cmap, scale = ss.cmap, ss.scale
     share_and_export(
-        m, "compare", image_key, image_name, image, {k: v for k, v in acts.items()}, shown,
+        m, "compare", image_key, image_name, image, dict(acts), shown,
         {"first layer": lambda: grid_png(acts[first.name][0], shown[first.name], colormap=cmap, scale=scale,
                                          title=f"{m.label} · {first.describe()}"),
          "last layer": lambda: grid_png(acts[last.name][0], shown[last.name], colormap=cmap, scale=scale,
                                         title=f"{m.label} · {last.describe()}", labels=labels)})
+    return output
 
 
-def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> None:
+def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
     spatial = spatial_layers(m)
     names = [i.name for i in spatial]
     by_name = {i.name: i for i in spatial}
@@ -563,7 +563,7 @@ def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_im
     st.selectbox("Layer", names, key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
     info = by_name[ss.layer]
     clamp_channel("channel", info.channels)
-    acts, _ = compute(m.key, image_key, (info.name,), m, image)
+    acts, output = compute(m.key, image_key, (info.name,), m, image)
     maps = acts[info.name][0]
     left, right = st.columns([3, 2])
     with left:
@@ -576,10 +576,12 @@ def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_im
     share_and_export(m, "explore", image_key, image_name, image, dict(acts), {info.name: shown},
                      {"layer": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,
                                                 title=f"{m.label} · {info.describe()}")})
+    return output
 
 
 def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
-                image: Any) -> None:
+                image: Any) -> Optional[np.ndarray]:
+    _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
     spatial = spatial_layers(m)
     by_name = {i.name: i for i in spatial}
     ss = st.session_state
@@ -595,10 +597,10 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: 
     pool = [(f"sample:{s}", s, None) for s in ss["images"]] + [(k, n, img) for k, n, img in uploads]
     if not pool:
         st.info("Pick some sample images, or upload images in the sidebar (several at once).")
-        return
-    if len(pool) > MAX_ACROSS_IMAGES:
-        st.warning(f"Showing the first {MAX_ACROSS_IMAGES} of {len(pool)} images.")
-        pool = pool[:MAX_ACROSS_IMAGES]
+        return output
+    if len(pool) > MAX_IMAGES:
+        st.warning(f"Showing the first {MAX_IMAGES} of {len(pool)} images.")
+        pool = pool[:MAX_IMAGES]
     bar = st.progress(0.0, text=f"Channel {ss.channel} of {info.name} over {len(pool)} images…")
     chunks = []
     for start in range(0, len(pool), 8):
@@ -623,6 +625,7 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: 
         {"across images": lambda: across_png(maps, names, colormap=cmap,
                                              title=f"{m.label} · {info.name}, channel {channel}")},
         images=[{"name": n, "key": k} for k, n, _ in pool])
+    return output
 
 
 def show_predictions(m: LoadedModel, output: Optional[np.ndarray]) -> None:
@@ -707,15 +710,15 @@ def page() -> None:
         image_key, image_name, image = next(u for u in uploads if u[0] == current)
 
     try:
-        first, last = conv_layers(m)[0], conv_layers(m)[-1]
+        first = conv_layers(m)[0]  # also: does this model have maps at all?
     except InputError as exc:
         pred_slot.empty()
         st.error(str(exc))
         sync_url(current_state())
         return
-    state, notices = validate_for_model(
-        current_state(), [i.name for i in spatial_layers(m)], {i.name: i.channels for i in spatial_layers(m)},
-        default_layer=first.name)
+    spatial = spatial_layers(m)
+    state, notices = validate_for_model(current_state(), [i.name for i in spatial],
+                                        {i.name: i.channels for i in spatial}, default_layer=first.name)
     if first_run:  # later, a switch of model just resets what doesn't fit, without a warning
         for notice in notices:
             st.toast(notice, icon="⚠️")
@@ -726,24 +729,23 @@ def page() -> None:
     image_slot.image(view_img, width=200,
                      caption=f"{image_name}, as {m.label} sees it: {m.input_size[0]}×{m.input_size[1]} "
                              f"{'greyscale' if m.channels == 1 else 'RGB'}")
-    with pred_slot.container():
-        try:
-            _, output = compute(m.key, image_key, (first.name, last.name), m, image)
-            show_predictions(m, output)
-        except InputError as exc:
-            st.error(str(exc))
 
     st.segmented_control("View", list(VIEWS), key="view", persist_state="session", required=True, format_func=VIEW_TITLES.get,
                          label_visibility="collapsed")
     try:
+        # Each view makes one forward pass for its layers; the prediction comes out of the same pass.
         if st.session_state.view == "compare":
-            view_compare(m, image_key, image_name, image, view_img)
+            output = view_compare(m, image_key, image_name, image, view_img)
         elif st.session_state.view == "explore":
-            view_explore(m, image_key, image_name, image, view_img)
+            output = view_explore(m, image_key, image_name, image, view_img)
         else:
-            view_across(m, uploads, image_key, image_name, image)
+            output = view_across(m, uploads, image_key, image_name, image)
     except InputError as exc:
+        pred_slot.empty()
         st.error(str(exc))
+    else:
+        with pred_slot.container():
+            show_predictions(m, output)
     sync_url(current_state())
 
 

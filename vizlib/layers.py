@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from vizlib.errors import InputError
 
@@ -241,7 +241,3 @@ def layer_table(model: Any) -> list[dict[str, Any]]:
         for i in _infos(model)
     ]
 
-
-def output_shape(model: Any, name: Optional[str] = None) -> tuple:
-    """Output shape of layer ``name`` (without batch)."""
-    return find_layer(model, name, spatial=False).output_shape
