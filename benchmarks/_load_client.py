@@ -19,7 +19,15 @@ measurement is of the SERVER:
 * the query string of the last ``page_info_changed`` is sent with the next rerun (the browser
   puts it in its address bar, and the frontend sends ``document.location.search``);
 * images (``st.image``) are fetched from ``/media/...`` after each run, as a browser does;
-  on the first run the page itself (index.html and the scripts it names) is fetched too.
+  on the first run the page itself (index.html and the scripts it names) is fetched too;
+* cookies are kept and sent back, as a browser does: behind the load balancer of
+  ``deploy/`` a cookie names the app process a session sticks to. Every response's
+  ``X-Served-By`` header (set by ``deploy/haproxy.cfg``) is recorded per session, the
+  websocket handshake's included (:attr:`Session.served_by`).
+
+Also here: :class:`Deployment`, ``deploy/run.sh N`` (N app processes behind HAProxy) started
+and stopped as :class:`ServerProcess` starts one ``streamlit run``, with HAProxy's own view of
+its processes (its admin socket).
 
 Widget states: the frontend sends a value for every widget on the page; this client sends
 only the widgets it has changed (by widget key, with the widget id read from the last run's
@@ -36,6 +44,8 @@ caption, colormap and channel of the detail heatmap).
 from __future__ import annotations
 
 import asyncio
+import csv
+import http.cookies
 import inspect
 import json
 import os
@@ -50,6 +60,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +77,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_S = 180.0
 SERVER_START_TIMEOUT_S = 120.0
 FINISHED_OK = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_SUCCESSFULLY")
+DEPLOY_RUN = ROOT / "deploy" / "run.sh"
+#: deploy/haproxy.cfg: the cookie that names a session's app process, and the response header
+#: that says which process answered.
+STICKY_COOKIE = "CNNVIZ_PROC"
+SERVED_BY = "X-Served-By"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _WS_KW: dict[str, Any] = {"subprotocols": ["streamlit"], "max_size": None, "open_timeout": 60,
                           "close_timeout": 5}
@@ -190,6 +207,153 @@ class ServerProcess:
             shutil.rmtree(self.keras_home, ignore_errors=True)  # Keras writes keras.json into it
 
     def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while choosing, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Deployment:
+    """``deploy/run.sh N``: N ``streamlit run app.py`` processes behind HAProxy, on free loopback
+    ports, with the same environment as :class:`ServerProcess` (empty Keras cache, offline).
+
+    run.sh leads its own process group, which :meth:`stop` signals (by its id): run.sh's
+    trap stops the app processes and HAProxy. Its run directory holds ``app<i>.pid`` (the
+    current ``streamlit`` process of slot i; run.sh starts it again when it exits), the logs
+    and HAProxy's admin socket, through which :meth:`states` reads HAProxy's own view."""
+
+    def __init__(self, n: int, run_dir: Path, extra_env: Optional[dict] = None, restart_delay: float = 2.0):
+        self.n = n
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.port, *self.app_ports = free_ports(n + 1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.names = [f"app{i}" for i in range(1, n + 1)]
+        self.keras_home = tempfile.mkdtemp(prefix="keras_home_")
+        env = dict(os.environ, KERAS_HOME=self.keras_home, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+                   CNN_VIZ_OFFLINE="1", RUN_DIR=str(self.run_dir), PORT=str(self.port), BIND="127.0.0.1",
+                   APP_PORTS=" ".join(map(str, self.app_ports)), PYTHON=sys.executable,
+                   RESTART_DELAY=str(restart_delay), **(extra_env or {}))
+        self.log_path = self.run_dir / "run.sh.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(["bash", str(DEPLOY_RUN), str(n)], cwd=ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def app_url(self, name: str) -> str:
+        """One app process directly, bypassing the balancer."""
+        return f"http://127.0.0.1:{self.app_ports[self.names.index(name)]}"
+
+    def app_pid(self, name: str) -> int:
+        """The current ``streamlit`` process of slot ``name`` (run.sh rewrites it on a restart)."""
+        return int((self.run_dir / f"{name}.pid").read_text().strip())
+
+    def app_log(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    def haproxy_pid(self) -> int:
+        return int((self.run_dir / "haproxy.pid").read_text().strip())
+
+    def haproxy(self, command: str, timeout: float = 5.0) -> str:
+        """One command on HAProxy's admin socket (``show stat``, ``show servers state``, ...)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.run_dir / "haproxy.sock"))
+            s.sendall(command.encode() + b"\n")
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def states(self) -> dict[str, str]:
+        """HAProxy's view of each app process: ``{"app1": "UP", "app2": "DOWN", ...}``."""
+        text = self.haproxy("show stat").lstrip("# ")
+        return {row["svname"]: row["status"] for row in csv.DictReader(text.splitlines())
+                if row.get("pxname") == "app" and row.get("svname") in self.names}
+
+    def wait_states(self, want: dict[str, str], timeout: float = SERVER_START_TIMEOUT_S) -> float:
+        """Wait until HAProxy reports every process in ``want`` in that state (e.g. ``{"app1": "DOWN"}``);
+        raises if run.sh exits or the time is up. Returns the seconds waited."""
+        t0 = time.monotonic()
+        states: dict[str, str] = {}
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"deploy/run.sh exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                states = self.states()
+            except OSError:  # the socket is not there yet
+                pass
+            if all(states.get(k, "").startswith(v) for k, v in want.items()):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"HAProxy states {states}, wanted {want} after {timeout:.0f} s:\n"
+                                   + self.log_tail())
+            time.sleep(0.25)
+
+    def wait_healthy(self, timeout: float = SERVER_START_TIMEOUT_S) -> float:
+        """Every app process UP in HAProxy's view, and the balancer answering ``/_stcore/health``."""
+        t0 = time.monotonic()
+        self.wait_states({name: "UP" for name in self.names}, timeout)
+        with _NO_PROXY.open(f"{self.url}/_stcore/health", timeout=10) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"balancer health: HTTP {resp.status}")
+        return time.monotonic() - t0
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for path in [self.log_path, self.run_dir / "run.log", self.run_dir / "haproxy.log",
+                     *(self.app_log(n) for n in self.names)]:
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            out.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """SIGTERM run.sh's process group (its trap stops the app processes and HAProxy), SIGKILL
+        whatever lingers."""
+        try:
+            if self.proc.returncode is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                    self.proc.wait(timeout=30)
+                except ProcessLookupError:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:  # run.sh is gone; anything left in its group (a stuck app process) goes now
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if self.proc.returncode is None:
+                self.proc.wait(timeout=15)
+        finally:
+            if not self._log.closed:
+                self._log.close()
+            shutil.rmtree(self.keras_home, ignore_errors=True)
+
+    def __enter__(self) -> "Deployment":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -324,7 +488,10 @@ class RunResult:
 class Session:
     """One browser tab's worth of Streamlit protocol: connect, rerun, change widgets, close."""
 
-    def __init__(self, base_url: str, name: str = "", query: str = ""):
+    def __init__(self, base_url: str, name: str = "", query: str = "",
+                 cookies: Optional[dict[str, str]] = None):
+        """``cookies``: what the session's "browser" already holds, e.g. ``{STICKY_COOKIE: "app2"}``
+        to open it on one given process behind the balancer."""
         self.base_url = base_url.rstrip("/")
         self.ws_url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/_stcore/stream"
         self.name = name
@@ -338,11 +505,38 @@ class Session:
         self.keyed: dict[str, Any] = {}  # element key -> Element proto, last run
         self.seen_media: set[str] = set()
         self.results: list[RunResult] = []
+        self.cookies: dict[str, str] = dict(cookies or {})
+        #: (request, X-Served-By of its response or "") for every HTTP request and websocket
+        #: handshake of this session, in order; "" when no balancer answered.
+        self.served_by: list[tuple[str, str]] = []
+
+    # ---- cookies (the balancer's stickiness cookie, Streamlit's XSRF cookie)
+
+    def cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def absorb(self, what: str, headers: Any) -> None:
+        """Keep the cookies a response sets and note which process answered it."""
+        for value in headers.get_all("Set-Cookie") or []:
+            jar = http.cookies.SimpleCookie()
+            try:
+                jar.load(value)
+            except http.cookies.CookieError:
+                continue
+            self.cookies.update({k: m.value for k, m in jar.items()})
+        self.served_by.append((what, headers.get(SERVED_BY, "") or ""))
+
+    def processes(self) -> set[str]:
+        """The app processes that answered this session (``X-Served-By``), over all its requests."""
+        return {who for _, who in self.served_by}
 
     # ---- connection
 
     async def connect(self) -> None:
-        self.ws = await websockets.connect(self.ws_url, **_WS_KW)
+        self.ws = await websockets.connect(self.ws_url, additional_headers=self.cookie_header(), **_WS_KW)
+        response = getattr(self.ws, "response", None)
+        if response is not None:
+            self.absorb("websocket /_stcore/stream", response.headers)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -402,7 +596,7 @@ class Session:
         res = RunResult(step)
         if fetch_page:
             t = time.perf_counter()
-            err = await asyncio.to_thread(_fetch_page, self.base_url)
+            err = await asyncio.to_thread(_fetch_page, self.base_url, self)
             res.assets_seconds = time.perf_counter() - t
             if err:
                 res.errors.append(err)
@@ -441,7 +635,7 @@ class Session:
                         for img in el.imgs.imgs if img.url and img.url not in self.seen_media})
         if media:
             t = time.perf_counter()
-            errs = await asyncio.to_thread(_fetch_all, self.base_url, media)
+            errs = await asyncio.to_thread(_fetch_all, self.base_url, media, self)
             res.media_seconds = time.perf_counter() - t
             res.errors += errs
             self.seen_media.update(media)
@@ -510,31 +704,42 @@ class Session:
         return ""
 
 
-def _get(url: str, timeout: float = 60) -> bytes:
-    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
-    with _NO_PROXY.open(req, timeout=timeout) as resp:
-        return resp.read()
+def _get(url: str, timeout: float = 60, session: Optional[Session] = None) -> bytes:
+    """GET ``url``; with a ``session``, sending its cookies and keeping what the response sets."""
+    headers = {"Accept-Encoding": "gzip", **(session.cookie_header() if session else {})}
+    req = urllib.request.Request(url, headers=headers)
+    what = "GET " + urllib.parse.urlparse(url).path
+    try:
+        with _NO_PROXY.open(req, timeout=timeout) as resp:
+            if session is not None:
+                session.absorb(what, resp.headers)
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        if session is not None and exc.headers is not None:
+            session.absorb(what, exc.headers)
+        raise
 
 
-def _fetch_all(base_url: str, paths: list[str]) -> list[str]:
+def _fetch_all(base_url: str, paths: list[str], session: Optional[Session] = None) -> list[str]:
     errors = []
     for p in paths:
         url = p if p.startswith("http") else f"{base_url}/{p.lstrip('/')}"
         try:
-            _get(url)
+            _get(url, session=session)
         except OSError as exc:  # urllib.error.HTTPError is an OSError
             errors.append(f"GET {p}: {exc}")
     return errors
 
 
-def _fetch_page(base_url: str) -> Optional[str]:
+def _fetch_page(base_url: str, session: Optional[Session] = None) -> Optional[str]:
     """What a browser fetches before it opens the websocket: the page, its scripts, health, host config."""
     try:
-        html = _get(f"{base_url}/").decode("utf-8", "replace")
+        html = _get(f"{base_url}/" + (f"?{session.query}" if session and session.query else ""),
+                    session=session).decode("utf-8", "replace")
     except OSError as exc:
         return f"GET /: {exc}"
     paths = sorted(set(_ASSET.findall(html))) + ["_stcore/health", "_stcore/host-config"]
-    errs = _fetch_all(base_url, paths)
+    errs = _fetch_all(base_url, paths, session)
     return "; ".join(errs) or None
 
 
