@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import tempfile
+
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Optional
 
 import streamlit as st
@@ -24,7 +22,7 @@ st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layou
 import numpy as np  # noqa: E402
 from PIL import ImageOps  # noqa: E402
 
-from vizlib.activations import (  # noqa: E402
+from vizlib.extract import (  # noqa: E402
     channel_across_images, channel_stats, decode, forward, pick_channels, top_channels,
 )
 from vizlib.errors import InputError  # noqa: E402
@@ -36,7 +34,9 @@ from vizlib.images import (  # noqa: E402
     MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest, images_from_zip, load_image, load_sample,
     model_view,
 )
-from vizlib.isolation import IsolatedModel  # noqa: E402
+from vizlib.contract import VizModel  # noqa: E402
+from vizlib.isolation import open_uploaded_model  # noqa: E402
+from vizlib.settings import settings  # noqa: E402
 from vizlib.layers import conv_layers, layer_table, spatial_layers  # noqa: E402
 from vizlib.links import (  # noqa: E402
     VIEW_TITLES, VIEWS, ViewState, as_dict, from_dict, from_query, to_query, validate_for_model,
@@ -49,9 +49,6 @@ from vizlib.models import (  # noqa: E402
 log = logging.getLogger("cnn_viz")
 
 UPLOAD_MODEL = "upload"
-MODEL_UPLOADS_ALLOWED = os.environ.get("CNN_VIZ_MODEL_UPLOAD", "on").strip().lower() not in ("0", "off", "false", "no")
-#: Memory an uploaded model's process may use (CNN_VIZ_MODEL_MEMORY_GB, default 3).
-MODEL_MEMORY_BYTES = int(float(os.environ.get("CNN_VIZ_MODEL_MEMORY_GB", "3")) * 2**30)
 CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
 MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE.items()},
                 UPLOAD_MODEL: "Your own model (.keras / .h5)…"}
@@ -71,29 +68,14 @@ def get_catalogue_model(name: str, weights: str) -> LoadedModel:
 
 
 @st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
-def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> IsolatedModel:
+def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> VizModel:
     """An uploaded model, checked and run in its own process with memory and time limits.
 
     The file is saved under a server-chosen name (the uploaded name is only a
     label); the child process keeps its own copy.
     """
-    label = Path(filename).name[:80] or "model"
-    if _data[:4] == b"PK\x03\x04":
-        suffix = ".keras"
-    elif _data[:8] == b"\x89HDF\r\n\x1a\n":
-        suffix = ".h5"
-    else:  # neither: keep the user's claim, so the check says what is wrong with *that*
-        suffix = ".h5" if label.lower().endswith((".h5", ".hdf5")) else ".keras"
-    folder = Path(tempfile.mkdtemp(prefix="cnn-viz-model-"))
-    path = folder / f"{digest[:16]}{suffix}"
-    path.write_bytes(_data)
-    try:
-        return IsolatedModel(path, preprocess=preprocess, title=label, memory_limit_bytes=MODEL_MEMORY_BYTES)
-    except InputError as exc:  # messages name the file as the user knows it, not our server-side name
-        raise InputError(str(exc).replace(path.name, label)) from exc
-    finally:
-        path.unlink(missing_ok=True)
-        folder.rmdir()
+    return open_uploaded_model(_data, filename, preprocess=preprocess,
+                               memory_limit_bytes=settings().model_memory_bytes)
 
 
 #: Longest side kept of an uploaded image (what stays in memory; models see at most a few hundred
@@ -118,14 +100,14 @@ def decode_bundle(digest: str, _data: bytes):
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
-def compute(model_key: str, image_key: str, layers: tuple[str, ...], _model: LoadedModel, _image: Any):
+def compute(model_key: str, image_key: str, layers: tuple[str, ...], _model: VizModel, _image: Any):
     """One forward pass for all layers on screen (plus the prediction), cached by content."""
     return forward(_model, [_image], list(layers), predictions=True)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def compute_channel_chunk(model_key: str, image_keys: tuple[str, ...], layer: str, channel: int,
-                          _model: LoadedModel, _images: list) -> np.ndarray:
+                          _model: VizModel, _images: list) -> np.ndarray:
     return channel_across_images(_model, _images, layer, channel)
 
 
@@ -144,7 +126,7 @@ def init_state() -> None:
         return
     default = default_state()
     state, notices = from_query(
-        st.query_params.to_dict(), models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL or MODEL_UPLOADS_ALLOWED],
+        st.query_params.to_dict(), models=[m for m in MODEL_TITLES if m != UPLOAD_MODEL or settings().model_upload],
         samples=list(SAMPLES), colormaps=COLORMAPS, default=default)
     for f in fields(ViewState):
         st.session_state[f.name] = getattr(state, f.name)
@@ -180,15 +162,15 @@ def sync_url(state: ViewState) -> None:
 # --------------------------------------------------------------------------- sidebar
 
 
-def sidebar_model() -> Optional[LoadedModel]:
+def sidebar_model() -> Optional[VizModel]:
     st.sidebar.header("Model")
-    options = [m for m in MODEL_TITLES if m != UPLOAD_MODEL or MODEL_UPLOADS_ALLOWED]
+    options = [m for m in MODEL_TITLES if m != UPLOAD_MODEL or settings().model_upload]
     if st.session_state.model not in options:
         st.session_state.model = BUNDLED_NAME
     name = st.sidebar.selectbox("Model", options, key="model", persist_state="session", format_func=MODEL_TITLES.get,
                                 help="The bundled model works offline. Keras Applications models "
                                      "use ImageNet weights (downloaded once) or untrained weights.")
-    upload = sidebar_upload_model(expanded=name == UPLOAD_MODEL) if MODEL_UPLOADS_ALLOWED else None
+    upload = sidebar_upload_model(expanded=name == UPLOAD_MODEL) if settings().model_upload else None
     if name == BUNDLED_NAME:
         st.sidebar.caption("64x64 greyscale faces → 7 emotions. Works offline.")
         return get_bundled_model()
@@ -392,7 +374,7 @@ def image_sha256(image_key: str) -> str:
     return rest.split(":")[0]
 
 
-def share_and_export(m: LoadedModel, view: str, image_key: str, image_name: str, image: Any,
+def share_and_export(m: VizModel, view: str, image_key: str, image_name: str, image: Any,
                      arrays: dict[str, np.ndarray], channels: dict[str, list[int]],
                      pngs: dict[str, Any], images: Optional[list[dict]] = None) -> None:
     """The link to this view, and downloads of what is on screen (generated only when clicked)."""
@@ -466,7 +448,7 @@ def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selec
                "Hover for values; click a map to inspect it.")
 
 
-def show_detail(m: LoadedModel, info, maps: np.ndarray, channel: int, view_img, label: str = "",
+def show_detail(m: VizModel, info, maps: np.ndarray, channel: int, view_img, label: str = "",
                 stacked: bool = False) -> None:
     """One channel's map with exact values (hover), beside the input as the model sees it."""
     ss = st.session_state
@@ -502,7 +484,7 @@ def clamp_channel(key: str, n_channels: int) -> None:
         st.session_state[key] = 0
 
 
-def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
+def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
     first, last = conv_layers(m)[0], conv_layers(m)[-1]
     acts, output = compute(m.key, image_key, (first.name, last.name), m, image)
     ss = st.session_state
@@ -542,7 +524,7 @@ def view_compare(m: LoadedModel, image_key: str, image_name: str, image, view_im
     return output
 
 
-def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
+def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
     spatial = spatial_layers(m)
     names = [i.name for i in spatial]
     by_name = {i.name: i for i in spatial}
@@ -579,7 +561,7 @@ def view_explore(m: LoadedModel, image_key: str, image_name: str, image, view_im
     return output
 
 
-def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
+def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
                 image: Any) -> Optional[np.ndarray]:
     _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
     spatial = spatial_layers(m)
@@ -628,7 +610,7 @@ def view_across(m: LoadedModel, uploads: list[tuple[str, str, Any]], image_key: 
     return output
 
 
-def show_predictions(m: LoadedModel, output: Optional[np.ndarray]) -> None:
+def show_predictions(m: VizModel, output: Optional[np.ndarray]) -> None:
     if output is None or not m.is_classifier:
         st.caption("This model's output is not a single class score vector, so no predictions are shown.")
         return

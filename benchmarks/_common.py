@@ -32,13 +32,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def activations_module():
-    """The ``vizlib.activations`` MODULE.
-
-    ``import vizlib.activations as A`` does NOT give the module: ``vizlib/__init__``
-    re-exports a function called ``activations``, which shadows the submodule
-    attribute, so ``vizlib.activations`` is that function. ``sys.modules`` has the module.
-    """
-    return importlib.import_module("vizlib.activations")
+    """The ``vizlib.extract`` module (forward passes and the across-images channel)."""
+    return importlib.import_module("vizlib.extract")
 
 
 def quiet_tf() -> None:

@@ -5,9 +5,9 @@
 VGG16 (untrained), the 13 bundled samples repeated to 49 PIL images (decoded
 before measuring), layer ``block1_conv1`` (224x224x64: 12.25 MiB per image).
 
-  channel: ``vizlib.activations.channel_across_images(m, images, "block1_conv1", 0)``
+  channel: ``vizlib.extract.channel_across_images(m, images, "block1_conv1", 0)``
            (what the across-images view calls; batches of 8, the channel sliced in the graph)
-  layer:   ``vizlib.activations.forward(m, images, ["block1_conv1"], predictions=False,
+  layer:   ``vizlib.extract.forward(m, images, ["block1_conv1"], predictions=False,
            batch_size=49, max_bytes=2**34)`` (the whole layer for all 49 images, then one
            channel taken; ``max_bytes`` lifted because vizlib's own activation budget,
            ``MAX_ACTIVATION_BYTES``, refuses this 600 MiB request, as it should in the app)

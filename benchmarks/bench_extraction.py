@@ -6,7 +6,7 @@ vs the tutorial's one-sub-model-per-layer approach.
 VGG16 with untrained weights (no network here; the compute is the same as with
 ImageNet weights), one 224x224 image (the ``cat`` sample, preprocessed once).
 
-  (a) ``vizlib.activations.forward(m, batch, all 13 conv names, predictions=False)``:
+  (a) ``vizlib.extract.forward(m, batch, all 13 conv names, predictions=False)``:
       the project's path (one cached ``keras.Model(input, [13 outputs])``).
   (b) ``m.model(batch, training=False)``: one bare forward pass of the whole model.
   (c) the Keras tutorial's way: for each conv layer,

@@ -65,7 +65,7 @@ def streamlit_spec(fig) -> str:
 
 def build_view(m, image, acts, output) -> dict:
     """The four figures of the compare view, exactly as app.py builds them at its defaults."""
-    from vizlib.activations import decode, pick_channels
+    from vizlib.extract import decode, pick_channels
     from vizlib.figures import channel_detail, channel_grid, prediction_bars
     from vizlib.layers import conv_layers
     from vizlib.models import BUNDLED_NAME
@@ -138,7 +138,7 @@ def main() -> None:
     import streamlit.elements.plotly_chart  # noqa: F401 - sets Plotly's default template to Streamlit's, as in the app
 
     C.quiet_tf()
-    from vizlib.activations import forward
+    from vizlib.extract import forward
     from vizlib.images import load_sample
     from vizlib.layers import conv_layers
     from vizlib.models import load_bundled_model, load_catalogue_model

@@ -14,7 +14,7 @@ change (warm baseline), then ``at.selectbox(key="cmap").set_value("magma").run()
 and back to ``"viridis"``, ``--repeats`` times each; the medians of ``.run()``
 are reported. Before those reruns ``forward`` and ``channel_across_images`` of
 the ``vizlib.activations`` module are replaced by counting wrappers (app.py
-does ``from vizlib.activations import forward`` on every run, so it picks them
+does ``from vizlib.extract import forward`` on every run, so it picks them
 up): the count must stay 0. A positive control then changes the sample image
 and the count must go up, which shows the wrappers do see the app's calls.
 

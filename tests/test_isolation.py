@@ -24,12 +24,24 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from vizlib.errors import InputError  # noqa: E402
+from vizlib.extract import decode, predict  # noqa: E402,F401
+from vizlib.layers import conv_layers, find_layer, layer_table, spatial_layers  # noqa: E402,F401
 from vizlib.isolation import IsolatedModel, _check_specs, _Stopped, max_response_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "assets" / "models" / "emotion_mini_xception_fer2013.keras"
 FACE = REPO / "assets" / "samples" / "astronaut_face.jpg"
 MiB = 2**20
+
+
+def fwd(m, batch, layers, predictions=True):
+    """Activations through the model contract: raw pixels (or PIL images) in, as every model kind takes them."""
+    r = m.run("extract.forward", batch, layers=list(layers), predictions=predictions)
+    return {n: r[f"act:{n}"] for n in r["names"]}, r.get("output")
+
+
+def chan(m, batch, layer, channel):
+    return m.run("extract.channel", batch, layer=layer, channel=channel)["maps"]
 
 
 def _alive(pid: int) -> bool:
@@ -103,19 +115,19 @@ def test_description_is_plain_data(small, small_path):
     assert shapes["conv2"] == ("Conv2D", (13, 13, 16))
     assert shapes["probs"] == ("Dense", (5,))
     assert [i.index for i in small.layers] == list(range(len(small.layers)))
-    assert [i.name for i in small.conv_layers()] == ["conv1", "conv2"]
-    assert [i.name for i in small.spatial_layers()] == ["conv1", "pool1", "conv2"]
+    assert [i.name for i in conv_layers(small)] == ["conv1", "conv2"]
+    assert [i.name for i in spatial_layers(small)] == ["conv1", "pool1", "conv2"]
     assert small.pid is not None and small.pid != os.getpid()
 
 
 def test_forward_equals_in_process(small, small_path):
     import keras
 
-    from vizlib.activations import forward
+    from vizlib.extract import forward
     from vizlib.models import load_model_file
 
     batch = _raw_batch(6, 32, 32, 3)
-    acts, out = small.forward(batch, ["conv1", "conv2"])
+    acts, out = fwd(small, batch, ["conv1", "conv2"])
     assert set(acts) == {"conv1", "conv2"} and acts["conv1"].shape == (6, 30, 30, 8)
     assert acts["conv2"].shape == (6, 13, 13, 16) and out.shape == (6, 5)
     assert acts["conv1"].dtype == np.float32 and acts["conv1"].flags.writeable
@@ -128,14 +140,14 @@ def test_forward_equals_in_process(small, small_path):
     plain = keras.models.load_model(small_path, compile=False, safe_mode=True)
     np.testing.assert_allclose(out, np.asarray(plain(batch / 255.0)), atol=1e-5)
 
-    none_acts, none_out = small.forward(batch, ["pool1"], predictions=False)
+    none_acts, none_out = fwd(small, batch, ["pool1"], predictions=False)
     assert none_out is None and none_acts["pool1"].shape == (6, 15, 15, 8)
 
 
 def test_channel_equals_forward_slice(small):
     batch = _raw_batch(5, 32, 32, 3, seed=3)
-    acts, _ = small.forward(batch, ["conv2"], predictions=False)
-    maps = small.channel(batch, "conv2", 7)
+    acts, _ = fwd(small, batch, ["conv2"], predictions=False)
+    maps = chan(small, batch, "conv2", 7)
     assert maps.shape == (5, 13, 13)
     np.testing.assert_allclose(maps, acts["conv2"][..., 7], atol=1e-6)
 
@@ -146,8 +158,8 @@ def test_pil_images_and_single_image(small):
     from vizlib.images import to_batch
 
     img = Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    acts_pil, out_pil = small.forward([img], ["conv1"])
-    acts_arr, out_arr = small.forward(to_batch([img], (32, 32), channels=3)[0], ["conv1"])
+    acts_pil, out_pil = fwd(small, [img], ["conv1"])
+    acts_arr, out_arr = fwd(small, to_batch([img], (32, 32), channels=3)[0], ["conv1"])
     np.testing.assert_array_equal(acts_pil["conv1"], acts_arr["conv1"])
     np.testing.assert_array_equal(out_pil, out_arr)
 
@@ -155,28 +167,28 @@ def test_pil_images_and_single_image(small):
 def test_input_errors_come_back_and_child_survives(small):
     pid = small.pid
     with pytest.raises(InputError, match="no layer named 'nope'"):
-        small.forward(_raw_batch(1, 32, 32, 3), ["nope"])
+        fwd(small, _raw_batch(1, 32, 32, 3), ["nope"])
     with pytest.raises(InputError, match="not a 2D map"):
-        small.forward(_raw_batch(1, 32, 32, 3), ["probs"])
+        fwd(small, _raw_batch(1, 32, 32, 3), ["probs"])
     with pytest.raises(InputError, match="no channel 99"):
-        small.channel(_raw_batch(1, 32, 32, 3), "conv1", 99)
+        chan(small, _raw_batch(1, 32, 32, 3), "conv1", 99)
     with pytest.raises(InputError, match=r"Expected a batch of shape \(N, 32, 32, 3\)"):
-        small.forward(np.zeros((1, 64, 64, 3), np.float32), ["conv1"])
+        fwd(small, np.zeros((1, 64, 64, 3), np.float32), ["conv1"])
     with pytest.raises(InputError, match="No images"):
-        small.forward(np.zeros((0, 32, 32, 3), np.float32), ["conv1"])
+        fwd(small, np.zeros((0, 32, 32, 3), np.float32), ["conv1"])
     assert small.pid == pid
-    small.forward(_raw_batch(1, 32, 32, 3), ["conv1"])
+    fwd(small, _raw_batch(1, 32, 32, 3), ["conv1"])
 
 
 def test_threads_share_one_model(small):
     batches = [_raw_batch(2, 32, 32, 3, seed=s) for s in range(4)]
-    expected = [small.forward(b, ["conv2"])[0]["conv2"] for b in batches]
+    expected = [fwd(small, b, ["conv2"])[0]["conv2"] for b in batches]
     errors: list[BaseException] = []
 
     def worker(i: int) -> None:
         try:
             for _ in range(5):
-                got, _ = small.forward(batches[i], ["conv2"])
+                got, _ = fwd(small, batches[i], ["conv2"])
                 np.testing.assert_array_equal(got["conv2"], expected[i])
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -196,10 +208,10 @@ def test_bundled_model_predicts_happy():
         assert m.input_size == (64, 64) and m.channels == 1
         assert m.class_names == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
         batch = to_batch([load_image(FACE)], (64, 64), channels=1)
-        first, last = m.conv_layers()[0], m.conv_layers()[-1]
-        acts, out = m.forward(batch, [first.name, last.name])
+        first, last = conv_layers(m)[0], conv_layers(m)[-1]
+        acts, out = fwd(m, batch, [first.name, last.name])
         assert int(np.argmax(out[0])) == 3
-        assert m.decode(out)[0][0][0] == "happy"
+        assert decode(m, out)[0][0][0] == "happy"
         assert acts[last.name].shape == (1, *last.output_shape)
 
 
@@ -211,11 +223,11 @@ def test_child_killed_from_outside(small_path):
         pid = m.pid
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(InputError, match="process stopped") as info:
-            m.forward(_raw_batch(1, 32, 32, 3), ["conv1"])
+            fwd(m, _raw_batch(1, 32, 32, 3), ["conv1"])
         assert "SIGKILL" in str(info.value)
         assert not _alive(pid) and m.pid is None
         with pytest.raises(InputError, match="process stopped"):  # restart=False: stays stopped
-            m.channel(_raw_batch(1, 32, 32, 3), "conv1", 0)
+            chan(m, _raw_batch(1, 32, 32, 3), "conv1", 0)
     assert os.getpid()  # the parent is fine
 
 
@@ -224,17 +236,17 @@ def test_memory_limit_stops_the_child(small, big_path):
     assert 150 * MiB < baseline < 1200 * MiB
     limit = baseline + 200 * MiB
     with IsolatedModel(big_path, memory_limit_bytes=limit, restart=False) as m:
-        acts, _ = m.forward(_raw_batch(1, 256, 256, 3), ["wide"], predictions=False)  # 16 MB: fine
+        acts, _ = fwd(m, _raw_batch(1, 256, 256, 3), ["wide"], predictions=False)  # 16 MB: fine
         assert acts["wide"].shape == (1, 254, 254, 64)
         pid = m.pid
         # No layer asked for (within any activation budget), but computing the prediction
         # for 16 images needs ~520 MB of intermediate maps inside TensorFlow.
         with pytest.raises(InputError, match="process stopped|ran out of memory") as info:
-            m.forward(_raw_batch(16, 256, 256, 3), [], predictions=True)
+            fwd(m, _raw_batch(16, 256, 256, 3), [], predictions=True)
         if "process stopped" in str(info.value):
             assert not _alive(pid)
             with pytest.raises(InputError, match="process stopped"):
-                m.forward(_raw_batch(1, 256, 256, 3), ["wide"])
+                fwd(m, _raw_batch(1, 256, 256, 3), ["wide"])
         else:  # numpy's MemoryError: the child refused and lives on
             assert m.pid == pid
 
@@ -244,12 +256,12 @@ def test_timeout_kills_then_restarts(big_path):
         pid = m.pid
         start = time.monotonic()
         with pytest.raises(InputError, match="process stopped") as info:
-            m.forward(_raw_batch(48, 256, 256, 3), [], predictions=True)
+            fwd(m, _raw_batch(48, 256, 256, 3), [], predictions=True)
         assert time.monotonic() - start < 5
         assert "longer than 0.5 s" in str(info.value)
         assert not _alive(pid) and m.pid is None
         m.timeout = 60.0  # restart=True: the next request starts a fresh child
-        _, out = m.forward(_raw_batch(1, 256, 256, 3), [])
+        _, out = fwd(m, _raw_batch(1, 256, 256, 3), [])
         assert out.shape == (1, 3) and m.pid not in (None, pid) and m.starts == 2
 
 
@@ -286,7 +298,7 @@ def test_parent_memory_does_not_hold_the_model(tmp_path):
         "from vizlib.isolation import IsolatedModel\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"m = IsolatedModel({str(path)!r})\n"
-        "acts, out = m.forward(np.zeros((1, 32, 32, 3), np.float32), ['conv'])\n"
+        "out = m.run('extract.forward', np.zeros((1, 32, 32, 3), np.float32), layers=['conv'])['output']\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(json.dumps({'before': before, 'after': after, 'out': list(out.shape),\n"
         "                  'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules,\n"

@@ -9,22 +9,45 @@ Everything the dashboard draws is one call away in a notebook::
     vizlib.channel_grid(acts["block1_conv1"][0]).show()
 
 Keras and TensorFlow are imported on first use, not on ``import vizlib``.
+
+Importing vizlib before TensorFlow turns TensorFlow's oneDNN kernels off
+(``TF_ENABLE_ONEDNN_OPTS=0``) unless you chose otherwise: with TensorFlow 2.21
+on CPU and oneDNN on, some input gradients (a 1x1 stride-2 convolution on an
+even-sized input, as in the bundled model) corrupt the heap and abort the
+process. Forward passes cost about the same either way (benchmarks/README.md).
 """
+
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules:
+    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from vizlib.errors import InputError
 from vizlib.images import image_digest, load_image, load_images, load_sample, SAMPLES, to_batch
 from vizlib.models import CATALOGUE, LoadedModel, load_model, imagenet_weights_cached
+from vizlib.contract import VizModel, as_model
 from vizlib.layers import LayerInfo, all_layers, spatial_layers, first_conv, last_conv, find_layer, layer_table
-from vizlib.activations import (
+from vizlib.extract import (
     activations, forward, predict, channel_across_images, channel_stats, top_channels, pick_channels,
 )
 from vizlib.figures import channel_grid, channel_detail, across_images, prediction_bars
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def untrained(model: object, seed: int = 0) -> VizModel:
+    """The same architecture as ``model`` with randomly initialised weights (reproducible for ``seed``).
+
+    ``model`` is anything :func:`load_model` accepts or returns: the bundled
+    model, a catalogue model, a model file, your ``keras.Model``, or an uploaded
+    model running in its own process.
+    """
+    return as_model(model).untrained_copy(int(seed))
 
 __all__ = [
     "InputError", "load_image", "load_images", "load_sample", "SAMPLES", "image_digest", "to_batch",
-    "CATALOGUE", "LoadedModel", "load_model", "imagenet_weights_cached",
+    "CATALOGUE", "LoadedModel", "load_model", "imagenet_weights_cached", "VizModel", "as_model", "untrained",
     "LayerInfo", "all_layers", "spatial_layers", "first_conv", "last_conv", "find_layer", "layer_table",
     "activations", "forward", "predict", "channel_across_images", "channel_stats", "top_channels",
     "pick_channels", "channel_grid", "channel_detail", "across_images", "prediction_bars",

@@ -17,6 +17,7 @@ import numpy as np
 
 from vizlib.errors import InputError
 from vizlib.layers import find_layer, trace
+from vizlib.ops import op
 
 #: Largest activation payload computed for one request (all layers, all images).
 MAX_ACTIVATION_BYTES = 256 * 2**20
@@ -33,13 +34,13 @@ _EXTRACTOR_LOCK = threading.Lock()
 _RUN_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
 
 
-def _loaded(model: Any) -> Any:
-    from vizlib.models import LoadedModel, load_model
+def _model(model: Any) -> Any:
+    from vizlib.contract import as_model
 
-    return model if isinstance(model, LoadedModel) else load_model(model)
+    return as_model(model)
 
 
-def _run_lock(km: Any) -> threading.Lock:
+def run_lock(km: Any) -> threading.Lock:
     """One lock per Keras model: sessions share cached models; calls on one model run one at a time."""
     with _EXTRACTOR_LOCK:
         lock = _RUN_LOCKS.get(km)
@@ -49,10 +50,10 @@ def _run_lock(km: Any) -> threading.Lock:
 
 
 def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
-    """A cached ``keras.Model(input, outputs)`` over the model's traced graph."""
+    """A cached ``keras.Model(input, outputs)`` over the model's traced graph (in-process models)."""
     import keras
 
-    km = _loaded(model).model
+    km = getattr(model, "model", model)
     with _EXTRACTOR_LOCK:
         per_model = _EXTRACTORS.setdefault(km, OrderedDict())
         found = per_model.get(key)
@@ -67,23 +68,30 @@ def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
     return built
 
 
-def prepare(model: Any, images: Any) -> np.ndarray:
-    """Images (PIL images, or an already preprocessed float batch) -> the model's input batch."""
-    m = _loaded(model)
+def _images(model: Any, images: Any) -> tuple[np.ndarray, bool]:
+    """(batch, prepared): PIL images -> raw pixels; an ndarray is taken as an already preprocessed batch."""
     if isinstance(images, np.ndarray):
         batch = images.astype(np.float32, copy=False)
         if batch.ndim == 3:
             batch = batch[None]
-        want = (m.input_size[0], m.input_size[1], m.channels)
+        want = (model.input_size[0], model.input_size[1], model.channels)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
             raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
-        return batch
-    from vizlib.images import to_batch
+        if len(batch) == 0:
+            raise InputError("No images given.")
+        return batch, True
+    return model.raw_batch(images), False
 
-    images = list(images)
-    if not images:
-        raise InputError("No images given.")
-    return to_batch(images, m.input_size, channels=m.channels, preprocess=m.preprocess)
+
+def prepare(model: Any, images: Any) -> np.ndarray:
+    """Images (PIL images, or an already preprocessed float batch) -> the model's input batch."""
+    m = _model(model)
+    batch, prepared = _images(m, images)
+    if prepared:
+        return batch
+    if not hasattr(m, "preprocess"):
+        raise InputError("This model preprocesses in its own process; pass PIL images.")
+    return np.asarray(m.preprocess(batch), dtype=np.float32)
 
 
 def _check_budget(layers: Iterable[Any], n_images: int, limit: int) -> None:
@@ -97,13 +105,14 @@ def _check_budget(layers: Iterable[Any], n_images: int, limit: int) -> None:
         )
 
 
-def _call(km: Any, ext: Any, batch: np.ndarray, batch_size: int,
-          progress: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
+def call_in_batches(km: Any, ext: Any, batch: np.ndarray, batch_size: int,
+                    progress: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
+    """``ext(batch)`` in chunks of ``batch_size`` under the model's run lock -> float32 arrays."""
     parts: list[list[np.ndarray]] = []
     n = len(batch)
     for start in range(0, n, batch_size):
         chunk = batch[start:start + batch_size]
-        with _run_lock(km):
+        with run_lock(km):
             out = ext(chunk, training=False)
         if not isinstance(out, (list, tuple)):
             out = [out]
@@ -113,37 +122,61 @@ def _call(km: Any, ext: Any, batch: np.ndarray, batch_size: int,
     return [np.concatenate(p, axis=0) if len(p) > 1 else p[0] for p in zip(*parts)]
 
 
+@op("extract.forward")
+def _forward_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], predictions: bool = True,
+                batch_size: int = BATCH_SIZE, max_bytes: int = MAX_ACTIVATION_BYTES) -> dict:
+    names = [str(n) for n in dict.fromkeys(layers)]
+    infos = [find_layer(m, n) for n in names]
+    _check_budget(infos, len(batch), min(int(max_bytes), MAX_ACTIVATION_BYTES))
+    tr = trace(m.model)
+    outs = [tr.outputs[n] for n in names]
+    with_pred = bool(predictions) and len(m.model.outputs) == 1
+    if with_pred:
+        outs = outs + [_final_output(m)]
+    ext = extractor(m, outs, ("forward", tuple(names), with_pred))
+    arrays = call_in_batches(m.model, ext, batch, max(1, int(batch_size)))
+    result: dict = {"names": names}
+    result.update({f"act:{n}": a for n, a in zip(names, arrays)})
+    if with_pred:
+        if arrays[-1].nbytes > MAX_ACTIVATION_BYTES:
+            raise InputError("This model's output is too large to send back; it is not a classifier.")
+        result["output"] = arrays[-1]
+    return result
+
+
 def forward(model: Any, images: Any, layers: Sequence[str], *, predictions: bool = True,
             batch_size: int = BATCH_SIZE, max_bytes: int = MAX_ACTIVATION_BYTES,
             ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
     """One forward pass: activations of ``layers`` and (optionally) the model's output.
 
-    Returns ``({layer: float32 (N, H, W, C)}, output or None)``. An uploaded model
-    running in its own process (:class:`vizlib.isolation.IsolatedModel`) computes there.
+    Returns ``({layer: float32 (N, H, W, C)}, output or None)``. Runs wherever the
+    model lives (an uploaded model computes in its own process).
     """
-    if getattr(model, "isolated", False):
-        return model.forward(images, layers, predictions=predictions)
-    m = _loaded(model)
-    names = list(dict.fromkeys(layers))
+    m = _model(model)
+    names = list(dict.fromkeys(str(n) for n in layers))
     infos = [find_layer(m, n) for n in names]
-    batch = prepare(m, images)
+    batch, prepared = _images(m, images)
     _check_budget(infos, len(batch), max_bytes)
-    tr = trace(m)
-    outs = [tr.outputs[n] for n in names]
-    with_pred = predictions and len(m.model.outputs) == 1
-    if with_pred:
-        outs = outs + [_final_output(m)]
-    ext = extractor(m, outs, ("forward", tuple(names), with_pred))
-    arrays = _call(m.model, ext, batch, batch_size)
-    acts = dict(zip(names, arrays[: len(names)]))
-    return acts, (arrays[-1] if with_pred else None)
+    r = m.run("extract.forward", batch, prepared=prepared, layers=names, predictions=bool(predictions),
+              batch_size=int(batch_size), max_bytes=int(max_bytes))
+    got = r.get("names")
+    if not isinstance(got, list) or [str(n) for n in got] != names:
+        raise InputError("The model's process sent a reply the dashboard can't read.")
+    acts = {}
+    for n in names:
+        arr = r.get(f"act:{n}")
+        if not isinstance(arr, np.ndarray) or arr.ndim != 4 or len(arr) != len(batch):
+            raise InputError("The model's process sent a reply the dashboard can't read.")
+        acts[n] = arr
+    out = r.get("output")
+    return acts, (out if isinstance(out, np.ndarray) else None)
 
 
 def _final_output(m: Any) -> Any:
     """The model's own output, reached through the traced graph."""
     from keras import tree
 
-    flat = tree.flatten(trace(m).final)
+    flat = tree.flatten(trace(m.model).final)
     if len(flat) != 1:
         raise InputError("This model has several outputs; the dashboard shows predictions for one.")
     return flat[0]
@@ -152,9 +185,9 @@ def _final_output(m: Any) -> Any:
 def activations(model: Any, images: Any, layers: Sequence[str], **kwargs: Any) -> dict[str, np.ndarray]:
     """``{layer name: float32 array (N, H, W, C)}`` for ``images``, all from one forward pass.
 
-    ``model`` is a ``LoadedModel``, a ``keras.Model`` or a catalogue name;
+    ``model`` is anything :func:`vizlib.load_model` accepts or returns;
     ``images`` is a list of PIL images (resized and preprocessed for the model)
-    or a ready batch.
+    or a ready, preprocessed batch.
     """
     acts, _ = forward(model, images, layers, predictions=False, **kwargs)
     return acts
@@ -162,30 +195,47 @@ def activations(model: Any, images: Any, layers: Sequence[str], **kwargs: Any) -
 
 def predict(model: Any, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
     """Top-``top`` (class name, score) per image; scores are probabilities (softmax applied if needed)."""
-    m = model if getattr(model, "isolated", False) else _loaded(model)
+    m = _model(model)
     _, out = forward(m, images, [], predictions=True)
     if out is None:
         raise InputError("This model has several outputs; the dashboard shows predictions for one.")
     return decode(m, out, top)
 
 
+def probabilities(output: np.ndarray) -> np.ndarray:
+    """A classifier's output rows as probabilities (softmax applied when they are not already)."""
+    out = np.asarray(output, dtype=np.float64)
+    looks_like_probs = np.all(out >= -1e-6) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+    if looks_like_probs:
+        return out
+    z = out - out.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
 def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
     """Turn a classifier's output rows into top-``top`` (class name, probability) lists."""
-    m = model if getattr(model, "isolated", False) else _loaded(model)
+    m = _model(model)
     out = np.asarray(output, dtype=np.float64)
     if out.ndim != 2 or out.shape[1] < 2:
         return []
-    probs = out
-    looks_like_probs = np.all(out >= -1e-6) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
-    if not looks_like_probs:
-        z = out - out.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    probs = probabilities(out)
     names = m.class_names if m.class_names and len(m.class_names) == out.shape[1] else None
     result = []
     for row in probs:
         idx = np.argsort(-row, kind="stable")[:top]
         result.append([(names[i] if names else f"class {i}", float(row[i])) for i in idx])
     return result
+
+
+@op("extract.channel")
+def _channel_op(m: Any, batch: np.ndarray, *, layer: str, channel: int, batch_size: int = 8) -> dict:
+    info = find_layer(m, layer)
+    if not 0 <= int(channel) < info.channels:
+        raise InputError(f"Layer '{layer}' has channels 0 to {info.channels - 1}; there is no channel {channel}.")
+    out = trace(m.model).outputs[layer][..., int(channel)]
+    ext = extractor(m, [out], ("channel", layer, int(channel)))
+    (maps,) = call_in_batches(m.model, ext, batch, max(1, int(batch_size)))
+    return {"maps": maps}
 
 
 def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
@@ -197,12 +247,7 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
     time, so memory holds that one channel, not the whole layer.
     ``progress(done, total)`` is called after each batch.
     """
-    if getattr(model, "isolated", False):
-        maps = model.channel(images, layer, channel)
-        if progress:
-            progress(len(maps), len(maps))
-        return maps
-    m = _loaded(model)
+    m = _model(model)
     info = find_layer(m, layer)
     if not 0 <= int(channel) < info.channels:
         raise InputError(f"Layer '{layer}' has channels 0 to {info.channels - 1}; there is no channel {channel}.")
@@ -216,17 +261,18 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
         raise InputError("No images given.")
     if n * h * w * 4 > max_bytes:
         raise InputError(f"{n} images of layer '{layer}' would take {n * h * w * 4 / 2**20:.0f} MB; use fewer images.")
-    out = trace(m).outputs[layer][..., int(channel)]
-    ext = extractor(m, [out], ("channel", layer, int(channel)))
     # Every layer up to this one runs in full for each call: size calls by the biggest of them.
-    upto = [i for i in trace(m).layers if i.index <= info.index and i.output_shape]
+    upto = [i for i in m.layers if i.index <= info.index and i.output_shape]
     biggest = max((int(np.prod(i.output_shape)) * 4 for i in upto if all(i.output_shape)), default=1)
     batch_size = max(1, min(int(batch_size), CHANNEL_BATCH_BYTES // max(biggest, 1)))
     result = np.empty((n, h, w), dtype=np.float32)
     for start in range(0, n, batch_size):
-        batch = prepare(m, images[start:start + batch_size])
-        (arr,) = _call(m.model, ext, batch, batch_size)
-        result[start:start + len(arr)] = arr
+        batch, prepared = _images(m, images[start:start + batch_size])
+        maps = m.run("extract.channel", batch, prepared=prepared, layer=layer, channel=int(channel),
+                     batch_size=batch_size).get("maps")
+        if not isinstance(maps, np.ndarray) or maps.shape != (len(batch), h, w):
+            raise InputError("The model's process sent a reply the dashboard can't read.")
+        result[start:start + len(maps)] = maps
         if progress:
             progress(min(start + batch_size, n), n)
     return result

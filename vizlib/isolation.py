@@ -19,7 +19,7 @@ The parent sends the *raw* batch (float32 pixels 0..255, already resized to
 the model's ``input_size`` and ``channels``, i.e. :func:`vizlib.images.to_batch`
 without ``preprocess``) and the child applies ``LoadedModel.preprocess`` (one
 definition of each scaling, in :mod:`vizlib.models`).  The child then runs the
-very same :func:`vizlib.activations.forward` / ``channel_across_images`` as the
+very same :func:`vizlib.extract.forward` / ``channel_across_images`` as the
 in-process path, so results are identical and the activation budget
 (``MAX_ACTIVATION_BYTES``) is checked there.
 
@@ -128,7 +128,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-import vizlib.activations  # noqa: F401  (read through sys.modules: ``vizlib.activations`` is also a function)
+import vizlib.extract  # noqa: F401
 from vizlib.errors import InputError
 from vizlib.layers import LayerInfo
 
@@ -185,7 +185,7 @@ def _encode(header: dict, arrays: Sequence[np.ndarray]) -> tuple[bytes, list[np.
 def max_response_bytes() -> int:
     """Largest array payload accepted from the child in one reply: the requested
     activations and the model's output, each within the activation budget."""
-    return 2 * int(sys.modules["vizlib.activations"].MAX_ACTIVATION_BYTES) + 16 * MiB
+    return 2 * int(vizlib.extract.MAX_ACTIVATION_BYTES) + 16 * MiB
 
 
 def _byte_view(arr: np.ndarray) -> memoryview:
@@ -295,12 +295,9 @@ def _error_reply(exc: BaseException) -> dict:
 
 def _child_load(cfg: dict) -> Any:
     path = Path(cfg["path"])
-    try:
-        from vizlib.modelcheck import check_model_file
-    except ImportError:  # pragma: no cover - modelcheck is part of vizlib
-        check_model_file = None
-    if check_model_file is not None:
-        check_model_file(path)
+    from vizlib.modelcheck import check_model_file
+
+    check_model_file(path)
     import tensorflow as tf
 
     try:
@@ -310,7 +307,10 @@ def _child_load(cfg: dict) -> Any:
         pass
     from vizlib.models import load_model_file
 
-    return load_model_file(path, preprocess=cfg["preprocess"], check=False, title=cfg["title"])
+    loaded = load_model_file(path, preprocess=cfg["preprocess"], check=False, title=cfg["title"])
+    if cfg.get("init_seed") is not None:
+        loaded = loaded.untrained_copy(int(cfg["init_seed"]))
+    return loaded
 
 
 def _describe(loaded: Any) -> dict:
@@ -328,37 +328,21 @@ def _describe(loaded: Any) -> dict:
     }
 
 
-def _child_batch(loaded: Any, arrays: list[np.ndarray]) -> np.ndarray:
-    if len(arrays) != 1:
-        raise InputError("No images given.")
-    batch = arrays[0]
-    h, w = loaded.input_size
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != (h, w, loaded.channels) or len(batch) == 0:
-        raise InputError(f"Expected a batch of shape (N, {h}, {w}, {loaded.channels}), got {batch.shape}.")
-    return np.ascontiguousarray(loaded.preprocess(batch.astype(np.float32)), dtype=np.float32)
-
-
 def _child_request(loaded: Any, header: dict, arrays: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
-    from vizlib.activations import MAX_ACTIVATION_BYTES, channel_across_images, forward
+    from vizlib import ops
 
-    op = header.get("op")
-    if op == "forward":
-        acts, out = forward(loaded, _child_batch(loaded, arrays), [str(n) for n in header["layers"]],
-                            predictions=bool(header.get("predictions", True)))
-        names = list(acts)
-        result = [acts[n] for n in names]
-        if out is not None:
-            if out.nbytes > MAX_ACTIVATION_BYTES:
-                raise InputError("This model's output is too large to send back; it is not a classifier.")
-            result.append(out)
-        return {"ok": True, "names": names, "output": out is not None}, result
-    if op == "channel":
-        maps = channel_across_images(loaded, _child_batch(loaded, arrays), str(header["layer"]),
-                                     int(header["channel"]))
-        return {"ok": True}, [maps]
-    if op == "ping":
+    kind = header.get("op")
+    if kind == "run":
+        params = header.get("params")
+        if not isinstance(params, dict) or len(arrays) > 1:
+            raise InputError("Malformed request.")
+        result = loaded.run(str(header.get("name")), arrays[0] if arrays else None,
+                            prepared=bool(header.get("prepared")), **params)
+        plain, names, out = ops.split(result)
+        return {"ok": True, "result": plain, "names": names}, out
+    if kind == "ping":
         return {"ok": True}, []
-    raise InputError(f"Unknown request {op!r}.")
+    raise InputError(f"Unknown request {kind!r}.")
 
 
 def _child_main(cfg: dict) -> None:
@@ -528,13 +512,12 @@ class IsolatedModel:
     child stopped starts a new one; otherwise it raises :class:`InputError`.
     """
 
-    isolated = True
-    weights = "file"
-    untrained = False
+    #: This class satisfies :class:`vizlib.contract.VizModel`; nothing above it asks which kind it holds.
 
     def __init__(self, path: str | Path, *, preprocess: str = "unit", title: Optional[str] = None,
                  memory_limit_bytes: int = 3 * GiB, cpu_seconds: int = 300, timeout: float = 120.0,
-                 start_timeout: float = 180.0, threads: Optional[int] = None, restart: bool = True):
+                 start_timeout: float = 180.0, threads: Optional[int] = None, restart: bool = True,
+                 init_seed: Optional[int] = None):
         from vizlib.models import PREPROCESSING
 
         path = Path(path)
@@ -560,6 +543,8 @@ class IsolatedModel:
         self._closed = False
         self._stopped: Optional[str] = None
         self._preprocess = preprocess
+        self._init_seed = None if init_seed is None else int(init_seed)
+        self.weights = "file" if init_seed is None else "untrained"
         self._state = _State(tempfile.mkdtemp(prefix="vizlib-model-"))
         self._finalizer = weakref.finalize(self, _shutdown, self._state)
         try:
@@ -573,7 +558,8 @@ class IsolatedModel:
                 for chunk in iter(lambda: src.read(MiB), b""):
                     digest.update(chunk)
                     dst.write(chunk)
-            self.key = f"file:{digest.hexdigest()}:{preprocess}"
+            self.key = f"file:{digest.hexdigest()}:{preprocess}" + (
+                "" if init_seed is None else f":untrained:{int(init_seed)}")
             with self._lock:
                 desc = self._start()
             self._apply(desc)
@@ -604,8 +590,12 @@ class IsolatedModel:
             raise InputError("The uploaded model's process sent a description the dashboard can't read.") from exc
 
     @property
+    def untrained(self) -> bool:
+        return self._init_seed is not None
+
+    @property
     def label(self) -> str:
-        return self.title
+        return f"{self.title} · untrained, random weights" if self.untrained else self.title
 
     @property
     def pid(self) -> Optional[int]:
@@ -628,13 +618,14 @@ class IsolatedModel:
             "preprocess": self._preprocess, "title": self.title, "threads": self.threads,
             "data": self.memory_limit_bytes,
             "as": self.memory_limit_bytes + ADDRESS_SPACE_HEADROOM,
-            "cpu": self.cpu_seconds,
+            "cpu": self.cpu_seconds, "init_seed": self._init_seed,
         }
         env = _child_env()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("MALLOC_ARENA_MAX", "4")
         env["OMP_NUM_THREADS"] = str(self.threads)
         env["PYTHONUNBUFFERED"] = "1"
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"  # input gradients with oneDNN on can corrupt the heap (see vizlib/__init__)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)],
@@ -808,93 +799,45 @@ class IsolatedModel:
                                 time.perf_counter() - started)
             return reply
 
-    # ------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------ the model contract
 
-    def batch(self, images: Any) -> np.ndarray:
+    def raw_batch(self, images: Any) -> np.ndarray:
         """Raw float32 (N, H, W, C) pixels 0..255 at the model's size, from PIL images or an array."""
-        if isinstance(images, np.ndarray):
-            batch = images.astype(np.float32, copy=False)
-            if batch.ndim == 3:
-                batch = batch[None]
-        else:
-            from vizlib.images import to_batch
+        from vizlib.models import raw_batch
 
-            batch = to_batch(list(images), self.input_size, channels=self.channels)
-        want = (self.input_size[0], self.input_size[1], self.channels)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
-            raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
-        if len(batch) == 0:
-            raise InputError("No images given.")
-        return batch
+        return raw_batch(images, self.input_size, self.channels)
 
-    def forward(self, batch: Any, layers: Sequence[str], predictions: bool = True,
-                ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
-        """Activations of ``layers`` and (optionally) the model's output, as :func:`vizlib.activations.forward`.
+    def run(self, op: str, batch: Optional[np.ndarray] = None, *, prepared: bool = False, **params: Any) -> dict:
+        """Run the operation ``op`` (:mod:`vizlib.ops`) in the child; ``batch`` is raw pixels unless ``prepared``."""
+        from vizlib import ops
 
-        ``batch`` is raw float32 pixels 0..255, ``(N, H, W, C)`` at the model's
-        size (:func:`vizlib.images.to_batch` without ``preprocess``), or a list
-        of PIL images; the child applies the model's preprocessing.
-        """
-        names = [str(n) for n in layers]
-        header, arrays = self._request({"op": "forward", "layers": names, "predictions": bool(predictions)},
-                                       [self.batch(batch)])
-        got = header.get("names")
-        want_out = bool(header.get("output"))
-        if (not isinstance(got, list) or len(arrays) != len(got) + want_out
-                or not set(got) <= set(names)):
+        header = {"op": "run", "name": str(op), "params": params, "prepared": bool(prepared)}
+        arrays = [] if batch is None else [np.ascontiguousarray(batch if prepared else self.raw_batch(batch),
+                                                                 dtype=np.float32)]
+        reply, out = self._request(header, arrays)
+        plain, names = reply.get("result"), reply.get("names")
+        if (not isinstance(plain, dict) or not isinstance(names, list) or len(names) != len(out)
+                or not all(isinstance(n, str) for n in names)):
             raise InputError("The uploaded model's process sent a reply the dashboard can't read.")
-        acts = {str(n): a for n, a in zip(got, arrays)}
-        return acts, (arrays[-1] if want_out else None)
+        return ops.join(plain, names, out)
 
-    def channel(self, batch: Any, layer: str, channel: int) -> np.ndarray:
-        """One channel of one layer for every image: float32 (N, H, W)."""
-        _, arrays = self._request({"op": "channel", "layer": str(layer), "channel": int(channel)},
-                                  [self.batch(batch)])
-        if len(arrays) != 1 or arrays[0].ndim != 3:
-            raise InputError("The uploaded model's process sent a reply the dashboard can't read.")
-        return arrays[0]
+    def weights_digest(self) -> str:
+        """The uploaded file's SHA-256 (plus the seed, for a randomly initialised copy)."""
+        digest = self.key.split(":")[1]
+        return digest if self._init_seed is None else f"{digest}:untrained:{self._init_seed}"
+
+    def untrained_copy(self, seed: int = 0) -> "IsolatedModel":
+        """The same architecture randomly initialised, in a process of its own."""
+        if self._init_seed == int(seed):
+            return self
+        return IsolatedModel(self._path, preprocess=self._preprocess, title=self.title,
+                             memory_limit_bytes=self.memory_limit_bytes, cpu_seconds=self.cpu_seconds,
+                             timeout=self.timeout, start_timeout=self.start_timeout, threads=self.threads,
+                             restart=self.restart, init_seed=int(seed))
 
     def ping(self) -> None:
         """Round-trip to the child (starts a new one if it stopped and ``restart`` is on)."""
         self._request({"op": "ping"}, [])
-
-    # ------------------------------------------------------------------ as vizlib.layers / activations
-    # vizlib.layers and vizlib.activations accept an IsolatedModel directly; these are conveniences.
-
-    def all_layers(self) -> list[LayerInfo]:
-        return list(self.layers)
-
-    def spatial_layers(self) -> list[LayerInfo]:
-        from vizlib.layers import spatial_layers
-
-        return spatial_layers(self)
-
-    def conv_layers(self) -> list[LayerInfo]:
-        from vizlib.layers import conv_layers
-
-        return conv_layers(self)
-
-    def find_layer(self, name: str, *, spatial: bool = True) -> LayerInfo:
-        from vizlib.layers import find_layer
-
-        return find_layer(self, name, spatial=spatial)
-
-    def layer_table(self) -> list[dict[str, Any]]:
-        from vizlib.layers import layer_table
-
-        return layer_table(self)
-
-    def decode(self, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-``top`` (class name, probability) per row, exactly as :func:`vizlib.activations.decode`."""
-        from vizlib.activations import decode
-
-        return decode(self, output, top)
-
-    def predict(self, images: Any, top: int = 5) -> list[list[tuple[str, float]]]:
-        _, out = self.forward(images, [], predictions=True)
-        if out is None:
-            raise InputError("This model has several outputs; the dashboard shows predictions for one.")
-        return self.decode(out, top)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -916,10 +859,36 @@ class IsolatedModel:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        finalizer = getattr(self, "_finalizer", None)
-        if finalizer is not None:
-            finalizer()
-
     def __repr__(self) -> str:
         return f"IsolatedModel({self.title!r}, key={self.key[:20]!r}..., pid={self.pid})"
+
+
+def sniff_model_suffix(data: bytes, claimed_name: str = "") -> str:
+    """``.keras`` (a ZIP) or ``.h5`` (HDF5) from the file's first bytes; the claimed name decides otherwise."""
+    if data[:4] == b"PK\x03\x04":
+        return ".keras"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return ".h5"
+    # Neither: keep the user's claim, so the pre-check says what is wrong with *that* kind of file.
+    return ".h5" if claimed_name.lower().endswith((".h5", ".hdf5")) else ".keras"
+
+
+def open_uploaded_model(data: bytes, filename: str, *, preprocess: str = "unit",
+                        memory_limit_bytes: int = 3 * GiB, **kwargs: Any) -> IsolatedModel:
+    """An uploaded model file (its bytes), checked and started in its own process with limits.
+
+    The bytes are saved under a server-chosen name in a private folder (the
+    uploaded name is only a label, never a path); the child keeps its own copy
+    and this one is deleted at once. Messages name the file as the user knows it.
+    """
+    label = Path(filename or "").name[:80] or "model"
+    folder = Path(tempfile.mkdtemp(prefix="cnn-viz-model-"))
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{sniff_model_suffix(data, label)}"
+    path.write_bytes(data)
+    try:
+        return IsolatedModel(path, preprocess=preprocess, title=label, memory_limit_bytes=memory_limit_bytes,
+                             **kwargs)
+    except InputError as exc:
+        raise InputError(str(exc).replace(path.name, label)) from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

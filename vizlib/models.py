@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from vizlib.errors import InputError
+from vizlib.settings import settings
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_MODEL_PATH = ASSETS / "models" / "emotion_mini_xception_fer2013.keras"
@@ -90,6 +91,7 @@ class CatalogueEntry:
     weights_file: str  # file name Keras caches the ImageNet weights under
     weights_mb: int  # download size, to tell the user before they wait
     weights_dir: str  # folder of the Keras Applications weights bucket
+    weights_hash: Optional[str] = None  # the hash Keras Applications check the file against (md5 or sha256)
 
     @property
     def weights_url(self) -> str:
@@ -120,23 +122,31 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     e.name: e
     for e in [
         CatalogueEntry("vgg16", "VGG16", "VGG16", "vgg16", 224,
-                       "vgg16_weights_tf_dim_ordering_tf_kernels.h5", 528, "vgg16"),
+                       "vgg16_weights_tf_dim_ordering_tf_kernels.h5", 528, "vgg16",
+                       "64373286793e3c8b2b4e3219cbf3544b"),
         CatalogueEntry("vgg19", "VGG19", "VGG19", "vgg19", 224,
-                       "vgg19_weights_tf_dim_ordering_tf_kernels.h5", 549, "vgg19"),
+                       "vgg19_weights_tf_dim_ordering_tf_kernels.h5", 549, "vgg19",
+                       "cbe5617147190e668d6c5d5026f83318"),
         CatalogueEntry("resnet50", "ResNet50", "ResNet50", "resnet50", 224,
-                       "resnet50_weights_tf_dim_ordering_tf_kernels.h5", 98, "resnet"),
+                       "resnet50_weights_tf_dim_ordering_tf_kernels.h5", 98, "resnet",
+                       "2cb95161c43110f7111970584f804107"),
         CatalogueEntry("mobilenet_v2", "MobileNetV2", "MobileNetV2", "mobilenet_v2", 224,
                        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", 14, "mobilenet_v2"),
         CatalogueEntry("efficientnet_b0", "EfficientNetB0", "EfficientNetB0", "efficientnet", 224,
-                       "efficientnetb0.h5", 21, ""),
+                       "efficientnetb0.h5", 21, "",
+                       "902e53a9f72be733fc0bcb005b3ebbac"),
         CatalogueEntry("inception_v3", "InceptionV3", "InceptionV3", "inception_v3", 299,
-                       "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", 92, "inception_v3"),
+                       "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", 92, "inception_v3",
+                       "9a0d58056eeedaa3f26cb7ebd46da564"),
         CatalogueEntry("densenet121", "DenseNet121", "DenseNet121", "densenet", 224,
-                       "densenet121_weights_tf_dim_ordering_tf_kernels.h5", 33, "densenet"),
+                       "densenet121_weights_tf_dim_ordering_tf_kernels.h5", 33, "densenet",
+                       "9d60b8095a5708f2dcce2bca79d332c7"),
         CatalogueEntry("xception", "Xception", "Xception", "xception", 299,
-                       "xception_weights_tf_dim_ordering_tf_kernels.h5", 88, "xception"),
+                       "xception_weights_tf_dim_ordering_tf_kernels.h5", 88, "xception",
+                       "0a58e3b7378bc2990ea3b43d5981f1f6"),
         CatalogueEntry("convnext_tiny", "ConvNeXtTiny", "ConvNeXtTiny", "convnext", 224,
-                       "convnext_tiny.h5", 110, "convnext"),
+                       "convnext_tiny.h5", 110, "convnext",
+                       "8ae6e78ce2933352b1ef4008e6dd2f17bc40771563877d156bc6426c7cf503ff"),
     ]
 }
 
@@ -144,12 +154,13 @@ BUNDLED_NAME = "emotion_cnn"
 BUNDLED_TITLE = "Facial expression CNN (bundled)"
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedModel:
-    """A Keras model and everything needed to feed it and read its output.
+    """A Keras model in this process and everything needed to feed it and read its output.
 
-    ``key`` identifies the model's content (catalogue name and weights, or the
-    SHA-256 of an uploaded file) and is what caches are keyed by.
+    Satisfies :class:`vizlib.contract.VizModel`. ``key`` identifies the model's
+    content (catalogue name and weights, or the SHA-256 of an uploaded file) and
+    is what caches are keyed by.
     """
 
     key: str
@@ -162,7 +173,7 @@ class LoadedModel:
     weights: str  # "imagenet", "untrained", "bundled", "file", "in-memory"
     class_names: Optional[list[str]] = None
     source: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _digest: Optional[str] = field(default=None, repr=False)
 
     @property
     def untrained(self) -> bool:
@@ -179,6 +190,82 @@ class LoadedModel:
         shape = _single_output_shape(self.model)
         return shape is not None and len(shape) == 2 and (shape[-1] or 0) >= 2
 
+    @property
+    def layers(self) -> list:
+        """Every layer in forward order (:class:`vizlib.layers.LayerInfo`), nested models flattened."""
+        from vizlib.layers import trace
+
+        return trace(self.model).layers
+
+    def raw_batch(self, images: Any) -> np.ndarray:
+        """float32 (N, H, W, C) pixels 0..255 at the model's size, from PIL images or such an array."""
+        return raw_batch(images, self.input_size, self.channels)
+
+    def run(self, op: str, batch: Optional[np.ndarray] = None, *, prepared: bool = False, **params: Any) -> dict:
+        """Run the operation ``op`` (:mod:`vizlib.ops`) here; ``batch`` is raw pixels unless ``prepared``."""
+        from vizlib import ops
+
+        if batch is not None:
+            batch = np.asarray(batch, dtype=np.float32)
+            if not prepared:
+                batch = np.ascontiguousarray(self.preprocess(self.raw_batch(batch)), dtype=np.float32)
+        return ops.call(self, op, batch, params)
+
+    def weights_digest(self) -> str:
+        """SHA-256 over the weights' shapes and bytes, in layer order (computed once)."""
+        if self._digest is None:
+            digest = hashlib.sha256()
+            for w in self.model.weights:
+                arr = np.ascontiguousarray(np.asarray(w.numpy() if hasattr(w, "numpy") else w))
+                digest.update(f"{w.path if hasattr(w, 'path') else w.name}:{arr.dtype}:{arr.shape};".encode())
+                digest.update(arr.tobytes())
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def untrained_copy(self, seed: int = 0) -> "LoadedModel":
+        """The same architecture with freshly initialised weights, reproducible for ``seed``."""
+        import dataclasses
+
+        name = self.key.split(":")[0]
+        if name in CATALOGUE and self.weights in ("imagenet", "untrained"):
+            return load_catalogue_model(name, None, seed=seed)
+        base = self.key.rsplit(":untrained", 1)[0] if self.weights == "untrained" else self.key
+        return dataclasses.replace(self, key=f"{base}:untrained:{seed}", model=reinitialise(self.model, seed),
+                                   weights="untrained", _digest=None)
+
+
+def raw_batch(images: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """float32 (N, H, W, C) pixels 0..255 at ``size``: PIL images resized, or an array checked."""
+    if isinstance(images, np.ndarray):
+        batch = images.astype(np.float32, copy=False)
+        if batch.ndim == 3:
+            batch = batch[None]
+    else:
+        from vizlib.images import to_batch
+
+        images = list(images)
+        if not images:
+            raise InputError("No images given.")
+        batch = to_batch(images, size, channels=channels)
+    want = (size[0], size[1], channels)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
+        raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
+    if len(batch) == 0:
+        raise InputError("No images given.")
+    return batch
+
+
+def reinitialise(model: Any, seed: int = 0) -> Any:
+    """A copy of a Keras model's architecture with new random weights, reproducible for ``seed``.
+
+    ``keras.models.clone_model`` rebuilds every layer (nested models too) from its
+    config, so each gets its initialisers' fresh draw; BatchNormalization starts
+    at mean 0, variance 1.
+    """
+    import keras
+
+    return _seeded(seed, lambda: keras.models.clone_model(model))
+
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in Keras Applications' output order (shipped, offline)."""
@@ -187,14 +274,12 @@ def imagenet_class_names() -> list[str]:
 
 
 def keras_cache_dir() -> Path:
-    """The folder Keras caches downloads in (``$KERAS_HOME`` or ``~/.keras``, as Keras decides)."""
-    home = os.environ.get("KERAS_HOME")
-    if home:
-        return Path(home)
-    base = Path(os.path.expanduser("~"))
-    if not os.access(base, os.W_OK):
-        base = Path("/tmp")
-    return base / ".keras"
+    """The folder ImageNet weights are cached in: ``$KERAS_HOME`` or ``~/.keras`` (see :mod:`vizlib.settings`).
+
+    vizlib passes this folder to Keras explicitly (``cache_dir=``), so the two
+    can never disagree about where the weights are.
+    """
+    return settings().keras_home
 
 
 def imagenet_weights_cached(name: str) -> bool:
@@ -209,7 +294,7 @@ def network_available(host: str = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT
     ``CNN_VIZ_OFFLINE=1`` in the environment says no without asking: for hosts
     that must never download, and for tests that need the offline path.
     """
-    if os.environ.get("CNN_VIZ_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if settings().offline:
         return False
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -228,37 +313,6 @@ def _entry(name: str) -> CatalogueEntry:
     except KeyError:
         known = ", ".join([BUNDLED_NAME, *CATALOGUE])
         raise InputError(f"Unknown model '{name}'. Choose one of: {known}.") from None
-
-
-class _DownloadingGetFile:
-    """Stands in for ``keras.utils.get_file`` while an application is built.
-
-    Keras' own download prints its progress to the terminal; this one fails at
-    once with a clear message when the network is out of reach, and reports
-    progress to a callback (the app's progress bar). Keras then checks the file
-    hash as usual from its cache.
-    """
-
-    def __init__(self, original: Callable[..., str], title: str, progress: Optional[ProgressFn]):
-        self.original = original
-        self.title = title
-        self.progress = progress
-
-    def __call__(self, fname: Optional[str] = None, origin: Optional[str] = None, *args: Any, **kwargs: Any) -> str:
-        cache_subdir = kwargs.get("cache_subdir", "datasets")
-        target = keras_cache_dir() / cache_subdir / (fname or "")
-        if fname and origin and not target.is_file():
-            url = urllib.parse.urlparse(origin)
-            host = url.hostname or WEIGHTS_HOST
-            if not network_available(host, port=url.port or (80 if url.scheme == "http" else 443)):
-                raise InputError(
-                    f"The ImageNet weights for {self.title} are not in the Keras cache "
-                    f"({target}) and {host} can't be reached, so they can't be downloaded. "
-                    "Pick 'untrained' weights or the bundled facial-expression model, "
-                    "or pre-fetch the weights where there is a network (see the README)."
-                )
-            _download(origin, target, self.progress)
-        return self.original(fname, origin, *args, **kwargs)
 
 
 def _download(url: str, target: Path, progress: Optional[ProgressFn]) -> None:
@@ -288,43 +342,75 @@ def _download(url: str, target: Path, progress: Optional[ProgressFn]) -> None:
 def fetch_imagenet_weights(name: str, progress: Optional[ProgressFn] = None) -> Path:
     """Make sure ``name``'s ImageNet weights are in the Keras cache, downloading them if needed.
 
-    Fails at once with :class:`InputError` when the network is out of reach.
-    Used by the app to show a progress bar before the model is built, and by
-    ``python -m vizlib.fetch`` to pre-fetch weights for an offline event.
+    Reports ``progress(bytes_done, bytes_total)``; fails at once with
+    :class:`InputError` when the network is out of reach. Used by
+    :func:`load_catalogue_model`, by the app (a progress bar before the model
+    is built) and by ``python -m vizlib.fetch`` (pre-fetching for an offline event).
     """
     entry = _entry(name)
     target = keras_cache_dir() / "models" / entry.weights_file
     if target.is_file():
         return target
-    _DownloadingGetFile(lambda *a, **k: str(target), entry.title, progress)(
-        entry.weights_file, entry.weights_url, cache_subdir="models")
+    url = urllib.parse.urlparse(entry.weights_url)
+    host = url.hostname or WEIGHTS_HOST
+    if not network_available(host, port=url.port or (80 if url.scheme == "http" else 443)):
+        raise InputError(
+            f"The ImageNet weights for {entry.title} are not in the Keras cache "
+            f"({target}) and {host} can't be reached, so they can't be downloaded. "
+            "Pick 'untrained' weights or the bundled facial-expression model, "
+            "or pre-fetch the weights where there is a network (see the README)."
+        )
+    _download(entry.weights_url, target, progress)
     return target
 
 
+def _verified_weights(entry: CatalogueEntry, progress: Optional[ProgressFn]) -> str:
+    """The cached weights file, fetched if needed, then found and hash-checked by Keras itself."""
+    import keras
+
+    path = fetch_imagenet_weights(entry.name, progress)
+    # Keras' public get_file: finds the file in the cache folder we name, checks its
+    # hash, and only downloads when the cached copy is missing or corrupt.
+    try:
+        return keras.utils.get_file(entry.weights_file, entry.weights_url, cache_dir=str(path.parent.parent),
+                                    cache_subdir="models", file_hash=entry.weights_hash)
+    except Exception as exc:  # a corrupt cached file and no network to replace it
+        raise InputError(
+            f"The cached ImageNet weights for {entry.title} ({path}) failed Keras' integrity check and "
+            f"could not be downloaded again ({type(exc).__name__}). Delete the file and try where there is a network, "
+            "or pick 'untrained' weights."
+        ) from exc
+
+
+def _seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """Build a model with Keras' random seed fixed, so untrained weights are reproducible."""
+    import keras
+
+    with _BUILD_LOCK:
+        keras.utils.set_random_seed(int(seed))
+        return build()
+
+
 def load_catalogue_model(name: str, weights: Optional[str] = "imagenet",
-                         progress: Optional[ProgressFn] = None) -> LoadedModel:
+                         progress: Optional[ProgressFn] = None, seed: int = 0) -> LoadedModel:
     """Build a Keras Applications model with ImageNet weights (``"imagenet"``) or untrained (``None``).
 
     ImageNet weights download on first use into the Keras cache, reporting to
     ``progress(bytes_done, bytes_total)``; with no network this raises
-    :class:`InputError` at once instead of hanging.
+    :class:`InputError` at once instead of hanging. Untrained weights are drawn
+    with ``seed``, so the same link shows the same random model.
     """
     entry = _entry(name)
     if weights not in ("imagenet", None, "untrained"):
         raise InputError(f"Weights must be 'imagenet' or None (untrained), not {weights!r}.")
     imagenet = weights == "imagenet"
-    from keras.src.utils import file_utils
-
-    with _BUILD_LOCK:  # the get_file stand-in is process-wide while it is in place
-        original = file_utils.get_file
-        if imagenet:
-            file_utils.get_file = _DownloadingGetFile(original, entry.title, progress)
-        try:
-            model = entry.build("imagenet" if imagenet else None)
-        finally:
-            file_utils.get_file = original
+    if imagenet:
+        path = _verified_weights(entry, progress)
+        model = entry.build(path)
+    else:
+        model = _seeded(seed, lambda: entry.build(None))
     return LoadedModel(
-        key=f"{name}:{'imagenet' if imagenet else 'untrained'}",
+        key=f"{name}:imagenet" if imagenet else (f"{name}:untrained" if seed == 0 else f"{name}:untrained:{seed}"),
         title=entry.title,
         model=model,
         input_size=(entry.input_size, entry.input_size),
@@ -444,11 +530,8 @@ def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Option
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
@@ -486,19 +569,25 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
 def load_model(model: Any, weights: Optional[str] = "imagenet", **kwargs: Any) -> LoadedModel:
     """One entry point: a catalogue name, a ``.keras``/``.h5`` path, or a ``keras.Model`` you have.
 
-    ``weights`` applies to catalogue names: ``"imagenet"`` (downloaded on first
-    use) or ``None`` for untrained, randomly initialised weights.
+    ``weights``: ``"imagenet"`` (the default: for catalogue names, downloaded on
+    first use; for the bundled model and files, their own weights) or ``None``
+    for the same architecture untrained, randomly initialised (seed 0).
     """
-    if isinstance(model, LoadedModel):
-        return model
+    from vizlib.contract import VizModel
+
+    if isinstance(model, VizModel):
+        return model if weights not in (None, "untrained") or model.untrained else model.untrained_copy(0)
     if isinstance(model, (str, Path)):
         text = str(model)
         if text == BUNDLED_NAME:
-            return load_bundled_model()
+            bundled = load_bundled_model()
+            return bundled.untrained_copy(0) if weights in (None, "untrained") else bundled
         if text in CATALOGUE:
             return load_catalogue_model(text, weights, progress=kwargs.get("progress"))
         if Path(text).suffix.lower() in (".keras", ".h5", ".hdf5"):
-            return load_model_file(text, **{k: v for k, v in kwargs.items() if k in ("preprocess", "check", "title")})
+            loaded = load_model_file(text, **{k: v for k, v in kwargs.items() if k in ("preprocess", "check", "title")})
+            return loaded.untrained_copy(0) if weights in (None, "untrained") else loaded
         known = ", ".join([BUNDLED_NAME, *CATALOGUE])
         raise InputError(f"Unknown model '{text}'. Use one of {known}, or a path to a .keras or .h5 file.")
-    return describe_keras_model(model, **kwargs)
+    loaded = describe_keras_model(model, **kwargs)
+    return loaded.untrained_copy(0) if weights in (None, "untrained") else loaded
