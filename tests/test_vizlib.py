@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import vizlib
-from vizlib.activations import (
+from vizlib.extract import (
     channel_across_images, channel_stats, decode, forward, pick_channels, top_channels,
 )
 from vizlib.errors import InputError
@@ -64,10 +64,7 @@ def test_activations_match_reference_submodel_greyscale(bundled):
 
 def test_one_forward_pass_builds_one_extractor(bundled, monkeypatch):
     import keras
-    from vizlib import activations as act_mod  # noqa: F401  (module, not the function)
-    import sys
-
-    mod = sys.modules["vizlib.activations"]
+    from vizlib import extract as mod
     built = []
     real = keras.Model
 
@@ -227,7 +224,7 @@ def test_catalogue_weights_file_is_what_keras_asks_for(name, monkeypatch):
         pass
 
     def capture(fname=None, origin=None, *a, **k):
-        seen.update(fname=fname, origin=origin)
+        seen.update(fname=fname, origin=origin, file_hash=k.get("file_hash"))
         raise Asked
 
     monkeypatch.setattr(file_utils, "get_file", capture)
@@ -235,6 +232,7 @@ def test_catalogue_weights_file_is_what_keras_asks_for(name, monkeypatch):
         CATALOGUE[name].build("imagenet")
     assert seen["fname"] == CATALOGUE[name].weights_file
     assert seen["origin"] == CATALOGUE[name].weights_url
+    assert seen["file_hash"] == CATALOGUE[name].weights_hash  # vizlib asks Keras to check the same hash
 
 
 def test_untrained_catalogue_model_is_labelled():
