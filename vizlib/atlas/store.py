@@ -1,0 +1,639 @@
+"""An atlas on disk: Parquet tables and a JSON manifest, written atomically, read back validated.
+
+Layout of an atlas directory::
+
+    manifest.json        what was built from what (model, layers, dataset, counts, time), status
+    stats/000000.parquet per-image, per-channel maximum / position / mean, one file per committed shard
+    top.parquet          per layer and channel: the top-k images, highest first, with position and crop box
+    thumbs.parquet       a small JPEG of every image in some top-k list (the picture the page opens)
+    crops.parquet        the receptive-field crop of the model's view around each top-k maximum
+
+Every file is written to a temporary name and renamed into place
+(``os.replace``), so a killed build leaves either the old file or the new one,
+never half of one. Reading trusts nothing: file names are fixed here (never
+taken from the manifest), paths are confined to the atlas directory (and, for
+the page, to a configured root), files are size-capped, schemas must match
+exactly, and values are range-checked. Only JSON and Parquet are parsed
+(no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from vizlib.errors import InputError
+
+FORMAT = "vizlib-atlas"
+VERSION = 1
+MANIFEST = "manifest.json"
+STATS_DIR = "stats"
+TOP = "top.parquet"
+THUMBS = "thumbs.parquet"
+CROPS = "crops.parquet"
+_SHARD_RE = re.compile(r"^(\d{6})\.parquet$")
+
+#: Caps applied when reading an atlas.
+MAX_MANIFEST_BYTES = 16 * 2**20
+MAX_TOP_BYTES = 256 * 2**20
+MAX_PICTURES_BYTES = 4 * 2**30
+MAX_SHARD_BYTES = 1 * 2**30
+MAX_LAYERS = 64
+MAX_CHANNELS = 1 << 16
+MAX_TOP_K = 1000
+#: Failures listed by name in the manifest (all are counted; all are in the stats tables).
+MAX_LISTED_FAILURES = 10_000
+#: Rows per Parquet row group of the picture tables (what one crop lookup reads).
+PICTURE_ROWS = 64
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader (or a killed writer) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; an atlas is meant to be read by the app's user too
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class AtomicParquet:
+    """A Parquet file written row group by row group under a temporary name, renamed on :meth:`commit`."""
+
+    def __init__(self, path: Path, schema: Any):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=False)
+        self.rows = 0
+
+    def write(self, table: Any) -> None:
+        if table.num_rows:
+            self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self.rows += table.num_rows
+
+    def commit(self) -> None:
+        self.writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def write_table(path: Path, table: Any) -> None:
+    """One whole Parquet table, atomically."""
+    w = AtomicParquet(path, table.schema)
+    try:
+        w.write(table)
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def clean_temporaries(directory: Path) -> None:
+    """Remove the temporary files a killed build left behind."""
+    for sub in (directory, directory / STATS_DIR):
+        if sub.is_dir():
+            for p in sub.iterdir():
+                if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def stats_schema(channels: Sequence[int]) -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field("id", pa.int64(), nullable=False), pa.field("path", pa.string(), nullable=False),
+              pa.field("sha256", pa.string()), pa.field("error", pa.string())]
+    for i, c in enumerate(channels):
+        fields += [pa.field(f"max_{i}", pa.list_(pa.float32(), int(c))),
+                   pa.field(f"argmax_{i}", pa.list_(pa.int32(), int(c))),
+                   pa.field(f"mean_{i}", pa.list_(pa.float32(), int(c)))]
+    return pa.schema(fields)
+
+
+def top_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("layer", pa.string(), nullable=False), pa.field("channel", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False), pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("path", pa.string(), nullable=False), pa.field("value", pa.float32(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False), pa.field("col", pa.int32(), nullable=False),
+        pa.field("mean", pa.float32(), nullable=False),
+        pa.field("top", pa.int32(), nullable=False), pa.field("left", pa.int32(), nullable=False),
+        pa.field("bottom", pa.int32(), nullable=False), pa.field("right", pa.int32(), nullable=False),
+    ])
+
+
+def thumbs_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("image_id", pa.int64(), nullable=False), pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False), pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False), pa.field("jpeg", pa.binary(), nullable=False),
+    ])
+
+
+def crops_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("layer", pa.string(), nullable=False), pa.field("channel", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False), pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+    ])
+
+
+def shard_path(directory: Path, shard: int) -> Path:
+    return directory / STATS_DIR / f"{int(shard):06d}.parquet"
+
+
+# --------------------------------------------------------------------------- shards
+
+
+@dataclass
+class ShardResult:
+    """Everything one shard of images produced, ready to commit."""
+
+    shard: int
+    ids: np.ndarray  # int64, every id of the shard in order
+    names: list[str]
+    digests: list[Optional[str]]  # None for failed images
+    errors: list[Optional[str]]  # None for decoded images
+    max: list[np.ndarray]  # per layer (n, C) float32, rows of failed images unused
+    argmax: list[np.ndarray]
+    mean: list[np.ndarray]
+
+
+def shard_table(result: ShardResult, channels: Sequence[int]) -> Any:
+    import pyarrow as pa
+
+    # Rows of failed images hold zeros (their "error" says why): Parquet round-trips null
+    # fixed-size lists badly, and zeros keep the bytes deterministic.
+    cols: dict[str, Any] = {
+        "id": pa.array(result.ids, pa.int64()),
+        "path": pa.array(result.names, pa.string()),
+        "sha256": pa.array(result.digests, pa.string()),
+        "error": pa.array(result.errors, pa.string()),
+    }
+    failed = np.array([e is not None for e in result.errors], dtype=bool)
+    for i, c in enumerate(channels):
+        for name, arr, typ in (("max", result.max[i], pa.float32()), ("argmax", result.argmax[i], pa.int32()),
+                               ("mean", result.mean[i], pa.float32())):
+            arr = np.array(arr, dtype=typ.to_pandas_dtype())
+            arr[failed] = 0
+            cols[f"{name}_{i}"] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), typ), int(c))
+    return pa.table(cols, schema=stats_schema(channels))
+
+
+def write_shard(directory: Path, result: ShardResult, channels: Sequence[int]) -> None:
+    """Commit one shard: after this returns, a killed build resumes after it."""
+    write_table(shard_path(directory, result.shard), shard_table(result, channels))
+
+
+def _check_file(directory: Path, path: Path, limit: int) -> int:
+    """Size of a regular file inside ``directory`` (no symlink out), or InputError."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise InputError(f"The atlas is missing {path.name}.") from exc
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path.name} in the atlas is not a regular file.")
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise InputError(f"{path.name} points outside the atlas.")
+    if st.st_size > limit:
+        raise InputError(f"{path.name} is {st.st_size / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit.")
+    return int(st.st_size)
+
+
+def read_shard(directory: Path, shard: int, channels: Sequence[int], *, expect_ids: Optional[np.ndarray] = None) -> Any:
+    """A committed shard's table, validated (schema, ids, positions); InputError if it is not usable."""
+    import pyarrow.parquet as pq
+
+    path = shard_path(directory, shard)
+    _check_file(directory, path, MAX_SHARD_BYTES)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"{path.name} is not a readable Parquet table ({exc}).") from exc
+    want = stats_schema(channels)
+    if not table.schema.remove_metadata().equals(want):
+        raise InputError(f"{path.name} does not have the columns of an atlas stats table.")
+    if expect_ids is not None:
+        ids = table.column("id").to_numpy()
+        if len(ids) != len(expect_ids) or not np.array_equal(ids, expect_ids):
+            raise InputError(f"{path.name} does not hold the images of shard {shard}.")
+    return table
+
+
+def shard_stats(table: Any, channels: Sequence[int], layer_shapes: Sequence[tuple[int, int, int]]
+                ) -> tuple[np.ndarray, list[Any]]:
+    """(ids of decoded images, per layer LayerStats) from a shard table."""
+    from vizlib.atlas.pipeline import LayerStats
+
+    errors = table.column("error")
+    ok = np.asarray(errors.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    ids = table.column("id").to_numpy()[ok]
+    out = []
+    for i, c in enumerate(channels):
+        def grab(name: str, dtype: Any) -> np.ndarray:
+            col = table.column(f"{name}_{i}").combine_chunks()
+            _need(col.null_count == 0, "an atlas stats table has null statistics")
+            vals = col.flatten().to_numpy(zero_copy_only=False)
+            return np.asarray(vals, dtype).reshape(-1, int(c))[ok]
+
+        st = LayerStats(grab("max", np.float32), grab("argmax", np.int32), grab("mean", np.float32))
+        h, w, _ = layer_shapes[i]
+        if st.max.shape != (len(ids), int(c)) or (len(ids) and (st.argmax.min() < 0 or st.argmax.max() >= h * w)):
+            raise InputError("An atlas stats table has values out of range.")
+        out.append(st)
+    return ids, out
+
+
+# --------------------------------------------------------------------------- manifest validation
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise InputError(f"This is not a valid atlas: {what}.")
+
+
+def read_manifest(directory: Path) -> dict:
+    """The manifest, parsed and checked for the fields and types the reader relies on."""
+    path = directory / MANIFEST
+    _check_file(directory, path, MAX_MANIFEST_BYTES)
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"The atlas manifest is not valid JSON ({exc}).") from exc
+    validate_manifest(manifest)
+    return manifest
+
+
+def validate_manifest(m: Any) -> None:
+    _need(isinstance(m, dict), "the manifest is not a JSON object")
+    _need(m.get("format") == FORMAT, f"the manifest's format is not {FORMAT!r}")
+    _need(m.get("version") == VERSION, f"the manifest's version is not {VERSION}")
+    _need(m.get("status") in ("building", "complete"), "unknown status")
+    model = m.get("model")
+    _need(isinstance(model, dict), "no model section")
+    for key in ("key", "title", "weights", "weights_digest", "preprocess"):
+        _need(isinstance(model.get(key), str), f"model.{key} missing")
+    size = model.get("input_size")
+    _need(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 4096 for v in size),
+          "bad model.input_size")
+    _need(model.get("channels") in (1, 3), "bad model.channels")
+    layers = m.get("layers")
+    _need(isinstance(layers, list) and 0 < len(layers) <= MAX_LAYERS, "bad layers list")
+    names = set()
+    for layer in layers:
+        _need(isinstance(layer, dict) and isinstance(layer.get("name"), str) and layer["name"], "bad layer entry")
+        shape = layer.get("shape")
+        _need(isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
+              and shape[2] <= MAX_CHANNELS and shape[0] * shape[1] < 2**31, "bad layer shape")
+        _need(layer["name"] not in names, "a layer is listed twice")
+        names.add(layer["name"])
+        rf = layer.get("receptive_field")
+        if rf is not None:
+            from vizlib.atlas.rf import ReceptiveField
+
+            try:
+                ReceptiveField.from_json(rf)
+            except Exception:
+                _need(False, "bad receptive field")
+    k = m.get("top_k")
+    _need(isinstance(k, int) and 1 <= k <= MAX_TOP_K, "bad top_k")
+    images = m.get("images")
+    _need(isinstance(images, dict) and isinstance(images.get("count"), int) and images["count"] >= 0, "bad images")
+    counts = m.get("counts")
+    _need(isinstance(counts, dict), "no counts")
+    failures = m.get("failures", [])
+    _need(isinstance(failures, list) and all(isinstance(f, dict) and isinstance(f.get("path"), str)
+                                             and isinstance(f.get("error"), str) for f in failures), "bad failures")
+    job = m.get("job")
+    _need(isinstance(job, dict) and isinstance(job.get("batch_size"), int) and isinstance(job.get("shard_size"), int)
+          and job["batch_size"] > 0 and job["shard_size"] > 0, "bad job")
+
+
+# --------------------------------------------------------------------------- reading an atlas
+
+
+def _confine(path: str | os.PathLike[str], root: Optional[str | os.PathLike[str]]) -> Path:
+    """``path`` as a directory confined under ``root`` (when given): relative, no '..', no symlink out."""
+    if root is None:
+        p = Path(path)
+        if not p.is_dir():
+            raise InputError(f"There is no atlas directory at {p}.")
+        return p.resolve()
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise InputError("An atlas name can't contain NUL.")
+    rel = Path(text)
+    if rel.is_absolute() or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text):
+        raise InputError("Give the atlas as a folder name under the atlas root, not an absolute path.")
+    if any(part == ".." for part in re.split(r"[\\/]", text)):
+        raise InputError("An atlas name can't contain '..'.")
+    base = Path(root).resolve()
+    full = (base / rel).resolve()
+    if not full.is_relative_to(base):
+        raise InputError("That atlas is outside the atlas root.")
+    if not full.is_dir():
+        raise InputError(f"There is no atlas called {text!r} under the atlas root.")
+    return full
+
+
+def _float(v: Any) -> float:
+    return float(v)
+
+
+class Atlas:
+    """A finished atlas, read-only: top-k per channel, crops, thumbnails, per-image statistics.
+
+    Open one with :func:`load`. Rows of :meth:`top` are dicts, highest first, with
+    ``path`` (relative to the images root; a ZIP member; a table row id),
+    ``value`` (the channel's maximum over that image), ``row`` and ``col`` of
+    the maximum in the layer's map, ``mean``, ``rank``, ``image_id`` and the
+    receptive-field box ``top``/``left``/``bottom``/``right`` in the model's
+    input pixels.
+    """
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory = directory
+        self.manifest = manifest
+        self._index: Optional[dict[tuple[str, int], tuple[int, int]]] = None
+        self._cols: dict[str, np.ndarray] = {}
+        self._crop_index: Optional[dict[tuple[str, int, int], tuple[int, int]]] = None
+        self._thumb_index: Optional[dict[str, tuple[int, int]]] = None
+
+    # ------------------------------------------------------------ facts
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer["name"] for layer in self.manifest["layers"]]
+
+    def layer(self, name: str) -> dict:
+        for layer in self.manifest["layers"]:
+            if layer["name"] == name:
+                return layer
+        raise InputError(f"This atlas has no layer {name!r}; it has {', '.join(self.layers)}.")
+
+    @property
+    def top_k(self) -> int:
+        return int(self.manifest["top_k"])
+
+    @property
+    def model(self) -> dict:
+        return self.manifest["model"]
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    def __repr__(self) -> str:
+        return (f"Atlas({str(self.directory)!r}, model={self.model['key']!r}, layers={self.layers}, "
+                f"k={self.top_k}, images={self.manifest['images']['count']})")
+
+    # ------------------------------------------------------------ top-k
+
+    def _load_top(self) -> None:
+        import pyarrow.parquet as pq
+
+        path = self.directory / TOP
+        _check_file(self.directory, path, MAX_TOP_BYTES)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:
+            raise InputError(f"top.parquet is not a readable Parquet table ({exc}).") from exc
+        _need(table.schema.remove_metadata().equals(top_schema()), "top.parquet has unexpected columns")
+        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        n = table.num_rows
+        expect = self.manifest.get("tables", {}).get("top", {}).get("rows")
+        _need(expect is None or expect == n, "top.parquet's row count differs from the manifest")
+        shapes = {layer["name"]: layer["shape"] for layer in self.manifest["layers"]}
+        k = self.top_k
+        index: dict[tuple[str, int], tuple[int, int]] = {}
+        layer_col = cols["layer"]
+        start = 0
+        in_size = self.model["input_size"]
+        while start < n:
+            name = str(layer_col[start])
+            ch = int(cols["channel"][start])
+            stop = start
+            while stop < n and layer_col[stop] == name and cols["channel"][stop] == ch:
+                stop += 1
+            shape = shapes.get(name)
+            _need(shape is not None, f"top.parquet names an unknown layer {name!r}")
+            _need(0 <= ch < shape[2], "a channel in top.parquet is out of range")
+            _need((name, ch) not in index, "top.parquet is not sorted by layer and channel")
+            ranks = cols["rank"][start:stop]
+            _need(stop - start <= k and np.array_equal(ranks, np.arange(stop - start)), "bad ranks in top.parquet")
+            vals = cols["value"][start:stop].astype(np.float64)
+            key = np.where(np.isnan(vals), -np.inf, vals)
+            _need(bool(np.all(np.diff(key) <= 0)), "top.parquet is not ordered highest first")
+            rows, cs = cols["row"][start:stop], cols["col"][start:stop]
+            _need(bool(np.all((rows >= 0) & (rows < shape[0]) & (cs >= 0) & (cs < shape[1]))),
+                  "a position in top.parquet is outside the layer's map")
+            t, lft, b, r = (cols[c][start:stop] for c in ("top", "left", "bottom", "right"))
+            _need(bool(np.all((t >= 0) & (lft >= 0) & (b <= in_size[0]) & (r <= in_size[1]) & (t < b) & (lft < r))),
+                  "a crop box in top.parquet is outside the image")
+            index[(name, ch)] = (start, stop)
+            start = stop
+        self._cols = cols
+        self._index = index
+
+    def top(self, layer: str, channel: int) -> list[dict]:
+        """The top-k images of ``layer``'s ``channel``, highest maximum first (ties: earlier image first)."""
+        if self._index is None:
+            self._load_top()
+        info = self.layer(layer)
+        c = int(channel)
+        if not 0 <= c < info["shape"][2]:
+            raise InputError(f"Layer {layer!r} has channels 0 to {info['shape'][2] - 1}; there is no channel {c}.")
+        assert self._index is not None
+        start, stop = self._index.get((layer, c), (0, 0))
+        rows = []
+        for i in range(start, stop):
+            rows.append({
+                "rank": int(self._cols["rank"][i]), "path": str(self._cols["path"][i]),
+                "image_id": int(self._cols["image_id"][i]), "value": _float(self._cols["value"][i]),
+                "row": int(self._cols["row"][i]), "col": int(self._cols["col"][i]),
+                "mean": _float(self._cols["mean"][i]),
+                "top": int(self._cols["top"][i]), "left": int(self._cols["left"][i]),
+                "bottom": int(self._cols["bottom"][i]), "right": int(self._cols["right"][i]),
+            })
+        return rows
+
+    # ------------------------------------------------------------ pictures
+
+    def _picture_index(self, name: str, key_cols: Sequence[str], schema: Any) -> tuple[Any, dict]:
+        import pyarrow.parquet as pq
+
+        path = self.directory / name
+        _check_file(self.directory, path, MAX_PICTURES_BYTES)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:
+            raise InputError(f"{name} is not a readable Parquet file ({exc}).") from exc
+        _need(pf.schema_arrow.remove_metadata().equals(schema), f"{name} has unexpected columns")
+        index: dict = {}
+        for g in range(pf.num_row_groups):
+            keys = pf.read_row_group(g, columns=list(key_cols))
+            _need(keys.num_rows <= 4096, f"{name} has oversized row groups")
+            arrays = [keys.column(c).to_pylist() for c in key_cols]
+            for j, key in enumerate(zip(*arrays)):
+                index[key if len(key) > 1 else key[0]] = (g, j)
+        return pf, index
+
+    def _picture(self, pf: Any, where: tuple[int, int], column: str, name: str) -> Any:
+        from vizlib.images import load_image
+
+        g, j = where
+        blob = pf.read_row_group(g, columns=[column]).column(0)[j].as_py()
+        return load_image(blob, name=name)
+
+    def crops(self, layer: str, channel: int) -> list[Any]:
+        """The receptive-field crops of :meth:`top`'s rows (PIL images of the model's view), in rank order."""
+        rows = self.top(layer, channel)
+        if self._crop_index is None:
+            self._crops_file, self._crop_index = self._picture_index(CROPS, ("layer", "channel", "rank"), crops_schema())
+        out = []
+        for r in rows:
+            where = self._crop_index.get((layer, int(channel), r["rank"]))
+            out.append(None if where is None else self._picture(self._crops_file, where, "image", "a crop"))
+        return out
+
+    def image(self, path: str) -> Any:
+        """The stored thumbnail (RGB PIL image, longest side 256) of an image in some top-k list."""
+        if self._thumb_index is None:
+            self._thumbs_file, self._thumb_index = self._picture_index(THUMBS, ("path",), thumbs_schema())
+        where = self._thumb_index.get(str(path))
+        if where is None:
+            raise InputError(f"The atlas has no picture of {path!r} (only images in some top-k list are kept).")
+        return self._picture(self._thumbs_file, where, "jpeg", str(path))
+
+    # ------------------------------------------------------------ per-image statistics
+
+    def shard_files(self) -> list[Path]:
+        d = self.directory / STATS_DIR
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if _SHARD_RE.match(p.name))
+
+    def stats(self, layer: str) -> Iterator[dict]:
+        """Per-image statistics of ``layer``, shard by shard: dicts of ``id``, ``path`` (n,) and
+        ``max``, ``mean`` (n, C) float32 and ``row``, ``col`` (n, C) int32, decoded images only."""
+        names = self.layers
+        i = names.index(self.layer(layer)["name"])
+        shapes = [tuple(layer_["shape"]) for layer_ in self.manifest["layers"]]
+        channels = [s[2] for s in shapes]
+        for path in self.shard_files():
+            shard = int(_SHARD_RE.match(path.name).group(1))  # type: ignore[union-attr]
+            table = read_shard(self.directory, shard, channels)
+            ids, per_layer = shard_stats(table, channels, shapes)
+            ok = np.asarray(table.column("error").is_null().to_numpy(zero_copy_only=False), bool)
+            paths = np.asarray(table.column("path").to_pylist(), dtype=object)[ok]
+            st = per_layer[i]
+            w = shapes[i][1]
+            yield {"id": ids, "path": paths, "max": st.max, "mean": st.mean,
+                   "row": st.argmax // w, "col": st.argmax % w}
+
+    # ------------------------------------------------------------ the model it belongs to
+
+    def model_mismatch(self, model: Any) -> Optional[str]:
+        """None if ``model`` is the one this atlas was built with; else a message saying what differs."""
+        want = self.model
+        key = getattr(model, "key", None)
+        try:
+            digest = model.weights_digest()
+        except Exception:
+            digest = None
+        label = getattr(model, "label", key)
+        if digest != want["weights_digest"]:
+            same_arch = key == want["key"]
+            return (f"This atlas was built with {want.get('label') or want['title']} (weights "
+                    f"{want['weights_digest'][:12]}), but the page shows {label}"
+                    + (" with different weights" if same_arch else "")
+                    + f". Switch the model to {want.get('label') or want['title']}, or build an atlas for this one.")
+        if [int(v) for v in getattr(model, "input_size", ())] != list(want["input_size"]) \
+                or int(getattr(model, "channels", 0)) != int(want["channels"]):
+            return "This atlas was built for another input size or colour mode than the model's."
+        try:
+            from vizlib.layers import find_layer
+
+            for layer in self.manifest["layers"]:
+                info = find_layer(model, layer["name"])
+                if list(info.output_shape) != list(layer["shape"]):
+                    return f"Layer {layer['name']!r} has another shape in this model than in the atlas."
+        except InputError as exc:
+            return f"The atlas's layers don't match this model: {exc}"
+        return None
+
+
+def load(directory: str | os.PathLike[str], *, root: Optional[str | os.PathLike[str]] = None) -> Atlas:
+    """Open the atlas in ``directory`` (confined under ``root`` when given), validated.
+
+    Raises :class:`InputError` for anything that is not a complete, well-formed
+    atlas: a path outside ``root``, a missing or malformed manifest, tables
+    with other columns or out-of-range values.
+    """
+    path = _confine(directory, root)
+    manifest = read_manifest(path)
+    if manifest["status"] != "complete":
+        raise InputError("This atlas is not finished yet: run the same build command again to complete it.")
+    atlas = Atlas(path, manifest)
+    atlas._load_top()
+    return atlas
+
+
+def _is_finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
