@@ -19,8 +19,8 @@ from vizlib.export import (
     across_png, bundle, grid_png, is_bundle, manifest, manifest_json, npy_bytes, npz_bytes, read_bundle,
 )
 from vizlib.links import (
-    DEFAULT, MODES, SCALES, VIEWS, WEIGHTS, SOURCES, ViewState, as_dict, from_dict, from_query, to_query,
-    validate_for_model,
+    DEFAULT, MODES, SCALES, TOGGLES, VIEWS, WEIGHTS, SOURCES, ViewState, as_dict, canonical, from_dict, from_query,
+    to_query, validate_for_model,
 )
 
 MODELS = ["emotion_cnn", "vgg16", "resnet50", "mobilenet_v2"]
@@ -35,6 +35,10 @@ states = st.builds(
     inspect=st.just("") | layer_names, channel=st.integers(0, 4095), mode=st.sampled_from(MODES),
     n=st.integers(1, 256), scale=st.sampled_from(SCALES), cmap=st.sampled_from(CMAPS),
     images=st.lists(st.sampled_from(SAMPLE_NAMES), unique=True, max_size=5).map(tuple),
+    cls=st.integers(-1, 999), camlayer=st.just("") | layer_names, opacity=st.integers(0, 100),
+    twin=st.sampled_from(TOGGLES), fv=st.sampled_from(TOGGLES),
+    cell=st.just("") | st.tuples(st.integers(0, 999), st.integers(0, 999)).map(lambda rc: f"{rc[0]},{rc[1]}"),
+    atlas=st.just("") | st.from_regex(r"[a-z0-9_]{1,10}(/[a-z0-9_-]{1,10})?", fullmatch=True),
 )
 
 
@@ -45,7 +49,8 @@ def test_state_round_trips_through_a_real_query_string(state):
     params = {k: v for k, v in parse_qs(query, keep_blank_values=True).items()}
     back, notices = from_query(params, models=MODELS, samples=SAMPLE_NAMES, colormaps=CMAPS)
     assert notices == []
-    assert back == state
+    assert back == canonical(state)  # a link carries what its view uses, nothing else
+    assert canonical(back) == back
 
 
 @settings(max_examples=300, deadline=None)
@@ -193,3 +198,33 @@ def test_across_png():
     maps = np.random.default_rng(0).uniform(size=(3, 10, 10)).astype(np.float32)
     img = Image.open(io.BytesIO(across_png(maps, ["a", "b", "c"], title="x")))
     assert img.format == "PNG" and img.width > 200
+
+
+def test_link_messages_name_the_real_reason():
+    """?model=zzz&channel=-3&n=100000 once said "channel out of range 0 to 100000" (the bound from n)."""
+    _, notices = from_query({"model": "zzz", "channel": "-3", "n": "100000"}, models=MODELS,
+                            samples=SAMPLE_NAMES, colormaps=CMAPS)
+    text = " | ".join(notices)
+    assert "model='zzz'" in text and "unknown model" in text
+    assert "channel='-3'" in text and "numbered from 0" in text and "100000" not in text.split("channel=")[1].split("|")[0]
+    assert "n='100000'" in text and "1 to 256" in text
+    assert len(notices) == 3
+
+
+def test_links_carry_only_what_applies():
+    bundled = to_query(ViewState(model="emotion_cnn", weights="untrained", view="explore", inspect="conv2d_7",
+                                 layer="conv2d_3", channel=4))
+    assert "weights" not in bundled and "inspect" not in bundled
+    assert bundled["layer"] == "conv2d_3" and bundled["channel"] == "4"
+    compare = to_query(ViewState(model="vgg16", weights="untrained", view="compare", layer="block3_conv1",
+                                 inspect="block5_conv3"))
+    assert compare["weights"] == "untrained" and compare["inspect"] == "block5_conv3" and "layer" not in compare
+    why = to_query(ViewState(model="vgg16", view="why", cls=281, opacity=70, twin="on"))
+    assert why["cls"] == "281" and why["opacity"] == "70" and why["twin"] == "on"
+    assert "cls" not in to_query(ViewState(view="explore", cls=281))
+
+
+@pytest.mark.parametrize("raw", ["../etc", "/abs", "a/../../b", "a\\b", "x" * 300])
+def test_atlas_paths_in_links_stay_relative(raw):
+    state, notices = from_query({"atlas": raw, "view": "atlas"})
+    assert state.atlas == "" and notices

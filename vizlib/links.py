@@ -17,19 +17,26 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-VIEWS = ("compare", "explore", "across")
+VIEWS = ("compare", "explore", "across", "why", "depth", "atlas")
 VIEW_TITLES = {
     "compare": "First vs last conv layer",
     "explore": "Layer explorer",
     "across": "One channel across images",
+    "why": "Why this prediction?",
+    "depth": "Depth profile",
+    "atlas": "Dataset atlas",
 }
-MODES = ("first", "top")
+MODES = ("first", "top", "contrib")
 SCALES = ("shared", "channel")
 WEIGHTS = ("imagenet", "untrained")
 SOURCES = ("sample", "upload", "camera")
+TOGGLES = ("off", "on")
 MAX_GRID = 256  # the grid-size slider's maximum
 MAX_CHANNEL = 100_000
+MAX_CLASS = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9_./#:+-]{1,200}$")
+_CELL = re.compile(r"^(\d{1,5}),(\d{1,5})$")
+_PATH = re.compile(r"^[A-Za-z0-9_.+-]{1,100}(/[A-Za-z0-9_.+-]{1,100}){0,7}$")
 
 
 @dataclass(frozen=True)
@@ -44,38 +51,151 @@ class ViewState:
     layer: str = ""  # explorer / across-images layer ("" = the model's first conv layer)
     inspect: str = ""  # the layer whose channel is inspected in the compare view ("" = first conv)
     channel: int = 0  # the channel inspected (detail heatmap) / compared across images
-    mode: str = "first"  # grid shows the first N channels, or the N most active
+    mode: str = "first"  # grid shows the first N channels, the N most active, or the N most contributing
     n: int = 49  # grid size
     scale: str = "shared"  # one colour scale for the grid, or one per channel
     cmap: str = "viridis"
     images: tuple[str, ...] = ()  # samples in the across-images view (() = all samples)
+    cls: int = -1  # the class explained (-1: the top prediction)
+    camlayer: str = ""  # the layer Grad-CAM reads ("" = the final feature map)
+    opacity: int = 50  # Grad-CAM overlay opacity, percent
+    twin: str = "off"  # "on": the untrained twin side by side
+    cell: str = ""  # "row,col" of the inspected map position (its receptive field), "" = none
+    fv: str = "off"  # "on": feature visualisations beside the maps
+    atlas: str = ""  # an atlas folder, relative to the host's atlas root
 
 
 DEFAULT = ViewState()
 #: Written into every link even at their defaults, because the app's default
 #: model depends on the machine (VGG16 when its weights are cached).
-ALWAYS = ("model", "weights", "image")
+ALWAYS = ("model", "image")
 PARAMS = tuple(f.name for f in fields(ViewState))
+#: What each view reads besides the model, image and display settings: a link carries no more.
+VIEW_PARAMS: dict[str, tuple[str, ...]] = {
+    "compare": ("inspect", "channel", "mode", "n", "scale", "cmap", "fv", "cell"),
+    "explore": ("layer", "channel", "mode", "n", "scale", "cmap", "fv", "cell"),
+    "across": ("layer", "channel", "cmap", "images"),
+    "why": ("cls", "camlayer", "opacity", "twin", "cmap", "mode", "n", "scale", "channel"),
+    "depth": (),
+    "atlas": ("layer", "channel", "atlas", "cmap"),
+}
+
+
+def applies(state: ViewState, key: str) -> bool:
+    """Whether ``key`` matters for ``state`` (so a link carries it)."""
+    if key in ("model", "source", "image", "view"):
+        return True
+    if key == "weights":
+        return state.model not in ("emotion_cnn",) and "/" not in state.model
+    return key in VIEW_PARAMS.get(state.view, ())
+
+
+def canonical(state: ViewState, default: ViewState = DEFAULT) -> ViewState:
+    """``state`` with what doesn't apply to its view (and model) set to ``default``: what a link reopens."""
+    return replace(state, **{f.name: getattr(default, f.name) for f in fields(ViewState)
+                             if not applies(state, f.name)})
 
 
 def to_query(state: ViewState, default: ViewState = DEFAULT) -> dict[str, str]:
-    """The query parameters for ``state``: only what differs from ``default``, as strings."""
+    """The query parameters for ``state``: what applies to its view and differs from ``default``."""
     out: dict[str, str] = {}
     for f in fields(ViewState):
         value = getattr(state, f.name)
+        if not applies(state, f.name):
+            continue
         if value == getattr(default, f.name) and f.name not in ALWAYS:
             continue
-        if isinstance(value, tuple):
-            out[f.name] = ",".join(value)
-        else:
-            out[f.name] = str(value)
+        out[f.name] = ",".join(value) if isinstance(value, tuple) else str(value)
     return out
 
 
-def _first(value: Any) -> str:
+def _last(value: Any) -> str:
+    """A parameter given several times counts with its last value (as browsers' URLSearchParams.get does not)."""
     if isinstance(value, (list, tuple)):
         value = value[-1] if value else ""
     return str(value)
+
+
+class _Ignore(ValueError):
+    """A parameter value that doesn't parse; the message says why."""
+
+
+def _choice(options: Sequence[str], why: str):
+    def parse(raw: str, ctx: dict) -> str:
+        if raw in options:
+            return raw
+        raise _Ignore(why)
+    return parse
+
+
+def _integer(lo: int, hi: int, low_why: str, high_why: str):
+    def parse(raw: str, ctx: dict) -> int:
+        if not re.fullmatch(r"[+-]?\d{1,9}", raw):
+            raise _Ignore("not a whole number")
+        number = int(raw)
+        if number < lo:
+            raise _Ignore(low_why)
+        if number > hi:
+            raise _Ignore(high_why)
+        return number
+    return parse
+
+
+def _named(known: Optional[str], unknown_why: str, bad_why: str, allow_empty: bool = False):
+    def parse(raw: str, ctx: dict) -> str:
+        if allow_empty and raw == "":
+            return raw
+        pool = ctx.get(known) if known else None
+        if pool is not None and raw not in pool:
+            raise _Ignore(unknown_why)
+        if not _NAME.match(raw):
+            raise _Ignore(bad_why)
+        return raw
+    return parse
+
+
+def _colormap(raw: str, ctx: dict) -> str:
+    cmaps = ctx.get("colormaps")
+    if (cmaps is None and _NAME.match(raw)) or (cmaps is not None and raw in cmaps):
+        return raw
+    raise _Ignore("unknown colormap")
+
+
+def _cell(raw: str, ctx: dict) -> str:
+    if raw == "" or _CELL.match(raw):
+        return raw
+    raise _Ignore("use row,col (two whole numbers)")
+
+
+def _atlas(raw: str, ctx: dict) -> str:
+    if raw == "" or (_PATH.match(raw) and ".." not in raw.split("/")):
+        return raw
+    raise _Ignore("not a folder name under the atlas root")
+
+
+#: key -> parser(raw, context) -> value; a parser raises _Ignore(why) for a value it can't take.
+_PARSERS = {
+    "model": _named("models", "unknown model", "not a model name"),
+    "weights": _choice(WEIGHTS, "use imagenet or untrained"),
+    "source": _choice(SOURCES, "unknown image source"),
+    "image": _named("samples", "not one of the sample images (uploads can't travel in a link)", "not an image name"),
+    "view": _choice(VIEWS, "unknown view"),
+    "layer": _named(None, "", "not a layer name", allow_empty=True),
+    "inspect": _named(None, "", "not a layer name", allow_empty=True),
+    "camlayer": _named(None, "", "not a layer name", allow_empty=True),
+    "channel": _integer(0, MAX_CHANNEL, "channels are numbered from 0", "no layer has that many channels"),
+    "n": _integer(1, MAX_GRID, f"the grid shows 1 to {MAX_GRID} maps", f"the grid shows 1 to {MAX_GRID} maps"),
+    "cls": _integer(-1, MAX_CLASS, "classes are numbered from 0 (-1: the top prediction)",
+                    "no model has that many classes"),
+    "opacity": _integer(0, 100, "opacity is 0 to 100", "opacity is 0 to 100"),
+    "mode": _choice(MODES, "use first, top or contrib"),
+    "scale": _choice(SCALES, "use shared or channel"),
+    "cmap": _colormap,
+    "twin": _choice(TOGGLES, "use on or off"),
+    "fv": _choice(TOGGLES, "use on or off"),
+    "cell": _cell,
+    "atlas": _atlas,
+}
 
 
 def from_query(params: Mapping[str, Any], *, models: Optional[Iterable[str]] = None,
@@ -86,73 +206,38 @@ def from_query(params: Mapping[str, Any], *, models: Optional[Iterable[str]] = N
     Returns the state and a list of notices, one per parameter that was ignored
     (unknown name, bad value) and fell back to its default.
     """
-    models = set(models) if models is not None else None
-    samples_set = set(samples) if samples is not None else None
-    cmaps = set(colormaps) if colormaps is not None else None
+    ctx = {
+        "models": set(models) if models is not None else None,
+        "samples": set(samples) if samples is not None else None,
+        "colormaps": set(colormaps) if colormaps is not None else None,
+    }
     values: dict[str, Any] = {}
     notices: list[str] = []
 
     def ignore(key: str, raw: str, why: str) -> None:
         shown = raw if len(raw) <= 40 else raw[:37] + "..."
-        notices.append(f"Ignored {key}={shown!r} from the link: {why}.")
+        notices.append(f"Ignored {key[:40]}={shown!r} from the link: {why}.")
 
-    for key in params:
-        raw = _first(params[key]).strip()
-        if key not in PARAMS:
-            ignore(key, raw, "not a setting of this page")
-            continue
-        if key == "model":
-            if models is not None and raw not in models:
-                ignore(key, raw, "unknown model")
-            elif _NAME.match(raw):
-                values[key] = raw
-            else:
-                ignore(key, raw, "not a model name")
-        elif key == "weights":
-            (values.__setitem__(key, raw) if raw in WEIGHTS else ignore(key, raw, "use imagenet or untrained"))
-        elif key == "source":
-            (values.__setitem__(key, raw) if raw in SOURCES else ignore(key, raw, "unknown image source"))
-        elif key == "image":
-            if samples_set is not None and raw not in samples_set:
-                ignore(key, raw, "not one of the sample images (uploads can't travel in a link)")
-            elif _NAME.match(raw):
-                values[key] = raw
-            else:
-                ignore(key, raw, "not an image name")
-        elif key == "view":
-            (values.__setitem__(key, raw) if raw in VIEWS else ignore(key, raw, "unknown view"))
-        elif key in ("layer", "inspect"):
-            if raw == "" or _NAME.match(raw):
-                values[key] = raw
-            else:
-                ignore(key, raw, "not a layer name")
-        elif key in ("channel", "n"):
-            try:
-                number = int(raw)
-            except ValueError:
-                ignore(key, raw, "not a whole number")
-                continue
-            lo, hi = (0, MAX_CHANNEL) if key == "channel" else (1, MAX_GRID)
-            if lo <= number <= hi:
-                values[key] = number
-            else:
-                ignore(key, raw, f"out of range {lo} to {hi}")
-        elif key == "mode":
-            (values.__setitem__(key, raw) if raw in MODES else ignore(key, raw, "use first or top"))
-        elif key == "scale":
-            (values.__setitem__(key, raw) if raw in SCALES else ignore(key, raw, "use shared or channel"))
-        elif key == "cmap":
-            if (cmaps is None and _NAME.match(raw)) or (cmaps is not None and raw in cmaps):
-                values[key] = raw
-            else:
-                ignore(key, raw, "unknown colormap")
-        elif key == "images":
-            names = [p for p in (s.strip() for s in raw.split(",")) if p]
-            good = [p for p in names if _NAME.match(p) and (samples_set is None or p in samples_set)]
+    for key in list(params)[:200]:
+        raw = _last(params[key])[:2000].strip()
+        key = str(key)
+        if key == "images":
+            names = [p for p in (s.strip() for s in raw.split(",")) if p][:500]
+            pool = ctx["samples"]
+            good = [p for p in names if _NAME.match(p) and (pool is None or p in pool)]
             bad = [p for p in names if p not in good]
             if bad:
                 ignore(key, ",".join(bad), "not sample images")
             values[key] = tuple(dict.fromkeys(good))
+            continue
+        parser = _PARSERS.get(key)
+        if parser is None:
+            ignore(key, raw, "not a setting of this page")
+            continue
+        try:
+            values[key] = parser(raw, ctx)
+        except _Ignore as why:
+            ignore(key, raw, str(why))
     return replace(default, **values), notices
 
 
