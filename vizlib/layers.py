@@ -206,8 +206,14 @@ def first_conv(model: Any) -> LayerInfo:
 
 
 def last_conv(model: Any) -> LayerInfo:
-    """The last convolution layer: small, abstract maps closest to the prediction."""
-    return conv_layers(model)[-1]
+    """The "last conv layer" as users mean it: the final feature map, closest to the prediction.
+
+    That is :func:`final_feature_map`: the last ``Conv2D`` itself for VGG-style
+    models, the last block's output where the last ``Conv2D`` is a layer inside
+    a block (DenseNet, ResNet, ConvNeXt, Inception). The literal last
+    convolution is ``conv_layers(model)[-1]``.
+    """
+    return final_feature_map(model)
 
 
 def find_layer(model: Any, name: str, *, spatial: bool = True) -> LayerInfo:
@@ -241,3 +247,71 @@ def layer_table(model: Any) -> list[dict[str, Any]]:
         for i in _infos(model)
     ]
 
+
+# --------------------------------------------------------------------------- the final feature map
+
+#: Layer kinds that pass maps on (pool, pad, crop, drop, reshape) rather than make the final feature map.
+_PASS_ON_MARKS = ("Pool", "Padding", "Cropping", "Dropout", "Noise", "Reshape", "Flatten", "Permute",
+                  "RepeatVector", "UpSampling", "Resizing", "Rescaling", "ActivityRegularization", "Masking",
+                  "InputLayer")
+_NORM_MARK = "Normalization"
+_ACTIVATION_KINDS = frozenset({"Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"})
+
+
+def _passes_on(kind: str) -> bool:
+    return any(mark in kind for mark in _PASS_ON_MARKS)
+
+
+def _containers(infos: list[LayerInfo]) -> set[str]:
+    """Names of nested models: "base" when "base/conv1" is listed (its output is its last layer's)."""
+    out: set[str] = set()
+    for info in infos:
+        parts = info.name.split("/")
+        out.update("/".join(parts[:k]) for k in range(1, len(parts)))
+    return out
+
+
+def final_feature_map(model: Any) -> LayerInfo:
+    """The final feature map: the last layer with (H, W, C) maps that the classifier reads.
+
+    Worked out from the layer list alone (so it holds for a model that only
+    reports its :class:`LayerInfo` list, as an uploaded model's child process
+    does): the last spatial layer that is not pooling, padding, cropping,
+    dropout, noise or reshaping, nor a nested model's own entry, preferring maps
+    larger than 1x1 (a head that reshapes pooled features to 1x1 is not a
+    map). VGG16 gives ``block5_conv3``, ResNet50 ``conv5_block3_out``,
+    DenseNet121 the final 7x7x1024 ``relu``, MobileNetV2 ``out_relu``,
+    ConvNeXtTiny its last block's output. Grad-CAM needs this layer.
+    """
+    infos = list(_infos(model))
+    spatial = spatial_layers(model)
+    containers = _containers(infos)
+    found = [i for i in spatial if not _passes_on(i.kind) and i.name not in containers]
+    maps = [i for i in found if int(i.output_shape[0]) * int(i.output_shape[1]) > 1]
+    return (maps or found or conv_layers(model))[-1]
+
+
+def final_feature_map_reason(model: Any) -> str | None:
+    """One line saying why :func:`final_feature_map` is not the last convolution; None when it is."""
+    final = final_feature_map(model)
+    convs = [i for i in spatial_layers(model) if i.is_conv]
+    if not convs or convs[-1].name == final.name:
+        return None
+    last = convs[-1]
+
+    def shape(info: LayerInfo) -> str:
+        return "×".join(str(d) for d in info.output_shape)
+
+    if final.index < last.index:
+        return (f"{final.name} ({final.kind}, {shape(final)}) is the final feature map the classifier reads; "
+                f"the convolution {last.name} comes after it on a side branch.")
+    between = [i for i in _infos(model) if last.index < i.index <= final.index]
+    norm = any(_NORM_MARK in i.kind for i in between)
+    act = any(i.kind in _ACTIVATION_KINDS for i in between)
+    if between and all(_NORM_MARK in i.kind or i.kind in _ACTIVATION_KINDS for i in between):
+        what = ("normalisation and activation" if norm and act else "its activation" if act
+                else "normalisation")
+        return (f"{final.name} ({shape(final)}) is the last convolution, {last.name}, after {what}: "
+                "the map the classifier reads.")
+    return (f"{final.name} ({final.kind}, {shape(final)}) is the final feature map, the one the classifier "
+            f"reads; the last convolution, {last.name} ({shape(last)}), is a layer inside the last block.")
