@@ -47,7 +47,13 @@ def _font(size: int) -> ImageFont.ImageFont:
 def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colormap: str = DEFAULT_COLORMAP,
              scale: str = "shared", title: str = "", labels: Optional[Sequence[str]] = None,
              cell_px: int = 128, cols: Optional[int] = None) -> bytes:
-    """A channel grid (maps of one image, (H, W, C)) as a labelled PNG with a colour bar."""
+    """A channel grid (maps of one image, (H, W, C)) as a labelled PNG with a colour bar.
+
+    The title is drawn whole, wrapped onto as many lines as it needs (a slide
+    must name the layer in full, however long its name).
+    """
+    from vizlib.figures import plain_text, wrap_plain
+
     arr = np.asarray(maps, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -60,7 +66,25 @@ def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colo
     stack = np.nan_to_num(np.moveaxis(arr[:, :, chosen], -1, 0))
     canvas, geo = mosaic(stack, cols=cols, scale=scale, colormap=colormap, cell_px=cell_px)
     names = [f"{ch} {labels[ch]}" if labels is not None and ch < len(labels) else str(ch) for ch in chosen]
-    return _annotated_png(canvas, geo, names, title, colormap, colorbar=scale == "shared")
+    body = _annotated_png(canvas, geo, names, "", colormap, colorbar=scale == "shared")
+    text = plain_text(title or "").strip()
+    if not text:
+        return body
+    grid = Image.open(io.BytesIO(body)).convert("RGB")
+    font = _font(18)
+    # A narrow grid (a few channels) gets a wider canvas rather than a title of many short lines.
+    width = max(grid.width, min(int(font.getlength(text)) + 12, 640))
+    lines = wrap_plain(text, width - 12, font.getlength)
+    line_h = 24
+    band = 8 + line_h * len(lines)
+    out = Image.new("RGB", (width, grid.height + band), "white")
+    out.paste(grid, (0, band))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((6, 8 + i * line_h), line, fill="black", font=font)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
 
 
 def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAULT_COLORMAP,

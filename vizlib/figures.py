@@ -11,10 +11,12 @@ still change, in the manner of ``px.imshow``.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
+import re
 from functools import lru_cache
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -49,10 +51,232 @@ def colormap_lut(name: str) -> np.ndarray:
     return np.clip(np.rint(lut), 0, 255).astype(np.uint8)
 
 
-def _plotly_scale(name: str) -> list:
+def _rgb(color: str) -> tuple[int, int, int]:
     import plotly.colors as pc
 
-    return pc.get_colorscale(name)
+    if color.startswith("#"):
+        return tuple(int(v) for v in pc.hex_to_rgb(color))  # type: ignore[return-value]
+    return tuple(int(round(float(v))) for v in pc.unlabel_rgb(color))[:3]  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=32)
+def plotly_colorscale(name: str) -> tuple[tuple[float, str], ...]:
+    """A Plotly colorscale name as ``((position, "rgb(r,g,b)"), ...)``: the stops that go to the browser.
+
+    Never as hex. Streamlit's frontend (1.64, any ``theme``) rewrites every
+    ``"#000001"`` to ``"#000040"`` in a chart's JSON text into colours of its own
+    theme (they are placeholders of its Plotly template), so magma's and
+    inferno's first stop ``#000004`` arrived as a light pink (``#ffabab``) and the
+    colour bar began at the wrong end. ``rgb()`` stops mean the same colours and
+    can't collide.
+    """
+    import plotly.colors as pc
+
+    try:
+        scale = pc.get_colorscale(name)
+    except Exception as exc:  # plotly raises PlotlyError for unknown names
+        raise InputError(f"Unknown colormap '{name}'. Try one of: {', '.join(COLORMAPS)}.") from exc
+    return tuple((float(pos), "rgb({},{},{})".format(*_rgb(color))) for pos, color in scale)
+
+
+def _plotly_scale(name: str) -> list:
+    return [list(stop) for stop in plotly_colorscale(name)]
+
+
+#: Streamlit's frontend replaces these strings anywhere in a chart's JSON (see plotly_colorscale).
+_ST_PLACEHOLDER = re.compile(r"#(?=0000[0-4][0-9])")
+
+
+def _safe_text(text: str) -> str:
+    """Text for a chart, with Streamlit's colour placeholders (``#000001``...) defused by a zero-width space."""
+    return _ST_PLACEHOLDER.sub("#\u200b", text)
+
+
+#: Chart titles: font size, and the plot width they must fit however wide the page is (a phone's).
+TITLE_FONT_PX = 14
+NARROWEST_PLOT_PX = 340
+MAX_TITLE_LINES = 3
+#: Estimated width of one title character in em: Streamlit draws chart titles bold in Source Sans;
+#: on the wide side, so an estimate errs towards one line too many, never a cut-off title.
+_TITLE_CHAR_EM = 0.52
+#: Halo for cell labels: white text with a black outline reads on the darkest and the lightest
+#: cells of every colormap (CSS text-shadow, which Plotly applies to SVG text).
+LABEL_HALO = ("-1px -1px 1px black, 1px -1px 1px black, -1px 1px 1px black, 1px 1px 1px black, "
+              "0px 0px 3px black")
+
+_TAG = re.compile(r"<(/?)([a-zA-Z]+)[^>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);|.", re.S)
+
+
+def plain_text(text: str) -> str:
+    """A chart title or label without its Plotly pseudo-HTML (``<b>``, ``<br>``, entities)."""
+    text = re.sub(r"<br\s*/?>", " ", text, flags=re.I)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\u200b", "")
+
+
+def fit_title(title: str, width_px: int, *, font_px: int = TITLE_FONT_PX,
+              max_lines: int = MAX_TITLE_LINES) -> tuple[str, bool]:
+    """``title`` wrapped with ``<br>`` to fit ``width_px``; ``(text, abbreviated)``.
+
+    Plotly never wraps a title: one longer than the plot is cut at the edge
+    (ConvNeXt and Xception layer names ended mid-word). Lines break at `` · ``
+    first, then at spaces, then inside long names after ``_``, ``/`` or ``-``;
+    bold and italic tags are closed and reopened around each break. Past
+    ``max_lines`` the rest is cut with "…" and ``abbreviated`` is True, so the
+    caller can put the full title in the hover text.
+    """
+    max_chars = max(8, int(width_px / (font_px * _TITLE_CHAR_EM)))
+    atoms: list[tuple[str, str]] = []  # ("open"|"close"|"br"|"char", text)
+    for m in _TAG.finditer(title):
+        tok = m.group(0)
+        if m.group(2):
+            name = m.group(2).lower()
+            atoms.append(("br", tok) if name == "br" else ("close" if m.group(1) else "open", tok))
+        else:
+            atoms.append(("char", tok))
+    if sum(kind == "char" for kind, _ in atoms) <= max_chars and not any(kind == "br" for kind, _ in atoms):
+        return title, False
+
+    def chars(a: int, b: int) -> int:
+        return sum(1 for kind, _ in atoms[a:b] if kind == "char")
+
+    def char_at(i: int) -> str:
+        return atoms[i][1] if 0 <= i < len(atoms) and atoms[i][0] == "char" else ""
+
+    spans: list[tuple[int, int]] = []  # each line: atoms[begin:end]
+    start = 0
+    while True:
+        # `end`: the farthest index with at most max_chars characters in atoms[start:end]
+        count, end = 0, start
+        while end < len(atoms) and atoms[end][0] != "br":
+            if atoms[end][0] == "char":
+                if count == max_chars:
+                    break
+                count += 1
+            end += 1
+        if end >= len(atoms) or atoms[end][0] == "br":
+            spans.append((start, end))
+            if end >= len(atoms):
+                break
+            start = end + 1
+            continue
+        # Break before atom `cut`; every character stays (a line keeps its trailing space), so the
+        # title reads the same, only wrapped.
+        cut = None
+        for priority, min_fill in ((3, 0.45), (2, 0.3), (1, 0.3)):
+            for j in range(end, start, -1):
+                prev, here = char_at(j - 1), char_at(j)
+                if priority == 3 and here == " " and prev == "·":
+                    found = j + 1  # "a · " | "b"
+                elif priority == 2 and here == " ":
+                    found = j + 1  # "a " | "b"
+                elif priority == 1 and prev in ("_", "/", "-", ",", "."):
+                    found = j  # "block_" | "2"
+                else:
+                    continue
+                if chars(start, found) >= min_fill * max_chars:
+                    cut = found
+                break
+            if cut:
+                break
+        if cut is None:
+            cut = end  # no place to break: a hard break
+        if char_at(cut) == "·" and char_at(cut + 1) == " ":  # no line starts with a separator: it hangs
+            cut += 2
+        spans.append((start, cut))
+        start = cut
+    # Emit the lines, closing and reopening open tags around each break.
+    lines: list[str] = []
+    stack: list[str] = []
+    for begin, end in spans:
+        line = "".join(stack)
+        for kind, tok in atoms[begin:end]:
+            if kind == "open":
+                stack.append(tok)
+            elif kind == "close" and stack:
+                stack.pop()
+            line += tok
+        lines.append(line + "".join(_closing(t) for t in reversed(stack)))
+    abbreviated = len(lines) > max_lines
+    if abbreviated:
+        lines = lines[:max_lines]
+        lines[-1] = _trim_visible(lines[-1], max_chars - 1) + "…"
+    return "<br>".join(lines), abbreviated
+
+
+def wrap_plain(text: str, width_px: float, measure: Callable[[str], float]) -> list[str]:
+    """Plain ``text`` as lines no wider than ``width_px`` by ``measure`` (e.g. a PIL font's ``getlength``).
+
+    For titles drawn into PNGs: the whole text is kept (no "…"), breaking at
+    `` · `` first, then spaces, then after ``_``, ``/`` or ``-`` inside long
+    names, and anywhere only when a single piece is wider than a line.
+    """
+    lines: list[str] = []
+    rest = re.sub(r"(?<=\d) ([x×]) (?=\d)", "\u00a0\\1\u00a0", " ".join(text.split()))  # "7 x 7" stays whole
+    while rest:
+        if measure(rest) <= width_px:
+            lines.append(rest)
+            break
+        # the longest prefix that fits, by bisection on characters
+        lo, hi = 1, len(rest)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if measure(rest[:mid]) <= width_px:
+                lo = mid
+            else:
+                hi = mid - 1
+        fit = rest[:lo]
+        cut = None
+        for pattern, min_fill in ((r" · ", 0.45), (r" ", 0.3), (r"(?<=[_/\-])", 0.3)):
+            spots = [m.start() for m in re.finditer(pattern, rest[:lo + 1]) if m.start() > 0]
+            spots = [i for i in spots if i <= len(fit)]
+            if spots and spots[-1] >= min_fill * len(fit):
+                cut = spots[-1]
+                break
+        if cut is None:
+            cut = max(1, lo)
+        head = rest[:cut].rstrip(" ")
+        if rest[cut:cut + 3] == " · ":
+            head, cut = head + " ·", cut + 3
+        lines.append(head)
+        rest = rest[cut:].lstrip(" ")
+    return [line.replace("\u00a0", " ") for line in lines]
+
+
+def _closing(open_tag: str) -> str:
+    name = re.match(r"<([a-zA-Z]+)", open_tag)
+    return f"</{name.group(1)}>" if name else ""
+
+
+def _trim_visible(line: str, n: int) -> str:
+    """The first ``n`` visible characters of a pseudo-HTML line, tags kept balanced."""
+    out, stack, count = "", [], 0
+    for m in _TAG.finditer(line):
+        tok = m.group(0)
+        if m.group(2):
+            if m.group(1):
+                if stack:
+                    stack.pop()
+                out += tok
+            elif m.group(2).lower() != "br":
+                stack.append(tok)
+                out += tok
+            continue
+        if count >= n:
+            continue
+        out += tok
+        count += 1
+    return out + "".join(_closing(t) for t in reversed(stack))
+
+
+def _title_layout(title: Optional[str], width_px: int) -> tuple[Optional[dict], int, Optional[str]]:
+    """(layout title, top margin in px, the full plain title when the shown one is abbreviated)."""
+    if not title:
+        return None, 0, None
+    text, abbreviated = fit_title(_safe_text(title), min(int(width_px), NARROWEST_PLOT_PX))
+    lines = text.count("<br>") + 1
+    layout = dict(text=text, x=0, xanchor="left", xref="paper", y=1, yref="container", yanchor="top",
+                  pad=dict(t=10), font=dict(size=TITLE_FONT_PX))
+    return layout, 22 + 18 * lines, _safe_text(plain_text(title)) if abbreviated else None
 
 
 def _as_maps(maps: np.ndarray) -> np.ndarray:
@@ -162,6 +386,10 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
     height_px, width_px = geo["size"]
     ch, cw = geo["cell"]
     cols = geo["cols"]
+    title_layout, top, full_title = _title_layout(title, width_hint)
+    hover = [_safe_text(h) for h in hover]
+    if full_title:  # the title is abbreviated on the chart: hovering any cell names it in full
+        hover = [f"{full_title}<br>{h}" for h in hover]
     fig = go.Figure()
     fig.add_trace(go.Image(source=png_data_uri(canvas), hoverinfo="skip", name="maps"))
     xs, ys = [], []
@@ -180,9 +408,9 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         lx = [GAP_PX + (i % cols) * (cw + GAP_PX) + 3 for i in range(len(labels))]
         ly = [GAP_PX + (i // cols) * (ch + GAP_PX) + 2 for i in range(len(labels))]
         fig.add_trace(go.Scatter(
-            x=lx, y=ly, mode="text", text=list(labels), textposition="bottom right", hoverinfo="skip",
-            name="labels", showlegend=False,
-            textfont=dict(size=11 if cw >= 40 else 8, color="white", shadow="0px 0px 2px black"),
+            x=lx, y=ly, mode="text", text=[_safe_text(t) for t in labels], textposition="bottom right",
+            hoverinfo="skip", name="labels", showlegend=False,
+            textfont=dict(size=11 if cw >= 40 else 8, color="white", shadow=LABEL_HALO),
         ))
     if colorbar:
         fig.add_trace(go.Scatter(
@@ -199,11 +427,10 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         shapes.append(dict(type="rect", x0=x0 - 1.5, y0=y0 - 1.5, x1=x0 + cw + 1.5, y1=y0 + ch + 1.5,
                            xref="x", yref="y", line=dict(color="#ff2b2b", width=3)))
     if height is None:  # fit the mosaic to the width it will likely get, so no band stays blank
-        height = int(min(900, max(160, (40 if title else 8) + width_hint * height_px / max(width_px, 1))))
+        height = int(min(900, max(160, (top or 8) + width_hint * height_px / max(width_px, 1))))
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
-        shapes=shapes, height=height,
-        margin=dict(l=0, r=0, t=40 if title else 8, b=0), hovermode="closest", hoverdistance=-1,
+        title=title_layout, shapes=shapes, height=height,
+        margin=dict(l=0, r=0, t=top or 8, b=0), hovermode="closest", hoverdistance=-1,
         dragmode=False, plot_bgcolor="white", paper_bgcolor="white",
         xaxis=dict(visible=False, range=[0, width_px], constrain="domain", constraintoward="left"),
         yaxis=dict(visible=False, range=[height_px, 0], scaleanchor="x", constrain="domain",
@@ -248,10 +475,24 @@ def channel_grid(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, 
     )
 
 
+def _whole_ticks(n: int, target: int = 8) -> dict:
+    """Axis ticks on whole rows / columns only (a 4x4 map has no row -0.5): at most ~``target`` of them."""
+    step = 1
+    for mult in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        step = mult
+        if n / mult <= target:
+            break
+    return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
+
+
 def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: str = DEFAULT_COLORMAP,
                    zmin: Optional[float] = None, zmax: Optional[float] = None,
-                   height: Optional[int] = None) -> go.Figure:
-    """One channel's map as a heatmap with exact values: hover shows row, column and activation."""
+                   height: Optional[int] = None, width_hint: int = 420) -> go.Figure:
+    """One channel's map as a heatmap with exact values: hover shows row, column and activation.
+
+    Rows and columns are ticked at whole numbers. A title too long for
+    ``width_hint`` (the plot width it will likely get) wraps.
+    """
     arr = np.asarray(map2d, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[:, :, 0]
@@ -259,19 +500,22 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
         raise InputError(f"Expected one 2D map, got shape {arr.shape}.")
     arr = np.nan_to_num(arr)
     h, w = arr.shape
+    title_layout, top, full_title = _title_layout(title, width_hint)
+    hover = "row %{y}, column %{x}<br>activation %{z:.4g}<extra></extra>"
     fig = go.Figure(go.Heatmap(
         z=arr, colorscale=_plotly_scale(colormap), zmin=zmin, zmax=zmax,
-        hovertemplate="row %{y}, column %{x}<br>activation %{z:.4g}<extra></extra>",
+        hovertemplate=f"{full_title}<br>{hover}" if full_title else hover,
         colorbar=dict(title=dict(text="activation", side="right"), thickness=12),
         xgap=0, ygap=0,
     ))
     if height is None:
-        height = int(min(640, max(260, 80 + 420 * h / max(w, 1))))
+        height = int(min(640, max(260, 40 + (top or 10) + 420 * h / max(w, 1))))
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
-        height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=30),
-        xaxis=dict(title="column", constrain="domain", showgrid=False),
-        yaxis=dict(title="row", autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False),
+        title=title_layout,
+        height=height, margin=dict(l=40, r=10, t=top or 10, b=30),
+        xaxis=dict(title="column", constrain="domain", showgrid=False, **_whole_ticks(w)),
+        yaxis=dict(title="row", autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False,
+                   **_whole_ticks(h)),
         plot_bgcolor="white",
     )
     return fig
@@ -316,9 +560,11 @@ def prediction_bars(predictions: Sequence[tuple[str, float]], *, title: Optional
         textposition="auto",
         hovertemplate="%{y}: %{x:.2%}<extra></extra>", marker_color="#4c78a8",
     ))
+    title_layout, top, _ = _title_layout(title, 420)
     fig.update_layout(
-        title=dict(text=title, x=0, font=dict(size=14)) if title else None,
-        height=height or (60 + 32 * max(1, len(names))), margin=dict(l=10, r=10, t=36 if title else 6, b=6),
+        title=title_layout,
+        height=height or (60 + (top - 40 if top else 0) + 32 * max(1, len(names))),
+        margin=dict(l=10, r=10, t=top - 4 if top else 6, b=6),
         xaxis=dict(range=x_range, tickformat=".0%" if top >= 0.5 else ".2%", showgrid=True),
         yaxis=dict(automargin=True),
         plot_bgcolor="white",
