@@ -1,0 +1,140 @@
+"""Everything the page caches: models, decoded uploads, forward passes. Keyed by content, bounded."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from vizlib import extract
+from vizlib.contract import VizModel
+from vizlib.export import read_bundle
+from vizlib.images import images_from_zip, load_image
+from vizlib.isolation import open_uploaded_model
+from vizlib.models import BUNDLED_NAME, BUNDLED_TITLE, CATALOGUE, load_bundled_model, load_catalogue_model
+from vizlib.settings import settings
+
+UPLOAD_MODEL = "upload"
+MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE.items()},
+                UPLOAD_MODEL: "Your own model (.keras / .h5)…"}
+#: Plotly's toolbar stays off: on a phone it covers the titles, and its buttons would come first in
+#: the keyboard's tab order. Zoom still works by dragging; a double click resets it.
+CHART_CONFIG = {"displayModeBar": False, "displaylogo": False}
+#: Longest side kept of an uploaded image (what stays in memory; models see at most a few hundred
+#: pixels). Images from a ZIP are kept smaller: up to 200 of them feed the across-images view.
+UPLOAD_MAX_SIDE = 1024
+ZIP_MAX_SIDE = 512
+#: Across-images view: when one layer's maps for a chunk of images fit in this, they are kept, so a
+#: change of channel only slices them (no forward pass); bigger layers compute one channel at a time.
+LAYER_CHUNK_BYTES = 48 * 2**20
+
+
+def model_options() -> list[str]:
+    """The models this server offers (no uploads when the host switched them off)."""
+    return [m for m in MODEL_TITLES if m != UPLOAD_MODEL or settings().model_upload]
+
+
+# --------------------------------------------------------------------------- models
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def get_bundled_model() -> VizModel:
+    return load_bundled_model()
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def get_catalogue_model(name: str, weights: str) -> VizModel:
+    return load_catalogue_model(name, "imagenet" if weights == "imagenet" else None)
+
+
+@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+def get_uploaded_model(digest: str, preprocess: str, _data: bytes, filename: str) -> VizModel:
+    """An uploaded model, checked and run in its own process with memory and time limits."""
+    return open_uploaded_model(_data, filename, preprocess=preprocess,
+                               memory_limit_bytes=settings().model_memory_bytes)
+
+
+@st.cache_resource(max_entries=2, ttl=3600, show_spinner=False)
+def get_untrained_twin(model_key: str, _model: VizModel) -> VizModel:
+    """The same architecture with random weights (seed 0): the sanity check beside every map."""
+    name = model_key.split(":")[0]
+    if name in CATALOGUE:
+        return get_catalogue_model(name, "untrained")
+    return _model.untrained_copy(0)
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+@st.cache_data(max_entries=32, show_spinner=False, scope="session")
+def decode_upload(digest: str, _data: bytes, name: str):
+    return load_image(_data, name=name, max_side=UPLOAD_MAX_SIDE)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, scope="session")
+def decode_zip(digest: str, _data: bytes) -> list:
+    return images_from_zip(_data, max_side=ZIP_MAX_SIDE)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, scope="session")
+def decode_bundle(digest: str, _data: bytes):
+    return read_bundle(_data)
+
+
+# --------------------------------------------------------------------------- forward passes
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def compute(model_key: str, image_key: str, layers: tuple[str, ...], _model: VizModel, _image: Any):
+    """One forward pass for all layers on screen (plus the prediction), cached by content."""
+    return extract.forward(_model, [_image], list(layers), predictions=True)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def compute_layer_chunk(model_key: str, image_keys: tuple[str, ...], layer: str,
+                        _model: VizModel, _images: list) -> np.ndarray:
+    """One layer's maps for a chunk of images (all channels): a channel change is then a slice."""
+    return extract.activations(_model, _images, [layer])[layer]
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def compute_channel_chunk(model_key: str, image_keys: tuple[str, ...], layer: str, channel: int,
+                          _model: VizModel, _images: list) -> np.ndarray:
+    """One channel for a chunk of images, sliced inside the graph (for layers too big to keep whole)."""
+    return extract.channel_across_images(_model, _images, layer, channel)
+
+
+def channel_over_chunk(m: VizModel, image_keys: tuple[str, ...], layer: str, channel: int, images: list,
+                       layer_bytes: int) -> np.ndarray:
+    """(N, H, W) maps of one channel: a slice of the kept layer when it fits, else sliced in the graph."""
+    if layer_bytes * len(images) <= LAYER_CHUNK_BYTES:
+        return compute_layer_chunk(m.key, image_keys, layer, m, images)[..., channel]
+    return compute_channel_chunk(m.key, image_keys, layer, channel, m, images)
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+@st.cache_resource(show_spinner=False)
+def warm_start() -> bool:
+    """Once per process: import TensorFlow / Keras and load the bundled model, then freeze the GC.
+
+    After every run Streamlit calls ``keras.backend.clear_session()`` and
+    ``gc.collect()``; with TensorFlow's ~360,000 long-lived objects frozen out of
+    the collector's view, that costs ~1 ms instead of ~190 ms per rerun
+    (benchmarks/bench_rerun.py). Only start-up objects are frozen; models loaded
+    later stay collectable when their cache entries are evicted.
+    """
+    get_bundled_model()
+    gc.collect()
+    gc.freeze()
+    return True
+
+
+def is_warm() -> bool:
+    """Whether this process has already started TensorFlow (no wait for the first visitor)."""
+    import sys
+
+    return "keras" in sys.modules and "tensorflow" in sys.modules

@@ -1,0 +1,154 @@
+"""The activation views: first vs last conv layer, the layer explorer, one channel across images."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+
+from vizlib.contract import VizModel
+from vizlib.export import across_png, grid_png
+from vizlib.extract import top_channels
+from vizlib.figures import across_images
+from vizlib.images import MAX_IMAGES, SAMPLES, load_sample
+from vizlib.models import BUNDLED_NAME
+from vizlib.layers import first_conv, final_feature_map_reason, last_conv, layer_table, spatial_layers
+from ui.caches import CHART_CONFIG, channel_over_chunk, compute
+from ui.widgets import clamp_channel, share_and_export, show_detail, show_grid
+
+
+def class_labels(m: VizModel, info) -> Optional[list[str]]:
+    """Class names as cell labels when a layer has one channel per class (the bundled model's last conv)."""
+    bundled = m.key.split(":")[0] == BUNDLED_NAME
+    return m.class_names if (bundled and m.class_names and info.channels == len(m.class_names)) else None
+
+
+def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img,
+                 contributions: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    first, last = first_conv(m), last_conv(m)
+    acts, output = compute(m.key, image_key, (first.name, last.name), m, image)
+    ss = st.session_state
+    if ss.inspect not in (first.name, last.name):
+        ss.inspect = first.name
+    inspected = first if ss.inspect == first.name else last
+    if ss.pop("_auto_channel", False):
+        ss.channel = top_channels(acts[inspected.name][0], 1)[0]
+    clamp_channel("channel", inspected.channels)
+    labels = class_labels(m, last)
+    left, right = st.columns(2)
+    with left:
+        shown_first = show_grid(first, acts[first.name][0], "First conv layer: ", "grid-first", "inspect",
+                                ss.channel if inspected is first else None)
+        st.caption("Early layers respond to edges, colours and contrast: the image is still recognisable.")
+    with right:
+        shown_last = show_grid(last, acts[last.name][0], "Last conv layer: ", "grid-last", "inspect",
+                               ss.channel if inspected is last else None, labels=labels,
+                               contributions=contributions)
+        reason = final_feature_map_reason(m)
+        st.caption("Deep layers see a few pixels each, but every pixel summarises a large patch of the "
+                   "image: these maps say *what* is there more than *where*."
+                   + (f" {reason}" if reason else ""))
+    st.subheader("Inspect one channel")
+    c1, c2 = st.columns([2, 1])
+    c1.selectbox("Layer", [first.name, last.name], key="inspect", persist_state="session",
+                 format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
+    c2.number_input("Channel", 0, inspected.channels - 1, key="channel", persist_state="session", step=1)
+    label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
+    show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label)
+    cmap, scale = ss.cmap, ss.scale
+    shown = {first.name: shown_first, last.name: shown_last}
+    share_and_export(
+        m, "compare", image_key, image_name, image, dict(acts), shown,
+        {"first layer": lambda: grid_png(acts[first.name][0], shown[first.name], colormap=cmap, scale=scale,
+                                         title=f"{m.label} · {first.describe()}"),
+         "last layer": lambda: grid_png(acts[last.name][0], shown[last.name], colormap=cmap, scale=scale,
+                                        title=f"{m.label} · {last.describe()}", labels=labels)})
+    return output
+
+
+def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
+    spatial = spatial_layers(m)
+    names = [i.name for i in spatial]
+    by_name = {i.name: i for i in spatial}
+    ss = st.session_state
+    if ss.layer not in by_name:
+        ss.layer = names[0]
+    table = layer_table(m)
+
+    def on_row() -> None:
+        rows = st.session_state["layer_table"].selection.rows
+        if rows and table[rows[0]]["name"] in by_name:
+            st.session_state["layer"] = table[rows[0]]["name"]
+
+    with st.expander(f"All {len(table)} layers, in forward order (click a row with maps to show it)",
+                     expanded=True):
+        st.dataframe(table, hide_index=True, width="stretch", height=260, key="layer_table",
+                     on_select=on_row, selection_mode="single-row")
+    st.selectbox("Layer", names, key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
+    info = by_name[ss.layer]
+    clamp_channel("channel", info.channels)
+    acts, output = compute(m.key, image_key, (info.name,), m, image)
+    maps = acts[info.name][0]
+    left, right = st.columns([3, 2])
+    with left:
+        shown = show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel), width_hint=460)
+    with right:
+        st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
+    cmap, scale = ss.cmap, ss.scale
+    share_and_export(m, "explore", image_key, image_name, image, dict(acts), {info.name: shown},
+                     {"layer": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,
+                                                title=f"{m.label} · {info.describe()}")})
+    return output
+
+
+def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
+                image: Any) -> Optional[np.ndarray]:
+    _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
+    spatial = spatial_layers(m)
+    by_name = {i.name: i for i in spatial}
+    ss = st.session_state
+    if ss.layer not in by_name:
+        ss.layer = first_conv(m).name
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("Layer", list(by_name), key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
+    info = by_name[ss.layer]
+    clamp_channel("channel", info.channels)
+    c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+    ss["images"] = [s for s in ss.get("images") or [] if s in SAMPLES]
+    st.multiselect("Sample images", list(SAMPLES), key="images", persist_state="session")
+    pool = [(f"sample:{s}", s, None) for s in ss["images"]] + [(k, n, img) for k, n, img in uploads]
+    if not pool:
+        st.info("Pick some sample images, or upload images in the sidebar (several at once).")
+        return output
+    if len(pool) > MAX_IMAGES:
+        st.warning(f"Showing the first {MAX_IMAGES} of {len(pool)} images.")
+        pool = pool[:MAX_IMAGES]
+    layer_bytes = int(np.prod(info.output_shape)) * 4
+    bar = st.progress(0.0, text=f"Channel {ss.channel} of {info.name} over {len(pool)} images…")
+    chunks = []
+    for start in range(0, len(pool), 8):
+        part = pool[start:start + 8]
+        imgs = [img if img is not None else load_sample(name) for _, name, img in part]
+        chunks.append(channel_over_chunk(m, tuple(k for k, _, _ in part), info.name, int(ss.channel), imgs,
+                                         layer_bytes))
+        bar.progress(min(1.0, (start + len(part)) / len(pool)))
+    bar.empty()
+    maps = np.concatenate(chunks, axis=0)
+    fig = across_images(maps, [n for _, n, _ in pool], colormap=ss.cmap,
+                        title=f"<b>{info.name}</b>, channel {ss.channel}, across {len(pool)} "
+                              f"image{'s' if len(pool) != 1 else ''}")
+    left, right = st.columns([3, 1])
+    left.plotly_chart(fig, key="grid-across", config=CHART_CONFIG)
+    right.caption("The same kernel applied to every image, on one shared colour scale: bright where this "
+                  "channel's pattern occurs. Hover a map for its image, mean and max.")
+    names = [n for _, n, _ in pool]
+    cmap, channel = ss.cmap, int(ss.channel)
+    share_and_export(
+        m, "across", image_key, image_name, image, {f"{info.name}[..., {channel}]": maps[..., None]},
+        {info.name: [channel]},
+        {"across images": lambda: across_png(maps, names, colormap=cmap,
+                                             title=f"{m.label} · {info.name}, channel {channel}")},
+        images=[{"name": n, "key": k} for k, n, _ in pool])
+    return output
