@@ -1,0 +1,1157 @@
+"""Why this prediction? Grad-CAM, channel contributions, receptive fields, the depth profile.
+
+The questions people bring to a CNN after "what does each layer respond to":
+
+* **Where did the model look for a class?** :func:`gradcam` (Grad-CAM at the
+  final feature map, LayerCAM at earlier layers, where Grad-CAM's channel
+  averages stop meaning much; :func:`gradcam_method` says which is used).
+* **Which channels carried the decision?** :func:`channel_contributions`:
+  the mean of gradient x activation per channel, ranked.
+* **What does one cell of a map see?** :func:`receptive_field`, from the
+  layer graph (kernels, strides, "same" padding offsets, dilation, pooling,
+  branches and nested models), and for the first convolution the arithmetic
+  that made one value (:func:`conv_arithmetic`).
+* **What does each layer see, over the whole depth?** :func:`depth_profile`:
+  size, channels, receptive field, dead channels, mean and sparsity for every
+  spatial layer, from one forward pass.
+
+Every computation is an operation (:mod:`vizlib.ops`) on the Keras model, so it
+runs in this process for an in-process model and in the child process of an
+uploaded model; the public functions take anything :func:`vizlib.load_model`
+accepts or returns.
+
+**Reusing work when only the class changes.** Grad-CAM for a layer ``L`` needs
+the forward pass up to ``L`` (the same for every class) and a backward pass
+from the class score to ``L`` (per class). The model is split at ``L`` into a
+*trunk* (input -> L's output, plus any tensor that bypasses ``L``, e.g. a
+residual shortcut) and a *head* (those tensors -> the class scores). The
+trunk's outputs are cached per (layer, image), so switching the class reruns
+only the head and its gradient, never the convolutional trunk.
+
+**Gradients on TensorFlow 2.21 / CPU.** With oneDNN on, some input gradients
+corrupt the heap and abort the process; vizlib turns oneDNN off when it is
+imported before TensorFlow. If TensorFlow was imported first with oneDNN on,
+gradient functions here refuse to run (:class:`GradientsUnsafe`) rather than
+risk the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+# Before TensorFlow is imported (a no-op when vizlib/__init__ already did it, or TF is loaded).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from vizlib.errors import InputError  # noqa: E402
+from vizlib.layers import find_layer, trace  # noqa: E402
+from vizlib.ops import op  # noqa: E402
+
+#: Methods :func:`gradcam` knows. "auto": Grad-CAM at the final feature map, LayerCAM elsewhere.
+METHODS = ("gradcam", "layercam")
+METHOD_TITLES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM"}
+#: Class-independent results kept per model (one entry per (layer, image batch)).
+MAX_CACHED_FEATURES = 4
+#: Don't cache trunk outputs bigger than this (bytes, per entry).
+MAX_CACHED_FEATURE_BYTES = 64 * 2**20
+#: Split models (trunk + head) kept per model.
+MAX_PLANS_PER_MODEL = 8
+
+class GradientsUnsafe(RuntimeError):
+    """TensorFlow runs with oneDNN on, where input gradients can abort the process (see the module doc)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _km(m: Any) -> Any:
+    return getattr(m, "model", m)
+
+
+def _run_lock(km: Any) -> threading.Lock:
+    from vizlib import extract
+
+    return extract.run_lock(km)
+
+
+_CACHE_LOCK = threading.Lock()
+_PER_MODEL: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _model_cache(km: Any) -> dict:
+    """Per-Keras-model cache of graphs, plans and features (dies with the model)."""
+    with _CACHE_LOCK:
+        found = _PER_MODEL.get(km)
+        if found is None:
+            found = _PER_MODEL[km] = {"plans": OrderedDict(), "features": OrderedDict(), "lock": threading.Lock()}
+        return found
+
+
+def _cached(km: Any, key: Any, build: Callable[[], Any]) -> Any:
+    cache = _model_cache(km)
+    with cache["lock"]:
+        if key in cache:
+            return cache[key]
+    value = build()
+    with cache["lock"]:
+        return cache.setdefault(key, value)
+
+
+def _digest(batch: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(batch.shape).encode())
+    h.update(np.ascontiguousarray(batch, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def onednn_enabled() -> bool:
+    """Whether the running TensorFlow uses oneDNN kernels (as decided when it was imported)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except Exception:  # noqa: BLE001 - a TensorFlow without this probe: trust the environment
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false", "False")
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _check_gradients_safe() -> None:
+    if os.environ.get("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1":
+        return
+    if onednn_enabled():
+        raise GradientsUnsafe(
+            "TensorFlow was imported with oneDNN on, and on TensorFlow 2.21 / CPU some gradients then "
+            "corrupt memory and abort the process. Import vizlib before tensorflow or keras (it turns "
+            "oneDNN off), or set TF_ENABLE_ONEDNN_OPTS=0 before starting Python."
+        )
+
+
+# --------------------------------------------------------------------------- the layer graph
+
+
+@dataclass
+class _Graph:
+    """The traced graph as tensors and their producers, in topological order (inputs first)."""
+
+    order: list  # tensor ids
+    tensor: dict  # id -> KerasTensor
+    inputs: dict  # id -> [input tensor ids] of its producer
+    op: dict  # id -> producing operation (None for the model input)
+    pos: dict  # id -> position in order
+    input_id: int
+
+
+def _producer(t: Any) -> tuple[Any, list]:
+    hist = getattr(t, "_keras_history", None)
+    if hist is None:
+        return None, []
+    operation = hist.operation
+    try:
+        node = operation._inbound_nodes[hist.node_index]
+    except (AttributeError, IndexError):
+        return operation, []
+    return operation, list(node.input_tensors)
+
+
+def _build_graph(tr: Any) -> _Graph:
+    from keras import tree
+
+    roots = list(tr.outputs.values()) + list(tree.flatten(tr.final))
+    tensor: dict = {}
+    inputs: dict = {}
+    ops_: dict = {}
+    order: list = []
+    input_id = id(tr.input)
+    state: dict = {}
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            t, done = stack.pop()
+            tid = id(t)
+            if done:
+                if state.get(tid) != 2:
+                    state[tid] = 2
+                    order.append(tid)
+                continue
+            if tid in state:
+                continue
+            state[tid] = 1
+            tensor[tid] = t
+            if tid == input_id:
+                ops_[tid], inputs[tid] = None, []
+            else:
+                operation, ins = _producer(t)
+                ops_[tid] = operation
+                inputs[tid] = [id(i) for i in ins]
+                for i in ins:
+                    tensor.setdefault(id(i), i)
+            stack.append((t, True))
+            for i in reversed([tensor[j] for j in inputs[tid]]):
+                if id(i) not in state:
+                    stack.append((i, False))
+    return _Graph(order=order, tensor=tensor, inputs=inputs, op=ops_, pos={t: i for i, t in enumerate(order)},
+                  input_id=input_id)
+
+
+def _graph(km: Any) -> _Graph:
+    return _cached(km, "graph", lambda: _build_graph(trace(km)))
+
+
+def _spatial_shape(t: Any) -> Optional[tuple[int, int]]:
+    shape = tuple(getattr(t, "shape", ()) or ())
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return None
+    return int(shape[1]), int(shape[2])
+
+
+def _kind(operation: Any) -> str:
+    """The first Keras layer class in ``operation``'s ancestry we know the geometry of."""
+    for cls in type(operation).__mro__:
+        if cls.__name__ in _GEOMETRY_KINDS:
+            return cls.__name__
+    return type(operation).__name__
+
+
+_CONV_KINDS = {"Conv2D", "Convolution2D", "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D"}
+_POOL_KINDS = {"MaxPooling2D", "AveragePooling2D", "MaxPool2D", "AvgPool2D"}
+_GEOMETRY_KINDS = _CONV_KINDS | _POOL_KINDS | {"Conv2DTranspose", "Convolution2DTranspose", "ZeroPadding2D",
+                                               "Cropping2D", "UpSampling2D"}
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return int(v), int(v)
+    v = tuple(v)
+    return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
+
+
+def _check_channels_last(operation: Any) -> None:
+    if getattr(operation, "data_format", "channels_last") == "channels_first":
+        raise InputError("Receptive fields are computed for channels-last models (height, width, channels); "
+                         f"layer '{operation.name}' is channels-first.")
+
+
+def _same_pad(n_in: int, k_eff: int, s: int) -> int:
+    """Padding before the first cell, as TensorFlow's "SAME" pads (the extra one goes after)."""
+    out = -(-n_in // s)
+    return max((out - 1) * s + k_eff - n_in, 0) // 2
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One spatial axis of a sliding-window layer: kernel, stride, dilation, padding before."""
+
+    k: int
+    s: int
+    d: int
+    p: int
+
+    @property
+    def k_eff(self) -> int:
+        return (self.k - 1) * self.d + 1
+
+
+def _windows(operation: Any, kind: str, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Optional[list]:
+    """Per-axis windows of a conv / pooling / transposed conv layer (None for other kinds)."""
+    if kind in _CONV_KINDS or kind in _POOL_KINDS or kind in ("Conv2DTranspose", "Convolution2DTranspose"):
+        _check_channels_last(operation)
+        if kind in _POOL_KINDS:
+            ks = _pair(operation.pool_size)
+            ss = _pair(operation.strides if operation.strides is not None else operation.pool_size)
+            ds = (1, 1)
+        else:
+            ks, ss, ds = _pair(operation.kernel_size), _pair(operation.strides), _pair(operation.dilation_rate)
+        padding = str(operation.padding).lower()
+        out = []
+        for axis in range(2):
+            k, s, d = ks[axis], ss[axis], ds[axis]
+            k_eff = (k - 1) * d + 1
+            if padding != "same":
+                p = 0
+            elif kind.startswith("Conv2DTranspose") or kind.startswith("Convolution2DTranspose"):
+                # The transpose of a SAME conv from out_hw to in_hw: same padding before.
+                p = max((in_hw[axis] - 1) * s + k_eff - out_hw[axis], 0) // 2
+            else:
+                p = _same_pad(in_hw[axis], k_eff, s)
+            out.append(_Window(k, s, d, p))
+        return out
+    return None
+
+
+def _back_axis(kind: str, operation: Any, axis: int, win: Optional[_Window], need: np.ndarray, n_in: int) -> np.ndarray:
+    """Which input cells (along one axis) the needed output cells read."""
+    idx = np.flatnonzero(need)
+    res = np.zeros(n_in, dtype=bool)
+    if idx.size == 0:
+        return res
+    if kind in ("Conv2DTranspose", "Convolution2DTranspose"):
+        j = np.arange(n_in)
+        pos = j[:, None] * win.s - win.p + np.arange(win.k)[None, :] * win.d
+        ok = (pos >= 0) & (pos < len(need))
+        hit = np.zeros_like(ok)
+        hit[ok] = need[pos[ok]]
+        return hit.any(axis=1)
+    if win is not None:
+        pos = (idx[:, None] * win.s - win.p + np.arange(win.k)[None, :] * win.d).ravel()
+    elif kind == "ZeroPadding2D":
+        pos = idx - _pair(operation.padding[axis])[0]
+    elif kind == "Cropping2D":
+        pos = idx + _pair(operation.cropping[axis])[0]
+    elif kind == "UpSampling2D":
+        u = _pair(operation.size)[axis]
+        if str(getattr(operation, "interpolation", "nearest")) == "nearest":
+            pos = idx // u
+        else:  # bilinear and friends: the two (or more) source cells around the half-pixel centre
+            src = (idx + 0.5) / u - 0.5
+            pos = np.concatenate([np.floor(src) - 1, np.floor(src), np.floor(src) + 1, np.floor(src) + 2])
+            pos = pos.astype(int)
+    else:
+        raise AssertionError(kind)
+    pos = pos[(pos >= 0) & (pos < n_in)]
+    res[pos] = True
+    return res
+
+
+@dataclass
+class _Box:
+    rows: np.ndarray
+    cols: np.ndarray
+
+
+def _rf_masks(km: Any, layer: str, row: int, col: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rows and columns of the model input that cell (row, col) of ``layer`` depends on, exactly."""
+    tr = trace(km)
+    g = _graph(km)
+    target = tr.outputs[layer]
+    hw = _spatial_shape(target)
+    need: dict[int, _Box] = {}
+    rows = np.zeros(hw[0], dtype=bool)
+    cols = np.zeros(hw[1], dtype=bool)
+    rows[row] = True
+    cols[col] = True
+    need[id(target)] = _Box(rows, cols)
+    info = {"global_context": False, "assumed_pointwise": set(), "unknown": set()}
+    for tid in reversed(g.order[: g.pos[id(target)] + 1]):
+        box = need.pop(tid, None)
+        if box is None or tid == g.input_id:
+            if box is not None:
+                need[tid] = box
+            continue
+        operation = g.op[tid]
+        t = g.tensor[tid]
+        out_hw = _spatial_shape(t)
+        kind = _kind(operation) if operation is not None else ""
+        for iid in g.inputs[tid]:
+            it = g.tensor[iid]
+            in_hw = _spatial_shape(it)
+            if in_hw is None:
+                info["global_context"] = True  # a non-spatial input (e.g. squeeze-and-excitation gates)
+                continue
+            if kind in _GEOMETRY_KINDS:
+                wins = _windows(operation, kind, in_hw, out_hw)
+                r = _back_axis(kind, operation, 0, wins[0] if wins else None, box.rows, in_hw[0])
+                c = _back_axis(kind, operation, 1, wins[1] if wins else None, box.cols, in_hw[1])
+            elif in_hw == out_hw:
+                r, c = box.rows.copy(), box.cols.copy()
+                if not _known_pointwise(operation):
+                    info["assumed_pointwise"].add(getattr(operation, "name", kind))
+            elif in_hw == (1, 1):
+                info["global_context"] = info["global_context"] or out_hw != (1, 1)
+                r, c = np.ones(1, dtype=bool), np.ones(1, dtype=bool)
+            else:  # a layer we don't know the geometry of: assume it may read anything
+                info["unknown"].add(getattr(operation, "name", kind))
+                r, c = np.ones(in_hw[0], dtype=bool), np.ones(in_hw[1], dtype=bool)
+            if not (r.any() and c.any()):
+                continue
+            old = need.get(iid)
+            need[iid] = _Box(r, c) if old is None else _Box(old.rows | r, old.cols | c)
+    box = need.get(g.input_id)
+    in_hw = _spatial_shape(tr.input)
+    if box is None:
+        box = _Box(np.zeros(in_hw[0], dtype=bool), np.zeros(in_hw[1], dtype=bool))
+    info["assumed_pointwise"] = sorted(info["assumed_pointwise"])
+    info["unknown"] = sorted(info["unknown"])
+    return box.rows, box.cols, info
+
+
+#: Layers that compute each position from the same position only (channels mix, space doesn't).
+_POINTWISE = frozenset({
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU", "BatchNormalization",
+    "LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization", "Rescaling", "Dropout",
+    "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout", "Add", "Subtract", "Multiply",
+    "Average", "Maximum", "Minimum", "Concatenate", "Dense", "EinsumDense", "Identity", "Lambda",
+    "LayerScale", "StochasticDepth",
+})
+
+
+def _known_pointwise(operation: Any) -> bool:
+    if operation is None:
+        return True
+    names = {c.__name__ for c in type(operation).__mro__}
+    if names & _POINTWISE:
+        return True
+    module = type(operation).__module__
+    return module.startswith("keras.src.ops")  # keras.ops used in a functional graph (add, multiply, ...)
+
+
+def _box_of(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int, int, int]:
+    r = np.flatnonzero(rows)
+    c = np.flatnonzero(cols)
+    if r.size == 0 or c.size == 0:
+        return (0, 0, 0, 0)
+    return int(r[0]), int(c[0]), int(r[-1]) + 1, int(c[-1]) + 1
+
+
+@dataclass(frozen=True)
+class _Affine:
+    """Cell i of a tensor covers input pixels [jump*i + start, jump*i + end) along one axis (unclipped)."""
+
+    jump: Fraction
+    start: Fraction
+    end: Fraction
+
+    @property
+    def size(self) -> Fraction:
+        return self.end - self.start
+
+
+def _through(kind: str, operation: Any, axis: int, win: Optional[_Window], a: _Affine) -> _Affine:
+    j, s, e = a.jump, a.start, a.end
+    if kind in ("Conv2DTranspose", "Convolution2DTranspose"):
+        st = Fraction(win.s)
+        return _Affine(j / st, s + j * Fraction(win.p - win.k_eff + 1) / st, e + j * Fraction(win.p) / st)
+    if win is not None:
+        return _Affine(j * win.s, s - j * win.p, e + j * (win.k_eff - 1 - win.p))
+    if kind == "ZeroPadding2D":
+        t = _pair(operation.padding[axis])[0]
+        return _Affine(j, s - j * t, e - j * t)
+    if kind == "Cropping2D":
+        t = _pair(operation.cropping[axis])[0]
+        return _Affine(j, s + j * t, e + j * t)
+    if kind == "UpSampling2D":
+        u = Fraction(_pair(operation.size)[axis])
+        extra = Fraction(0) if str(getattr(operation, "interpolation", "nearest")) == "nearest" else j
+        return _Affine(j / u, s - j * (u - 1) / u - extra, e + extra)
+    raise AssertionError(kind)
+
+
+def _affines(km: Any) -> dict:
+    """Theoretical receptive field of every traced tensor: id -> (row _Affine, col _Affine) or None."""
+
+    def build() -> dict:
+        g = _graph(km)
+        out: dict = {}
+        for tid in g.order:
+            t = g.tensor[tid]
+            hw = _spatial_shape(t)
+            if tid == g.input_id:
+                out[tid] = (_Affine(Fraction(1), Fraction(0), Fraction(1)),) * 2
+                continue
+            if hw is None:
+                out[tid] = None
+                continue
+            operation = g.op[tid]
+            kind = _kind(operation) if operation is not None else ""
+            found: list = []
+            for iid in g.inputs[tid]:
+                prev = out.get(iid)
+                in_hw = _spatial_shape(g.tensor[iid])
+                if prev is None or in_hw is None or (in_hw == (1, 1) and hw != (1, 1)):
+                    continue  # non-spatial or broadcast (global) inputs: not part of the local field
+                if kind in _GEOMETRY_KINDS:
+                    wins = _windows(operation, kind, in_hw, hw)
+                    found.append(tuple(_through(kind, operation, ax, wins[ax] if wins else None, prev[ax])
+                                       for ax in range(2)))
+                elif in_hw == hw:
+                    found.append(prev)
+                else:
+                    found.append(None)
+            if not found or any(f is None for f in found):
+                out[tid] = None
+                continue
+            merged = []
+            for ax in range(2):
+                parts = [f[ax] for f in found]
+                merged.append(_Affine(max(p.jump for p in parts), min(p.start for p in parts),
+                                      max(p.end for p in parts)))
+            out[tid] = tuple(merged)
+        return out
+
+    return _cached(km, "affines", build)
+
+
+def _theoretical(km: Any, layer: str) -> Optional[dict]:
+    aff = _affines(km).get(id(trace(km).outputs[layer]))
+    if aff is None:
+        return None
+    size = tuple(int(math.ceil(a.size)) for a in aff)
+    jump = tuple(float(a.jump) for a in aff)
+    return {"size_hw": size, "size": max(size), "jump_hw": jump}
+
+
+# --------------------------------------------------------------------------- final feature map, class score
+
+
+def _final_feature_map_name(m: Any) -> str:
+    """The layer the classifier's global pooling / flatten reads (:func:`vizlib.layers.final_feature_map`)."""
+    from vizlib.layers import final_feature_map
+
+    return final_feature_map(_km(m)).name
+
+
+def _activation_name(fn: Any) -> str:
+    return str(getattr(fn, "__name__", type(fn).__name__)).lower()
+
+
+@dataclass
+class _Score:
+    """How to get the class score (the logit before softmax / sigmoid) from the traced graph."""
+
+    pre: Any  # symbolic tensor the head ends at
+    finish: Optional[Any]  # the final Dense layer to apply linearly to ``pre``, or None
+    squash: str  # "softmax", "sigmoid" or "none" (the output is taken as it is)
+    n_classes: int
+
+
+def _score(km: Any) -> _Score:
+    def build() -> _Score:
+        import keras
+        from keras import tree
+
+        tr = trace(km)
+        flat = tree.flatten(tr.final)
+        if len(flat) != 1 or len(flat[0].shape) != 2 or not flat[0].shape[-1]:
+            raise InputError("Grad-CAM needs a model with one output of class scores, shape (batch, classes); "
+                             "this model's output is different.")
+        final = flat[0]
+        n = int(final.shape[-1])
+        operation, ins = _producer(final)
+        act = _activation_name(getattr(operation, "activation", None)) if operation is not None else ""
+        if isinstance(operation, keras.layers.Softmax):
+            act = "softmax"
+        if act in ("softmax", "sigmoid") and len(ins) == 1:
+            if isinstance(operation, (keras.layers.Activation, keras.layers.Softmax)):
+                return _Score(ins[0], None, act, n)
+            if isinstance(operation, keras.layers.Dense) and len(ins[0].shape) == 2:
+                return _Score(ins[0], operation, act, n)
+        return _Score(final, None, "none", n)
+
+    return _cached(km, "score", build)
+
+
+def _apply_finish(score: _Score, pre: Any) -> Any:
+    if score.finish is None:
+        return pre
+    from keras import ops
+
+    z = ops.matmul(pre, score.finish.kernel)
+    if getattr(score.finish, "use_bias", False) and score.finish.bias is not None:
+        z = z + score.finish.bias
+    return z
+
+
+def _probabilities(score: _Score, logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    if score.squash == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    if score.squash == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    from vizlib.extract import probabilities
+
+    return np.asarray(probabilities(z), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- trunk + head
+
+
+@dataclass
+class _Plan:
+    """The model split at one layer: trunk (input -> A + crossing tensors), head (those -> class score)."""
+
+    layer: str
+    trunk: Any
+    head: Any
+    n_cross: int
+
+
+def _plan(m: Any, layer: str) -> _Plan:
+    km = _km(m)
+    cache = _model_cache(km)
+    with cache["lock"]:
+        found = cache["plans"].get(layer)
+        if found is not None:
+            cache["plans"].move_to_end(layer)
+            return found
+    import keras
+
+    tr = trace(km)
+    g = _graph(km)
+    score = _score(km)
+    a_id = id(tr.outputs[layer])
+    depends: dict[int, bool] = {}
+    for tid in g.order:
+        depends[tid] = tid == a_id or any(depends.get(i, False) for i in g.inputs[tid])
+    pre_id = id(score.pre)
+    if not depends.get(pre_id, False):
+        raise InputError(f"Layer '{layer}' does not lead to the model's output, so it has no gradient for a class.")
+    crossing: set[int] = set()
+    seen: set[int] = set()
+    stack = [pre_id]
+    while stack:
+        tid = stack.pop()
+        if tid in seen or tid == a_id:
+            continue
+        seen.add(tid)
+        if not depends[tid]:
+            crossing.add(tid)
+            continue
+        stack.extend(g.inputs[tid])
+    cross = sorted(crossing, key=lambda t: g.pos[t])
+    head_inputs = [tr.outputs[layer]] + [g.tensor[t] for t in cross]
+    try:
+        head = keras.Model(head_inputs if cross else head_inputs[0], score.pre, name="vizlib_cam_head")
+        trunk = keras.Model(tr.input, head_inputs, name="vizlib_cam_trunk")
+    except Exception as exc:  # noqa: BLE001 - a graph Keras can't cut here
+        raise InputError(f"Could not split this model at layer '{layer}' for Grad-CAM ({exc}).") from exc
+    plan = _Plan(layer=layer, trunk=trunk, head=head, n_cross=len(cross))
+    with cache["lock"]:
+        cache["plans"][layer] = plan
+        while len(cache["plans"]) > MAX_PLANS_PER_MODEL:
+            cache["plans"].popitem(last=False)
+    return plan
+
+
+def _trunk_outputs(m: Any, plan: _Plan, batch: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """(trunk outputs, from cache?) for this batch: the class-independent half of the work."""
+    km = _km(m)
+    cache = _model_cache(km)
+    key = (plan.layer, _digest(batch))
+    with cache["lock"]:
+        found = cache["features"].get(key)
+        if found is not None:
+            cache["features"].move_to_end(key)
+            return found, True
+    with _run_lock(km):
+        out = plan.trunk(batch, training=False)
+    out = [np.asarray(o, dtype=np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    if sum(o.nbytes for o in out) <= MAX_CACHED_FEATURE_BYTES:
+        with cache["lock"]:
+            cache["features"][key] = out
+            while len(cache["features"]) > MAX_CACHED_FEATURES:
+                cache["features"].popitem(last=False)
+    return out, False
+
+
+def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) -> (N, H, W), bilinear with half-pixel centres (as cv2 / tf.image.resize)."""
+    import tensorflow as tf
+
+    if maps.shape[1:] == tuple(size):
+        return maps.astype(np.float32, copy=True)
+    out = tf.image.resize(maps[..., None], size, method="bilinear")
+    return np.asarray(out, dtype=np.float32)[..., 0]
+
+
+def _normalise(maps: np.ndarray) -> np.ndarray:
+    """Each map to [0, 1] by its maximum (all-zero maps stay zero)."""
+    maps = np.maximum(np.nan_to_num(maps.astype(np.float32, copy=False)), 0.0)
+    peak = maps.reshape(len(maps), -1).max(axis=1)
+    scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
+    return np.clip(maps / scale[:, None, None], 0.0, 1.0).astype(np.float32)
+
+
+def _method_for(is_final: bool, method: Optional[str]) -> str:
+    if method in (None, "", "auto"):
+        return "gradcam" if is_final else "layercam"
+    name = str(method).lower().replace("-", "").replace("_", "")
+    if name not in METHODS:
+        raise InputError(f"Unknown method '{method}'. Use 'gradcam', 'layercam' or None (automatic).")
+    return name
+
+
+def _describe(m: Any, layer: Optional[str], method: Optional[str]) -> dict:
+    final = _final_feature_map_name(m)
+    name = final if layer in (None, "") else str(layer)
+    info = find_layer(_km(m), name)
+    is_final = name == final
+    chosen = _method_for(is_final, method)
+    score = _score(_km(m))
+    if chosen == "gradcam":
+        text = ("Grad-CAM: each channel of the map weighted by the mean gradient of the class score over it, "
+                "summed, negatives dropped.")
+    else:
+        text = ("LayerCAM: each position of each channel weighted by its own positive gradient of the class "
+                "score, summed, negatives dropped; it stays meaningful at early layers, where Grad-CAM's "
+                "averaged weights do not.")
+    return {
+        "layer": name, "method": chosen, "method_title": METHOD_TITLES[chosen], "final_layer": final,
+        "is_final": is_final, "layer_shape": list(info.output_shape),
+        "target": "logit" if score.squash in ("softmax", "sigmoid") else "output",
+        "description": text,
+    }
+
+
+@op("explain.describe")
+def _describe_op(m: Any, batch: Optional[np.ndarray], *, layer: Optional[str] = None,
+                 method: Optional[str] = None) -> dict:
+    return _describe(m, layer, method)
+
+
+@op("explain.gradcam")
+def _gradcam_op(m: Any, batch: np.ndarray, *, layer: Optional[str] = None, class_index: Optional[int] = None,
+                method: Optional[str] = None) -> dict:
+    """Class activation map, channel contributions and the prediction, for each image of ``batch``."""
+    if batch is None or len(batch) == 0:
+        raise InputError("No image given.")
+    _check_gradients_safe()
+    import tensorflow as tf
+
+    desc = _describe(m, layer, method)
+    km = _km(m)
+    score = _score(km)
+    plan = _plan(m, desc["layer"])
+    feats, reused = _trunk_outputs(m, plan, batch)
+    if class_index is not None and not 0 <= int(class_index) < score.n_classes:
+        raise InputError(f"Class index {class_index} is out of range: this model has classes 0 to "
+                         f"{score.n_classes - 1}.")
+    with _run_lock(km):
+        xs = [tf.convert_to_tensor(f) for f in feats]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xs[0])
+            pre = plan.head(xs if len(xs) > 1 else xs[0], training=False)
+            logits = _apply_finish(score, pre)
+            chosen = (np.argmax(np.asarray(logits), axis=1) if class_index is None
+                      else np.full(len(batch), int(class_index)))
+            picked = tf.gather(logits, tf.constant(chosen, dtype=tf.int32), axis=1, batch_dims=1)
+            target = tf.reduce_sum(picked)
+        grads = tape.gradient(target, xs[0])
+    acts = feats[0]
+    g = np.zeros_like(acts) if grads is None else np.asarray(grads, dtype=np.float32)
+    weights = g.mean(axis=(1, 2))
+    contributions = (g * acts).mean(axis=(1, 2))
+    if desc["method"] == "gradcam":
+        raw = np.einsum("nhwk,nk->nhw", acts, weights)
+    else:
+        raw = (np.maximum(g, 0.0) * acts).sum(axis=-1)
+    layer_cam = _normalise(raw)
+    cam = _normalise(_resize(np.maximum(raw, 0.0), tuple(m.input_size)))
+    logits_np = np.asarray(logits, dtype=np.float32)
+    return {
+        **desc,
+        "cam": cam, "layer_cam": layer_cam, "raw_peak": np.maximum(raw, 0).reshape(len(raw), -1).max(axis=1),
+        "class_index": [int(c) for c in chosen],
+        "scores": logits_np, "probabilities": _probabilities(score, logits_np),
+        "contributions": contributions.astype(np.float32), "weights": weights.astype(np.float32),
+        "mean_activation": acts.mean(axis=(1, 2)).astype(np.float32),
+        "reused_features": bool(reused),
+    }
+
+
+# --------------------------------------------------------------------------- receptive fields
+
+
+@op("explain.receptive_field")
+def _receptive_field_op(m: Any, batch: Optional[np.ndarray], *, layer: str, row: int, col: int) -> dict:
+    km = _km(m)
+    info = find_layer(km, str(layer))
+    h, w, _ = info.output_shape
+    row, col = int(row), int(col)
+    if not (0 <= row < h and 0 <= col < w):
+        raise InputError(f"Layer '{layer}' is {h} x {w}; there is no cell at row {row}, column {col}.")
+    rows, cols, extra = _rf_masks(km, info.name, row, col)
+    theo = _theoretical(km, info.name)
+    return {
+        "box": list(_box_of(rows, cols)), "layer": info.name, "row": row, "col": col,
+        "size": theo["size"] if theo else None, "size_hw": list(theo["size_hw"]) if theo else None,
+        "jump_hw": list(theo["jump_hw"]) if theo else None, "global_context": bool(extra["global_context"]),
+        "assumed_pointwise": extra["assumed_pointwise"], "unknown_layers": extra["unknown"],
+        "input_size": list(_spatial_shape(trace(km).input)),
+    }
+
+
+# --------------------------------------------------------------------------- depth profile
+
+#: Statistics computed inside the graph per spatial layer, in this order.
+PROFILE_STATS = ("mean", "mean_abs", "sparsity", "dead_fraction", "max")
+
+
+def _profile_extractor(m: Any) -> tuple[Any, list[str], bool]:
+    km = _km(m)
+
+    def build() -> tuple[Any, list[str], bool]:
+        import keras
+        from keras import ops
+
+        tr = trace(km)
+        names = [i.name for i in tr.layers if i.is_spatial]
+        outs = []
+        for name in names:
+            x = ops.cast(tr.outputs[name], "float32")
+            ax = (1, 2, 3)
+            channel_peak = ops.max(ops.abs(x), axis=(1, 2))
+            outs.append(ops.stack([
+                ops.mean(x, axis=ax),
+                ops.mean(ops.abs(x), axis=ax),
+                ops.mean(ops.cast(ops.equal(x, 0.0), "float32"), axis=ax),
+                ops.mean(ops.cast(ops.equal(channel_peak, 0.0), "float32"), axis=-1),
+                ops.max(x, axis=ax),
+            ], axis=-1))
+        with_pred = len(km.outputs) == 1
+        if with_pred:
+            from vizlib.extract import _final_output
+
+            outs.append(_final_output(m))
+        return keras.Model(tr.input, outs, name="vizlib_depth_profile"), names, with_pred
+
+    return _cached(km, "profile", build)
+
+
+@op("explain.depth_profile")
+def _depth_profile_op(m: Any, batch: np.ndarray) -> dict:
+    """Per spatial layer statistics for every image of ``batch``: ONE forward pass for all layers."""
+    if batch is None or len(batch) == 0:
+        raise InputError("No image given.")
+    km = _km(m)
+    ext, names, with_pred = _profile_extractor(m)
+    with _run_lock(km):
+        out = ext(batch, training=False)
+    out = list(out) if isinstance(out, (list, tuple)) else [out]
+    stats = np.stack([np.asarray(o, dtype=np.float32) for o in out[: len(names)]], axis=1)  # (N, L, S)
+    tr = trace(km)
+    infos = {i.name: i for i in tr.layers}
+    rf_sizes, rf_hw, jumps, global_ctx = [], [], [], []
+    reaches_global = _global_context_flags(km)
+    for name in names:
+        theo = _theoretical(km, name)
+        rf_sizes.append(theo["size"] if theo else None)
+        rf_hw.append(list(theo["size_hw"]) if theo else None)
+        jumps.append(list(theo["jump_hw"]) if theo else None)
+        global_ctx.append(bool(reaches_global.get(id(tr.outputs[name]), False)))
+    result = {
+        "names": names, "kinds": [infos[n].kind for n in names], "indices": [infos[n].index for n in names],
+        "shapes": [list(infos[n].output_shape) for n in names], "stats": stats, "stat_names": list(PROFILE_STATS),
+        "receptive_field": rf_sizes, "receptive_field_hw": rf_hw, "jump_hw": jumps, "global_context": global_ctx,
+        "input_size": list(m.input_size),
+    }
+    if with_pred:
+        result["output"] = np.asarray(out[-1], dtype=np.float32)
+    return result
+
+
+def _global_context_flags(km: Any) -> dict:
+    """id -> whether a tensor depends on the whole input through a global pooling branch."""
+
+    def build() -> dict:
+        g = _graph(km)
+        flags: dict = {}
+        for tid in g.order:
+            hw = _spatial_shape(g.tensor[tid])
+            flag = False
+            for iid in g.inputs[tid]:
+                in_hw = _spatial_shape(g.tensor[iid])
+                if flags.get(iid):
+                    flag = True
+                elif hw is not None and hw != (1, 1) and (in_hw is None or in_hw == (1, 1)) and iid != g.input_id:
+                    flag = True
+            flags[tid] = flag and hw is not None
+        return flags
+
+    return _cached(km, "global_flags", build)
+
+
+# --------------------------------------------------------------------------- one convolution, by hand
+
+
+def _first_plain_conv(km: Any) -> str:
+    """The first Conv2D in forward order (depthwise / separable / transposed ones are skipped)."""
+    import keras
+
+    tr = trace(km)
+    g = _graph(km)
+    for info in tr.layers:
+        if info.is_spatial and isinstance(g.op.get(id(tr.outputs[info.name])), keras.layers.Conv2D):
+            return info.name
+    raise InputError("This model has no plain Conv2D layer, so there is no convolution arithmetic to show.")
+
+
+@op("explain.conv_arithmetic")
+def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channel: int = 0,
+                        layer: Optional[str] = None) -> dict:
+    """The numbers behind one output value of a Conv2D: input patch, kernel, bias, sum, activation."""
+    import keras
+
+    if batch is None or len(batch) != 1:
+        raise InputError("Give exactly one image.")
+    km = _km(m)
+    tr = trace(km)
+    g = _graph(km)
+    name = _first_plain_conv(km) if layer in (None, "") else str(layer)
+    info = find_layer(km, name)
+    out_t = tr.outputs[name]
+    conv = g.op.get(id(out_t))
+    if not isinstance(conv, keras.layers.Conv2D) or isinstance(conv, keras.layers.Conv2DTranspose):
+        raise InputError(f"Layer '{name}' is a {info.kind}; the arithmetic is shown for Conv2D layers.")
+    _check_channels_last(conv)
+    h, w, c_out = info.output_shape
+    row, col, channel = int(row), int(col), int(channel)
+    if not (0 <= row < h and 0 <= col < w):
+        raise InputError(f"Layer '{name}' is {h} x {w}; there is no cell at row {row}, column {col}.")
+    if not 0 <= channel < c_out:
+        raise InputError(f"Layer '{name}' has channels 0 to {c_out - 1}; there is no channel {channel}.")
+    in_t = g.tensor[g.inputs[id(out_t)][0]]
+    ext = _cached(km, ("arith", name), lambda: keras.Model(tr.input, [in_t, out_t], name="vizlib_conv_arith"))
+    with _run_lock(km):
+        x_in, y = ext(batch, training=False)
+    x_in = np.asarray(x_in, dtype=np.float32)[0]
+    y = np.asarray(y, dtype=np.float32)[0]
+    in_hw = x_in.shape[:2]
+    wins = _windows(conv, "Conv2D", in_hw, (h, w))
+    rows = row * wins[0].s - wins[0].p + np.arange(wins[0].k) * wins[0].d
+    cols = col * wins[1].s - wins[1].p + np.arange(wins[1].k) * wins[1].d
+    kernel = np.asarray(conv.kernel, dtype=np.float32)  # (kh, kw, c_in / groups, c_out)
+    groups = int(getattr(conv, "groups", 1) or 1)
+    per_group = kernel.shape[2]
+    group = channel // (c_out // groups)
+    in_channels = list(range(group * per_group, (group + 1) * per_group))
+    patch = np.zeros((len(rows), len(cols), per_group), dtype=np.float32)
+    r_ok = (rows >= 0) & (rows < in_hw[0])
+    c_ok = (cols >= 0) & (cols < in_hw[1])
+    sub = x_in[np.clip(rows, 0, in_hw[0] - 1)][:, np.clip(cols, 0, in_hw[1] - 1)][:, :, in_channels]
+    patch[:] = sub * (r_ok[:, None, None] & c_ok[None, :, None])
+    weights = kernel[:, :, :, channel]
+    bias = float(np.asarray(conv.bias)[channel]) if conv.use_bias and conv.bias is not None else 0.0
+    products = patch.astype(np.float64) * weights.astype(np.float64)
+    pre = float(products.sum() + bias)
+    act_name = _activation_name(conv.activation)
+    post = float(np.asarray(keras.ops.convert_to_numpy(conv.activation(np.array([pre], dtype=np.float32))))[0])
+    rows_rf, cols_rf, _ = _rf_masks(km, name, row, col)
+    return {
+        "layer": name, "row": row, "col": col, "channel": channel,
+        "patch": patch, "kernel": weights, "products": products.astype(np.float32),
+        "per_input_channel": products.sum(axis=(0, 1)).astype(np.float32),
+        "bias": bias, "pre_activation": pre, "activation": act_name, "value": post,
+        "model_value": float(y[row, col, channel]),
+        "input_rows": [int(r) if ok else -1 for r, ok in zip(rows, r_ok)],
+        "input_cols": [int(c) if ok else -1 for c, ok in zip(cols, c_ok)],
+        "input_channels": in_channels, "strides": [wins[0].s, wins[1].s], "dilation": [wins[0].d, wins[1].d],
+        "padding": str(conv.padding), "pad_before": [wins[0].p, wins[1].p],
+        "input_is_model_input": id(in_t) == id(tr.input),
+        "input_layer": getattr(g.op.get(id(in_t)), "name", "input"),
+        "box": list(_box_of(rows_rf, cols_rf)),
+    }
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _as_model(model: Any) -> Any:
+    from vizlib.contract import as_model
+
+    return as_model(model)
+
+
+def _one(images: Any) -> list:
+    """A PIL image (or a list of them, or a raw pixel array) -> what ``raw_batch`` takes."""
+    if isinstance(images, np.ndarray):
+        return images
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+def _check_reply(r: dict, keys: Sequence[str]) -> dict:
+    for k in keys:
+        if k not in r:
+            raise InputError("The model's process sent a reply the dashboard can't read.")
+    return r
+
+
+def final_layer(model: Any) -> str:
+    """The name of the final feature map: the layer the classifier's pooling / flatten reads."""
+    return str(_as_model(model).run("explain.describe", None)["final_layer"])
+
+
+def gradcam_method(model: Any, layer: Optional[str] = None, *, method: Optional[str] = None) -> dict:
+    """Which map :func:`gradcam` computes for ``layer``: ``method`` ("gradcam" / "layercam"),
+    ``method_title``, ``layer``, ``final_layer``, ``is_final``, ``target`` ("logit": the class score
+    before softmax, or "output") and a one-sentence ``description`` for a caption."""
+    m = _as_model(model)
+    return dict(m.run("explain.describe", None, layer=layer, method=method))
+
+
+@dataclass
+class ClassExplanation:
+    """Everything one Grad-CAM request gives for one image (see :func:`explain_class`)."""
+
+    cam: np.ndarray  # float32 (H, W) at the model's input size, [0, 1]
+    layer_cam: np.ndarray  # float32 (h, w) at the layer's own size, [0, 1] (the values behind ``cam``)
+    method: str  # "gradcam" or "layercam"
+    method_title: str
+    layer: str
+    final_layer: str
+    is_final: bool
+    class_index: int
+    class_name: str
+    probability: float
+    score: float  # the class score the gradient was taken of (logit, or output when there is no softmax)
+    target: str  # "logit" or "output"
+    probabilities: np.ndarray  # (classes,)
+    contributions: np.ndarray  # (channels,) mean of gradient x activation, per channel of ``layer``
+    weights: np.ndarray  # (channels,) mean gradient per channel (Grad-CAM's weights)
+    mean_activation: np.ndarray  # (channels,)
+    description: str
+    reused_features: bool = False  # True when the forward pass up to ``layer`` came from the cache
+    empty: bool = field(default=False)  # True when the map is all zero (no positive evidence)
+
+    def ranked_channels(self, n: Optional[int] = None) -> list[dict]:
+        """Channels of ``layer`` by contribution to the class, largest first."""
+        return _ranked(self.contributions, self.weights, self.mean_activation, n)
+
+    def top_classes(self, n: int = 5) -> list[tuple[int, str, float]]:
+        """(index, name, probability) of the ``n`` most likely classes."""
+        order = np.argsort(-self.probabilities, kind="stable")[:n]
+        return [(int(i), self._names[i] if self._names else f"class {i}", float(self.probabilities[i]))
+                for i in order]
+
+    _names: Optional[list[str]] = field(default=None, repr=False)
+
+
+def _ranked(contrib: np.ndarray, weights: np.ndarray, mean_act: np.ndarray, n: Optional[int]) -> list[dict]:
+    order = np.argsort(-contrib, kind="stable")
+    if n is not None:
+        order = order[: max(0, int(n))]
+    total = float(np.abs(contrib).sum()) or 1.0
+    return [{"channel": int(k), "contribution": float(contrib[k]), "share": float(contrib[k]) / total,
+             "mean_gradient": float(weights[k]), "mean_activation": float(mean_act[k])} for k in order]
+
+
+def explain_class(model: Any, image: Any, class_index: Optional[int] = None, layer: Optional[str] = None, *,
+                  method: Optional[str] = None) -> ClassExplanation:
+    """Grad-CAM (or LayerCAM), channel contributions and the prediction for one image, from one request.
+
+    ``class_index=None`` explains the top predicted class; ``layer=None`` uses the
+    final feature map. Asking again for another class of the same image reuses the
+    forward pass up to ``layer`` (only the head and its gradient run again).
+    """
+    m = _as_model(model)
+    batch = m.raw_batch(_one(image))[:1]
+    r = _check_reply(m.run("explain.gradcam", batch, layer=layer,
+                           class_index=None if class_index is None else int(class_index), method=method),
+                     ("cam", "layer_cam", "class_index", "probabilities", "contributions", "weights"))
+    c = int(r["class_index"][0])
+    names = m.class_names if m.class_names and len(m.class_names) == r["probabilities"].shape[1] else None
+    return ClassExplanation(
+        cam=np.asarray(r["cam"][0], dtype=np.float32), layer_cam=np.asarray(r["layer_cam"][0], dtype=np.float32),
+        method=r["method"], method_title=r["method_title"], layer=r["layer"], final_layer=r["final_layer"],
+        is_final=bool(r["is_final"]), class_index=c, class_name=names[c] if names else f"class {c}",
+        probability=float(r["probabilities"][0][c]), score=float(r["scores"][0][c]), target=r["target"],
+        probabilities=np.asarray(r["probabilities"][0], dtype=np.float32),
+        contributions=np.asarray(r["contributions"][0], dtype=np.float32),
+        weights=np.asarray(r["weights"][0], dtype=np.float32),
+        mean_activation=np.asarray(r["mean_activation"][0], dtype=np.float32), description=r["description"],
+        reused_features=bool(r.get("reused_features", False)), empty=float(r["raw_peak"][0]) <= 0.0, _names=names,
+    )
+
+
+def gradcam(model: Any, image: Any, class_index: Optional[int] = None, layer: Optional[str] = None, *,
+            method: Optional[str] = None) -> np.ndarray:
+    """Where the model looked for a class: float32 (H, W) at the model's input size, values in [0, 1].
+
+    ``class_index=None``: the top predicted class. ``layer=None``: the final feature
+    map, with Grad-CAM; at other layers LayerCAM (``method`` overrides;
+    :func:`gradcam_method` says which). The maximum is 1 unless the map is all
+    zero (no positive evidence for the class at that layer).
+    """
+    return explain_class(model, image, class_index, layer, method=method).cam
+
+
+def channel_contributions(model: Any, image: Any, class_index: Optional[int] = None, layer: Optional[str] = None,
+                          *, top: Optional[int] = None) -> list[dict]:
+    """Channels of the final feature map (or ``layer``) ranked by their contribution to the class.
+
+    Contribution = mean over positions of gradient x activation (the class score's
+    first-order share carried by that channel). Each dict: ``channel``,
+    ``contribution``, ``share`` (of the total absolute contribution),
+    ``mean_gradient``, ``mean_activation``.
+    """
+    return explain_class(model, image, class_index, layer).ranked_channels(top)
+
+
+def receptive_field(model: Any, layer: str, row: int, col: int) -> tuple[int, int, int, int]:
+    """The input pixels cell (``row``, ``col``) of ``layer`` sees: ``(top, left, bottom, right)``.
+
+    Bottom and right are exclusive; the box is clipped to the input (as the model
+    sees it, at its input size). Computed from the layer graph: kernels, strides,
+    "same" padding offsets, dilation, pooling, padding/cropping, upsampling,
+    branches (union) and nested models. Branches through global pooling
+    (squeeze-and-excitation) are left out: :func:`receptive_field_info` flags them.
+    """
+    return tuple(receptive_field_info(model, layer, row, col)["box"])  # type: ignore[return-value]
+
+
+def receptive_field_info(model: Any, layer: str, row: int, col: int) -> dict:
+    """:func:`receptive_field` with details: ``box``, ``size`` / ``size_hw`` (theoretical, unclipped),
+    ``jump_hw`` (input pixels between neighbouring cells), ``global_context``, ``input_size``."""
+    m = _as_model(model)
+    r = _check_reply(m.run("explain.receptive_field", None, layer=str(layer), row=int(row), col=int(col)), ("box",))
+    r["box"] = tuple(int(v) for v in r["box"])
+    return r
+
+
+def depth_profile(model: Any, image: Any) -> list[dict]:
+    """One dict per spatial layer in forward order, from ONE forward pass for all of them.
+
+    Keys: ``index``, ``name``, ``kind``, ``height``, ``width``, ``channels``,
+    ``receptive_field`` (theoretical, pixels on one side, unclipped; None past a
+    layer whose geometry is unknown), ``receptive_field_hw``, ``jump`` (input
+    pixels between neighbouring cells), ``dead_fraction`` (share of channels that
+    are all zero for this image), ``mean``, ``mean_abs``, ``sparsity`` (share of
+    exactly-zero activations), ``max``, ``global_context``.
+    """
+    m = _as_model(model)
+    batch = m.raw_batch(_one(image))[:1]
+    r = _check_reply(m.run("explain.depth_profile", batch), ("names", "stats", "shapes", "receptive_field"))
+    stats = np.asarray(r["stats"])[0]
+    rows = []
+    for i, name in enumerate(r["names"]):
+        h, w, c = r["shapes"][i]
+        row = {"index": int(r["indices"][i]), "name": name, "kind": r["kinds"][i], "height": int(h),
+               "width": int(w), "channels": int(c), "receptive_field": r["receptive_field"][i],
+               "receptive_field_hw": r["receptive_field_hw"][i], "jump": r["jump_hw"][i],
+               "global_context": bool(r["global_context"][i])}
+        row.update({s: float(stats[i, j]) for j, s in enumerate(r["stat_names"])})
+        rows.append(row)
+    return rows
+
+
+def conv_arithmetic(model: Any, image: Any, row: int, col: int, channel: int = 0,
+                    layer: Optional[str] = None) -> dict:
+    """How one value of the first convolution (or ``layer``, a Conv2D) is made, for teaching.
+
+    Returns the ``patch`` of the layer's input the kernel covers (zeros where it
+    hangs over the padding), the ``kernel`` weights for ``channel``, their
+    ``products``, ``bias``, ``pre_activation`` (the sum + bias), ``activation`` (its
+    name) and ``value`` (after it), and ``model_value``, the value the model itself
+    computed (equal up to float rounding), plus where the patch sits (``input_rows``,
+    ``input_cols``; -1 for padding) and the input pixel ``box`` it sees.
+    """
+    m = _as_model(model)
+    batch = m.raw_batch(_one(image))[:1]
+    r = m.run("explain.conv_arithmetic", batch, row=int(row), col=int(col), channel=int(channel), layer=layer)
+    return _check_reply(dict(r), ("patch", "kernel", "pre_activation", "value"))
+
+
+def model_view_array(model: Any, image: Any) -> np.ndarray:
+    """The image as the model sees it (resized, grey for a greyscale model) as uint8 (H, W) or (H, W, 3)."""
+    m = _as_model(model)
+    raw = m.raw_batch(_one(image))[0]
+    arr = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
