@@ -26,7 +26,8 @@ import pytest  # noqa: E402
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.extract import decode, predict  # noqa: E402,F401
 from vizlib.layers import conv_layers, find_layer, layer_table, spatial_layers  # noqa: E402,F401
-from vizlib.isolation import IsolatedModel, _check_specs, _Stopped, max_response_bytes  # noqa: E402
+from vizlib.isolation import IsolatedModel, max_response_bytes  # noqa: E402
+from vizlib.wire import Malformed, check_specs as _check_specs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "assets" / "models" / "emotion_mini_xception_fer2013.keras"
@@ -330,9 +331,9 @@ def test_reply_headers_are_checked_before_allocating():
     assert _check_specs([["<f4", [2, 3]]], 100) == [("<f4", (2, 3))]
     for bad in ([["|O", [1]]], [["<f4", [-1]]], [["<f4", [1.5]]], [["<f4", "12"]], {"a": 1},
                 [["<f4", [1] * 9]], [["<U4", [1]]]):
-        with pytest.raises(_Stopped):
+        with pytest.raises(Malformed):
             _check_specs(bad, 100)
-    with pytest.raises(_Stopped, match="more than"):
+    with pytest.raises(Malformed, match="more than"):
         _check_specs([["<f4", [2**20, 2**20]]], max_response_bytes())
 
 

@@ -25,48 +25,25 @@ in-process path, so results are identical and the activation budget
 
 The wire format
 ---------------
-Length-prefixed frames on a ``socketpair``: one JSON header, then one frame of
-raw bytes per numpy array (dtype and shape are in the header).  No pickle in
-either direction, so a compromised child can send the parent nothing but JSON
-and numeric arrays; the parent checks every header (known dtypes, shapes, a
-total-size cap) *before* allocating, then reads each array straight into its
-buffer.  Layer descriptions cross as ``[index, name, kind, shape]`` lists and
+:mod:`vizlib.wire` on a ``socketpair``: a JSON header, then raw bytes per
+numpy array. No pickle in either direction, so a compromised child can send
+the parent nothing but JSON and numeric arrays, checked before allocating.  Layer descriptions cross as ``[index, name, kind, shape]`` lists and
 are rebuilt as :class:`vizlib.layers.LayerInfo` in the parent.
 
 Limits (set in the child before numpy, Keras or TensorFlow are imported)
 -----------------------------------------------------------------------
 * **Memory: ``RLIMIT_DATA = memory_limit_bytes``**, plus two backstops.
-  Measured here (Linux 6.18, tensorflow-cpu 2.21, keras 3.15, 2 cores), the
-  child's ``/proc`` figures after ``import tensorflow, keras`` and after loading
-  the bundled mini-Xception are::
-
-                      VmSize (RLIMIT_AS)  VmData (RLIMIT_DATA)  RssAnon   VmRSS
-      import TF+keras      1.22 GB             0.31 GB           0.22 GB  0.58 GB
-      + bundled model      1.60 GB             0.36 GB           0.22 GB  0.59 GB
-      + forward (N=16)     1.69 GB             0.46 GB           0.28 GB  0.66 GB
-
-  ``RLIMIT_AS`` would have to allow ~1.6 GB of address space that is never
-  memory (shared-library mappings, ``PROT_NONE`` malloc-arena reservations), and
-  that part grows with the number of TensorFlow threads (8 MB of stack address
-  per thread; 2 x 64 intra/inter-op threads on a 64-core box add 1 GB): a bad
-  proxy.  ``VmRSS`` counts ~360 MB of shared, file-backed library pages.
   ``VmData`` (private writable mappings: heap, anonymous ``mmap``, thread
-  stacks) follows what a model allocates -- weights, tensors, numpy arrays --
-  within ~0.15 GB of ``RssAnon``, and ``RLIMIT_DATA`` is enforced by the kernel
-  at allocation time, so unlike a polling watchdog a burst cannot overshoot it.
-  An allocation over the limit makes numpy raise ``MemoryError`` or TensorFlow
-  raise ``ResourceExhaustedError`` (reported as an out-of-memory
-  :class:`InputError`; the child lives on), or -- what TensorFlow's conv
-  kernels usually do, oneDNN or not -- crash the child with ``SIGSEGV`` (the
-  parent reports "process stopped").  oneDNN's allocator first retries for
-  ~10 s, so a request over the limit takes ~10 s to fail.  Measured: a 256x256
-  conv model under ``RLIMIT_DATA`` = baseline + 200 MB runs one image (16 MB of
-  maps) and dies on 16 images (~520 MB of intermediate maps).  To keep the
-  thread-stack share small and predictable the child caps TensorFlow at
-  ``threads`` intra-op (default ``min(4, cpu_count)``) and 2 inter-op threads.
-  The baseline the limit must cover is therefore ~0.4 GB plus the model's
-  weights; the default 3 GiB leaves ~2.6 GB for weights (``modelcheck`` caps
-  them at 600 MB), activations and TensorFlow's intermediates.
+  stacks) follows what a model allocates, and the kernel enforces
+  ``RLIMIT_DATA`` at allocation time, so unlike a polling watchdog a burst
+  cannot overshoot it; ``RLIMIT_AS`` and ``VmRSS`` are bad proxies (shared
+  libraries, reserved address space). An allocation over the limit raises
+  ``MemoryError``/``ResourceExhaustedError`` (an out-of-memory
+  :class:`InputError`; the child lives on) or crashes the child (reported as
+  "process stopped"). The child caps TensorFlow at ``threads`` intra-op and 2
+  inter-op threads; its baseline is ~0.4 GB plus the weights. The
+  measurements behind these choices are in ``benchmarks/README.md``
+  ("Uploaded models: the memory limit").
   Backstops: ``RLIMIT_AS = memory_limit_bytes + 4 GiB`` (address space is the
   only rlimit that also counts *shared* anonymous memory), and while a request
   is in flight the parent polls the child's ``RssAnon + RssShmem`` every 50 ms
@@ -110,13 +87,11 @@ import errno
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -129,6 +104,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 import vizlib.extract  # noqa: F401
+from vizlib import wire
 from vizlib.errors import InputError
 from vizlib.layers import LayerInfo
 
@@ -147,9 +123,6 @@ ADDRESS_SPACE_HEADROOM = 4 * GiB
 POLL_SECONDS = 0.05
 #: Largest JSON header accepted from the child.
 MAX_HEADER_BYTES = 16 * MiB
-#: dtypes the parent accepts from the child.
-_DTYPES = frozenset({"<f4", "<f8", "<f2", "<i4", "<i8", "|u1", "|b1"})
-_LEN = struct.Struct("<Q")
 
 STOPPED_MESSAGE = (
     "The uploaded model's process stopped ({why}): it ran out of memory or time limits. "
@@ -173,43 +146,10 @@ class _Stopped(Exception):
         self.died = died
 
 
-# --------------------------------------------------------------------------- wire format
-
-
-def _encode(header: dict, arrays: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
-    arrays = [np.ascontiguousarray(a) for a in arrays]
-    header = dict(header, arrays=[[a.dtype.str, list(a.shape)] for a in arrays])
-    return json.dumps(header, allow_nan=False).encode("utf-8"), arrays
-
-
 def max_response_bytes() -> int:
     """Largest array payload accepted from the child in one reply: the requested
     activations and the model's output, each within the activation budget."""
     return 2 * int(vizlib.extract.MAX_ACTIVATION_BYTES) + 16 * MiB
-
-
-def _byte_view(arr: np.ndarray) -> memoryview:
-    return memoryview(arr.reshape(-1).view(np.uint8))
-
-
-def _nbytes(dtype: str, shape: list) -> int:
-    return int(np.dtype(dtype).itemsize) * math.prod(shape)
-
-
-def _check_specs(specs: Any, max_bytes: int) -> list[tuple[str, tuple]]:
-    if not isinstance(specs, list) or len(specs) > 10_000:
-        raise _Stopped("it sent a malformed reply")
-    out, total = [], 0
-    for spec in specs:
-        if (not isinstance(spec, list) or len(spec) != 2 or spec[0] not in _DTYPES
-                or not isinstance(spec[1], list) or len(spec[1]) > 8
-                or not all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
-            raise _Stopped("it sent a malformed reply")
-        total += _nbytes(spec[0], spec[1])
-        if total > max_bytes:
-            raise _Stopped(f"it sent more than {max_bytes / MiB:.0f} MB")
-        out.append((spec[0], tuple(spec[1])))
-    return out
 
 
 # --------------------------------------------------------------------------- the child
@@ -239,44 +179,24 @@ _child_main(cfg)
 
 
 def _child_send(sock: socket.socket, header: dict, arrays: Sequence[np.ndarray] = ()) -> None:
-    data, arrays = _encode(header, arrays)
-    sock.sendall(_LEN.pack(len(data)) + data)
-    for arr in arrays:
-        view = _byte_view(arr)
-        sock.sendall(_LEN.pack(len(view)))
-        if len(view):
-            sock.sendall(view)
+    wire.send(sock.sendall, header, arrays)
 
 
-def _child_read(sock: socket.socket, n: int, into: Optional[memoryview] = None) -> Optional[memoryview]:
-    buf = into if into is not None else memoryview(bytearray(n))
-    got = 0
+def _child_read_into(sock: socket.socket, view: memoryview) -> None:
+    got, n = 0, len(view)
     while got < n:
-        k = sock.recv_into(buf[got:], n - got)
+        k = sock.recv_into(view[got:], n - got)
         if k == 0:
-            return None
+            raise EOFError
         got += k
-    return buf
 
 
 def _child_recv(sock: socket.socket) -> Optional[tuple[dict, list[np.ndarray]]]:
-    raw = _child_read(sock, 8)
-    if raw is None:
+    """The parent's next request, or None when it went away (the parent is trusted: generous limits)."""
+    try:
+        return wire.receive(lambda view: _child_read_into(sock, view), max_header=64 * MiB, max_bytes=8 * GiB)
+    except EOFError:
         return None
-    raw = _child_read(sock, _LEN.unpack(raw)[0])
-    if raw is None:
-        return None
-    header = json.loads(bytes(raw).decode("utf-8"))
-    arrays = []
-    for dtype, shape in header.pop("arrays", []):
-        n = _LEN.unpack(bytes(_child_read(sock, 8) or b"\0" * 8))[0]
-        arr = np.empty(shape, dtype=np.dtype(dtype))
-        if n != arr.nbytes:
-            raise ValueError("bad frame")
-        if n and _child_read(sock, n, _byte_view(arr)) is None:
-            return None
-        arrays.append(arr)
-    return header, arrays
 
 
 def _first_line(exc: BaseException) -> str:
@@ -711,11 +631,6 @@ class IsolatedModel:
                 raise _Stopped("it closed its connection" + (f", {during}" if during else ""), died=True)
             got += k
 
-    def _read(self, n: int, deadline: float, during: str) -> memoryview:
-        view = memoryview(bytearray(n))
-        self._read_into(view, deadline, during)
-        return view
-
     def _send_all(self, data: memoryview, deadline: float) -> None:
         child = self._state.child
         if child is None:  # closed from another thread
@@ -735,25 +650,11 @@ class IsolatedModel:
     def _receive(self, deadline: float, during: str = "") -> tuple[dict, list[np.ndarray]]:
         """One reply from the child (lock held); raises InputError for errors and stops."""
         try:
-            n = _LEN.unpack(bytes(self._read(8, deadline, during)))[0]
-            if n > MAX_HEADER_BYTES:
-                raise _Stopped("it sent a malformed reply")
             try:
-                header = json.loads(bytes(self._read(n, deadline, during)).decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise _Stopped("it sent a malformed reply") from exc
-            if not isinstance(header, dict):
-                raise _Stopped("it sent a malformed reply")
-            specs = _check_specs(header.pop("arrays", []), max_response_bytes())
-            arrays = []
-            for dtype, shape in specs:
-                arr = np.empty(shape, dtype=np.dtype(dtype))
-                size = _LEN.unpack(bytes(self._read(8, deadline, during)))[0]
-                if size != arr.nbytes:
-                    raise _Stopped("it sent a malformed reply")
-                if size:
-                    self._read_into(_byte_view(arr), deadline, during)
-                arrays.append(arr)
+                header, arrays = wire.receive(lambda view: self._read_into(view, deadline, during),
+                                              max_header=MAX_HEADER_BYTES, max_bytes=max_response_bytes())
+            except wire.Malformed as exc:
+                raise _Stopped(str(exc)) from None
         except _Stopped as stop:
             raise self._stop(stop, during) from None
         if header.get("ok") is True:
@@ -783,14 +684,8 @@ class IsolatedModel:
                     raise InputError("The uploaded model's process came back as a different model.")
             started = time.perf_counter()
             deadline = time.monotonic() + self.timeout
-            data, arrays = _encode(header, arrays)
             try:
-                self._send_all(memoryview(_LEN.pack(len(data)) + data), deadline)
-                for arr in arrays:
-                    view = _byte_view(arr)
-                    self._send_all(memoryview(_LEN.pack(len(view))), deadline)
-                    if len(view):
-                        self._send_all(view, deadline)
+                wire.send(lambda view: self._send_all(view, deadline), header, arrays)
             except _Stopped as stop:
                 raise self._stop(stop) from None
             reply = self._receive(deadline)
