@@ -1,6 +1,6 @@
 """Real browser: time from navigation to every chart painted, and from a colormap change to the repaint.
 
-    /work/venv/bin/python benchmarks/bench_browser.py [--repeats 4] [--headed]
+    python benchmarks/bench_browser.py [--repeats 4] [--headed]
 
 Starts ``streamlit run app.py --server.port <free port> --server.headless true``
 from the repo root (killed at the end, also on failure or Ctrl-C), waits for

@@ -1,6 +1,6 @@
 """Peak memory and time: one channel of block1_conv1 over 49 images vs the whole layer for 49 images.
 
-    /work/venv/bin/python benchmarks/bench_channel_memory.py [--repeats 2]
+    python benchmarks/bench_channel_memory.py [--repeats 2]
 
 VGG16 (untrained), the 13 bundled samples repeated to 49 PIL images (decoded
 before measuring), layer ``block1_conv1`` (224x224x64: 12.25 MiB per image).

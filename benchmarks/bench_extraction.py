@@ -1,7 +1,7 @@
 """All 13 conv layers of VGG16 from one cached multi-output model vs one bare forward pass
 vs the tutorial's one-sub-model-per-layer approach.
 
-    /work/venv/bin/python benchmarks/bench_extraction.py [--rounds 9]
+    python benchmarks/bench_extraction.py [--rounds 9]
 
 VGG16 with untrained weights (no network here; the compute is the same as with
 ImageNet weights), one 224x224 image (the ``cat`` sample, preprocessed once).

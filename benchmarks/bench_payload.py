@@ -1,6 +1,6 @@
 """Bytes the browser receives for the first-vs-last view, and the time to build the figures.
 
-    /work/venv/bin/python benchmarks/bench_payload.py [--repeats 7] [--no-apptest]
+    python benchmarks/bench_payload.py [--repeats 7] [--no-apptest]
 
 Two views, at the app's defaults (first 49 channels, shared scale, viridis,
 channel 0 of the first conv layer inspected):

@@ -1,6 +1,6 @@
 """Server time of a rerun after a display-only change (the colormap), with no forward pass.
 
-    /work/venv/bin/python benchmarks/bench_rerun.py [--repeats 5] [--no-profile]
+    python benchmarks/bench_rerun.py [--repeats 5] [--no-profile]
 
 The real app.py runs headless in ``streamlit.testing.v1.AppTest`` (script
 thread, session state, caches and widgets as in a server; no websocket, no

@@ -1,7 +1,7 @@
 """Summarise benchmarks/out/*.json as the README's results table (Markdown).
 
-    /work/venv/bin/python benchmarks/report.py                 # print it
-    /work/venv/bin/python benchmarks/report.py --write-readme  # also replace the table in benchmarks/README.md
+    python benchmarks/report.py                 # print it
+    python benchmarks/report.py --write-readme  # also replace the table in benchmarks/README.md
 """
 
 from __future__ import annotations

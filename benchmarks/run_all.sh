@@ -8,9 +8,9 @@
 # About 8 minutes on 2 cores. A benchmark that crashes is reported and the others still run.
 set -u
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-/work/venv/bin/python}"
+PY="${PYTHON:-python}"
 failed=()
-for name in extraction channel_memory payload rerun browser load; do
+for name in extraction channel_memory payload rerun browser load explain featvis atlas; do
     echo
     echo "################ benchmarks/bench_${name}.py ################"
     start=$(date +%s)
