@@ -270,12 +270,12 @@ def test_directory_path_refused(tmp_path):
 @pytest.mark.parametrize("form", ["path", "bytes", "filelike"])
 def test_file_larger_than_cap_refused(tmp_path, monkeypatch, form):
     data = encode(Image.effect_noise((64, 64), 80).convert("RGB"))
-    monkeypatch.setattr(vi, "MAX_IMAGE_BYTES", len(data) - 1)
+    monkeypatch.setattr(vi.limits, "MAX_IMAGE_BYTES", len(data) - 1)
     path = tmp_path / "big.png"
     path.write_bytes(data)
     source = {"path": path, "bytes": data, "filelike": io.BytesIO(data)}[form]
     refused(source, "limit", name="big.png")
-    monkeypatch.setattr(vi, "MAX_IMAGE_BYTES", len(data))
+    monkeypatch.setattr(vi.limits, "MAX_IMAGE_BYTES", len(data))
     if form == "filelike":
         source = io.BytesIO(data)
     assert load_image(source).size == (64, 64)
@@ -726,7 +726,7 @@ def test_zip_total_declared_size_refused(load_calls):
 
 def test_zip_member_over_per_image_cap_refused(monkeypatch):
     img = encode(Image.effect_noise((64, 64), 60).convert("RGB"))
-    monkeypatch.setattr(vi, "MAX_IMAGE_BYTES", len(img) - 1)
+    monkeypatch.setattr(vi.limits, "MAX_IMAGE_BYTES", len(img) - 1)
     with pytest.raises(InputError, match='"big.png" in the ZIP file is'):
         images_from_zip(make_zip({"big.png": img}, zipfile.ZIP_STORED))
 
