@@ -75,6 +75,7 @@ LEARNING_RATE = 0.05
 #: The objective: mean(relu(a_c)) + SIGNED_WEIGHT * mean(a_c) - relu(max other channel's mean(relu) - MARGIN * own).
 SIGNED_WEIGHT = 0.1
 MARGIN = 0.8
+HINGE = float(os.environ.get('FV_HINGE', '3'))
 #: Largest default side: the cost of a step grows with the area.
 DEFAULT_MAX_SIDE = 128
 #: Smallest default side: a mosaic cell is at least 48 px (vizlib.figures.MIN_CELL_PX).
@@ -259,6 +260,90 @@ def _frequency_scale(h: int, w: int) -> np.ndarray:
     return (scale * np.sqrt(w * h)).astype(np.float32)
 
 
+#: Lucid's "redirected" ReLU gradient acts in the first steps only.
+REDIRECT_STEPS = 16
+_TLS = threading.local()
+_PATCH_LOCK = threading.Lock()
+_PATCH_USERS = 0
+_ORIGINAL: dict[str, Any] = {}
+
+
+def _redirected(name: str) -> Callable[..., Any]:
+    """``tf.nn.relu`` / ``relu6`` as Lucid's ``redirected_relu_grad`` while this thread builds a step.
+
+    A ReLU that is off (input < 0) passes no gradient, so a channel that is
+    silent on the grey starting image would never move. For the first
+    :data:`REDIRECT_STEPS` steps, where a row's ReLU gradient is all zero, the
+    gradient passes wherever it pushes the input up (Lucid, ``render_vis``'s
+    default). Other threads, and this thread outside a step's tracing, get
+    TensorFlow's own function.
+    """
+    import tensorflow as tf
+
+    original = _ORIGINAL[name]
+    upper = 6.0 if name == "relu6" else None
+
+    def fn(features: Any, name: Any = None) -> Any:
+        step = getattr(_TLS, "step", None)
+        if step is None:
+            return original(features, name=name)
+
+        @tf.custom_gradient
+        def redirected(x: Any) -> Any:
+            y = original(x)
+
+            def grad(dy: Any) -> Any:
+                off = x < 0.0 if upper is None else tf.logical_or(x < 0.0, x > upper)
+                plain = tf.where(off, tf.zeros_like(dy), dy)
+                # dy > 0 where the loss would fall as x falls: below zero, only pass pushes upward.
+                pushing_down = tf.logical_and(x < 0.0, dy > 0.0)
+                if upper is not None:
+                    pushing_down = tf.logical_or(pushing_down, tf.logical_and(x > upper, dy < 0.0))
+                redirected_grad = tf.where(pushing_down, tf.zeros_like(dy), dy)
+                rows = tf.shape(x)[0]
+                norm = tf.norm(tf.reshape(plain, [rows, -1]), axis=1)
+                norm = tf.reshape(norm, tf.concat([[rows], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+                chosen = tf.where(norm > 0.0, plain, redirected_grad)
+                return tf.where(step > float(REDIRECT_STEPS), plain, chosen)
+
+            return y, grad
+
+        return redirected(features)
+
+    return fn
+
+
+class _RedirectReLU:
+    """While a step function is traced in this thread, ReLUs use the redirected gradient."""
+
+    def __init__(self, step: Any):
+        self.step = step
+
+    def __enter__(self) -> "_RedirectReLU":
+        global _PATCH_USERS
+        import tensorflow as tf
+
+        with _PATCH_LOCK:
+            if _PATCH_USERS == 0:
+                for name in ("relu", "relu6"):
+                    _ORIGINAL.setdefault(name, getattr(tf.nn, name))
+                    setattr(tf.nn, name, _redirected(name))
+            _PATCH_USERS += 1
+        _TLS.step = self.step
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _PATCH_USERS
+        import tensorflow as tf
+
+        _TLS.step = None
+        with _PATCH_LOCK:
+            _PATCH_USERS -= 1
+            if _PATCH_USERS == 0:
+                for name, fn in _ORIGINAL.items():
+                    setattr(tf.nn, name, fn)
+
+
 def _compile(m: Any, g: _Graph) -> None:
     import tensorflow as tf
 
@@ -291,11 +376,11 @@ def _compile(m: Any, g: _Graph) -> None:
         mask = tf.one_hot(channels, g.layer_channels, on_value=True, off_value=False)
         rival = tf.reduce_max(tf.where(mask, tf.fill(tf.shape(fired), -np.inf), fired), axis=1)
         rival = tf.where(tf.math.is_finite(rival), rival, tf.zeros_like(rival))  # a one-channel layer
-        return own + SIGNED_WEIGHT * signed - tf.nn.relu(rival - MARGIN * own)
+        return own + SIGNED_WEIGHT * signed - HINGE * tf.nn.relu(rival - MARGIN * own)
 
     @tf.function(reduce_retracing=True)
-    def step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, transform: Any) -> Any:
-        with tf.GradientTape() as tape:
+    def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, transform: Any) -> Any:
+        with _RedirectReLU(t), tf.GradientTape() as tape:  # the body runs only while tracing
             tape.watch(spec)
             img = pixels(spec)
             n = tf.shape(img)[0]
@@ -313,6 +398,7 @@ def _compile(m: Any, g: _Graph) -> None:
         spec = spec - lr * m1 / (tf.sqrt(m2) + 1e-8)
         return spec, m1, m2, obj
 
+
     @tf.function(reduce_retracing=True)
     def final(spec: Any) -> Any:
         img = pixels(spec)
@@ -326,7 +412,7 @@ def _compile(m: Any, g: _Graph) -> None:
                           tf.reduce_min(acts, axis=[1, 2])], axis=1)
         return tf.cast(quantised, tf.uint8), stats
 
-    g.step, g.final = step, final
+    g.step, g.final = traced_step, final
 
 
 def _transforms(seed: int, steps: int, g: _Graph) -> np.ndarray:
@@ -889,3 +975,133 @@ def default_size(model: Any, layer: str) -> tuple[int, int]:
 
     m = as_model(model)
     return _plan(m, m.weights_digest(), layer, None)["size"]
+
+
+# --------------------------------------------------------------------------- figures and PNG export
+
+
+def _as_images(images: Any) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or arr.dtype != np.uint8 or len(arr) == 0:
+        raise InputError(f"Expected uint8 images (K, H, W, 1 or 3), got {arr.dtype} {arr.shape}.")
+    return arr
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One (H, W, C) uint8 image as RGB at ``size``: whole-number enlargement stays crisp."""
+    from PIL import Image
+
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    h, w = rgb.shape[:2]
+    th, tw = size
+    if (th, tw) == (h, w):
+        return rgb
+    if th % h == 0 and tw % w == 0:
+        return np.repeat(np.repeat(rgb, th // h, axis=0), tw // w, axis=1)
+    resample = Image.LANCZOS if th < h else Image.BILINEAR
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").resize((tw, th), resample))
+
+
+def image_mosaic(images: Any, *, cols: Optional[int] = None, cell_px: Optional[int] = None,
+                 ) -> tuple[np.ndarray, dict]:
+    """(K, H, W, C) uint8 images -> one RGB mosaic, laid out as :func:`vizlib.figures.mosaic` lays out maps."""
+    from vizlib import figures
+
+    arr = _as_images(images)
+    k, h, w = arr.shape[:3]
+    cols = max(1, min(int(cols) if cols else max(1, math.ceil(math.sqrt(k))), k))
+    rows = math.ceil(k / cols)
+    ch, cw = figures._cell_size(h, w, cell_px or figures._budget_cell(h, w, cols))
+    gap = figures.GAP_PX
+    canvas = np.empty((rows * ch + (rows + 1) * gap, cols * cw + (cols + 1) * gap, 3), dtype=np.uint8)
+    canvas[:] = figures.BACKGROUND
+    for i in range(k):
+        r, c = divmod(i, cols)
+        y0, x0 = gap + r * (ch + gap), gap + c * (cw + gap)
+        canvas[y0:y0 + ch, x0:x0 + cw] = _fit(arr[i], (ch, cw))
+    geo = {"rows": rows, "cols": cols, "cell": (ch, cw), "size": canvas.shape[:2], "lo": 0.0, "hi": 255.0}
+    return canvas, geo
+
+
+def _names(channels: Sequence[int], labels: Optional[Sequence[str]]) -> list[str]:
+    return [f"{c} {labels[c]}" if labels is not None and c < len(labels) else str(c) for c in channels]
+
+
+def feature_grid(vis: Any, channels: Optional[Sequence[int]] = None, *, labels: Optional[Sequence[str]] = None,
+                 reference: Optional[np.ndarray] = None, title: Optional[str] = None,
+                 highlight: Optional[int] = None, cols: Optional[int] = None, cell_px: Optional[int] = None,
+                 height: Optional[int] = None, width_hint: int = 420) -> Any:
+    """Feature visualisations as one mosaic, with the layout, labels and clicking of the channel grids.
+
+    ``vis`` is a :class:`FeatureVisualization` (then ``channels`` defaults to
+    its own) or uint8 images ``(K, H, W, C)`` with their ``channels``.
+    ``labels`` names channels (class names of a classifier's last maps);
+    ``reference`` (float, one value per channel of the layer: an image's mean
+    activation) adds "x times this image" to the hover. Cells carry the
+    channel as ``customdata`` for click-to-select, like
+    :func:`vizlib.figures.channel_grid`.
+    """
+    from vizlib import figures
+
+    if isinstance(vis, FeatureVisualization):
+        images, chosen, own = vis.images, list(vis.channels), vis.own("mean")
+    else:
+        images = _as_images(vis)
+        if channels is None:
+            raise InputError("Say which channel each image is for (channels=...).")
+        chosen, own = [int(c) for c in channels], None
+    if len(chosen) != len(images):
+        raise InputError(f"{len(images)} images but {len(chosen)} channels.")
+    canvas, geo = image_mosaic(images, cols=cols, cell_px=cell_px)
+    names = _names(chosen, labels)
+    hover = []
+    for i, name in enumerate(names):
+        text = f"channel {name}<br>the image made to excite it"
+        if own is not None:
+            text += f"<br>its mean activation here: {own[i]:.3g}"
+            if reference is not None and chosen[i] < len(reference):
+                ref = float(reference[chosen[i]])
+                if ref > 0 and own[i] > 0:
+                    text += f" ({own[i] / ref:.1f}× the image's {ref:.3g})"
+                else:
+                    text += f" (the image: {ref:.3g})"
+        hover.append(text)
+    return figures._mosaic_figure(
+        canvas, geo, names, hover, chosen, title=title, colormap=figures.DEFAULT_COLORMAP, colorbar=False,
+        colorbar_title="", highlight=highlight, height=height,
+        label_cells=len(chosen) <= figures.MAX_LABELLED_CELLS, width_hint=width_hint)
+
+
+def feature_png(vis: Any, channels: Optional[Sequence[int]] = None, *, title: str = "",
+                labels: Optional[Sequence[str]] = None, cell_px: int = 128, cols: Optional[int] = None) -> bytes:
+    """Feature visualisations as a labelled PNG mosaic for slides (the layout of :func:`vizlib.export.grid_png`)."""
+    from vizlib.export import _annotated_png
+
+    if isinstance(vis, FeatureVisualization):
+        images, chosen = vis.images, list(vis.channels)
+    else:
+        images = _as_images(vis)
+        if channels is None:
+            raise InputError("Say which channel each image is for (channels=...).")
+        chosen = [int(c) for c in channels]
+    if len(chosen) != len(images):
+        raise InputError(f"{len(images)} images but {len(chosen)} channels.")
+    canvas, geo = image_mosaic(images, cols=cols, cell_px=cell_px)
+    return _annotated_png(canvas, geo, _names(chosen, labels), title, "gray", colorbar=False)
+
+
+def image_png(image: np.ndarray, *, scale: int = 1) -> bytes:
+    """One visualisation (H, W, C) uint8 as a PNG (greyscale stays greyscale), optionally enlarged ``scale`` times."""
+    import io
+
+    from PIL import Image
+
+    arr = _as_images(image)[0]
+    if scale > 1:
+        arr = np.repeat(np.repeat(arr, int(scale), axis=0), int(scale), axis=1)
+    pil = Image.fromarray(arr[..., 0], mode="L") if arr.shape[2] == 1 else Image.fromarray(arr, mode="RGB")
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
