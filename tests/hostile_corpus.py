@@ -276,9 +276,14 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def png_many_chunks(n_chunks: int, kind: bytes = b"xxXx", where: str = "before") -> bytes:
-    """A valid 16x12 PNG with ``n_chunks`` empty ancillary chunks before (or between) its IDATs."""
+    """A valid PNG with ``n_chunks`` empty ancillary chunks before its IDAT (``where="before"``),
+    or (``where="idat"``) with its image data split into at least ``n_chunks`` one-byte IDAT chunks."""
     buf = io.BytesIO()
-    _base_image().save(buf, "PNG")
+    if where == "before":
+        _base_image().save(buf, "PNG")
+    else:  # noise compresses badly: one IDAT byte per chunk makes many chunks
+        side = max(16, int((n_chunks * 1.1) ** 0.5))
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side), np.uint8)).save(buf, "PNG")
     png = buf.getvalue()
     ihdr_end = 8 + 25
     junk = png_chunk(kind, b"") * n_chunks

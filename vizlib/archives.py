@@ -98,10 +98,7 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
         entries, cd_bytes = directory_stats(fh, size)
         fh.seek(0)
     except (ValueError, OSError, struct.error) as exc:
-        raise InputError(
-            f"{label} is not a valid {what} ({exc}). Zip a folder of images and upload the .zip file."
-            if what == "ZIP archive" else f"{label} is not a valid {what} ({exc})."
-        ) from exc
+        raise InputError(_not_a_zip(label, what, exc)) from exc
     if entries > max_entries or cd_bytes > max_directory_bytes:
         raise InputError(
             f"{label} lists {entries:,} files ({fmt_bytes(cd_bytes)} of directory); the limit is "
@@ -110,10 +107,13 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
     try:
         return zipfile.ZipFile(fh)
     except Exception as exc:  # BadZipFile, plus whatever a hostile directory provokes
-        raise InputError(
-            f"{label} is not a valid {what} ({_reason(exc)})."
-            + (" Zip a folder of images and upload the .zip file." if what == "ZIP archive" else "")
-        ) from exc
+        raise InputError(_not_a_zip(label, what, exc)) from exc
+
+
+def _not_a_zip(label: str, what: str, exc: BaseException) -> str:
+    if what == "ZIP archive":
+        return f"{label} is not a valid ZIP archive ({_reason(exc)}). Zip a folder of images and upload the .zip file."
+    return f"{label} is not a {what} ({_reason(exc)})."
 
 
 def _reason(exc: BaseException) -> str:

@@ -25,8 +25,10 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vizlib import archives, schema
 from vizlib.errors import InputError
 from vizlib.figures import DEFAULT_COLORMAP, colormap_lut, mosaic
+from vizlib.units import fmt_bytes
 
 BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -34,7 +36,13 @@ ARRAYS_NAME = "activations.npz"
 #: Limits when reading a bundle back (it's an upload like any other).
 MAX_BUNDLE_BYTES = 100 * 2**20
 MAX_MANIFEST_BYTES = 256 * 2**10
-_IMAGE_MEMBER_PREFIX = "image."
+#: Deepest nesting of a manifest's JSON (what :func:`manifest` writes nests 4 deep).
+MAX_MANIFEST_DEPTH = 16
+#: Files in a bundle: manifest, image, arrays and a few rendered figures.
+MAX_BUNDLE_MEMBERS = 64
+#: Bytes of arrays read back from one bundle: what one request may compute
+#: (``vizlib.extract.MAX_ACTIVATION_BYTES``), so every bundle the page exports reads back.
+MAX_BUNDLE_ARRAY_BYTES = 256 * 2**20
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -172,13 +180,12 @@ def versions() -> dict[str, str]:
 
 def manifest(*, model: Any, view: Mapping[str, Any], layers: Mapping[str, Sequence[int]],
              channels: Mapping[str, Sequence[int]] | None = None, image_name: str = "",
-             image_sha256: str = "", images: Optional[Sequence[Mapping[str, str]]] = None,
-             extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+             image_sha256: str = "", images: Optional[Sequence[Mapping[str, str]]] = None) -> dict[str, Any]:
     """What was on screen, as plain JSON: enough to reproduce it and to cite it.
 
     ``model`` is a ``LoadedModel``; ``view`` the link state (``vizlib.links.as_dict``);
     ``layers`` maps layer names to their output shapes; ``channels`` the
-    channels shown per layer.
+    channels shown per layer. Reading it back checks it against :data:`MANIFEST_SCHEMA`.
     """
     out: dict[str, Any] = {
         "format": "cnn-activation-view",
@@ -201,9 +208,45 @@ def manifest(*, model: Any, view: Mapping[str, Any], layers: Mapping[str, Sequen
     }
     if images is not None:
         out["images"] = [dict(i) for i in images]
-    if extra:
-        out.update(extra)
     return out
+
+
+_NAME = schema.Str(1000)
+_DIM = schema.Int(0, 2**31)
+#: What a bundle's manifest.json may hold, checked before anything reads it: the fields
+#: :func:`manifest` and :func:`bundle` write, with types, lengths and counts; ``view`` values are
+#: what :func:`vizlib.links.from_dict` takes (text, numbers, true/false, null, lists of text).
+#: Unknown top-level keys are allowed (newer versions may add some); the parse bounds their size.
+MANIFEST_SCHEMA = schema.Obj(
+    fields={
+        "format": schema.Str(100),
+        "version": schema.Int(0, 10_000),
+        "created": schema.Str(100),
+        "model": schema.Obj(
+            fields={"key": _NAME, "title": _NAME, "weights": schema.Str(200), "source": schema.Str(4000),
+                    "input_size": schema.List(schema.OneOf((_DIM, schema.Null())), 8),
+                    "channels": schema.OneOf((schema.Int(0, 2**16), schema.Null())),
+                    "preprocess": schema.Str(200)},
+            extra=schema.Any_(), max_keys=64),
+        "view": schema.Map(
+            schema.OneOf((schema.Str(2000), schema.Int(), schema.Num(), schema.Bool(), schema.Null(),
+                          schema.List(schema.Str(200), 500))),
+            key_len=64, max_keys=200),
+        "layers": schema.Map(schema.List(schema.OneOf((_DIM, schema.Null())), 8), key_len=1000, max_keys=10_000),
+        "channels": schema.Map(schema.List(_DIM, 100_000), key_len=1000, max_keys=10_000),
+        "image": schema.Obj(
+            fields={"name": _NAME, "sha256": schema.Str(64, r"[0-9a-fA-F]*"), "member": schema.Str(500)},
+            extra=schema.Any_(), max_keys=32),
+        "images": schema.List(schema.Map(schema.Str(1000), key_len=64, max_keys=32), 1000),
+        "versions": schema.Map(schema.Str(200), key_len=64, max_keys=100),
+        "arrays": schema.Obj(
+            fields={"member": schema.Str(500), "names": schema.Map(schema.Str(1000), key_len=1000, max_keys=10_000)},
+            extra=schema.Any_(), max_keys=32),
+    },
+    required=("format",),
+    extra=schema.Any_(),
+    max_keys=200,
+)
 
 
 def manifest_json(data: Mapping[str, Any]) -> bytes:
@@ -253,69 +296,80 @@ class Bundle:
 
 
 def is_bundle(data: bytes) -> bool:
-    """Whether ``data`` is a ZIP with a view manifest (as opposed to a ZIP of images)."""
+    """Whether ``data`` is a ZIP with a view manifest (as opposed to a ZIP of images).
+
+    Never raises; the directory is sized from its end record first, so a ZIP listing
+    millions of files costs nothing here (it is no bundle).
+    """
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        fh = io.BytesIO(data)
+        entries, directory = archives.directory_stats(fh, len(data))
+        if entries > MAX_BUNDLE_MEMBERS or directory > 64 * 2**10:
+            return False
+        fh.seek(0)
+        with zipfile.ZipFile(fh) as zf:
             return MANIFEST_NAME in zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # anything a hostile directory provokes: not a bundle (the ZIP reader will say why)
         return False
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    info = zf.getinfo(name)
-    if info.file_size > limit:
-        raise InputError(f"The bundle's {name} is {info.file_size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit.")
-    if info.compress_size and info.file_size / info.compress_size > 200 and info.file_size > 2**20:
-        raise InputError(f"The bundle's {name} is compressed suspiciously well; refusing it.")
-    with zf.open(info) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise InputError(f"The bundle's {name} is larger than it claims; refusing it.")
-    return data
+def read_manifest(raw: bytes) -> dict[str, Any]:
+    """A bundle's ``manifest.json`` bytes, parsed within bounds and checked against :data:`MANIFEST_SCHEMA`."""
+    what = "The bundle's manifest.json"
+    meta = schema.parse_json(raw, what=what, max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_MANIFEST_DEPTH)
+    if not isinstance(meta, dict) or meta.get("format") != "cnn-activation-view":
+        raise InputError(f"{what} is not a dashboard view manifest.")
+    schema.validate(meta, MANIFEST_SCHEMA, what=what)
+    return meta
 
 
-def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
+def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, max_side: Optional[int] = None,
+                arrays: bool = True, max_array_bytes: int = MAX_BUNDLE_ARRAY_BYTES) -> Bundle:
     """Read a bundle made by :func:`bundle`, with the same care as any upload.
 
-    Checks the manifest format, the image's SHA-256 and decodes the image through
-    :func:`vizlib.images.load_image`; arrays load with ``allow_pickle=False``.
+    Every level gets the upload rules before anything is allocated
+    (:mod:`vizlib.archives`): the bundle's directory and members (sizes,
+    compression ratio); the manifest (bounded JSON, then :data:`MANIFEST_SCHEMA`);
+    the image (its SHA-256 against the manifest, then decoded by
+    :func:`vizlib.images.load_image` with the upload caps and ``max_side``, default
+    :data:`vizlib.images.UPLOAD_MAX_SIDE`); the ``.npz`` inside (a ZIP itself: each
+    array's header is checked -- numeric, its declared size within ``max_array_bytes``
+    for all arrays -- before it is read; nothing is unpickled). ``arrays=False`` skips
+    the arrays (the page only needs the image and the manifest).
     """
-    from vizlib.images import load_image
+    from vizlib.images import UPLOAD_MAX_SIDE, limits, load_image
 
     if len(data) > max_bytes:
-        raise InputError(f"This bundle is {len(data) / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError("This file is not a ZIP bundle exported by the dashboard.") from exc
+        raise InputError(f"This bundle is {fmt_bytes(len(data))}; the limit is {fmt_bytes(max_bytes)}.")
+    where = "the bundle"
+    zf = archives.open_zip(data, label="This file", max_entries=MAX_BUNDLE_MEMBERS,
+                           max_directory_bytes=64 * 2**10, what="ZIP bundle exported by the dashboard")
     with zf:
-        names = set(zf.namelist())
-        if MANIFEST_NAME not in names:
-            raise InputError("This ZIP has no manifest.json, so it is not a bundle exported by the dashboard.")
         try:
-            meta = json.loads(_read_member(zf, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError("The bundle's manifest.json is not valid JSON.") from exc
-        if not isinstance(meta, dict) or meta.get("format") != "cnn-activation-view":
-            raise InputError("The bundle's manifest.json is not a dashboard view manifest.")
-        image_info = meta.get("image") if isinstance(meta.get("image"), dict) else {}
+            infos = {info.filename: info for info in zf.infolist()}
+        except Exception as exc:
+            raise InputError("This file is not a ZIP bundle exported by the dashboard.") from exc
+        if MANIFEST_NAME not in infos:
+            raise InputError("This ZIP has no manifest.json, so it is not a bundle exported by the dashboard.")
+        meta = read_manifest(archives.read_member(zf, infos[MANIFEST_NAME], where=where,
+                                                  max_bytes=MAX_MANIFEST_BYTES))
+        image_info = meta.get("image") or {}
         member = image_info.get("member", "image.png")
-        if member not in names:
+        if member not in infos:
             raise InputError("The bundle holds no image.")
-        raw = _read_member(zf, member, max_bytes)
+        raw = archives.read_member(zf, infos[member], where=where, max_bytes=limits.MAX_IMAGE_BYTES,
+                                   what="Bundles hold the image the view was made from, as a PNG.")
         expected = image_info.get("sha256")
-        if expected and sha256(raw) != expected:
+        if expected and sha256(raw) != expected.lower():
             raise InputError("The bundle's image does not match the SHA-256 in its manifest; it was changed.")
-        image = load_image(raw, name=str(image_info.get("name") or member))
-        arrays: dict[str, np.ndarray] = {}
-        if ARRAYS_NAME in names:
-            blob = _read_member(zf, ARRAYS_NAME, max_bytes)
-            try:
-                with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-                    keymap = (meta.get("arrays") or {}).get("names") or {}
-                    for key in npz.files:
-                        arrays[str(keymap.get(key, key))] = npz[key]
-            except (ValueError, OSError, zipfile.BadZipFile) as exc:
-                raise InputError("The bundle's activations.npz could not be read.") from exc
+        image_name = str(image_info.get("name") or member)
+        image = load_image(raw, name=image_name, max_side=UPLOAD_MAX_SIDE if max_side is None else max_side)
+        out: dict[str, np.ndarray] = {}
+        if arrays and ARRAYS_NAME in infos:
+            blob = archives.read_member(zf, infos[ARRAYS_NAME], where=where,
+                                        max_bytes=max_array_bytes + 2**20, what="Export fewer layers.")
+            keymap = (meta.get("arrays") or {}).get("names") or {}
+            found = archives.read_npz(blob, where=f"{where}'s {ARRAYS_NAME}", max_bytes=max_array_bytes)
+            out = {str(keymap.get(key, key)): value for key, value in found.items()}
     return Bundle(image=image, image_name=str(image_info.get("name") or "bundle image"), manifest=meta,
-                  arrays=arrays)
+                  arrays=out)

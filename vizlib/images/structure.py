@@ -73,8 +73,8 @@ IFD_DATA_SLACK = 65_536
 #: EXIF/GPS/Interop directory, which Pillow unpacks value by value into Python objects.
 MAX_IFD_VALUES = 2**20
 MAX_SUB_IFD_VALUES = 2**16
-#: Strips or tiles of a TIFF (and never more than its size and strip/tile geometry give):
-#: 65,535 one-row strips, planar RGB included.
+#: Strips or tiles of a TIFF (and never more than about what its size and strip/tile geometry
+#: give): 65,535 one-row strips of planar RGB fit.
 MAX_TIFF_STRIPS = 2**18
 #: Chunks in a PNG (libpng writes 8 KB IDAT chunks: 2,560 for a 20 MB file).
 MAX_PNG_CHUNKS = 65_536
@@ -206,10 +206,11 @@ def _check_jpeg(data: bytes, label: str) -> None:
                 ids = [body[1 + 2 * i] for i in range(min(ns, (len(body) - 1) // 2))]
                 samples += sum(pixels * comps.get(cid, 64) // 64 for cid in ids)
                 if samples > MAX_JPEG_SCAN_SAMPLES:
+                    passes = samples // max(pixels, 1)
                     raise InputError(
-                        f"{label} is a JPEG whose {scans}+ scans each pass over its "
-                        f"{fmt_mp(pixels)}: decoding it would take as long as "
-                        f"{samples // max(pixels, 1)} full images. {_SAVE_AS}"
+                        f"{label} is a JPEG whose {scans} (or more) scans pass over its {fmt_mp(pixels)} "
+                        f"{passes} times: decoding it would take as long as {passes} ordinary images. "
+                        f"{_SAVE_AS}"
                     )
         pos += max(length, 2)
 
@@ -289,7 +290,7 @@ def _inline_int(ifd: _Ifd, tag: int, endian: str) -> int | None:
     if n != 1 or typ not in (3, 4, 13, 16):
         return None
     letter = {3: "H", 4: "L", 13: "L", 16: "Q"}[typ]
-    if struct.calcsize(letter) > len(raw):
+    if struct.calcsize(endian + letter) > len(raw):
         return None
     return struct.unpack_from(endian + letter, raw)[0]
 
@@ -314,6 +315,8 @@ def _check_tiff_structure(buf: bytes, label: str, what: str, *, sub_ifds: bool,
                     inter = _inline_int(sub, _INTEROP_IFD, endian)
                     if inter:
                         directories.append(_read_ifd(buf, inter, endian, big, label, what))
+    if image:
+        _check_strips(ifd0, endian, label)
     total = sum(d.data_bytes for d in directories)
     if total > IFD_DATA_FACTOR * len(buf) + IFD_DATA_SLACK:
         raise InputError(
@@ -332,13 +335,12 @@ def _check_tiff_structure(buf: bytes, label: str, what: str, *, sub_ifds: bool,
 
 
 def _check_tiff(data: bytes, label: str) -> None:
-    head = _tiff_header(data)
-    if head is None:
-        return
-    endian = head[0]
-    ifd0 = _check_tiff_structure(data, label, "TIFF tags", sub_ifds=True, image=True)
-    if ifd0 is None:
-        return
+    _check_tiff_structure(data, label, "TIFF tags", sub_ifds=True, image=True)
+
+
+def _check_strips(ifd0: _Ifd, endian: str, label: str) -> None:
+    """No more strips (or tiles) than the image's size and strip geometry give, and at most
+    :data:`MAX_TIFF_STRIPS`: Pillow makes one Python object and one decoder call per entry."""
     tiled = 324 in ifd0.entries
     offsets = ifd0.entries.get(324 if tiled else 273)
     if offsets is None:
@@ -346,7 +348,7 @@ def _check_tiff(data: bytes, label: str) -> None:
     count = offsets[1]
     width = _inline_int(ifd0, 256, endian)
     height = _inline_int(ifd0, 257, endian)
-    expected: int | None = None
+    expected: Optional[int] = None
     if width and height:
         planar = _inline_int(ifd0, 284, endian) or 1
         samples = _inline_int(ifd0, 277, endian) or 1
@@ -361,7 +363,7 @@ def _check_tiff(data: bytes, label: str) -> None:
             rows = height if rows is None else max(rows, 1)
             expected = planes * -(-height // min(rows, height))
     what = "tiles" if tiled else "strips"
-    if expected is not None and count > max(expected, 1):
+    if expected is not None and count > 2 * expected + 16:  # a few spare entries are harmless
         raise InputError(
             f"{label} lists {count:,} {what} for an image that has {expected:,}. "
             f"The file is corrupt or made to be slow to read. {_SAVE_AS}"
