@@ -933,6 +933,18 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
     act_name = _activation_name(conv.activation)
     post = float(np.asarray(keras.ops.convert_to_numpy(conv.activation(np.array([pre], dtype=np.float32))))[0])
     rows_rf, cols_rf, _ = _rf_masks(km, name, row, col)
+    between = [i.kind for i in tr.layers if i.index < info.index]
+    followed = []
+    for i in tr.layers[info.index + 1:]:
+        if i.is_conv or not i.is_spatial or len(followed) == 3:
+            break
+        followed.append(i.kind)
+    pre_name = str(getattr(m, "preprocess_name", ""))
+    bgr = x_in.shape[-1] == 3 and any(k in pre_name for k in ("caffe", "vgg16", "vgg19", "resnet50", "resnet."))
+    source = (f"Input values: the image's pixels after the model's preprocessing ({pre_name})" if pre_name
+              else "Input values: the image as the model receives it")
+    if between:
+        source += f", then {', '.join(between)}"
     return {
         "layer": name, "row": row, "col": col, "channel": channel,
         "patch": patch, "kernel": weights, "products": products.astype(np.float32),
@@ -943,7 +955,8 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
         "input_cols": [int(c) if ok else -1 for c, ok in zip(cols, c_ok)],
         "input_channels": in_channels, "strides": [wins[0].s, wins[1].s], "dilation": [wins[0].d, wins[1].d],
         "padding": str(conv.padding), "pad_before": [wins[0].p, wins[1].p],
-        "input_is_model_input": id(in_t) == id(tr.input),
+        "input_is_model_input": id(in_t) == id(tr.input), "input_source": source,
+        "channel_order": "BGR" if bgr else ("RGB" if x_in.shape[-1] == 3 else ""), "followed_by": followed,
         "input_layer": getattr(g.op.get(id(in_t)), "name", "input"),
         "box": list(_box_of(rows_rf, cols_rf)),
     }
