@@ -977,6 +977,105 @@ def default_size(model: Any, layer: str) -> tuple[int, int]:
     return _plan(m, m.weights_digest(), layer, None)["size"]
 
 
+# --------------------------------------------------------------------------- background jobs
+
+
+_EXECUTOR: Any = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> Any:
+    """One worker thread for all renders: on a small server they would only fight over the cores."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vizlib-featvis")
+        return _EXECUTOR
+
+
+class Job:
+    """A :func:`render` running in a background thread: poll ``progress``, take ``result()`` when ``done``.
+
+    For a page that must stay responsive while the optimisation runs::
+
+        job = Job(model, "conv2d_7", [0, 1, 2])
+        while not job.done:
+            show(job.fraction)          # e.g. a progress bar, polled
+        vis = job.result()              # FeatureVisualization (or the render's exception)
+
+    Jobs run one at a time in a shared worker thread (``state`` is
+    ``"queued"`` until theirs starts); ``cancel()`` stops one between chunks
+    of steps.
+    """
+
+    def __init__(self, model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
+                 steps: Optional[int] = None, seed: int = 0, cache: "bool | DiskCache | None" = True):
+        self.layer = layer
+        self.channels = [int(c) for c in channels]
+        self.steps_done, self.steps_total = 0, max(1, len(self.channels)) * (steps or DEFAULT_STEPS)
+        self.state = "queued"
+        self.created = time.monotonic()
+        self.finished: Optional[float] = None
+        self._stop = threading.Event()
+        self._ended = threading.Event()
+
+        def progress(done: int, total: int) -> None:
+            self.steps_done, self.steps_total = int(done), max(1, int(total))
+
+        def work() -> FeatureVisualization:
+            self.state = "running"
+            try:
+                out = render(model, layer, self.channels, size=size, steps=steps, seed=seed, cache=cache,
+                             progress=progress, should_stop=self._stop.is_set)
+                self.state = "done"
+                return out
+            except Cancelled:
+                self.state = "cancelled"
+                raise
+            except BaseException:
+                self.state = "failed"
+                raise
+            finally:
+                self.finished = time.monotonic()
+                self._ended.set()
+
+        self._future = _executor().submit(work)
+
+    @property
+    def done(self) -> bool:
+        """Finished: a result, an error, or cancelled."""
+        return self._ended.is_set()
+
+    @property
+    def fraction(self) -> float:
+        """Share of the optimisation steps done, 0..1."""
+        return 1.0 if self.state == "done" else min(1.0, self.steps_done / max(1, self.steps_total))
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block up to ``timeout`` seconds; True when finished."""
+        return self._ended.wait(timeout)
+
+    def result(self, timeout: Optional[float] = None) -> FeatureVisualization:
+        """The :class:`FeatureVisualization` (waits); re-raises the render's exception."""
+        return self._future.result(timeout)
+
+    def error(self) -> Optional[BaseException]:
+        """The exception the render raised, once finished (None on success or while running)."""
+        if not self.done:
+            return None
+        return self._future.exception()
+
+    def cancel(self) -> None:
+        """Stop at the next chunk of steps (or before starting, if still queued)."""
+        self._stop.set()
+        if self._future.cancel():
+            self.state = "cancelled"
+            self.finished = time.monotonic()
+            self._ended.set()
+
+
 # --------------------------------------------------------------------------- figures and PNG export
 
 

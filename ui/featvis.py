@@ -1,0 +1,203 @@
+"""The page's feature visualisation pieces: "What this channel looks for" and a grid's mosaic.
+
+The optimisation takes seconds (the bundled model) to minutes (VGG16's last
+layer), so it never runs in the script: each request becomes a
+:class:`vizlib.featvis.Job` in a background thread, shared by every session
+asking for the same thing, and the page shows a progress bar redrawn by a
+fragment that reruns on its own (``st.fragment(run_every=...)``). Other
+controls stay usable; when the job ends the fragment asks for one full rerun
+and the result is drawn in place. Finished images are also on disk
+(:class:`vizlib.featvis.DiskCache`), so a restart or another session gets
+them at once.
+
+Used from the views (app code)::
+
+    from ui import featvis as fv_ui
+    show_detail(m, info, maps, channel, view_img,
+                extra=lambda: fv_ui.what_it_looks_for(m, info, channel, maps))
+    fv_ui.feature_mosaic(m, info, shown_channels, labels=labels, highlight=channel,
+                         on_select=lambda: on_grid_click("fv-grid-last", "inspect", info.name),
+                         key="fv-grid-last", reference=maps.mean(axis=(0, 1)))
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import streamlit as st
+
+from vizlib.errors import InputError
+from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png, image_png
+
+#: Seconds between progress redraws while a job runs.
+POLL_SECONDS = 0.5
+#: How long a request waits for its job before showing a progress bar (a disk-cache hit is faster).
+QUICK_SECONDS = 0.3
+#: Optimisation steps: the detail shows one channel; a grid mosaic has many channels, so fewer steps each.
+DETAIL_STEPS: Optional[int] = None  # vizlib's default
+GRID_STEPS = 128
+#: Jobs remembered (running or finished) across sessions.
+MAX_JOBS = 24
+DETAIL_PX = 224
+
+_JOBS: "OrderedDict[tuple, Job]" = OrderedDict()
+_JOBS_LOCK = threading.Lock()
+
+
+def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int] = None, size: Any = None,
+            seed: int = 0, slot: Optional[str] = None) -> Job:
+    """The job computing these visualisations: an existing one (any session's) or a new one.
+
+    ``slot`` names a place on this session's page (e.g. ``"detail"``): when the
+    same slot asks for something else, its previous job is cancelled unless it
+    finished, so a user clicking through channels doesn't queue a job per click.
+    """
+    key = (str(m.key), str(layer), tuple(int(c) for c in channels), steps,
+           None if size is None else str(size), int(seed))
+    with _JOBS_LOCK:
+        job = _JOBS.get(key)
+        if job is not None and job.state == "cancelled":
+            job = None
+        if job is None:
+            job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed)
+            _JOBS[key] = job
+        _JOBS.move_to_end(key)
+        while len(_JOBS) > MAX_JOBS:
+            old_key = next(iter(_JOBS))
+            old = _JOBS.pop(old_key)
+            if not old.done:
+                old.cancel()
+    if slot is not None:
+        mine = st.session_state.setdefault("_featvis_slots", {})
+        previous = mine.get(slot)
+        if previous is not None and previous != key:
+            with _JOBS_LOCK:
+                stale = _JOBS.get(previous)
+            if stale is not None and not stale.done and stale is not job:
+                stale.cancel()
+        mine[slot] = key
+    return job
+
+
+def _progress_text(job: Job, what: str) -> str:
+    if job.state == "queued":
+        return f"{what}: waiting for another visualisation to finish…"
+    return f"{what}: step {min(job.steps_done, job.steps_total)} of {job.steps_total}"
+
+
+def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what: str) -> None:
+    """``draw(result)`` if the job has finished; otherwise a progress bar polled by a fragment.
+
+    The fragment reruns every :data:`POLL_SECONDS`; when the job ends it asks
+    for one full rerun, which finds the job done and draws the result here.
+    """
+    if job.done or job.wait(QUICK_SECONDS):
+        error = job.error()
+        if isinstance(error, Cancelled):
+            st.caption(f"{what}: stopped.")
+        elif isinstance(error, InputError):
+            st.info(str(error))
+        elif error is not None:
+            st.warning(f"{what} failed ({type(error).__name__}). Try another channel or model.")
+        else:
+            draw(job.result())
+        return
+
+    def poll() -> None:
+        if job.done:
+            st.rerun()
+        st.progress(job.fraction, text=_progress_text(job, what))
+
+    st.fragment(poll, run_every=POLL_SECONDS)()
+
+
+def _enlarged(image: np.ndarray, px: int) -> np.ndarray:
+    """(H, W, C) uint8 -> 2D grey or RGB, enlarged a whole number of times to about ``px`` (crisp pixels)."""
+    k = max(1, int(round(px / max(image.shape[:2]))))
+    big = np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+    return big[..., 0] if big.shape[2] == 1 else big
+
+
+def comparison(vis: FeatureVisualization, maps: Optional[np.ndarray]) -> str:
+    """Markdown: the channel's mean activation on its visualisation against the image's, and its rank there."""
+    c = vis.channels[0]
+    own = float(vis.own("mean")[0])
+    rank = vis.rank("fired")[0]
+    n = vis.stats["mean"].shape[1]
+    lines = [f"mean activation of channel {c} on this image made for it: **{own:.3g}**"]
+    if maps is not None:
+        mine = float(np.asarray(maps)[:, :, c].mean())
+        if mine > 0 and own > 0:
+            lines.append(f"on your image: {mine:.3g}, so the made image excites it **{own / mine:.1f}×** as much")
+        else:
+            lines.append(f"on your image: {mine:.3g}")
+    lines.append("on the made image it fires more than any other channel of the layer" if rank == 1 else
+                 f"on the made image it ranks {rank} of {n} channels (some channels respond to "
+                 "almost anything; this one's pattern excites them too)")
+    return "  \n".join(lines)
+
+
+def what_it_looks_for(m: Any, info: Any, channel: int, maps: Optional[np.ndarray] = None, *,
+                      steps: Optional[int] = DETAIL_STEPS, key: str = "featvis-detail") -> None:
+    """The detail's "What this channel looks for": an image made to excite the channel, and how much it does.
+
+    ``maps`` are the layer's maps (H, W, C) for the image on the page, for the comparison.
+    """
+    st.markdown("**What this channel looks for**")
+    job = job_for(m, info.name, [int(channel)], steps=steps, slot=key)
+
+    def draw(vis: FeatureVisualization) -> None:
+        if vis.flat()[0]:
+            st.info(f"Nothing moves channel {channel}: its map stays one value whatever the input (a kernel of "
+                    "zeros, or a unit that never switches on), so there is no pattern to show.")
+            return
+        col_img, col_text = st.columns([1, 1])
+        h, w = vis.size
+        col_img.image(_enlarged(vis.images[0], DETAIL_PX),
+                      caption=f"made for channel {channel} · {h}×{w} px")
+        with col_text:
+            st.markdown(comparison(vis, maps))
+            st.download_button("Download PNG", data=image_png(vis.images[0]), mime="image/png",
+                               file_name=f"{info.name.replace('/', '_')}_channel{channel}.png",
+                               key=f"{key}-png")
+        st.caption("Made by gradient ascent from noise: Fourier-space pixels, decorrelated colour, the model's "
+                   "own preprocessing, and random jitter, scaling and rotation at every step, so only patterns "
+                   "the channel responds to robustly survive (Olah et al., Distill 2017).")
+
+    show_when_ready(job, draw, f"Making an image for channel {channel}")
+
+
+def feature_mosaic(m: Any, info: Any, channels: Sequence[int], *, labels: Optional[Sequence[str]] = None,
+                   highlight: Optional[int] = None, reference: Optional[np.ndarray] = None,
+                   on_select: Optional[Callable[[], None]] = None, title: Optional[str] = None,
+                   steps: Optional[int] = GRID_STEPS, key: str = "featvis-grid", width_hint: int = 380,
+                   chart_config: Optional[dict] = None) -> None:
+    """A grid's channels as feature visualisations: same layout, labels and clicking as the activation grid.
+
+    ``reference`` is the layer's mean activation per channel on the page's
+    image (``maps.mean(axis=(0, 1))``), for the hover's comparison.
+    ``on_select`` is the grid's click handler (the chart's key is ``key``).
+    """
+    channels = [int(c) for c in channels]
+    job = job_for(m, info.name, channels, steps=steps, slot=key)
+
+    def draw(vis: FeatureVisualization) -> None:
+        fig = feature_grid(vis, labels=labels, reference=reference, highlight=highlight, width_hint=width_hint,
+                           title=title or f"What these channels look for: <b>{info.name}</b>")
+        if on_select is not None:
+            st.plotly_chart(fig, key=key, on_select=on_select, selection_mode="points", config=chart_config or {})
+        else:
+            st.plotly_chart(fig, key=key, config=chart_config or {})
+        flat = [c for c, f in zip(vis.channels, vis.flat()) if f]
+        note = f" Channels {', '.join(map(str, flat))} never respond (grey)." if flat else ""
+        st.caption(f"Images made to excite each of these {len(channels)} channels, optimised together "
+                   f"({vis.steps} steps, {vis.size[0]}×{vis.size[1]} px). Hover for how strongly each "
+                   f"excites its channel; click one to inspect that channel.{note}")
+        st.download_button("Download PNG", key=f"{key}-png", mime="image/png",
+                           file_name=f"{info.name.replace('/', '_')}_feature_visualisations.png",
+                           data=feature_png(vis, labels=labels, title=f"{m.label} · {info.name}"))
+
+    show_when_ready(job, draw, f"Making images for {len(channels)} channels of {info.name}")
