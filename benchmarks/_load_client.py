@@ -213,6 +213,17 @@ class ServerProcess:
         self.stop()
 
 
+def find_haproxy() -> Optional[str]:
+    """The haproxy binary: on PATH, or where Debian puts it (/usr/sbin, not on a user's PATH)."""
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free loopback ports (all held open while choosing, so none repeats)."""
     socks = []
@@ -248,6 +259,9 @@ class Deployment:
                    CNN_VIZ_OFFLINE="1", RUN_DIR=str(self.run_dir), PORT=str(self.port), BIND="127.0.0.1",
                    APP_PORTS=" ".join(map(str, self.app_ports)), PYTHON=sys.executable,
                    RESTART_DELAY=str(restart_delay), **(extra_env or {}))
+        haproxy = find_haproxy()
+        if haproxy:
+            env.setdefault("HAPROXY", haproxy)
         self.log_path = self.run_dir / "run.sh.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["bash", str(DEPLOY_RUN), str(n)], cwd=ROOT, env=env, stdout=self._log,
@@ -286,7 +300,8 @@ class Deployment:
         return b"".join(chunks).decode("utf-8", "replace")
 
     def states(self) -> dict[str, str]:
-        """HAProxy's view of each app process: ``{"app1": "UP", "app2": "DOWN", ...}``."""
+        """HAProxy's view of each app process: ``{"app1": "UP", "app2": "DOWN", ...}`` (in
+        transition: "UP 1/2" = failing checks, "DOWN 1/2" = passing ones)."""
         text = self.haproxy("show stat").lstrip("# ")
         return {row["svname"]: row["status"] for row in csv.DictReader(text.splitlines())
                 if row.get("pxname") == "app" and row.get("svname") in self.names}
@@ -303,7 +318,7 @@ class Deployment:
                 states = self.states()
             except OSError:  # the socket is not there yet
                 pass
-            if all(states.get(k, "").startswith(v) for k, v in want.items()):
+            if all(states.get(k) == v for k, v in want.items()):
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 raise TimeoutError(f"HAProxy states {states}, wanted {want} after {timeout:.0f} s:\n"
@@ -704,7 +719,7 @@ class Session:
         return ""
 
 
-def _get(url: str, timeout: float = 60, session: Optional[Session] = None) -> bytes:
+def http_get(url: str, timeout: float = 60, session: Optional[Session] = None) -> bytes:
     """GET ``url``; with a ``session``, sending its cookies and keeping what the response sets."""
     headers = {"Accept-Encoding": "gzip", **(session.cookie_header() if session else {})}
     req = urllib.request.Request(url, headers=headers)
@@ -725,7 +740,7 @@ def _fetch_all(base_url: str, paths: list[str], session: Optional[Session] = Non
     for p in paths:
         url = p if p.startswith("http") else f"{base_url}/{p.lstrip('/')}"
         try:
-            _get(url, session=session)
+            http_get(url, session=session)
         except OSError as exc:  # urllib.error.HTTPError is an OSError
             errors.append(f"GET {p}: {exc}")
     return errors
@@ -734,7 +749,7 @@ def _fetch_all(base_url: str, paths: list[str], session: Optional[Session] = Non
 def _fetch_page(base_url: str, session: Optional[Session] = None) -> Optional[str]:
     """What a browser fetches before it opens the websocket: the page, its scripts, health, host config."""
     try:
-        html = _get(f"{base_url}/" + (f"?{session.query}" if session and session.query else ""),
+        html = http_get(f"{base_url}/" + (f"?{session.query}" if session and session.query else ""),
                     session=session).decode("utf-8", "replace")
     except OSError as exc:
         return f"GET /: {exc}"
@@ -786,10 +801,29 @@ STEP_TITLES = {
 DETAIL_KEY = "detail-conv2d_1"  # the detail heatmap of the bundled model's first conv layer (inspected by default)
 
 
-def _colorscale(name: str) -> list:
+def _stops(scale: Any) -> list[tuple[float, tuple[int, int, int]]]:
+    """A Plotly colorscale as (position, (r, g, b)) whatever the colour notation (hex or rgb())."""
     import plotly.colors as pc
 
-    return json.loads(json.dumps(pc.get_colorscale(name)))
+    out = []
+    for pos, color in scale:
+        color = str(color).strip()
+        if color.startswith("#"):
+            rgb = tuple(int(v) for v in pc.hex_to_rgb(color))
+        else:
+            rgb = tuple(int(round(float(v))) for v in pc.unlabel_rgb(color))[:3]
+        out.append((round(float(pos), 6), rgb))
+    return out
+
+
+def same_colorscale(scale: Any, name: str) -> bool:
+    """Is a chart's ``colorscale`` the Plotly colormap ``name`` (same stops, same colours)?"""
+    import plotly.colors as pc
+
+    try:
+        return _stops(scale or []) == _stops(pc.get_colorscale(name))
+    except (ValueError, TypeError):
+        return False
 
 
 def state_mismatches(s: Session, step: str, plan: Plan) -> list[str]:
@@ -805,7 +839,7 @@ def state_mismatches(s: Session, step: str, plan: Plan) -> list[str]:
         spec = s.chart_spec(DETAIL_KEY)
     except KeyError:
         return out + [f"state: no {DETAIL_KEY} chart on the page"]
-    if spec["data"][0].get("colorscale") != _colorscale(cmap):
+    if not same_colorscale(spec["data"][0].get("colorscale"), cmap):
         out.append(f"state: detail heatmap not in {cmap}")
     title = spec["layout"]["title"]["text"]
     if f"channel {channel} " not in title:

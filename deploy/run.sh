@@ -20,6 +20,7 @@
 #                        HAProxy's admin socket (haproxy.sock); default: a new /tmp/cnn-viz-deploy.*
 #   PYTHON=python3       the interpreter that has requirements.txt installed
 #   RESTART_DELAY=2      seconds before an exited app process is started again
+#   HAPROXY              the haproxy binary (default: from PATH, else /usr/sbin/haproxy)
 #   CNN_VIZ_MODEL_UPLOAD=off   (default here: off, for a public host; see README "Host it"),
 #   CNN_VIZ_MODEL_MEMORY_GB, CNN_VIZ_OFFLINE, KERAS_HOME: passed to every app process.
 #   STREAMLIT_SERVER_COOKIE_SECRET: one secret for all processes (generated when unset), so a
@@ -50,7 +51,12 @@ if [ "${#PORTS[@]}" -eq 0 ]; then
 fi
 N="${#PORTS[@]}"
 
-command -v haproxy >/dev/null 2>&1 || {
+# Debian puts haproxy in /usr/sbin, which is not on a normal user's PATH.
+HAPROXY="${HAPROXY:-$(command -v haproxy || true)}"
+for candidate in /usr/sbin/haproxy /usr/local/sbin/haproxy; do
+  [ -z "$HAPROXY" ] && [ -x "$candidate" ] && HAPROXY="$candidate"
+done
+[ -n "$HAPROXY" ] || {
   echo "deploy/run.sh: haproxy not found: apt-get install haproxy (Debian/Ubuntu), or see deploy/Dockerfile" >&2
   exit 127
 }
@@ -64,7 +70,7 @@ CFG="$RUN_DIR/haproxy.cfg"
     echo "    server app$i 127.0.0.1:${PORTS[i - 1]} cookie app$i"
   done
 } > "$CFG"
-haproxy -c -q -f "$CFG"
+"$HAPROXY" -c -q -f "$CFG"
 
 PIDS=()       # supervisors and haproxy: what cleanup stops
 cleanup() {
@@ -111,7 +117,7 @@ for ((i = 1; i <= N; i++)); do
   supervise "$i" "${PORTS[i - 1]}" &
   PIDS+=("$!")
 done
-haproxy -db -f "$CFG" >> "$RUN_DIR/haproxy.log" 2>&1 < /dev/null &
+"$HAPROXY" -db -f "$CFG" >> "$RUN_DIR/haproxy.log" 2>&1 < /dev/null &
 HAPROXY_PID=$!
 PIDS+=("$HAPROXY_PID")
 echo "$HAPROXY_PID" > "$RUN_DIR/haproxy.pid"
