@@ -926,8 +926,18 @@ def summarise(sessions: list[Session], wall: float) -> dict:
             "refs_per_run": statistics.fmean([r.refs for r in rs]) if rs else float("nan"),
         }
     runs = [r for s in sessions for r in s.results]
+    done = [r.seconds for r in runs if r.finished]
+    homes: dict[str, int] = {}
+    for s in sessions:
+        for who in sorted(s.processes() - {""}) or ["(direct)"]:
+            homes[who] = homes.get(who, 0) + 1
     return {
         "sessions": len(sessions),
+        "all_p50_s": percentile(done, 50), "all_p95_s": percentile(done, 95),
+        "all_times_s": done,
+        "step_times_s": {name: [r.seconds for r in by_step.get(name, []) if r.finished] for name in STEPS},
+        # behind the balancer: how many sessions each app process answered (X-Served-By)
+        "sessions_per_process": homes,
         "steps": steps,
         "runs": len(runs),
         "finished": sum(r.finished for r in runs),

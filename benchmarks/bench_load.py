@@ -1,8 +1,22 @@
-"""Load: 20-30 sessions at once against ONE ``streamlit run app.py`` (a live demo shared with a room).
+"""Load: 20-30 sessions at once against ONE ``streamlit run app.py`` (a live demo shared with a room),
+and (``--compare``) one process against several behind the load balancer of ``deploy/``.
 
     /work/venv/bin/python benchmarks/bench_load.py                  # 20 sessions
     /work/venv/bin/python benchmarks/bench_load.py --sessions 20 30  # one fresh server per count
     /work/venv/bin/python benchmarks/bench_load.py --think 0 --ramp 0  # everyone clicks at the same instant
+    /work/venv/bin/python benchmarks/bench_load.py --compare         # 30 sessions: 1 process vs 2 behind HAProxy
+
+``--compare`` runs, in one go and in alternating order over ``--rounds`` rounds, the same
+sessions against: one ``streamlit run`` (direct, as below), ``deploy/run.sh 1`` (one process
+behind HAProxy: the balancer's own cost) and ``deploy/run.sh P`` for each P of ``--processes``
+(default 2). Each configuration is started fresh, warmed with one session per app process
+(pinned by the balancer's cookie), then loaded; the sessions default to ``--think 0 --ramp 0``
+(everyone at the same instant, each step right after the last one) so the figure is what the
+server side can finish, not what the scenario asks for. Reported: page updates (script runs)
+finished per second, p50/p95 per step and over all steps, errors, how many sessions each
+process got, the CPU used by the app processes + HAProxy, by this client and by everything
+else on the machine (noise), and from the per-process rate: the processes and cores a room
+of 300 needs. Results in ``benchmarks/out/load_balanced.json``.
 
 For each session count: starts ``streamlit run app.py`` as tests/browser/conftest.py does (free
 port, empty KERAS_HOME, CNN_VIZ_OFFLINE=1: the bundled offline model), waits for
@@ -35,8 +49,10 @@ to the server's, and so is the CPU used meanwhile by every other process (noise)
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import signal
+import statistics
 import sys
 import time
 
@@ -48,53 +64,90 @@ def fmt_s(x: float) -> str:
     return "n/a" if x != x else f"{x:.2f} s"
 
 
-def one_count(n: int, args) -> dict:
-    log_path = C.OUT / f"load_server_{n}.log"
-    server = L.ServerProcess(log_path)
+def start_target(kind: str, processes: int, tag: str):
+    """``kind`` "direct": one ``streamlit run`` (L.ServerProcess); "balancer": ``deploy/run.sh
+    processes`` (L.Deployment). Both with the same app environment."""
+    env = {"CNN_VIZ_MODEL_UPLOAD": "off"} if kind == "balancer" else None
+    if kind == "direct":
+        return L.ServerProcess(C.OUT / f"load_server_{tag}.log", extra_env=env)
+    return L.Deployment(processes, C.OUT / f"deploy_{tag}", extra_env=env, restart_delay=3600)
+
+
+def app_pids(target) -> list[int]:
+    """The processes whose CPU is the server side's: the app process(es) and HAProxy."""
+    if isinstance(target, L.Deployment):
+        return [target.app_pid(n) for n in target.names] + [target.haproxy_pid()]
+    return [target.pid]
+
+
+def app_logs(target) -> list:
+    if isinstance(target, L.Deployment):
+        return [target.app_log(n) for n in target.names]
+    return [target.log_path]
+
+
+def one_config(n: int, args, kind: str = "direct", processes: int = 1, tag: str = "") -> dict:
+    """``n`` sessions against a fresh target (see :func:`start_target`), warmed first."""
+    target = start_target(kind, processes, tag or str(n))
     sampler = None
     try:
-        started = server.wait_healthy()
-        sampler = L.MemorySampler(server.pid, interval=0.1)
+        started = target.wait_healthy()
+        sampler = L.MemorySampler(target.pid, interval=0.1)  # run.sh's tree: app processes + HAProxy
         sampler.start()
         idle_rss = sum(sampler.sample()) / 1024
 
-        # Warm-up: one session's first run (TensorFlow graph, bundled model, default image).
-        async def warm():
-            s = L.Session(server.url, name="warm")
-            try:
-                return await s.run("load", fetch_page=False)
-            finally:
-                await s.close()
-        t = time.perf_counter()
-        w = L.run_async(warm)
-        warm_s = time.perf_counter() - t
-        if not w.finished or w.errors:
-            raise RuntimeError(f"warm-up run failed: {w.errors}\n{server.log_tail()}")
-        warm_rss = sum(sampler.sample()) / 1024
-        log_offset = log_path.stat().st_size
+        # Warm-up: one session's first run per app process (TensorFlow graph, bundled model,
+        # default image); behind the balancer each is pinned to its process by the cookie.
+        pins = [{L.STICKY_COOKIE: name} for name in target.names] if kind == "balancer" else [{}]
 
-        cpu0, ru0 = L.cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+        async def warm():
+            out = []
+            for cookies in pins:
+                s = L.Session(target.url, name="warm", cookies=cookies)
+                try:
+                    out.append(await s.run("load", fetch_page=False))
+                finally:
+                    await s.close()
+            return out
+        t = time.perf_counter()
+        warm_runs = L.run_async(warm)
+        warm_s = time.perf_counter() - t
+        bad = [w.errors or "unfinished" for w in warm_runs if not w.finished or w.errors]
+        if bad:
+            raise RuntimeError(f"warm-up run failed: {bad}\n{target.log_tail()}")
+        warm_rss = sum(sampler.sample()) / 1024
+        logs = app_logs(target)
+        log_offsets = [p.stat().st_size for p in logs]
+
+        pids = app_pids(target)
+        cpu0, ru0 = sum(L.cpu_seconds(p) for p in pids), resource.getrusage(resource.RUSAGE_SELF)
         busy0 = L.machine_busy_seconds()
-        sessions, wall = L.run_async(L.run_load, server.url, n, think=args.think, ramp=args.ramp,
+        sessions, wall = L.run_async(L.run_load, target.url, n, think=args.think, ramp=args.ramp,
                                      seed=args.seed, fetch_page=not args.no_page)
-        cpu1, ru1 = L.cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+        cpu1, ru1 = sum(L.cpu_seconds(p) for p in pids), resource.getrusage(resource.RUSAGE_SELF)
         busy1 = L.machine_busy_seconds()
         mem = sampler.stop()
         sampler = None
-        alive = server.proc.poll() is None
+        if isinstance(target, L.Deployment):
+            alive = target.proc.poll() is None and all(v == "UP" for v in target.states().values())
+        else:
+            alive = target.proc.poll() is None
     finally:
         if sampler is not None:
             sampler.stop()
-        server.stop()
-    problems = L.log_problems(log_path)
-    with open(log_path, "rb") as f:
-        f.seek(log_offset)
-        problems_during = L.log_problems_text(f.read().decode("utf-8", "replace"))
+        target.stop()
+    problems, problems_during = [], []
+    for path, offset in zip(logs, log_offsets):
+        problems += L.log_problems(path)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            problems_during += L.log_problems_text(f.read().decode("utf-8", "replace"))
     summary = L.summarise(sessions, wall)
     client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     return {
         **summary,
-        "server_start_s": started, "warmup_s": warm_s, "warmup_run_s": w.seconds,
+        "kind": kind, "processes": processes,
+        "server_start_s": started, "warmup_s": warm_s, "warmup_run_s": max(w.seconds for w in warm_runs),
         "idle_rss_mb": idle_rss, "after_warmup_rss_mb": warm_rss, **mem,
         "server_cpu_s": cpu1 - cpu0, "server_cores_busy": (cpu1 - cpu0) / wall,
         "client_cpu_s": client_cpu, "server_alive_at_end": alive,
@@ -102,8 +155,12 @@ def one_count(n: int, args) -> dict:
         "other_cpu_s": (busy1 - busy0) - (cpu1 - cpu0) - client_cpu,
         "other_cores_busy": ((busy1 - busy0) - (cpu1 - cpu0) - client_cpu) / wall,
         "log_problems": problems, "log_problems_during_load": problems_during,
-        "log": str(log_path.relative_to(C.ROOT)),
+        "log": ", ".join(str(p.relative_to(C.ROOT)) for p in logs),
     }
+
+
+def one_count(n: int, args) -> dict:
+    return one_config(n, args, "direct", 1, str(n))
 
 
 def table(results: dict[int, dict]) -> str:
@@ -136,16 +193,146 @@ def table(results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- --compare
+
+ROOM = 300
+
+
+def config_label(kind: str, processes: int) -> str:
+    if kind == "direct":
+        return "1 process (direct)"
+    return f"{processes} process{'es' if processes != 1 else ''} + HAProxy"
+
+
+def sizing(rate: float, rss_mb: float, room: int = ROOM) -> dict:
+    """Processes (= cores) for ``room`` viewers from one process's update rate.
+
+    burst: everyone changes something at the same instant (the presenter says "now pick
+    another image"): cleared in room / (N * rate) s; N for that to be within T.
+    steady: each viewer changes something every 20 s on average (room / 20 updates/s) with
+    every process at most 70% busy, so queues stay short."""
+    out = {"rate_per_process": rate, "room": room, "rss_per_process_mb": rss_mb}
+    for t in (5, 10):
+        out[f"burst_{t}s"] = math.ceil(room / (rate * t))
+    out["steady_20s"] = math.ceil(room / 20 / (0.7 * rate))
+    return out
+
+
+def compare(args) -> int:
+    configs = [("direct", 1), ("balancer", 1)] + [("balancer", p) for p in args.processes if p != 1]
+    labels = [config_label(*c) for c in configs]
+    C.header(f"Load: {', '.join(map(str, args.sessions))} sessions, {' vs '.join(labels)} "
+             f"(think [0, {args.think}] s, ramp [0, {args.ramp}] s, {args.rounds} rounds, order alternating)")
+    runs: dict[int, dict[str, list[dict]]] = {n: {lab: [] for lab in labels} for n in args.sessions}
+    for n in args.sessions:
+        for rnd in range(args.rounds):
+            order = list(zip(configs, labels))
+            if rnd % 2:
+                order.reverse()
+            for (kind, procs), label in order:
+                print(f"\n--- {n} sessions, round {rnd + 1}: {label}: starting, warming ...", flush=True)
+                r = one_config(n, args, kind, procs, tag=f"{n}_{kind}{procs}_r{rnd + 1}")
+                runs[n][label].append(r)
+                print(f"healthy after {r['server_start_s']:.1f} s; {n} sessions done in {r['wall_s']:.1f} s: "
+                      f"{r['reruns_per_s']:.2f} updates/s, p50 {fmt_s(r['all_p50_s'])}, p95 {fmt_s(r['all_p95_s'])}, "
+                      f"errors {r['errors']}, sessions per process {r['sessions_per_process']}, "
+                      f"server {r['server_cores_busy']:.2f} / client {r['client_cpu_s'] / r['wall_s']:.2f} / "
+                      f"other {max(0.0, r['other_cores_busy']):.2f} cores busy", flush=True)
+                for e in r["error_messages"][:20]:
+                    print(f"  ERROR {e}")
+                for line in r["log_problems_during_load"][:10]:
+                    print(f"  server log: {line}")
+
+    out, ok_all, md_all = {}, True, []
+    for n in args.sessions:
+        res = runs[n]
+        base = res[labels[0]]
+
+        def med(label: str, key: str) -> float:
+            return statistics.median(r[key] for r in res[label])
+
+        def pooled(label: str, pct: float, step: str = "") -> float:
+            """A percentile over the runs of every round (of one step, or of all)."""
+            times = [t for r in res[label] for t in (r["step_times_s"][step] if step else r["all_times_s"])]
+            return L.percentile(times, pct)
+
+        lines = [f"**{n} sessions** | " + " | ".join(labels), "|---|" + "---|" * len(labels)]
+
+        def row(title: str, f) -> None:
+            lines.append(f"| {title} | " + " | ".join(f(lab) for lab in labels) + " |")
+
+        row("page updates finished per second (each round; median)",
+            lambda lab: " / ".join(f"{r['reruns_per_s']:.2f}" for r in res[lab]) + f"; **{med(lab, 'reruns_per_s'):.2f}**")
+        row("ratio to 1 process (direct), same round",
+            lambda lab: " / ".join(f"{r['reruns_per_s'] / b['reruns_per_s']:.2f}" for r, b in zip(res[lab], base))
+            + f"; **{statistics.median(r['reruns_per_s'] / b['reruns_per_s'] for r, b in zip(res[lab], base)):.2f}**")
+        row("all steps: p50 / p95", lambda lab: f"{fmt_s(pooled(lab, 50))} / {fmt_s(pooled(lab, 95))}")
+        for step in L.STEPS:
+            row(f"{L.STEP_TITLES[step]}: p50 / p95",
+                lambda lab, step=step: f"{fmt_s(pooled(lab, 50, step))} / {fmt_s(pooled(lab, 95, step))}")
+        row("errors (target 0)", lambda lab: f"**{sum(r['errors'] for r in res[lab])}** in "
+                                              f"{sum(r['runs'] for r in res[lab])} runs")
+        row("sessions per process", lambda lab: " / ".join(
+            ", ".join(f"{k} {v}" for k, v in sorted(r["sessions_per_process"].items())) for r in res[lab]))
+        row("CPU busy: app processes + HAProxy / this client / everything else (cores)",
+            lambda lab: f"{med(lab, 'server_cores_busy'):.2f} / "
+                        f"{statistics.median(r['client_cpu_s'] / r['wall_s'] for r in res[lab]):.2f} / "
+                        f"{max(0.0, med(lab, 'other_cores_busy')):.2f}")
+        row("peak RSS, all app processes", lambda lab: f"{med(lab, 'peak_rss_mb'):.0f} MB")
+        md = "\n".join(lines)
+        md_all.append(md)
+        print("\n" + md)
+
+        multi = [lab for (kind, p), lab in zip(configs, labels) if kind == "balancer" and p > 1]
+        ratios = {lab: statistics.median(r["reruns_per_s"] / b["reruns_per_s"] for r, b in zip(res[lab], base))
+                  for lab in multi}
+        errors = sum(r["errors"] for lab in labels for r in res[lab])
+        complete = all(r["finished"] == r["runs"] == 4 * n and r["server_alive_at_end"]
+                       for lab in labels for r in res[lab])
+        met = {lab: ratios[lab] >= 0.8 * int(lab.split()[0]) for lab in multi}
+        rate = med(labels[0], "reruns_per_s")
+        rss = med(labels[0], "after_warmup_rss_mb")
+        size = sizing(rate, rss)
+        print(f"\nzero errors, every step of every session finished: {C.verdict(errors == 0 and complete)}")
+        for lab in multi:
+            print(f"{lab}: {ratios[lab]:.2f}x the updates/s of 1 process (target >= "
+                  f"{0.8 * int(lab.split()[0]):.1f}x): {C.verdict(met[lab])}")
+        print(f"\nA room of {ROOM}, from {rate:.2f} updates/s per process ({rss:.0f} MB each after warm-up):")
+        print(f"  everyone clicks at once: N processes clear it in {ROOM}/(N x {rate:.1f}) s -> "
+              f"N = {size['burst_5s']} for 5 s, {size['burst_10s']} for 10 s")
+        print(f"  steady (a change per viewer every 20 s, processes <= 70% busy): N = {size['steady_20s']}")
+        print(f"  one core per process (plus ~1 for HAProxy and the system), ~{rss / 1024:.1f} GB RAM per process")
+        ok_all = ok_all and errors == 0 and complete and all(met.values())
+        out[str(n)] = {"runs": {lab: res[lab] for lab in labels}, "ratios": ratios, "target_met": met,
+                       "errors": errors, "complete": complete, "sizing": size, "table": md}
+
+    C.save("load_balanced", {"args": vars(args), "results": out, "table": "\n\n".join(md_all),
+                             "target_met": ok_all})
+    return 0 if ok_all else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sessions", type=int, nargs="+", default=[20], help="session counts (a fresh server each)")
-    ap.add_argument("--think", type=float, default=2.0, help="random think time before each change, in [0, THINK] s")
-    ap.add_argument("--ramp", type=float, default=2.0, help="sessions open the page over [0, RAMP] s")
+    ap.add_argument("--sessions", type=int, nargs="+", default=None,
+                    help="session counts (a fresh server each; default 20, with --compare 30)")
+    ap.add_argument("--think", type=float, default=None,
+                    help="random think time before each change, in [0, THINK] s (default 2, with --compare 0)")
+    ap.add_argument("--ramp", type=float, default=None,
+                    help="sessions open the page over [0, RAMP] s (default 2, with --compare 0)")
+    ap.add_argument("--compare", action="store_true",
+                    help="1 process (direct) vs deploy/run.sh 1 and P processes behind HAProxy")
+    ap.add_argument("--processes", type=int, nargs="+", default=[2], help="with --compare: P processes")
+    ap.add_argument("--rounds", type=int, default=2, help="with --compare: rounds, in alternating order")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-page", action="store_true", help="don't fetch index.html and its scripts on load")
     args = ap.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the server is stopped by the `finally` in one_count.
+    args.sessions = args.sessions or ([30] if args.compare else [20])
+    args.think = (0.0 if args.compare else 2.0) if args.think is None else args.think
+    args.ramp = (0.0 if args.compare else 2.0) if args.ramp is None else args.ramp
+    # SIGTERM unwinds like Ctrl-C, so the servers are stopped by the `finally` in one_config.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.compare:
+        return compare(args)
 
     C.header(f"Load: {', '.join(map(str, args.sessions))} sessions on one `streamlit run app.py` "
              f"(think [0, {args.think}] s, ramp [0, {args.ramp}] s)")

@@ -364,7 +364,7 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
         frozen: list[float] = []
         busy.on_running = freeze
         pick(busy, "image", re.compile(rf"^{image}\b"))
-        busy.wait_until("the run to start", lambda: bool(frozen), timeout_s=60)
+        busy.wait_until("the run to start", lambda frozen=frozen: bool(frozen), timeout_s=60)
         busy.page.wait_for_timeout(300)  # frames the process sent before the freeze arrive
         if finished_runs(sock) == before:
             in_flight = True
@@ -408,7 +408,7 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
     for attempt in (1, 2):
         pick(idle, "cmap", "gray")
         idle.wait_until("idle's change to finish on the survivor",
-                        lambda: finished_runs(idle.sockets[-1]) >= attempt)
+                        lambda attempt=attempt: finished_runs(idle.sockets[-1]) >= attempt)
         idle.app.wait_painted(COMPARE_CHARTS)
         q = idle.query()
         assert (q.get("image"), q.get("channel")) == ("coffee", "5"), idle.page.url
