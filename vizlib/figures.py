@@ -274,8 +274,12 @@ def _title_layout(title: Optional[str], width_px: int) -> tuple[Optional[dict], 
         return None, 0, None
     text, abbreviated = fit_title(_safe_text(title), min(int(width_px), NARROWEST_PLOT_PX))
     lines = text.count("<br>") + 1
-    layout = dict(text=text, x=0, xanchor="left", xref="paper", y=1, yref="container", yanchor="top",
-                  pad=dict(t=10), font=dict(size=TITLE_FONT_PX))
+    # Plotly.js (3.8, Streamlit's) draws a top-anchored title of several lines ~10 px higher than one
+    # of one line (above the chart's top edge with the same pad): the pad makes up for it.
+    # From the chart's own left edge (not the plot area's, which axis labels push right), so the
+    # width it was wrapped for is the width it has.
+    layout = dict(text=text, x=0, xanchor="left", xref="container", y=1, yref="container", yanchor="top",
+                  pad=dict(t=10 if lines == 1 else 20, l=2), font=dict(size=TITLE_FONT_PX))
     return layout, 22 + 18 * lines, _safe_text(plain_text(title)) if abbreviated else None
 
 
