@@ -20,7 +20,7 @@ from vizlib.errors import InputError  # noqa: E402
 from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
 from vizlib.layers import first_conv, spatial_layers  # noqa: E402
 from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
-from ui import caches, sidebar, views  # noqa: E402
+from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.state import current_state, init_state, sync_url  # noqa: E402
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
 
@@ -113,6 +113,12 @@ def page() -> None:
             output = views.view_compare(m, image_key, image_name, image, view_img)
         elif view == "explore":
             output = views.view_explore(m, image_key, image_name, image, view_img)
+        elif view == "why":
+            output = explain.view_why(m, image_key, image_name, image, view_img)
+        elif view == "depth":
+            output = explain.view_depth(m, image_key, image_name, image, view_img)
+        elif view == "atlas":
+            output = views.view_atlas(m, uploads, image_key, image_name, image, view_img)
         else:
             output = views.view_across(m, uploads, image_key, image_name, image)
     except InputError as exc:

@@ -271,3 +271,7 @@ def sidebar_display() -> None:
     if grid_only:
         st.sidebar.caption("This view doesn't draw a channel grid; the grid settings above apply to the others.")
     st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap", persist_state="session")
+    on = st.sidebar.toggle("Show what channels look for", value=st.session_state.get("fv") == "on", key="fv_on",
+                           help="Beside each map, an image made to excite that channel (feature visualisation). "
+                                "Computed in the background; seconds for small models, longer for big layers.")
+    st.session_state["fv"] = "on" if on else "off"

@@ -12,20 +12,36 @@ from vizlib.export import across_png, grid_png
 from vizlib.extract import top_channels
 from vizlib.figures import across_images
 from vizlib.images import MAX_IMAGES, SAMPLES, load_sample
-from vizlib.models import BUNDLED_NAME
 from vizlib.layers import first_conv, final_feature_map_reason, last_conv, layer_table, spatial_layers
+from ui import featvis as fv_ui
 from ui.caches import CHART_CONFIG, channel_over_chunk, compute
-from ui.widgets import clamp_channel, share_and_export, show_detail, show_grid
+from ui.explain import cell_panel, contributions_for
+from ui.widgets import class_labels, clamp_channel, on_grid_click, share_and_export, show_detail, show_grid
 
 
-def class_labels(m: VizModel, info) -> Optional[list[str]]:
-    """Class names as cell labels when a layer has one channel per class (the bundled model's last conv)."""
-    bundled = m.key.split(":")[0] == BUNDLED_NAME
-    return m.class_names if (bundled and m.class_names and info.channels == len(m.class_names)) else None
+def detail_extras(m: VizModel, info, maps: np.ndarray, channel: int, image_key: str, image: Any, view_img,
+                  view: str):
+    """What goes under a channel's detail: what the channel looks for (when on), and what one cell sees."""
+    def extra() -> None:
+        ss = st.session_state
+        if ss.get("fv") == "on":
+            fv_ui.what_it_looks_for(m, info, channel, maps, key=f"featvis-detail-{view}")
+        box = st.expander("What does one cell of this map see? (receptive field)", expanded=bool(ss.get("cell")))
+        with box:
+            cell_panel(m, info, image_key, image, view_img, channel)
+    return extra
 
 
-def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img,
-                 contributions: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+def feature_mosaic_for(m: VizModel, info, shown: list[int], maps: np.ndarray, layer_key: str, key: str,
+                       labels: Optional[list[str]] = None, width_hint: int = 380) -> None:
+    if st.session_state.get("fv") != "on":
+        return
+    fv_ui.feature_mosaic(m, info, shown, labels=labels, highlight=int(st.session_state.channel),
+                         reference=maps.mean(axis=(0, 1)), key=key, width_hint=width_hint,
+                         on_select=lambda: on_grid_click(key, layer_key, info.name), chart_config=CHART_CONFIG)
+
+
+def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img) -> Optional[np.ndarray]:
     first, last = first_conv(m), last_conv(m)
     acts, output = compute(m.key, image_key, (first.name, last.name), m, image)
     ss = st.session_state
@@ -36,26 +52,32 @@ def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img,
         ss.channel = top_channels(acts[inspected.name][0], 1)[0]
     clamp_channel("channel", inspected.channels)
     labels = class_labels(m, last)
+    contrib = ss.mode == "contrib" and m.is_classifier
     left, right = st.columns(2)
     with left:
         shown_first = show_grid(first, acts[first.name][0], "First conv layer: ", "grid-first", "inspect",
-                                ss.channel if inspected is first else None)
+                                ss.channel if inspected is first else None,
+                                contributions=contributions_for(m, image_key, image, first.name) if contrib else None)
         st.caption("Early layers respond to edges, colours and contrast: the image is still recognisable.")
+        feature_mosaic_for(m, first, shown_first, acts[first.name][0], "inspect", "fv-grid-first")
     with right:
         shown_last = show_grid(last, acts[last.name][0], "Last conv layer: ", "grid-last", "inspect",
                                ss.channel if inspected is last else None, labels=labels,
-                               contributions=contributions)
+                               contributions=contributions_for(m, image_key, image, last.name) if contrib else None)
         reason = final_feature_map_reason(m)
         st.caption("Deep layers see a few pixels each, but every pixel summarises a large patch of the "
                    "image: these maps say *what* is there more than *where*."
                    + (f" {reason}" if reason else ""))
+        feature_mosaic_for(m, last, shown_last, acts[last.name][0], "inspect", "fv-grid-last", labels=labels)
     st.subheader("Inspect one channel")
     c1, c2 = st.columns([2, 1])
     c1.selectbox("Layer", [first.name, last.name], key="inspect", persist_state="session",
                  format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
     c2.number_input("Channel", 0, inspected.channels - 1, key="channel", persist_state="session", step=1)
     label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
-    show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label)
+    show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label,
+                extra=detail_extras(m, inspected, acts[inspected.name][0], int(ss.channel), image_key, image,
+                                    view_img, "compare"))
     cmap, scale = ss.cmap, ss.scale
     shown = {first.name: shown_first, last.name: shown_last}
     share_and_export(
@@ -91,11 +113,15 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
     acts, output = compute(m.key, image_key, (info.name,), m, image)
     maps = acts[info.name][0]
     left, right = st.columns([3, 2])
+    contrib = ss.mode == "contrib" and m.is_classifier
     with left:
-        shown = show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel), width_hint=460)
+        shown = show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel), width_hint=460,
+                          contributions=contributions_for(m, image_key, image, info.name) if contrib else None)
+        feature_mosaic_for(m, info, shown, maps, "layer", "fv-grid-explore", width_hint=460)
     with right:
         st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
-        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
+        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True,
+                    extra=detail_extras(m, info, maps, int(ss.channel), image_key, image, view_img, "explore"))
     cmap, scale = ss.cmap, ss.scale
     share_and_export(m, "explore", image_key, image_name, image, dict(acts), {info.name: shown},
                      {"layer": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,

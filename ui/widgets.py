@@ -12,8 +12,15 @@ from vizlib.export import bundle, manifest, manifest_json, npz_bytes
 from vizlib.extract import channel_stats, pick_channels, probabilities
 from vizlib.figures import channel_detail, channel_grid, prediction_bars
 from vizlib.links import as_dict
+from vizlib.models import BUNDLED_NAME
 from ui.caches import CHART_CONFIG
 from ui.state import current_state, image_sha256, share_url
+
+
+def class_labels(m: VizModel, info) -> Optional[list[str]]:
+    """Class names as cell labels when a layer has one channel per class (the bundled model's last conv)."""
+    bundled = m.key.split(":")[0] == BUNDLED_NAME
+    return m.class_names if (bundled and m.class_names and info.channels == len(m.class_names)) else None
 
 
 def grid_title(info, role: str) -> str:
@@ -34,30 +41,33 @@ def on_grid_click(chart_key: str, layer_key: str, layer: str, channel_key: str =
             return
 
 
-def grid_channels(maps: np.ndarray, contributions: Optional[np.ndarray] = None) -> list[int]:
+def grid_channels(maps: np.ndarray, contributions: Optional[np.ndarray] = None,
+                  mode: Optional[str] = None) -> list[int]:
     """The channels the grid shows, by the sidebar's choice (contributions fall back to activity)."""
     ss = st.session_state
-    if ss.mode == "contrib" and contributions is not None and len(contributions) == maps.shape[-1]:
+    mode = mode or ss.mode
+    if mode == "contrib" and contributions is not None and len(contributions) == maps.shape[-1]:
         n = max(1, min(int(ss.n), maps.shape[-1]))
         return [int(i) for i in np.argsort(-np.asarray(contributions), kind="stable")[:n]]
-    return pick_channels(maps, ss.n, "top" if ss.mode == "contrib" else ss.mode)
+    return pick_channels(maps, ss.n, "top" if mode == "contrib" else mode)
 
 
 def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selected: Optional[int],
               labels: Optional[list[str]] = None, width_hint: int = 380,
-              contributions: Optional[np.ndarray] = None) -> list[int]:
+              contributions: Optional[np.ndarray] = None, mode: Optional[str] = None) -> list[int]:
     ss = st.session_state
-    chosen = grid_channels(maps, contributions)
+    mode = mode or ss.mode
+    chosen = grid_channels(maps, contributions, mode)
     fig = channel_grid(maps, chosen, colormap=ss.cmap, scale=ss.scale, title=grid_title(info, role),
                        highlight=selected, labels=labels, width_hint=width_hint)
     st.plotly_chart(fig, key=key, on_select=lambda: on_grid_click(key, layer_key, info.name),
                     selection_mode="points", config=CHART_CONFIG)
-    if ss.mode == "contrib" and contributions is not None:
-        shown = "most contributing to the predicted class"
-    elif ss.mode == "contrib":
-        shown = "most active (contributions are computed for the final feature map)"
+    if mode == "contrib" and contributions is not None:
+        shown = "most contributing to the class explained"
+    elif mode == "contrib":
+        shown = "most active: contributions need a classifier"
     else:
-        shown = "first" if ss.mode == "first" else "most active"
+        shown = "first" if mode == "first" else "most active"
     st.caption(f"{len(chosen)} of {info.channels} channels ({shown}), "
                f"{'one shared colour scale' if ss.scale == 'shared' else 'each on its own scale'}. "
                "Hover for values; click a map (or type its number under *Channel*) to inspect it.")

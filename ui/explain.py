@@ -1,0 +1,267 @@
+"""Why this prediction? Grad-CAM, channel contributions, trained vs untrained, receptive fields, depth profile."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+
+from vizlib import explain
+from vizlib import explain_figures as xf
+from vizlib.contract import VizModel
+from vizlib.errors import InputError
+from vizlib.export import grid_png
+from vizlib.layers import find_layer, first_conv, spatial_layers
+from ui.caches import CHART_CONFIG, compute, get_untrained_twin
+from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
+
+CAM_CMAP = "jet"
+
+
+# --------------------------------------------------------------------------- cached computations
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def explained(model_key: str, image_key: str, cls: int, layer: str, _m: VizModel, _image: Any):
+    """Grad-CAM / LayerCAM, contributions and probabilities for one class (-1: the top one)."""
+    return explain.explain_class(_m, _image, None if cls < 0 else cls, layer or None)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def profiled(model_key: str, image_key: str, _m: VizModel, _image: Any) -> list[dict]:
+    return explain.depth_profile(_m, _image)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def field_of(model_key: str, layer: str, row: int, col: int, _m: VizModel) -> dict:
+    return explain.receptive_field_info(_m, layer, row, col)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def arithmetic(model_key: str, image_key: str, layer: str, row: int, col: int, channel: int,
+               _m: VizModel, _image: Any) -> dict:
+    return explain.conv_arithmetic(_m, _image, row, col, channel, layer=layer)
+
+
+def contributions_for(m: VizModel, image_key: str, image: Any, layer: str) -> Optional[np.ndarray]:
+    """Per-channel contributions of ``layer`` to the class being explained (for 'Most contributing N')."""
+    try:
+        return explained(m.key, image_key, int(st.session_state.get("cls", -1)), layer, m, image).contributions
+    except InputError:
+        return None
+
+
+def overlay_png(base: np.ndarray, cam: np.ndarray, opacity: float, colormap: str = CAM_CMAP) -> bytes:
+    """The Grad-CAM overlay as a PNG for slides: the model's view blended with the colour-mapped map."""
+    from vizlib.figures import colormap_lut, png_bytes
+
+    rgb = base if base.ndim == 3 else np.repeat(base[..., None], 3, axis=2)
+    lut = colormap_lut(colormap)
+    heat = lut[np.clip(np.rint(cam * 255), 0, 255).astype(np.uint8)]
+    blended = (1 - opacity) * rgb.astype(np.float32) + opacity * heat.astype(np.float32)
+    return png_bytes(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- what one cell sees
+
+
+def on_detail_click(chart_key: str) -> None:
+    """A click on a cell of the detail heatmap: show what that cell sees."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        if isinstance(point, dict) and "x" in point and "y" in point:
+            st.session_state["cell"] = f"{int(round(point['y']))},{int(round(point['x']))}"
+            return
+
+
+def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel: int) -> None:
+    """The input region one cell of the inspected map sees; for the first conv layer, the arithmetic too."""
+    h, w = info.output_shape[0], info.output_shape[1]
+    cell = str(st.session_state.get("cell") or "")
+    c1, c2 = st.columns([1, 1])
+    row = c1.number_input("Row", 0, h - 1, value=min(int(cell.split(",")[0]) if cell else h // 2, h - 1),
+                          key=f"cell-row-{info.name}")
+    col = c2.number_input("Column", 0, w - 1, value=min(int(cell.split(",")[1]) if cell else w // 2, w - 1),
+                          key=f"cell-col-{info.name}")
+    if f"{row},{col}" != cell:
+        st.session_state["cell"] = f"{row},{col}"
+    rf = field_of(m.key, info.name, int(row), int(col), m)
+    left, right = st.columns([1, 2])
+    with left:
+        base = explain.model_view_array(m, image)
+        st.plotly_chart(xf.receptive_field_figure(base, rf["box"], layer=info.name, row=int(row), col=int(col),
+                                                  size=rf.get("size")),
+                        key=f"rf-{info.name}", config=CHART_CONFIG)
+    with right:
+        top, left_px, bottom, right_px = rf["box"]
+        st.markdown(f"Cell ({row}, {col}) of **{info.name}** sees input rows {top}–{bottom - 1} and columns "
+                    f"{left_px}–{right_px - 1} ({bottom - top}×{right_px - left_px} pixels"
+                    + (f"; its full receptive field is {rf['size']} pixels on a side, the rest is padding"
+                       if rf.get("size") and rf["size"] > max(bottom - top, right_px - left_px) else "")
+                    + ").")
+        if rf.get("global_context"):
+            st.caption("This layer also mixes in global context (e.g. squeeze-and-excitation), which sees the "
+                       "whole image; the box shows the convolutional path.")
+        if info.name == first_conv(m).name and info.kind == "Conv2D":
+            try:
+                arith = arithmetic(m.key, image_key, info.name, int(row), int(col), int(channel), m, image)
+            except InputError as exc:
+                st.caption(str(exc))
+            else:
+                st.plotly_chart(xf.conv_arithmetic_figure(arith, title=f"How channel {channel} at ({row}, {col}) "
+                                                                       "is computed"),
+                                key=f"arith-{info.name}", config=CHART_CONFIG)
+
+
+# --------------------------------------------------------------------------- the "why" view
+
+
+def class_options(m: VizModel, probs: np.ndarray) -> tuple[list[int], Any]:
+    names = m.class_names if m.class_names and len(m.class_names) == len(probs) else None
+    order = [int(i) for i in np.argsort(-probs, kind="stable")]
+
+    def label(i: int) -> str:
+        if i < 0:
+            top = order[0]
+            return f"the top prediction: {names[top] if names else f'class {top}'}"
+        return f"{names[i] if names else f'class {i}'} ({probs[i]:.1%})"
+
+    return [-1] + order, label
+
+
+def on_contribution_click() -> None:
+    event = st.session_state.get("contributions")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is not None:
+            st.session_state["channel"] = int(data[0] if isinstance(data, (list, tuple)) else data)
+            return
+
+
+def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img) -> Optional[np.ndarray]:
+    ss = st.session_state
+    if not m.is_classifier:
+        st.info("Grad-CAM explains a class score: this model's output is not a single vector of class scores.")
+        return None
+    spatial = spatial_layers(m)
+    names = [i.name for i in spatial]
+    if ss.get("camlayer") not in ("", *names):
+        ss.camlayer = ""
+    top = explained(m.key, image_key, -1, "", m, image)
+    probs = top.probabilities
+    if not -1 <= int(ss.get("cls", -1)) < len(probs):
+        ss.cls = -1
+    options, label = class_options(m, probs)
+    c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
+    c1.selectbox("Explain the class", options, key="cls", persist_state="session", format_func=label,
+                 help="Click a bar of the predictions, or pick any class (type to search).")
+    final = top.final_layer
+    c2.selectbox("Map at layer", ["", *names], key="camlayer", persist_state="session",
+                 format_func=lambda n: f"final feature map: {final} (Grad-CAM)" if n == "" else
+                 (f"{n} (Grad-CAM)" if n == final else f"{n} (LayerCAM)"),
+                 help="Grad-CAM weighs each channel of the final feature map by its mean gradient. At earlier "
+                      "layers LayerCAM (each position weighted by its own positive gradient) stays meaningful.")
+    c3.slider("Opacity", 0, 100, key="opacity", persist_state="session", help="How strongly the map covers the image.")
+    c4.toggle("vs untrained", key="twin_on", value=ss.get("twin") == "on",
+              help="The same architecture with random weights (seed 0): if the two maps look alike, the map "
+                   "shows the architecture or the image's edges, not what training taught.")
+    ss.twin = "on" if ss.get("twin_on") else "off"
+    ex = explained(m.key, image_key, int(ss.cls), ss.camlayer, m, image)
+    base = explain.model_view_array(m, image)
+    opacity = int(ss.opacity) / 100
+    left, right = st.columns([3, 2])
+    with left:
+        if ss.twin == "on":
+            twin = get_untrained_twin(m.key, m)
+            tex = explained(twin.key, image_key, ex.class_index, ss.camlayer, twin, image)
+            fig = xf.gradcam_pair(base, [ex.cam, tex.cam], ["trained weights", "untrained (random) weights"],
+                                  layer_cams=[ex.layer_cam, tex.layer_cam], opacity=opacity,
+                                  method=ex.method_title, layer=ex.layer,
+                                  title=f"Where the model looked for <b>{ex.class_name}</b>")
+            rho = _rank_correlation(ex.cam, tex.cam)
+            st.plotly_chart(fig, key="cam-pair", config=CHART_CONFIG)
+            st.caption(f"Rank correlation between the two maps: {rho:.2f} (near 1: the map doesn't depend on "
+                       "training; near 0: it does).")
+        else:
+            fig = xf.gradcam_overlay(base, ex.cam, layer_cam=ex.layer_cam, opacity=opacity, class_name=ex.class_name,
+                                     method=ex.method_title, layer=ex.layer)
+            st.plotly_chart(fig, key="cam", config=CHART_CONFIG)
+        st.caption(ex.description + (" The map is all zero: nothing at this layer speaks *for* this class."
+                                     if ex.empty else ""))
+    info = find_layer(m, ex.layer)
+    asked = (m.key, image_key, ex.class_index, ex.layer)
+    if ss.get("_why_asked") != asked:  # a new question: inspect the channel that carried it most
+        if ss.get("_why_asked") is not None or "channel" not in st.query_params:
+            ss.channel = int(np.argmax(ex.contributions))
+        ss["_why_asked"] = asked
+    clamp_channel("channel", info.channels)
+    with right:
+        ranked = ex.ranked_channels()
+        st.plotly_chart(xf.contributions_bar(ranked, class_name=ex.class_name, layer=ex.layer,
+                                             highlight=int(ss.channel)),
+                        key="contributions", config=CHART_CONFIG, on_select=on_contribution_click,
+                        selection_mode="points")
+        st.caption(f"Which channels of {ex.layer} carried **{ex.class_name}** ({ex.probability:.1%}): mean of "
+                   "gradient × activation. Click a bar to inspect that channel below.")
+    acts, output = compute(m.key, image_key, (ex.layer,), m, image)
+    maps = acts[ex.layer][0]
+    st.subheader(f"Channels of {ex.layer}, most contributing first")
+    g, d = st.columns([3, 2])
+    with g:
+        shown = show_grid(info, maps, "", "grid-why", "_why_layer", int(ss.channel), width_hint=460,
+                          contributions=ex.contributions, mode="contrib", labels=class_labels(m, info))
+    with d:
+        st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
+    cmap, scale = ss.cmap, ss.scale
+    arrays = {"cam": ex.cam[None], "layer_cam": ex.layer_cam[None], "contributions": ex.contributions[None],
+              ex.layer: maps[None]}
+    share_and_export(m, "why", image_key, image_name, image, arrays, {ex.layer: shown},
+                     {"grad-cam": lambda: overlay_png(base, ex.cam, opacity),
+                      "channels": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,
+                                                   title=f"{m.label} · {info.describe()}")},
+                     arrays_label="Maps")
+    return output
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a.ravel(), kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(b.ravel(), kind="stable"), kind="stable").astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum())) or 1.0
+    return float((ra * rb).sum() / denom)
+
+
+# --------------------------------------------------------------------------- the depth profile
+
+
+def on_depth_click() -> None:
+    event = st.session_state.get("depth-profile")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data:
+            st.session_state["layer"] = str(data[0] if isinstance(data, (list, tuple)) else data)
+            st.session_state["view"] = "explore"
+            return
+
+
+def view_depth(m: VizModel, image_key: str, image_name: str, image: Any, view_img) -> Optional[np.ndarray]:
+    _, output = compute(m.key, image_key, (), m, image)
+    profile = profiled(m.key, image_key, m, image)
+    fig = xf.depth_profile_figure(profile, input_size=max(m.input_size),
+                                  title=f"What each layer of {m.label} sees, input to output")
+    st.plotly_chart(fig, key="depth-profile", config=CHART_CONFIG, on_select=on_depth_click,
+                    selection_mode="points")
+    st.caption("Left to right: every layer with 2D maps, in forward order. Maps shrink while each cell's "
+               "receptive field grows; dead channels (all zero for this image) and sparsity show how selective "
+               "each layer is. Click a layer to open it in the Layer explorer.")
+    arrays = {k: np.asarray([[row.get(k) if row.get(k) is not None else np.nan for row in profile]],
+                            dtype=np.float64)
+              for k in ("height", "width", "channels", "receptive_field", "dead_fraction", "mean", "sparsity")}
+    share_and_export(m, "depth", image_key, image_name, image, arrays, {}, {}, arrays_label="Profile")
+    return output
