@@ -402,3 +402,198 @@ def deep_json(depth: int, kind: str = "list") -> bytes:
 def zip_with_many_entries(n: int) -> bytes:
     """A ZIP of ``n`` empty stored members (a big central directory for its size)."""
     return zip_of(((f"{i}.txt", b"") for i in range(n)), compression=zipfile.ZIP_STORED)
+
+
+def jpeg_with_junk(n_bytes: int, byte: bytes = b"\x00") -> bytes:
+    """A valid small JPEG with ``n_bytes`` of junk after its first (APP0) segment
+    (Pillow steps over junk one byte per Python iteration)."""
+    buf = io.BytesIO()
+    _base_image().save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    at = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:at] + byte * n_bytes + jpeg[at:]
+
+
+def tiff_exif_values(n_values: int) -> bytes:
+    """A TIFF whose EXIF sub-directory holds one LONG array of ``n_values`` values: Pillow
+    unpacks every value of that directory into a Python int when it loads the image."""
+    data = b"\x01\x00\x00\x00" * n_values
+    block_at = 8
+    # the EXIF IFD sits right after the block; IFD0 points at it
+    exif_at = block_at + len(data)
+    exif_entries = [(0x9010, 4, n_values, block_at)]
+    exif_ifd, _ = _ifd(exif_entries, exif_at, exif_at + 18)
+    tail = exif_at + len(exif_ifd)
+    body = tiff_image(extra=[(34665, 4, 1, _long(tail + 0))], block=b"")
+    # rebuild with the block and the EXIF IFD in front of the image: simplest is to append them
+    # and patch the pointer, since tiff_image puts its IFD last.
+    head, rest = body[:8], body[8:]
+    shift = len(data) + len(exif_ifd)
+    out = bytearray(head + data + exif_ifd + rest)
+    ifd_at = struct.unpack_from("<L", out, 4)[0] + shift
+    struct.pack_into("<L", out, 4, ifd_at)
+    count = struct.unpack_from("<H", out, ifd_at)[0]
+    for i in range(count):
+        at = ifd_at + 2 + 12 * i
+        tag, typ, n = struct.unpack_from("<HHL", out, at)
+        value = struct.unpack_from("<L", out, at + 8)[0]
+        if tag == 34665:
+            struct.pack_into("<L", out, at + 8, exif_at)
+        elif tag in (273,) or (typ in (3, 4) and n * (2 if typ == 3 else 4) > 4):
+            struct.pack_into("<L", out, at + 8, value + shift)
+    return bytes(out)
+
+
+def bmp_rle_stream(n_bytes: int, rle4: bool = False, width: int = 1000) -> bytes:
+    """A valid RLE BMP whose pixel stream is about ``n_bytes`` of one-pixel runs."""
+    row = b"\x01\x05" * width + b"\x00\x00"
+    rows = max(1, n_bytes // len(row))
+    bits, compression = (4, 2) if rle4 else (8, 1)
+    colours = 16 if rle4 else 256
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(colours))
+    stream = row * rows + b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, rows, 1, bits, compression, len(stream), 2835, 2835, colours, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(stream), 0, 0, offset) + info + palette + stream
+
+
+def mpo_image() -> bytes:
+    """A legitimate two-frame MPO (what many cameras write), made by Pillow."""
+    buf = io.BytesIO()
+    a, b = _base_image(), _base_image().transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    a.save(buf, "MPO", save_all=True, append_images=[b])
+    return buf.getvalue()
+
+
+def zip_with_long_numbers(digits: Sequence[int], image: bytes | None = None) -> bytes:
+    """A ZIP of images named ``img<number>.png`` whose numbers have the given digit counts."""
+    image = small_png() if image is None else image
+    return zip_of((f"img{'9' * d}.png", image) for d in digits)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _status(field_name: str) -> int:
+    """A /proc/self/status figure in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _act(action: str, data: bytes):
+    """What the server does with an upload of this kind."""
+    if action == "image":
+        from vizlib.images import load_image
+
+        return load_image(data, max_side=1024)
+    if action == "zip":
+        from vizlib.images import images_from_zip
+
+        return images_from_zip(data, max_side=512)
+    if action == "bundle":
+        from vizlib.export import read_bundle
+
+        return read_bundle(data)
+    if action == "model":
+        import os
+        import tempfile
+
+        from vizlib.modelcheck import check_model_file
+
+        fd, path = tempfile.mkstemp(suffix=".keras")
+        try:
+            os.write(fd, data)
+            os.close(fd)
+            return check_model_file(path)
+        finally:
+            os.unlink(path)
+    raise ValueError(action)
+
+
+def run_cases(cases: Sequence[dict]) -> list[dict]:
+    """Run each case ``{"make": "<expression over this module>", "action": "image|zip|bundle|model"}``
+    in this process and report its outcome, seconds and peak memory growth (bytes above the RSS
+    just before the call, the kernel's high-water mark reset first)."""
+    import gc
+    import time
+
+    from vizlib.errors import InputError
+
+    out = []
+    for case in cases:
+        data = eval(case["make"], dict(globals()))  # noqa: S307 - our own expressions
+        gc.collect()
+        before = _status("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM to the current RSS
+        except OSError:
+            pass
+        t0 = time.perf_counter()
+        try:
+            result = _act(case["action"], data)
+            outcome = "handled"
+            detail = type(result).__name__
+        except InputError as exc:
+            outcome, detail = "refused", str(exc)
+        except BaseException as exc:  # noqa: BLE001 - reported, the test decides
+            outcome, detail = "error", f"{type(exc).__name__}: {exc}"[:300]
+        seconds = time.perf_counter() - t0
+        peak = _status("VmHWM")
+        out.append({**case, "file_bytes": len(data), "outcome": outcome, "detail": detail,
+                    "seconds": seconds, "peak_growth": max(0, peak - before)})
+        result = None
+        del data
+    return out
+
+
+def measure(cases: Sequence[dict], *, timeout: float = 300, memory_cap: int = 6 * 2**30,
+            python_path: str | None = None, separate: bool = False) -> list[dict]:
+    """:func:`run_cases` in fresh interpreters (one for all cases, or one per case with ``separate``),
+    under an address-space cap (so a runaway case fails instead of exhausting the machine) and a
+    timeout (a case still running is reported as ``"timeout"``)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    root = python_path or str(here.parent)
+
+    def limit():  # pragma: no cover - runs in the child
+        resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
+
+    groups = [[c] for c in cases] if separate else [list(cases)]
+    results: list[dict] = []
+    for group in groups:
+        code = ("import json, sys; sys.path[:0] = [%r, %r]; import hostile_corpus as h; "
+                "print(json.dumps(h.run_cases(json.loads(sys.stdin.read()))))" % (root, str(here)))
+        env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(group), capture_output=True,
+                                  text=True, timeout=timeout, preexec_fn=limit, env=env)
+        except subprocess.TimeoutExpired:
+            results += [{**c, "outcome": "timeout", "detail": f"still running after {timeout:.0f} s",
+                         "seconds": timeout, "peak_growth": None, "file_bytes": None} for c in group]
+            continue
+        if proc.returncode != 0 or not proc.stdout.strip():
+            results += [{**c, "outcome": "crashed", "detail": proc.stderr[-300:], "seconds": None,
+                         "peak_growth": None, "file_bytes": None} for c in group]
+            continue
+        results += json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
+def big_flat(fmt: str, mode: str = "RGB", side: int = 6324, **save) -> bytes:
+    """A legitimate image at the pixel cap (6324 x 6324 = 40 MP), flat so that the file is small:
+    the most an accepted upload can make the decoder do."""
+    value = {"1": 1, "L": 128, "P": 3, "I;16": 30000, "I": 70000, "F": 0.5, "LA": (128, 200),
+             "RGBA": (10, 20, 30, 128)}.get(mode, (10, 200, 30))
+    img = Image.new(mode, (side, side), value)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()

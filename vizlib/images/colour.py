@@ -19,15 +19,33 @@ def _gray_u8_to_rgb(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), "L").convert("RGB")
 
 
+#: Elements converted at a time when stretching to 8 bits: bounds the float temporaries
+#: (a 40 MP float image would otherwise need ~3 x 160 MB of them).
+_CHUNK = 2**20
+
+
 def _stretch(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map [lo, hi] linearly onto 0..255 (uint8), without float overflow."""
+    """Map [lo, hi] linearly onto 0..255 (uint8), without float overflow, a block of rows at a time.
+
+    Non-finite values (floats) map as NaN -> ``lo``, +inf -> ``hi``, -inf -> ``lo``.
+    """
     if hi <= lo:
         return np.full(arr.shape, np.clip(round(lo) if np.isfinite(lo) else 0, 0, 255), np.uint8)
-    scale = 255.0 / (float(hi) - float(lo))
-    out = arr.astype(np.float32) * np.float32(scale)
-    out -= np.float32(float(lo) * scale)
-    np.clip(out, 0, 255, out=out)
-    return np.rint(out).astype(np.uint8)
+    scale = np.float32(255.0 / (float(hi) - float(lo)))
+    offset = np.float32(float(lo) * (255.0 / (float(hi) - float(lo))))
+    out = np.empty(arr.shape, np.uint8)
+    flat_in = arr.reshape(-1) if arr.flags.c_contiguous else np.ascontiguousarray(arr).reshape(-1)
+    flat_out = out.reshape(-1)
+    for start in range(0, flat_in.size, _CHUNK):
+        block = flat_in[start : start + _CHUNK].astype(np.float32)
+        if block.dtype.kind == "f" and arr.dtype.kind == "f":
+            np.nan_to_num(block, copy=False, nan=lo, posinf=hi, neginf=lo)
+        block *= scale
+        block -= offset
+        np.clip(block, 0, 255, out=block)
+        np.rint(block, out=block)
+        flat_out[start : start + _CHUNK] = block
+    return out
 
 
 def _int_to_rgb(image: Image.Image) -> Image.Image:
@@ -56,10 +74,9 @@ def _float_to_rgb(image: Image.Image) -> Image.Image:
     finite = np.isfinite(arr)
     if not finite.any():
         return Image.new("RGB", image.size)
-    vals = arr[finite]
-    lo, hi = float(vals.min()), float(vals.max())
-    if not finite.all():
-        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+    lo = float(np.min(arr, where=finite, initial=np.inf))
+    hi = float(np.max(arr, where=finite, initial=-np.inf))
+    del finite
     return _gray_u8_to_rgb(_stretch(arr, lo, hi))
 
 

@@ -58,6 +58,11 @@ _TRANSPOSE = {
 }
 
 
+#: Modes Pillow resizes faithfully before conversion to RGB (palette, bilevel and 16-bit images are
+#: converted first, then shrunk).
+_SHRINK_FIRST = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "I", "F"})
+
+
 def _sniff(data: bytes) -> str | None:
     """Name a common non-accepted file type from its first bytes, for a friendlier message."""
     head = data[:64].lstrip()
@@ -270,6 +275,17 @@ def decode(
             # TIFFs come out of Pillow's load() already upright; for the others the
             # orientation is read from IFD0 alone, never through Pillow's EXIF reader.
             turn = None if im.format == "TIFF" else _TRANSPOSE.get(structure.orientation(im.info))
+            if max_side and max(im.size) > max_side and im.mode in _SHRINK_FIRST:
+                # Shrink before converting: the conversion's copies are then of the small image
+                # (a 40 MP RGBA PNG peaks at ~0.3 GB instead of ~0.8 GB). Pillow resizes RGBA/LA
+                # premultiplied, so transparent edges stay right.
+                try:
+                    im.thumbnail((int(max_side), int(max_side)), Image.BILINEAR, reducing_gap=2.0)
+                except Exception as exc:
+                    raise InputError(
+                        f"{label} could not be decoded ({reason(exc)}). Re-save it as JPEG or PNG and "
+                        "upload it again."
+                    ) from exc
             rgb = _to_rgb(im, label)
     if max_side and max(rgb.size) > max_side:
         # Keep what is held in memory small: a model sees at most a few hundred pixels a side.

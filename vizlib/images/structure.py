@@ -157,7 +157,7 @@ def _check_jpeg(data: bytes, label: str) -> None:
             junk += m.start() - pos
             if junk > MAX_JUNK_BYTES:
                 raise InputError(
-                    f"{label} has {fmt_bytes(junk)} of stray bytes between its JPEG segments; "
+                    f"{label} has {fmt_bytes(junk)} of stray bytes between its JPEG segments. "
                     f"{_SAVE_AS}"
                 )
         marker = data[m.end() - 1]
