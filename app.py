@@ -18,7 +18,7 @@ st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layou
 import vizlib  # noqa: E402,F401  (first: it turns TensorFlow's oneDNN off before TensorFlow loads)
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
-from vizlib.layers import first_conv, spatial_layers  # noqa: E402
+from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
 from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
 from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.state import current_state, init_state, sync_url  # noqa: E402
@@ -92,7 +92,8 @@ def page() -> None:
         return
     spatial = spatial_layers(m)
     state, notices = validate_for_model(current_state(), [i.name for i in spatial],
-                                        {i.name: i.channels for i in spatial}, default_layer=first.name)
+                                        {i.name: i.channels for i in spatial}, default_layer=first.name,
+                                        final_layer=last_conv(m).name)
     if first_run:  # later, a switch of model just resets what doesn't fit, without a warning
         for notice in notices:
             st.toast(notice, icon="⚠️")

@@ -242,20 +242,22 @@ def from_query(params: Mapping[str, Any], *, models: Optional[Iterable[str]] = N
 
 
 def validate_for_model(state: ViewState, layer_names: Sequence[str], channels_of: Mapping[str, int],
-                       default_layer: str = "") -> tuple[ViewState, list[str]]:
+                       default_layer: str = "", final_layer: str = "") -> tuple[ViewState, list[str]]:
     """Drop layer names this model doesn't have and reset an out-of-range channel; say what changed.
 
-    ``default_layer`` is the layer a view shows when the state names none (the first conv layer).
+    ``default_layer`` is the layer a view shows when the state names none (the first conv layer);
+    ``final_layer`` the one the "why" view explains by default (the final feature map).
     """
     notices: list[str] = []
     updates: dict[str, Any] = {}
-    for key in ("layer", "inspect"):
+    for key in ("layer", "inspect", "camlayer"):
         name = getattr(state, key)
         if name and name not in layer_names:
             notices.append(f"Ignored {key}={name!r}: this model has no layer with 2D maps of that name.")
             updates[key] = ""
-    key = "inspect" if state.view == "compare" else "layer"
-    layer = updates.get(key, getattr(state, key)) or default_layer
+    key = {"compare": "inspect", "why": "camlayer", "depth": ""}.get(state.view, "layer")
+    fallback = (final_layer or default_layer) if state.view == "why" else default_layer
+    layer = (updates.get(key, getattr(state, key)) if key else "") or (fallback if key else "")
     if layer and layer in channels_of and state.channel >= channels_of[layer]:
         notices.append(f"Ignored channel={state.channel}: layer '{layer}' has channels 0 to {channels_of[layer] - 1}.")
         updates["channel"] = 0
