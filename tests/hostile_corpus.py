@@ -524,7 +524,12 @@ def run_cases(cases: Sequence[dict]) -> list[dict]:
 
     out = []
     for case in cases:
-        data = eval(case["make"], dict(globals()))  # noqa: S307 - our own expressions
+        try:
+            data = eval(case["make"], dict(globals()))  # noqa: S307 - our own expressions
+        except Exception as exc:  # noqa: BLE001 - a bad case, not a result
+            out.append({**case, "file_bytes": None, "outcome": "bad case", "detail": repr(exc)[:300],
+                        "seconds": None, "peak_growth": None})
+            continue
         gc.collect()
         before = _status("VmRSS")
         try:

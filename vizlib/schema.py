@@ -209,8 +209,9 @@ class OneOf(Spec):
         problems = [o.check(value, path) for o in self.options]
         if any(p is None for p in problems):
             return None
-        # A value of a right type that is wrong in its content: say what is wrong with it.
-        typed = [p for p in problems if p is not None and not p[1].startswith("should be")]
+        # A value of a right type that is wrong in its content (deeper down, or too long):
+        # say what is wrong with it.
+        typed = [p for p in problems if p is not None and (p[0] != path or not p[1].startswith("should be"))]
         if typed:
             return typed[0]
         return path, f"should be {' or '.join(o.describe() for o in self.options)}, not {_kind(value)}"
