@@ -100,14 +100,14 @@ def test_long_grid_titles_wrap_whole(title):
     lines = lines_of(shown)
     assert len(lines) > 1
     # (a " ·" separator may hang past the line: the width estimate has more slack than that)
-    assert all(len(line.rstrip(" ·")) <= max_chars(NARROWEST_PLOT_PX) for line in lines), lines
+    assert all(len(line.rstrip(" ·")) <= max_chars(NARROWEST_PLOT_PX - 4) for line in lines), lines
     assert "".join(lines) == plain_text(title)  # nothing lost, nothing added: only wrapped
     assert shown.count("<b>") == shown.count("</b>")  # bold closed and reopened around each break
     assert fig.layout.margin.t >= 22 + 18 * len(lines)  # room for every line
 
 
 def test_short_title_stays_one_line():
-    t = "First conv layer: <b>conv2d_1</b> · layer #1 · Conv2D"
+    t = "First conv layer: <b>conv2d_1</b> · Conv2D · 62×62×8"
     assert fit_title(t, 340) == (t, False)
 
 

@@ -98,7 +98,7 @@ NARROWEST_PLOT_PX = 340
 MAX_TITLE_LINES = 3
 #: Estimated width of one title character in em: Streamlit draws chart titles bold in Source Sans;
 #: on the wide side, so an estimate errs towards one line too many, never a cut-off title.
-_TITLE_CHAR_EM = 0.52
+_TITLE_CHAR_EM = 0.55
 #: Halo for cell labels: white text with a black outline reads on the darkest and the lightest
 #: cells of every colormap (CSS text-shadow, which Plotly applies to SVG text).
 LABEL_HALO = ("-1px -1px 1px black, 1px -1px 1px black, -1px 1px 1px black, 1px 1px 1px black, "
@@ -272,7 +272,7 @@ def _title_layout(title: Optional[str], width_px: int) -> tuple[Optional[dict], 
     """(layout title, top margin in px, the full plain title when the shown one is abbreviated)."""
     if not title:
         return None, 0, None
-    text, abbreviated = fit_title(_safe_text(title), min(int(width_px), NARROWEST_PLOT_PX))
+    text, abbreviated = fit_title(_safe_text(title), min(int(width_px), NARROWEST_PLOT_PX) - 4)  # - pad
     lines = text.count("<br>") + 1
     # Plotly.js (3.8, Streamlit's) draws a top-anchored title of several lines ~10 px higher than one
     # of one line (above the chart's top edge with the same pad): the pad makes up for it.

@@ -118,8 +118,10 @@ def test_small_detail_heatmap_has_whole_number_ticks(app):
 
 # --------------------------------------------------------------------------- titles
 
+# The charts vizlib.figures draws: channel grids, detail heatmaps, predictions.
 _TITLE_BOXES_JS = """
-() => [...document.querySelectorAll('.js-plotly-plot')].map(p => {
+() => [...document.querySelectorAll('[class*="st-key-grid-"] .js-plotly-plot, '
+    + '[class*="st-key-detail-"] .js-plotly-plot, .st-key-predictions .js-plotly-plot')].map(p => {
   const t = p.querySelector('.gtitle'); const s = p.querySelector('.main-svg');
   if (!t || !s) return null;
   const tr = t.getBoundingClientRect(), sr = s.getBoundingClientRect();
