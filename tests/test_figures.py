@@ -107,7 +107,7 @@ def test_long_grid_titles_wrap_whole(title):
 
 
 def test_short_title_stays_one_line():
-    t = "First conv layer: <b>conv2d_1</b> · Conv2D · 62×62×8"
+    t = "First conv layer: <b>conv2d_1</b> · Conv2D"
     assert fit_title(t, 340) == (t, False)
 
 
