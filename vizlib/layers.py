@@ -67,6 +67,7 @@ _TRACE_LOCK = threading.Lock()
 
 
 def _keras_model(model: Any) -> Any:
+    """The ``keras.Model`` of an in-process model (``LoadedModel.model``), or the model itself."""
     from vizlib.models import LoadedModel
 
     return model.model if isinstance(model, LoadedModel) else model
@@ -168,8 +169,10 @@ def trace(model: Any) -> Trace:
 
 
 def _infos(model: Any) -> list[LayerInfo]:
-    """Layer list of a model: traced here, or reported by an isolated model's child process."""
-    if getattr(model, "isolated", False):
+    """Layer list of a model: a :class:`vizlib.contract.VizModel` says it; a bare ``keras.Model`` is traced."""
+    from vizlib.contract import VizModel
+
+    if isinstance(model, VizModel):
         return list(model.layers)
     return trace(model).layers
 
