@@ -602,3 +602,65 @@ def big_flat(fmt: str, mode: str = "RGB", side: int = 6324, **save) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **save)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def _relu_layer(name: str) -> dict:
+    return {"module": "keras.layers", "class_name": "ReLU", "registered_name": None,
+            "config": {"name": name, "trainable": True, "dtype": "float32", "max_value": None,
+                       "negative_slope": 0.0, "threshold": 0.0}}
+
+
+def sequential_config(name: str, layers: list, *, with_input: bool = True) -> dict:
+    """A Keras 3 Sequential config holding ``layers`` (input (None, 4) when ``with_input``)."""
+    head = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+             "config": {"batch_shape": [None, 4], "dtype": "float32", "name": f"{name}_input"}}]
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": name, "trainable": True, "layers": (head if with_input else []) + layers},
+            "build_config": {"input_shape": [None, 4]}}
+
+
+def relus(prefix: str, n: int) -> list:
+    return [_relu_layer(f"{prefix}{i}") for i in range(n)]
+
+
+def long_sequential(n: int) -> dict:
+    return sequential_config("long", relus("r", n))
+
+
+def nested_sequentials(*sizes: int) -> dict:
+    """A Sequential of Sequentials of ``sizes`` ReLU layers each (the reviewer's case: 950, 950)."""
+    inner = [sequential_config(f"inner{i}", relus(f"s{i}_", n), with_input=False) for i, n in enumerate(sizes)]
+    return sequential_config("outer", inner)
+
+
+def deep_functional(n: int) -> dict:
+    """A functional chain of ``n`` ReLU layers."""
+    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": "in",
+               "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "in"}, "inbound_nodes": []}]
+    prev = "in"
+    for i in range(n):
+        layers.append({**_relu_layer(f"r{i}"), "name": f"r{i}", "inbound_nodes": [
+            {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "dtype": "float32",
+                                                                    "keras_history": [prev, 0, 0]}}],
+             "kwargs": {}}]})
+        prev = f"r{i}"
+    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+            "config": {"name": "deep", "trainable": True, "layers": layers,
+                       "input_layers": [["in", 0, 0]], "output_layers": [[prev, 0, 0]]}}
+
+
+def keras_archive(config: dict) -> bytes:
+    """A .keras file (metadata, config, an empty weights file) for ``config``: what Keras 3 writes
+    for a model whose layers have no weights."""
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_group("layers")
+        f.create_group("vars")
+    metadata = {"keras_version": "3.15.1", "date_saved": "2025-01-01@00:00:00"}
+    return zip_of([("metadata.json", json.dumps(metadata).encode()), ("config.json", json.dumps(config).encode()),
+                   ("model.weights.h5", weights.getvalue())], compression=zipfile.ZIP_STORED)

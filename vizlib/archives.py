@@ -122,18 +122,20 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str = "",
-                 max_ratio: float = MAX_RATIO, ratio_floor: int = RATIO_FLOOR_BYTES) -> None:
+                 max_ratio: float = MAX_RATIO, ratio_floor: int = RATIO_FLOOR_BYTES,
+                 limit: Optional[int] = None) -> None:
     """Refuse a member by its directory entry: over ``max_bytes``, a zip bomb, or encrypted.
 
     ``where`` names the archive mid-sentence ("the bundle"); ``what`` is the advice that ends
-    the message.
+    the message; ``limit`` is the limit the message names, when ``max_bytes`` adds allowances
+    to it (headers).
     """
     name = f'"{_short(info.filename)}" in {where}'
     if info.flag_bits & 0x1:
         raise InputError(f"{name} is password-protected. {what or 'Zip the files without a password.'}".strip())
     if info.file_size > max_bytes:
         raise InputError(
-            f"{name} is {fmt_bytes(info.file_size)}, over the {fmt_bytes(max_bytes)} limit. {what}".strip()
+            f"{name} is {fmt_bytes(info.file_size)}, over the {fmt_bytes(limit or max_bytes)} limit. {what}".strip()
         )
     if info.file_size > ratio_floor and info.file_size > max_ratio * max(info.compress_size, 1):
         raise InputError(
@@ -143,9 +145,9 @@ def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, where: str, max_bytes: int,
-                what: str = "") -> bytes:
+                what: str = "", limit: Optional[int] = None) -> bytes:
     """The member's bytes after :func:`check_member`, reading at most one byte past ``max_bytes``."""
-    check_member(info, where=where, max_bytes=max_bytes, what=what)
+    check_member(info, where=where, max_bytes=max_bytes, what=what, limit=limit)
     name = f'"{_short(info.filename)}" in {where}'
     try:
         with zf.open(info) as fh:
@@ -211,7 +213,8 @@ def read_npz(blob: bytes, *, where: str, max_bytes: int, max_arrays: int = 4096)
             key = info.filename[: -len(".npy")]
             member = f'"{_short(info.filename)}" in {where}'
             # The header alone decides what may be allocated.
-            check_member(info, where=where, max_bytes=left + MAX_NPY_HEADER + 16)
+            check_member(info, where=where, max_bytes=left + MAX_NPY_HEADER + 16, limit=max_bytes,
+                         what="That is more than the arrays of one upload may hold. Export fewer layers.")
             try:
                 with zf.open(info) as fh:
                     head = fh.read(MAX_NPY_HEADER + 16)

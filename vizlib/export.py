@@ -366,8 +366,8 @@ def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, max_side: Opt
         image = load_image(raw, name=image_name, max_side=UPLOAD_MAX_SIDE if max_side is None else max_side)
         out: dict[str, np.ndarray] = {}
         if arrays and ARRAYS_NAME in infos:
-            blob = archives.read_member(zf, infos[ARRAYS_NAME], where=where,
-                                        max_bytes=max_array_bytes + 2**20, what="Export fewer layers.")
+            blob = archives.read_member(zf, infos[ARRAYS_NAME], where=where, max_bytes=max_array_bytes + 2**20,
+                                        limit=max_array_bytes, what="Export fewer layers.")
             keymap = (meta.get("arrays") or {}).get("names") or {}
             found = archives.read_npz(blob, where=f"{where}'s {ARRAYS_NAME}", max_bytes=max_array_bytes)
             out = {str(keymap.get(key, key)): value for key, value in found.items()}
