@@ -30,6 +30,7 @@ import numpy as np
 import streamlit as st
 
 from vizlib.errors import InputError
+from vizlib.explain import GradientsUnsafe
 from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png, image_png
 
 #: Seconds between progress redraws while a job runs.
@@ -98,7 +99,7 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
         error = job.error()
         if isinstance(error, Cancelled):
             st.caption(f"{what}: stopped.")
-        elif isinstance(error, InputError):
+        elif isinstance(error, (InputError, GradientsUnsafe)):
             st.info(str(error))
         elif error is not None:
             st.warning(f"{what} failed ({type(error).__name__}). Try another channel or model.")

@@ -41,13 +41,15 @@ layer, the channel and the settings.
 Gradients and oneDNN: with TensorFlow 2.21 on CPU and oneDNN on, some input
 gradients corrupt the heap and abort the process. ``import vizlib`` before
 TensorFlow turns oneDNN off; if TensorFlow was imported first with oneDNN on,
-these functions refuse with an :class:`InputError` instead of crashing.
+these functions refuse with :class:`vizlib.explain.GradientsUnsafe` (as
+Grad-CAM does) instead of crashing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -70,12 +72,12 @@ ALGORITHM = "fv1"
 #: Optimisation steps when the caller gives none (see benchmarks/README.md, "Feature visualisation").
 DEFAULT_STEPS = 256
 MAX_STEPS = 4096
-#: Adam's learning rate (Lucid's default for Fourier-parameterised images).
-LEARNING_RATE = 0.05
+#: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
+LEARNING_RATE = 0.1
 #: The objective: mean(relu(a_c)) + SIGNED_WEIGHT * mean(a_c) - relu(max other channel's mean(relu) - MARGIN * own).
 SIGNED_WEIGHT = 0.1
 MARGIN = 0.8
-HINGE = float(os.environ.get('FV_HINGE', '3'))
+HINGE = 3.0
 #: Largest default side: the cost of a step grows with the area.
 DEFAULT_MAX_SIDE = 128
 #: Smallest default side: a mosaic cell is at least 48 px (vizlib.figures.MIN_CELL_PX).
@@ -100,27 +102,46 @@ _ANGLES = np.radians(np.array(list(range(-10, 11)) + 5 * [0], dtype=np.float64))
 ProgressFn = Callable[[int, int], None]
 
 
+class _OwnTracingNoise(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning about this module's step functions.
+
+    One step function is compiled per (model, layer, image size), each traced
+    once (fixed input signatures); TensorFlow counts them together and warns
+    as if one function were retraced. Other functions' warnings pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not ("triggered tf.function retracing" in text and "_compile.<locals>" in str(record.args or "")
+                    + text)
+
+
+logging.getLogger("tensorflow").addFilter(_OwnTracingNoise())
+
+
 # --------------------------------------------------------------------------- gradients are safe?
 
 
 def gradients_safe() -> bool:
-    """False when TensorFlow runs with oneDNN on, where some input gradients abort the process."""
-    import tensorflow as tf  # noqa: F401 - imported for its side effect of deciding oneDNN
+    """False when TensorFlow runs with oneDNN on, where some input gradients abort the process.
 
-    try:
-        from tensorflow.python.util import _pywrap_util_port
+    The same rule as :mod:`vizlib.explain` (``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS=1`` overrides it).
+    """
+    import tensorflow as tf  # noqa: F401 - oneDNN is decided when TensorFlow is imported
 
-        return not bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow build
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") == "0"
+    from vizlib.explain import onednn_enabled
+
+    return os.environ.get("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1" or not onednn_enabled()
 
 
 def _require_safe_gradients() -> None:
     if not gradients_safe():
-        raise InputError(
-            "Feature visualisation needs input gradients, and TensorFlow here runs with oneDNN on, "
-            "where they can crash the process. Set TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is "
-            "imported (import vizlib before tensorflow or keras), then restart."
+        from vizlib.explain import GradientsUnsafe
+
+        raise GradientsUnsafe(
+            "Feature visualisation needs input gradients, and TensorFlow was imported with oneDNN on, where "
+            "they can corrupt memory and abort the process. Import vizlib before tensorflow or keras (it "
+            "turns oneDNN off), or set TF_ENABLE_ONEDNN_OPTS=0 before starting Python."
         )
 
 
@@ -378,7 +399,10 @@ def _compile(m: Any, g: _Graph) -> None:
         rival = tf.where(tf.math.is_finite(rival), rival, tf.zeros_like(rival))  # a one-channel layer
         return own + SIGNED_WEIGHT * signed - HINGE * tf.nn.relu(rival - MARGIN * own)
 
-    @tf.function(reduce_retracing=True)
+    spec_sig = tf.TensorSpec([None, c, h, w // 2 + 1, 2], tf.float32)
+
+    @tf.function(input_signature=[spec_sig, spec_sig, spec_sig, tf.TensorSpec([], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32)])
     def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, transform: Any) -> Any:
         with _RedirectReLU(t), tf.GradientTape() as tape:  # the body runs only while tracing
             tape.watch(spec)
@@ -399,8 +423,8 @@ def _compile(m: Any, g: _Graph) -> None:
         return spec, m1, m2, obj
 
 
-    @tf.function(reduce_retracing=True)
     def final(spec: Any) -> Any:
+        """The finished images (uint8) and their statistics of every channel: run once, eagerly (no tracing)."""
         img = pixels(spec)
         quantised = tf.round(img * 255.0)
         x = quantised / 255.0
@@ -816,8 +840,12 @@ _PLANS: "OrderedDict[tuple, dict]" = OrderedDict()
 _PLANS_LOCK = threading.Lock()
 
 
-def _plan(m: Any, digest: str, layer: str, size: Optional[tuple[int, int]]) -> dict:
-    key = (digest, m.preprocess_name, layer, size)
+def _plan(m: Any, layer: str, size: Optional[tuple[int, int]]) -> dict:
+    # What a plan says (sizes, batch) depends on the architecture, not the weights: the model's key will do.
+    from vizlib.layers import find_layer
+
+    key = (str(m.key), m.preprocess_name, tuple(m.input_size), layer, find_layer(m, layer).output_shape,
+           len(m.layers), size)
     with _PLANS_LOCK:
         found = _PLANS.get(key)
         if found is not None:
@@ -863,15 +891,16 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     if len(set(wanted)) > MAX_CHANNELS:
         raise InputError(f"At most {MAX_CHANNELS} channels at a time.")
     hw = _resolve_size(size)
-    digest = m.weights_digest()
-    plan = _plan(m, digest, layer, hw)
+    plan = _plan(m, layer, hw)
     hw, layer_channels = plan["size"], plan["layer_channels"]
     store = DiskCache() if cache is True else (cache or None)
     shape = (hw[0], hw[1], int(m.channels))
     unique = list(dict.fromkeys(wanted))
     found: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}
-    keys = {c: _cache_key(m, digest, layer, c, hw, steps, seed) for c in unique}
+    keys: dict[int, str] = {}
     if store is not None:
+        digest = m.weights_digest()
+        keys = {c: _cache_key(m, digest, layer, c, hw, steps, seed) for c in unique}
         for c in unique:
             hit = store.get(keys[c], shape, layer_channels)
             if hit is not None:
@@ -974,7 +1003,7 @@ def default_size(model: Any, layer: str) -> tuple[int, int]:
     from vizlib.contract import as_model
 
     m = as_model(model)
-    return _plan(m, m.weights_digest(), layer, None)["size"]
+    return _plan(m, layer, None)["size"]
 
 
 # --------------------------------------------------------------------------- background jobs

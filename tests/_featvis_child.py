@@ -1,0 +1,239 @@
+"""Gradient work for tests/test_featvis.py, run in a child process that must exit cleanly.
+
+Input gradients through some models can abort a TensorFlow process (oneDNN
+heap corruption); a test that took them in the pytest process would take the
+whole run down. Each task prints one JSON line of results on stdout.
+
+    python tests/_featvis_child.py <task> [args...]
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+if sys.argv[1:2] == ["refused"]:
+    import tensorflow  # noqa: F401  (first, with oneDNN on: the case vizlib must refuse)
+
+import vizlib  # noqa: E402  (before TensorFlow: oneDNN off)
+import numpy as np  # noqa: E402
+
+from vizlib import featvis  # noqa: E402
+
+#: Steps used by the specificity checks.
+STEPS = None  # the default (featvis.DEFAULT_STEPS): what a user gets
+COLOURS = np.array([[1, .15, .15], [.15, 1, .15], [.15, .15, 1]], np.float32)
+
+
+def samples() -> list:
+    return [vizlib.load_image(p) for p in sorted(glob.glob(str(ROOT / "assets" / "samples" / "*")))]
+
+
+def stripes(n: int, rng: np.random.Generator, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Six classes: red / green / blue stripes, horizontal or vertical, any phase and frequency, noisy."""
+    x = np.zeros((n, size, size, 3), np.float32)
+    y = rng.integers(0, 6, n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for i in range(n):
+        colour, vertical = divmod(int(y[i]), 2)
+        f, phase = rng.uniform(0.12, 0.3), rng.uniform(0, 2 * np.pi)
+        pattern = np.sin(2 * np.pi * f * (xx if vertical else yy) + phase)
+        image = rng.uniform(0.3, 0.7) + 0.3 * pattern[..., None] * COLOURS[colour] + rng.normal(0, .05, (size, size, 3))
+        x[i] = np.clip(image, 0, 1) * 255
+    return x, y
+
+
+def small_trained_model():
+    """A small RGB CNN shaped like the bundled one (conv-BN-ReLU, last conv = one map per class, GAP), trained."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x, y = stripes(1200, np.random.default_rng(0))
+    L = keras.layers
+    inp = keras.Input((32, 32, 3))
+    h = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    h = L.Activation("relu")(L.BatchNormalization()(h))
+    h = L.MaxPooling2D()(h)
+    h = L.Conv2D(16, 3, padding="same", use_bias=False, name="c2")(h)
+    h = L.Activation("relu")(L.BatchNormalization()(h))
+    h = L.MaxPooling2D()(h)
+    h = L.Conv2D(6, 3, padding="same", name="c3")(h)
+    out = L.Activation("softmax")(L.GlobalAveragePooling2D()(h))
+    km = keras.Model(inp, out, name="stripes")
+    km.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = km.fit(x / 255.0, y, epochs=5, batch_size=32, verbose=0)
+    return vizlib.load_model(km, preprocess="unit"), float(hist.history["accuracy"][-1])
+
+
+def layer_report(m, layer: str, imgs: list, steps: int, cache) -> dict:
+    """Specificity of every channel's visualisation, and how it compares with the sample images."""
+    vis = featvis.render(m, layer, list(range(vizlib.find_layer(m, layer).channels)), steps=steps, cache=cache)
+    acts = vizlib.activations(m, imgs, [layer])[layer]
+    fired_samples = np.maximum(acts, 0).mean(axis=(1, 2)).max(axis=0)  # (C,) the most any sample image gets
+    mean_samples = acts.mean(axis=(1, 2)).max(axis=0)
+    return {
+        "layer": layer,
+        "shape": list(vis.images.shape), "dtype": str(vis.images.dtype),
+        "flat": vis.flat(),
+        "rank_fired": vis.rank("fired"), "rank_mean": vis.rank("mean"),
+        "own_fired": vis.own("fired").tolist(), "own_mean": vis.own("mean").tolist(),
+        "samples_fired": fired_samples.tolist(), "samples_mean": mean_samples.tolist(),
+        "cached": vis.cached,
+        "digest": featvis.DiskCache.key(vis.images.tobytes().hex()),
+    }
+
+
+def task_specificity(cache_dir: str) -> dict:
+    """Bundled model's first and last conv layers and a small trained RGB model's: every channel, one batch each."""
+    os.environ["CNN_VIZ_CACHE_DIR"] = cache_dir
+    cache = featvis.DiskCache()
+    imgs = samples()
+    out: dict = {"gradients_safe": featvis.gradients_safe()}
+    m = vizlib.load_model("emotion_cnn")
+    first, last = vizlib.first_conv(m).name, vizlib.last_conv(m).name
+    t0 = time.perf_counter()
+    out["bundled"] = [layer_report(m, first, imgs, STEPS, cache), layer_report(m, last, imgs, STEPS, cache)]
+    out["bundled_seconds"] = time.perf_counter() - t0
+    # Determinism: the same seed gives the same image, alone or in a batch; another seed another image.
+    one = featvis.render(m, last, [3], steps=48, cache=False).images
+    again = featvis.render(m, last, [3], steps=48, cache=False).images
+    other = featvis.render(m, last, [3], steps=48, seed=1, cache=False).images
+    batched = featvis.render(m, last, [5, 3, 0], steps=48, cache=False).images[1:2]
+    out["deterministic"] = bool(np.array_equal(one, again))
+    out["batch_independent"] = float(np.abs(one.astype(int) - batched.astype(int)).max())
+    out["seed_changes"] = float(np.abs(one.astype(int) - other.astype(int)).mean())
+    pinned = vizlib.featvis.feature_visualization(m, first, [1, 2], steps=4)
+    out["pinned"] = [list(pinned.shape), str(pinned.dtype)]
+    sm, acc = small_trained_model()
+    out["small_accuracy"] = acc
+    out["small"] = [layer_report(sm, "c1", imgs, STEPS, None), layer_report(sm, "c3", imgs, STEPS, None)]
+    pinned = vizlib.featvis.feature_visualization(sm, "c2", [0, 5, 9], size=40, steps=3)
+    out["small_pinned"] = [list(pinned.shape), str(pinned.dtype)]
+    return out
+
+
+def task_restart(cache_dir: str) -> dict:
+    """A fresh process with the same cache folder: the bundled model's last layer comes from disk."""
+    os.environ["CNN_VIZ_CACHE_DIR"] = cache_dir
+    m = vizlib.load_model("emotion_cnn")
+    last = vizlib.last_conv(m).name
+    calls = []
+    original = featvis._optimise_op
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    vizlib.ops._OPS["featvis.optimise"] = counting
+    vis = featvis.render(m, last, list(range(7)), steps=STEPS)
+    return {"cached": vis.cached, "optimise_calls": len(calls), "shape": list(vis.images.shape),
+            "digest": featvis.DiskCache.key(vis.images.tobytes().hex())}
+
+
+def task_catalogue(names: list[str]) -> dict:
+    """Input gradients through every catalogue architecture (untrained) at its last conv layer."""
+    from vizlib.models import CATALOGUE, load_catalogue_model
+
+    out = {}
+    for name in names or list(CATALOGUE):
+        t0 = time.perf_counter()
+        m = load_catalogue_model(name, None)
+        layer = vizlib.last_conv(m).name
+        vis = featvis.render(m, layer, [0], size=32, steps=1, cache=False)
+        out[name] = {"layer": layer, "shape": list(vis.images.shape),
+                     "finite": bool(np.all(np.isfinite(vis.stats["mean"]))),
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        del m
+    return out
+
+
+def task_isolated(model_path: str) -> dict:
+    """An uploaded model in its own process: the same operation runs there; the result matches in-process."""
+    from vizlib.isolation import IsolatedModel
+
+    local = vizlib.load_model(model_path, preprocess="symmetric")
+    layer = vizlib.last_conv(local).name
+    here = featvis.render(local, layer, [0, 4], steps=24, cache=False)
+    with IsolatedModel(model_path, preprocess="symmetric") as iso:
+        there = featvis.render(iso, layer, [0, 4], steps=24, cache=False)
+        digest = iso.weights_digest()
+    return {"layer": layer, "here": list(here.images.shape), "there": list(there.images.shape),
+            "max_diff": float(np.abs(here.images.astype(int) - there.images.astype(int)).max()),
+            "mean_diff": float(np.abs(here.images.astype(int) - there.images.astype(int)).mean()),
+            "rank_there": there.rank("mean"), "digest": digest}
+
+
+def task_refused() -> dict:
+    """TensorFlow imported first with oneDNN on: feature visualisation refuses instead of risking the heap."""
+    from vizlib.explain import GradientsUnsafe
+
+    m = vizlib.load_model("emotion_cnn")
+    try:
+        featvis.render(m, "conv2d_7", [0], steps=2, cache=False)
+    except GradientsUnsafe as exc:
+        return {"refused": str(exc)}
+    return {"refused": None}
+
+
+def task_ui() -> dict:
+    """The page's pieces under Streamlit's AppTest: a progress bar first, the result when the job ends."""
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import streamlit as st
+
+        import vizlib
+        from ui import featvis as fv_ui
+
+        @st.cache_resource
+        def model():
+            return vizlib.load_model("emotion_cnn")
+
+        m = model()
+        info = vizlib.find_layer(m, "conv2d_7")
+        st.number_input("Channel", 0, 6, key="channel")
+        maps = vizlib.activations(m, [vizlib.load_sample("astronaut_face")], [info.name])[info.name][0]
+        fv_ui.what_it_looks_for(m, info, int(st.session_state.channel), maps, steps=24)
+        fv_ui.feature_mosaic(m, info, [0, 3, 5], labels=m.class_names, steps=16, key="grid",
+                             reference=maps.mean(axis=(0, 1)))
+
+    at = AppTest.from_function(page, default_timeout=120)
+    at.run()
+    out = {"exception": [str(e.value) for e in at.exception],
+           "first_progress": len(at.get("progress")), "first_images": len(at.get("image"))}
+    from ui import featvis as fv_ui
+
+    for job in list(fv_ui._JOBS.values()):
+        job.wait(300)
+    at.run()
+    out["done_progress"] = len(at.get("progress"))
+    out["done_images"] = len(at.get("image"))
+    out["done_charts"] = len(at.get("plotly_chart"))
+    out["markdown"] = " ".join(md.value for md in at.markdown)
+    out["downloads"] = len(at.get("download_button"))
+    # Another channel: its detail computes while the grid stays drawn; the superseded job is not queued.
+    at.number_input(key="channel").set_value(4).run()
+    out["switch_progress"] = len(at.get("progress"))
+    out["switch_charts"] = len(at.get("plotly_chart"))
+    out["jobs"] = sorted([[list(k[2]), j.state] for k, j in fv_ui._JOBS.items()])
+    out["exception"] += [str(e.value) for e in at.exception]
+    return out
+
+
+def main() -> None:
+    task, args = sys.argv[1], sys.argv[2:]
+    result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
+              "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
+              "refused": task_refused, "ui": task_ui}[task]()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Feature visualisation (#11): what a channel looks for, on real models.
+
+Anything that takes input gradients runs in a child process
+(``tests/_featvis_child.py``) that must exit cleanly: with oneDNN on, some
+input gradients abort a TensorFlow process, and a crash there must fail one
+test, not the run. The rest (cache, figures, checks of arguments) runs here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vizlib
+from vizlib import featvis
+from vizlib.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "tests" / "_featvis_child.py"
+CRASH_SIGNS = ("double free", "corrupted", "Segmentation fault", "Fatal Python error", "core dumped")
+
+
+def run_child(*args: str, timeout: float = 900, env: dict | None = None) -> dict:
+    """Run a child task; it must exit with 0 and no sign of heap corruption, and print its RESULT line."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # the child relies on `import vizlib` to turn oneDNN off
+    proc = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(ROOT), env=full_env)
+    tail = proc.stderr[-3000:]
+    assert proc.returncode == 0, f"child {args[0]} exited with {proc.returncode}:\n{tail}"
+    assert not any(sign in proc.stderr for sign in CRASH_SIGNS), tail
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no result from child {args[0]}:\n{proc.stdout[-2000:]}\n{tail}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# --------------------------------------------------------------------------- specificity, in a child process
+
+
+@pytest.fixture(scope="module")
+def specificity(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("featvis-cache")
+    return {"cache": str(cache), **run_child("specificity", str(cache))}
+
+
+def _alive(report: dict) -> list[int]:
+    return [i for i, flat in enumerate(report["flat"]) if not flat]
+
+
+def test_gradients_are_safe_after_importing_vizlib(specificity):
+    assert specificity["gradients_safe"] is True
+
+
+def test_rank_one_for_at_least_90_percent_of_channels(specificity):
+    """Each channel's image excites that channel more than any other of its layer (first and last conv)."""
+    for group in ("bundled", "small"):
+        first, last = specificity[group]
+        alive = [(r, i) for r in (first, last) for i in _alive(r)]
+        top = [r["rank_fired"][i] == 1 for r, i in alive]
+        assert sum(top) >= 0.9 * len(alive), (group, first["rank_fired"], last["rank_fired"])
+        # In the last conv layer also by the plain mean activation (a linear first layer can't be:
+        # its mean over the map depends on the image's mean brightness only).
+        assert sum(last["rank_mean"][i] == 1 for i in _alive(last)) >= 0.9 * len(_alive(last)), (group, last)
+
+
+def test_dead_channels_are_reported_flat_not_hidden(specificity):
+    first, last = specificity["bundled"]
+    # The bundled model's conv2d_1 has two all-zero kernels (channels 0 and 5): nothing can move them.
+    assert [i for i, f in enumerate(first["flat"]) if f] == [0, 5]
+    assert not any(last["flat"])
+
+
+def test_last_layer_images_excite_several_times_more_than_any_sample(specificity):
+    for group in ("bundled", "small"):
+        last = specificity[group][1]
+        own, samples = np.array(last["own_fired"]), np.array(last["samples_fired"])
+        assert np.all(own > 3.0 * samples), (group, own, samples)
+
+
+def test_first_layer_images_excite_at_least_as_much_as_the_samples(specificity):
+    """A first layer is (nearly) linear: a bright sample already comes close, so "several times" is not
+    reachable there (benchmarks/README.md); the typical channel still beats every sample."""
+    for group in ("bundled", "small"):
+        first = specificity[group][0]
+        alive = _alive(first)
+        ratio = np.array(first["own_fired"])[alive] / np.array(first["samples_fired"])[alive]
+        assert np.median(ratio) > 1.5, (group, ratio)
+
+
+def test_shapes_and_dtypes_for_grey_and_colour_models(specificity):
+    bundled_first, bundled_last = specificity["bundled"]
+    assert bundled_first["shape"] == [8, 64, 64, 1] and bundled_first["dtype"] == "uint8"
+    assert bundled_last["shape"] == [7, 64, 64, 1]
+    assert specificity["pinned"] == [[2, 64, 64, 1], "uint8"]
+    small_first, small_last = specificity["small"]
+    assert small_first["shape"] == [8, 32, 32, 3] and small_last["shape"] == [6, 32, 32, 3]
+    assert specificity["small_pinned"] == [[3, 40, 40, 3], "uint8"]  # size=40 honoured
+    assert specificity["small_accuracy"] > 0.9  # the test model really learned its task
+
+
+def test_deterministic_for_a_seed_and_independent_of_the_batch(specificity):
+    assert specificity["deterministic"] is True
+    assert specificity["batch_independent"] <= 2  # same channel alone or with others: the same image
+    assert specificity["seed_changes"] > 10  # another seed, another image
+
+
+def test_cache_is_reused_by_a_fresh_process(specificity):
+    first = specificity["bundled"][1]
+    assert first["cached"] == [False] * 7
+    again = run_child("restart", specificity["cache"])
+    assert again["cached"] == [True] * 7
+    assert again["optimise_calls"] == 0  # nothing optimised: all from disk
+    assert again["digest"] == first["digest"]  # the very same pixels
+
+
+# --------------------------------------------------------------------------- every model the app offers
+
+
+@pytest.mark.slow  # builds all nine Keras Applications architectures (about a minute of CPU); CI runs it
+def test_gradients_through_every_catalogue_architecture_exit_cleanly():
+    from vizlib.models import CATALOGUE
+
+    result = run_child("catalogue")
+    assert set(result) == set(CATALOGUE)
+    for name, r in result.items():
+        assert r["shape"] == [1, 32, 32, 3] and r["finite"], (name, r)
+
+
+def test_an_uploaded_model_renders_in_its_own_process(tmp_path):
+    src = ROOT / "assets" / "models" / "emotion_mini_xception_fer2013.keras"
+    path = tmp_path / "faces.keras"
+    path.write_bytes(src.read_bytes())
+    r = run_child("isolated", str(path))
+    assert r["here"] == r["there"] == [2, 64, 64, 1]
+    assert r["mean_diff"] < 8  # the same optimisation (a thread count apart, floats may differ slightly)
+    assert r["rank_there"] == [1, 1]
+
+
+def test_refused_when_tensorflow_came_first_with_onednn():
+    r = run_child("refused", env={"TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert r["refused"] and "oneDNN" in r["refused"]
+
+
+# --------------------------------------------------------------------------- the page's pieces
+
+
+def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path):
+    r = run_child("ui", env={"CNN_VIZ_CACHE_DIR": str(tmp_path)})
+    assert r["exception"] == []
+    # First run: the work is in a background thread, the page shows progress bars instead of waiting.
+    assert r["first_progress"] == 2 and r["first_images"] == 0
+    # When the jobs end: the detail's image, its comparison with the page's image, the mosaic, downloads.
+    assert r["done_progress"] == 0 and r["done_images"] == 1 and r["done_charts"] == 1
+    assert "What this channel looks for" in r["markdown"] and "on your image" in r["markdown"]
+    assert r["downloads"] == 2
+    # Another channel: its detail computes while the mosaic (already done) stays on the page.
+    assert r["switch_progress"] == 1 and r["switch_charts"] == 1
+    assert [[0, 3, 5], "done"] in r["jobs"]
+
+
+# --------------------------------------------------------------------------- the disk cache
+
+
+def _entry(seed: int, shape=(8, 8, 1), channels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, shape, dtype=np.uint8),
+            rng.standard_normal((len(featvis.STATS), channels)).astype(np.float32))
+
+
+def test_cache_round_trip_and_validation(tmp_path):
+    cache = featvis.DiskCache(tmp_path, max_bytes=10**6)
+    img, stats = _entry(0)
+    key = cache.key("model", "layer", 3)
+    assert cache.get(key, img.shape, 4) is None
+    cache.put(key, img, stats)
+    got = cache.get(key, img.shape, 4)
+    assert got is not None and np.array_equal(got[0], img) and np.array_equal(got[1], stats)
+    assert cache.get(key, (16, 16, 1), 4) is None  # another size: not this entry (and it is dropped)
+    assert cache.entries() == []
+    cache.put(key, img, stats)
+    (tmp_path / f"{key}.img.npy").write_bytes(b"\x93NUMPY garbage")
+    assert cache.get(key, img.shape, 4) is None and cache.entries() == []
+    # A pickled object array is never loaded.
+    cache.put(key, img, stats)
+    with open(tmp_path / f"{key}.stats.npy", "wb") as fh:
+        np.save(fh, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert cache.get(key, img.shape, 4) is None
+    assert not list(tmp_path.glob(".tmp-*"))  # writes went through temporary files, renamed
+
+
+def test_cache_is_bounded_least_recently_used_first(tmp_path):
+    img, stats = _entry(1, shape=(32, 32, 3))
+    probe = featvis.DiskCache(tmp_path / "probe", max_bytes=10**9)
+    probe.put("probe", img, stats)
+    one = probe.size()
+    cache = featvis.DiskCache(tmp_path / "c", max_bytes=int(3.5 * one))
+    keys = [cache.key(i) for i in range(3)]
+    for i, k in enumerate(keys):
+        cache.put(k, img, stats)
+        t = time.time() - 100 + i
+        for p in (tmp_path / "c").glob(f"{k}.*"):
+            os.utime(p, (t, t))
+    assert cache.get(keys[0], img.shape, 4) is not None  # a hit makes the oldest the most recent
+    cache.put(cache.key(3), img, stats)
+    assert cache.size() <= cache.max_bytes
+    left = {k for k, _, _ in cache.entries()}
+    assert keys[1] not in left and {keys[0], keys[2], cache.key(3)} <= left
+
+
+def test_cache_folder_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_VIZ_CACHE_DIR", str(tmp_path))
+    assert featvis.cache_dir() == tmp_path / "featvis"
+    assert featvis.DiskCache().folder == tmp_path / "featvis"
+
+
+# --------------------------------------------------------------------------- figures and export
+
+
+def test_mosaic_has_the_activation_grids_layout_and_click_data():
+    from vizlib.figures import channel_grid
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    chosen = [4, 0, 7, 2, 9]
+    fig = featvis.feature_grid(images, chosen, labels=[f"c{i}" for i in range(10)], highlight=7)
+    ref = channel_grid(rng.random((62, 62, 10)).astype(np.float32), chosen, labels=[f"c{i}" for i in range(10)],
+                       highlight=7)
+    cells, ref_cells = fig.data[1], ref.data[1]
+    assert list(cells.customdata) == chosen == list(ref_cells.customdata)
+    texts = [t for t in fig.data if t.name == "labels"][0].text
+    assert list(texts) == ["4 c4", "0 c0", "7 c7", "2 c2", "9 c9"]
+    assert len(fig.layout.shapes) == 1  # the highlighted cell, as in the activation grid
+    # The mosaic really holds the images: decode it and find image 1 in its cell.
+    uri = fig.data[0].source
+    canvas = np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    gap = 2
+    assert np.array_equal(canvas[gap:gap + 64, 2 * gap + 64:2 * gap + 128], images[1])
+
+
+def test_grey_images_and_the_reference_in_the_hover():
+    images = np.zeros((2, 16, 16, 1), np.uint8)
+    images[1] = 200
+    vis = featvis.FeatureVisualization(
+        model_key="m", layer="l", channels=[0, 1], images=images,
+        stats={s: np.array([[2.0, 0.5], [0.1, 3.0]], np.float32) for s in featvis.STATS},
+        size=(16, 16), steps=1, seed=0)
+    fig = featvis.feature_grid(vis, reference=np.array([1.0, 0.5]))
+    assert "2.0× the image's 1" in fig.data[1].hovertext[0] and "6.0×" in fig.data[1].hovertext[1]
+    assert vis.rank("mean") == [1, 1] and vis.flat() == [True, True]
+
+
+def test_png_exports():
+    images = np.random.default_rng(0).integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    png = featvis.feature_png(images, [0, 1, 2], title="VGG16 · block5_conv3", labels=["a", "b", "c"])
+    grid = Image.open(io.BytesIO(png))
+    assert grid.format == "PNG" and grid.width > 2 * 128 and grid.height > 2 * 128  # 2 x 2 cells of 128 px
+    one = Image.open(io.BytesIO(featvis.image_png(images[0], scale=2)))
+    assert one.size == (40, 40) and one.mode == "RGB"
+    grey = Image.open(io.BytesIO(featvis.image_png(images[0, :, :, :1])))
+    assert grey.mode == "L" and np.array_equal(np.asarray(grey), images[0, :, :, 0])
+
+
+# --------------------------------------------------------------------------- checks before any work
+
+
+@pytest.fixture(scope="module")
+def bundled_model():
+    return vizlib.load_model("emotion_cnn")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(layer="conv2d_7", channels=[7]), "no channel 7"),
+    (dict(layer="conv2d_7", channels=[]), "No channels"),
+    (dict(layer="predictions", channels=[0]), "not a 2D map"),
+    (dict(layer="conv2d_77", channels=[0]), "no layer named"),
+    (dict(layer="conv2d_7", channels=[0], size=8), "size must lie between"),
+    (dict(layer="conv2d_7", channels=[0], size="big"), "size must be"),
+    (dict(layer="conv2d_7", channels=[0], steps=0), "steps must lie between"),
+])
+def test_bad_arguments_raise_input_errors(bundled_model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        featvis.feature_visualization(bundled_model, **kwargs)
+
+
+def test_every_named_preprocessing_is_read_as_an_affine_map(bundled_model):
+    """The objective sees pixels through the model's own preprocessing, recovered from its numpy function."""
+    import dataclasses
+
+    from vizlib.models import CATALOGUE, PREPROCESSING
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (2, 3, 3, 3)).astype(np.float32)
+    rgb = dataclasses.replace(bundled_model, channels=3)
+    fns = {name: fn for name, (_, fn) in PREPROCESSING.items()}
+    fns.update({f"catalogue:{k}": CATALOGUE[k].preprocess() for k in ("vgg16", "resnet50", "mobilenet_v2",
+                                                                      "densenet121", "efficientnet_b0")})
+    for name, fn in fns.items():
+        m = dataclasses.replace(rgb, preprocess=fn, preprocess_name=name)
+        a, b = featvis._affine_preprocess(m)
+        np.testing.assert_allclose(x @ a + b, fn(x.copy()), rtol=1e-4, atol=1e-3, err_msg=name)
+    bad = dataclasses.replace(rgb, preprocess=lambda v: np.sqrt(v), preprocess_name="sqrt")
+    with pytest.raises(InputError, match="not a per-pixel scaling"):
+        featvis._affine_preprocess(bad)
+
+
+def test_default_size_follows_the_receptive_field():
+    class Fake:
+        input_size = (224, 224)
+
+    assert featvis._default_size(Fake(), 3) == (64, 64)  # first layer: small field, still a visible texture
+    assert featvis._default_size(Fake(), 44) == (96, 96)
+    assert featvis._default_size(Fake(), 212) == (128, 128)  # capped for cost
+    Fake.input_size = (48, 48)
+    assert featvis._default_size(Fake(), 212) == (48, 48)  # never above the model's input
+
+
+def test_transforms_are_seeded_and_jitter_scale_rotate():
+    g = featvis._Graph(extractor=None, layer_channels=4, size=(64, 64), canvas=(70, 70), ratio=1.0, free_size=True)
+    a, b = featvis._transforms(0, 50, g), featvis._transforms(0, 50, g)
+    assert np.array_equal(a, b) and not np.array_equal(a, featvis._transforms(1, 50, g))
+    scale = np.hypot(a[:, 0], a[:, 1])
+    assert 0.85 < scale.min() < 0.95 and 1.05 < scale.max() < 1.15  # 1 / (0.9..1.1)
+    assert np.abs(np.degrees(np.arctan2(a[:, 1], a[:, 0]))).max() > 5  # rotations up to 10 degrees
+    s0 = featvis._initial_spectrum(0, 3, 1, 64, 64)
+    assert np.array_equal(s0, featvis._initial_spectrum(0, 3, 1, 64, 64))
+    assert not np.array_equal(s0, featvis._initial_spectrum(0, 4, 1, 64, 64))  # per channel, batch-independent
