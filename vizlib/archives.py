@@ -123,7 +123,7 @@ def _reason(exc: BaseException) -> str:
 
 def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str = "",
                  max_ratio: float = MAX_RATIO, ratio_floor: int = RATIO_FLOOR_BYTES,
-                 limit: Optional[int] = None) -> None:
+                 limit: int | None = None) -> None:
     """Refuse a member by its directory entry: over ``max_bytes``, a zip bomb, or encrypted.
 
     ``where`` names the archive mid-sentence ("the bundle"); ``what`` is the advice that ends
@@ -145,7 +145,7 @@ def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, where: str, max_bytes: int,
-                what: str = "", limit: Optional[int] = None) -> bytes:
+                what: str = "", limit: int | None = None) -> bytes:
     """The member's bytes after :func:`check_member`, reading at most one byte past ``max_bytes``."""
     check_member(info, where=where, max_bytes=max_bytes, what=what, limit=limit)
     name = f'"{_short(info.filename)}" in {where}'

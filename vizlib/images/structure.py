@@ -348,7 +348,7 @@ def _check_strips(ifd0: _Ifd, endian: str, label: str) -> None:
     count = offsets[1]
     width = _inline_int(ifd0, 256, endian)
     height = _inline_int(ifd0, 257, endian)
-    expected: Optional[int] = None
+    expected: int | None = None
     if width and height:
         planar = _inline_int(ifd0, 284, endian) or 1
         samples = _inline_int(ifd0, 277, endian) or 1

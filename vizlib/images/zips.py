@@ -14,7 +14,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 from PIL import Image
 
@@ -22,13 +22,15 @@ from vizlib import archives
 from vizlib.errors import InputError
 from vizlib.images import limits
 from vizlib.images.decode import declared_size, decode
+from vizlib.images.limits import ImageSource
 from vizlib.images.limits import label as _label
 from vizlib.units import fmt_bytes, fmt_mp
 
 __all__ = ["ZipSource", "images_from_zip"]
 
-#: What :func:`images_from_zip` accepts: bytes, a path, or a binary file object.
-ZipSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+#: What :func:`images_from_zip` accepts (the same kinds of source as an image: bytes, a path,
+#: or a binary file object); kept as a name for code that imports it.
+ZipSource = ImageSource
 
 _DIGITS = re.compile(r"([0-9]+)")
 
