@@ -120,12 +120,14 @@ def one_config(n: int, args, kind: str = "direct", processes: int = 1, tag: str 
         log_offsets = [p.stat().st_size for p in logs]
 
         pids = app_pids(target)
+        haproxy_cpu0 = L.cpu_seconds(pids[-1]) if kind == "balancer" else 0.0
         cpu0, ru0 = sum(L.cpu_seconds(p) for p in pids), resource.getrusage(resource.RUSAGE_SELF)
         busy0 = L.machine_busy_seconds()
         sessions, wall = L.run_async(L.run_load, target.url, n, think=args.think, ramp=args.ramp,
                                      seed=args.seed, fetch_page=not args.no_page)
         cpu1, ru1 = sum(L.cpu_seconds(p) for p in pids), resource.getrusage(resource.RUSAGE_SELF)
         busy1 = L.machine_busy_seconds()
+        haproxy_cpu = (L.cpu_seconds(pids[-1]) - haproxy_cpu0) if kind == "balancer" else 0.0
         mem = sampler.stop()
         sampler = None
         if isinstance(target, L.Deployment):
@@ -150,6 +152,7 @@ def one_config(n: int, args, kind: str = "direct", processes: int = 1, tag: str 
         "server_start_s": started, "warmup_s": warm_s, "warmup_run_s": max(w.seconds for w in warm_runs),
         "idle_rss_mb": idle_rss, "after_warmup_rss_mb": warm_rss, **mem,
         "server_cpu_s": cpu1 - cpu0, "server_cores_busy": (cpu1 - cpu0) / wall,
+        "haproxy_cpu_s": haproxy_cpu,
         "client_cpu_s": client_cpu, "server_alive_at_end": alive,
         # CPU used meanwhile by everything else on the machine (other benchmarks, browsers...): noise.
         "other_cpu_s": (busy1 - busy0) - (cpu1 - cpu0) - client_cpu,
@@ -280,6 +283,7 @@ def compare(args) -> int:
             lambda lab: f"{med(lab, 'server_cores_busy'):.2f} / "
                         f"{statistics.median(r['client_cpu_s'] / r['wall_s'] for r in res[lab]):.2f} / "
                         f"{max(0.0, med(lab, 'other_cores_busy')):.2f}")
+        row("of which HAProxy (cores)", lambda lab: f"{statistics.median(r['haproxy_cpu_s'] / r['wall_s'] for r in res[lab]):.3f}")
         row("peak RSS, all app processes", lambda lab: f"{med(lab, 'peak_rss_mb'):.0f} MB")
         md = "\n".join(lines)
         md_all.append(md)
@@ -308,6 +312,13 @@ def compare(args) -> int:
         print(f"  one core per process (plus ~1 for HAProxy and the system), ~{rss / 1024:.1f} GB RAM per process")
         print(f"  (the process had {med(labels[0], 'server_cores_busy'):.2f} cores of CPU time: "
               f"{per_core:.1f} updates per CPU-second; the rate above is what it reached on this machine)")
+        rooms = {room: sizing(rate, rss, room) for room in (30, 100, ROOM)}
+        size["rooms"] = rooms
+        room_md = "\n".join(
+            ["| room | everyone at once, all answered within 10 s | within 5 s | steady: one change per person every 20 s |",
+             "|---|---|---|---|"]
+            + [f"| {room} | {z['burst_10s']} | {z['burst_5s']} | {z['steady_20s']} |" for room, z in rooms.items()])
+        print(f"\nprocesses needed at {rate:.1f} updates/s per process:\n{room_md}")
         ok_all = ok_all and errors == 0 and complete and all(met.values())
         out[str(n)] = {"runs": {lab: res[lab] for lab in labels}, "ratios": ratios, "target_met": met,
                        "errors": errors, "complete": complete, "sizing": size, "table": md}
