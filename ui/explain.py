@@ -76,23 +76,29 @@ def on_detail_click(chart_key: str) -> None:
             return
 
 
+def _set_cell(info_name: str) -> None:
+    st.session_state["cell"] = (f"{int(st.session_state[f'cell-row-{info_name}'])},"
+                                f"{int(st.session_state[f'cell-col-{info_name}'])}")
+
+
 def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel: int) -> None:
     """The input region one cell of the inspected map sees; for the first conv layer, the arithmetic too."""
     h, w = info.output_shape[0], info.output_shape[1]
     cell = str(st.session_state.get("cell") or "")
+    r0, c0 = (int(v) for v in cell.split(",")) if cell else (h // 2, w // 2)
+    r0, c0 = min(r0, h - 1), min(c0, w - 1)
+    for key, value in ((f"cell-row-{info.name}", r0), (f"cell-col-{info.name}", c0)):
+        if st.session_state.get(key) is None or (cell and st.session_state.get(key) != value):
+            st.session_state[key] = value
     c1, c2 = st.columns([1, 1])
-    row = c1.number_input("Row", 0, h - 1, value=min(int(cell.split(",")[0]) if cell else h // 2, h - 1),
-                          key=f"cell-row-{info.name}")
-    col = c2.number_input("Column", 0, w - 1, value=min(int(cell.split(",")[1]) if cell else w // 2, w - 1),
-                          key=f"cell-col-{info.name}")
-    if f"{row},{col}" != cell:
-        st.session_state["cell"] = f"{row},{col}"
+    row = c1.number_input("Row", 0, h - 1, key=f"cell-row-{info.name}", on_change=_set_cell, args=(info.name,))
+    col = c2.number_input("Column", 0, w - 1, key=f"cell-col-{info.name}", on_change=_set_cell, args=(info.name,))
     rf = field_of(m.key, info.name, int(row), int(col), m)
     left, right = st.columns([1, 2])
     with left:
         base = explain.model_view_array(m, image)
         st.plotly_chart(xf.receptive_field_figure(base, rf["box"], layer=info.name, row=int(row), col=int(col),
-                                                  size=rf.get("size")),
+                                                  size=rf.get("size"), width_hint=260),
                         key=f"rf-{info.name}", config=CHART_CONFIG)
     with right:
         top, left_px, bottom, right_px = rf["box"]

@@ -26,9 +26,12 @@ def detail_extras(m: VizModel, info, maps: np.ndarray, channel: int, image_key: 
         ss = st.session_state
         if ss.get("fv") == "on":
             fv_ui.what_it_looks_for(m, info, channel, maps, key=f"featvis-detail-{view}")
-        box = st.expander("What does one cell of this map see? (receptive field)", expanded=bool(ss.get("cell")))
-        with box:
-            cell_panel(m, info, image_key, image, view_img, channel)
+        # Lazy: computed only while open (a link with cell=row,col opens it).
+        box = st.expander("What does one cell of this map see? (receptive field)", expanded=bool(ss.get("cell")),
+                          key=f"cell-panel-{view}", on_change="rerun")
+        if box.open:
+            with box:
+                cell_panel(m, info, image_key, image, view_img, channel)
     return extra
 
 
