@@ -59,9 +59,9 @@ from vizlib.ops import op  # noqa: E402
 #: Methods :func:`gradcam` knows. "auto": Grad-CAM at the final feature map, LayerCAM elsewhere.
 METHODS = ("gradcam", "layercam")
 METHOD_TITLES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM"}
-#: Class-independent results kept per model (one entry per (layer, image batch)).
+#: Class-independent results kept per model (one entry per (layer, image batch)) ...
 MAX_CACHED_FEATURES = 4
-#: Don't cache trunk outputs bigger than this (bytes, per entry).
+#: ... and at most this many bytes of them per model (the newest entry always stays, if it fits alone).
 MAX_CACHED_FEATURE_BYTES = 64 * 2**20
 #: Split models (trunk + head) kept per model.
 MAX_PLANS_PER_MODEL = 8
@@ -644,9 +644,11 @@ def _trunk_outputs(m: Any, plan: _Plan, batch: np.ndarray) -> tuple[list[np.ndar
     out = [np.asarray(o, dtype=np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
     if sum(o.nbytes for o in out) <= MAX_CACHED_FEATURE_BYTES:
         with cache["lock"]:
-            cache["features"][key] = out
-            while len(cache["features"]) > MAX_CACHED_FEATURES:
-                cache["features"].popitem(last=False)
+            feats = cache["features"]
+            feats[key] = out
+            while len(feats) > 1 and (len(feats) > MAX_CACHED_FEATURES or sum(
+                    o.nbytes for entry in feats.values() for o in entry) > MAX_CACHED_FEATURE_BYTES):
+                feats.popitem(last=False)
     return out, False
 
 
