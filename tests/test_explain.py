@@ -106,6 +106,17 @@ def test_user_errors_are_input_errors(bundled, face):
         E.conv_arithmetic(bundled, face, 0, 0, channel=8)
 
 
+def test_a_model_without_class_scores_has_maps_but_no_gradcam():
+    import keras
+
+    km = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), keras.layers.Conv2D(2, 3, name="last")])
+    assert E.final_layer(km) == "last" and E.gradcam_method(km)["target"] is None
+    assert E.receptive_field(km, "last", 0, 0) == (0, 0, 5, 5)
+    assert len(E.depth_profile(km, np.zeros((16, 16, 3), np.float32))) == 2
+    with pytest.raises(InputError, match="one output of class scores"):
+        E.gradcam(km, np.zeros((16, 16, 3), np.float32))
+
+
 def _reference_cam(km, layer_name, pre_name, batch, class_index, method):
     """The keras.io Grad-CAM recipe, written independently: a grad model per call, tape, numpy."""
     import keras

@@ -685,7 +685,10 @@ def _describe(m: Any, layer: Optional[str], method: Optional[str]) -> dict:
     info = find_layer(_km(m), name)
     is_final = name == final
     chosen = _method_for(is_final, method)
-    score = _score(_km(m))
+    try:
+        squash: Optional[str] = _score(_km(m)).squash
+    except InputError:  # not a classifier: the layers still have a final map, there is just no class score
+        squash = None
     if chosen == "gradcam":
         text = ("Grad-CAM: each channel of the map weighted by the mean gradient of the class score over it, "
                 "summed, negatives dropped.")
@@ -696,7 +699,7 @@ def _describe(m: Any, layer: Optional[str], method: Optional[str]) -> dict:
     return {
         "layer": name, "method": chosen, "method_title": METHOD_TITLES[chosen], "final_layer": final,
         "is_final": is_final, "layer_shape": list(info.output_shape),
-        "target": "logit" if score.squash in ("softmax", "sigmoid") else "output",
+        "target": None if squash is None else "logit" if squash in ("softmax", "sigmoid") else "output",
         "description": text,
     }
 
