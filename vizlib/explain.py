@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -49,8 +50,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-# Before TensorFlow is imported (a no-op when vizlib/__init__ already did it, or TF is loaded).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# As vizlib/__init__ does: oneDNN off if TensorFlow isn't loaded yet (see the module doc).
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.layers import find_layer, trace  # noqa: E402
