@@ -134,3 +134,30 @@ def test_isolated_model_is_not_special_cased():
     for mod in (vizlib.extract, vizlib.layers):
         assert "isolated" not in inspect.getsource(mod)
     assert not hasattr(IsolatedModel, "isolated")
+
+
+def test_pinned_library_signatures():
+    """Other code calls these exactly as the issues pinned them."""
+    import inspect
+
+    def params(fn):
+        return [(p.name, p.kind.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(vizlib.gradcam)[:4] == [("model", "POSITIONAL_OR_KEYWORD", inspect._empty),
+                                          ("image", "POSITIONAL_OR_KEYWORD", inspect._empty),
+                                          ("class_index", "POSITIONAL_OR_KEYWORD", None),
+                                          ("layer", "POSITIONAL_OR_KEYWORD", None)]
+    assert [p[0] for p in params(vizlib.receptive_field)] == ["model", "layer", "row", "col"]
+    assert [p[0] for p in params(vizlib.depth_profile)] == ["model", "image"]
+    assert params(vizlib.untrained) == [("model", "POSITIONAL_OR_KEYWORD", inspect._empty),
+                                        ("seed", "POSITIONAL_OR_KEYWORD", 0)]
+
+
+def test_importing_vizlib_loads_no_tensorflow_and_turns_onednn_off():
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None); import vizlib; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules, os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert out.stdout.split() == ["False", "False", "0"], out.stdout + out.stderr

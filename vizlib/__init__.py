@@ -32,6 +32,14 @@ from vizlib.extract import (
     activations, forward, predict, channel_across_images, channel_stats, top_channels, pick_channels,
 )
 from vizlib.figures import channel_grid, channel_detail, across_images, prediction_bars
+from vizlib.explain import (
+    ClassExplanation, GradientsUnsafe, channel_contributions, conv_arithmetic, depth_profile, explain_class,
+    gradcam, gradcam_method, receptive_field, receptive_field_info,
+)
+from vizlib.explain_figures import (
+    contributions_bar, conv_arithmetic_figure, depth_profile_figure, gradcam_overlay, gradcam_pair,
+    receptive_field_figure,
+)
 
 __version__ = "0.2.0"
 
@@ -51,4 +59,8 @@ __all__ = [
     "LayerInfo", "all_layers", "spatial_layers", "first_conv", "last_conv", "find_layer", "layer_table",
     "activations", "forward", "predict", "channel_across_images", "channel_stats", "top_channels",
     "pick_channels", "channel_grid", "channel_detail", "across_images", "prediction_bars",
+    "gradcam", "gradcam_method", "explain_class", "ClassExplanation", "channel_contributions", "receptive_field",
+    "receptive_field_info", "depth_profile", "conv_arithmetic", "GradientsUnsafe",
+    "gradcam_overlay", "gradcam_pair", "contributions_bar", "receptive_field_figure", "conv_arithmetic_figure",
+    "depth_profile_figure",
 ]
