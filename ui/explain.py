@@ -22,13 +22,13 @@ CAM_CMAP = "jet"
 # --------------------------------------------------------------------------- cached computations
 
 
-@st.cache_data(max_entries=48, show_spinner=False)
+@st.cache_data(max_entries=48, show_spinner="Computing where the model looked (one forward and one backward pass)…")
 def explained(model_key: str, image_key: str, cls: int, layer: str, _m: VizModel, _image: Any):
     """Grad-CAM / LayerCAM, contributions and probabilities for one class (-1: the top one)."""
     return explain.explain_class(_m, _image, None if cls < 0 else cls, layer or None)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner="Measuring every layer (the first time for a model takes a few seconds)…")
 def profiled(model_key: str, image_key: str, _m: VizModel, _image: Any) -> list[dict]:
     return explain.depth_profile(_m, _image)
 
