@@ -15,7 +15,9 @@ browser) and by real Chromium pages (the harness of ``conftest.py``). What is as
 * losing a process: one app process is killed (SIGKILL) while a browser tab on it has a
   change in flight and another tab on it sits idle. HAProxy marks it down, both tabs
   reconnect to the survivor and get their view back from the URL (image, channel,
-  colormap), with no error element, no error dialog and no console error; a tab on the
+  colormap): the busy tab at once (Streamlit's page asks for a rerun when it reconnects
+  mid-run), the idle one at its next change. No error element, no error dialog, no console
+  error (but for the dead process's own st.image files, which die with it); a tab on the
   survivor is untouched (same websocket, its upload still there); run.sh starts the killed
   process again.
 
