@@ -117,17 +117,20 @@ def check(data: bytes, label: str) -> None:
 
     ``label`` names the file at the start of a message (``'"cat.jpg"'``,
     ``"This file"``). Files of other kinds pass untouched (Pillow refuses them).
-    Bad structure that is merely *corrupt* passes too: Pillow says what is wrong.
+    Structure that merely ends early passes too (Pillow says what is wrong); a
+    structure the checks cannot follow is refused (fail closed).
     """
     checker = _CHECKERS.get(kind(data) or "")
     if checker is None:
         return
     try:
         checker(data, label)
-    except (struct.error, IndexError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        return  # truncated structure: Pillow's own parser stops there too and says so
+    except InputError:
+        raise
+    except Exception as exc:  # the checkers stop at truncation themselves: this is a structure they misread
+        raise InputError(
+            f"{label} could not be read: its structure is corrupt ({type(exc).__name__}). {_SAVE_AS}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- JPEG
