@@ -86,10 +86,13 @@ class ShardCollector:
         self.max = [np.zeros((n, c), np.float32) for c in job.layer_channels]
         self.argmax = [np.zeros((n, c), np.int32) for c in job.layer_channels]
         self.mean = [np.zeros((n, c), np.float32) for c in job.layer_channels]
-        self.pending = len(job.batches(shard))
+        self.pending = {b.start for b in job.batches(shard)}
 
     def add(self, ids: np.ndarray, digests: Sequence[str], failures: Sequence[tuple[int, str]],
-            stats: Sequence[LayerStats]) -> None:
+            stats: Sequence[LayerStats], *, batch_start: int) -> None:
+        """One batch's results (a batch seen twice, as a retried task may deliver it, counts once)."""
+        if batch_start not in self.pending:
+            return
         rows = np.asarray(ids, dtype=np.int64) - self.start
         for r, d in zip(rows, digests):
             self.digests[r] = d
@@ -100,11 +103,11 @@ class ShardCollector:
             self.max[li][rows] = st.max
             self.argmax[li][rows] = st.argmax
             self.mean[li][rows] = st.mean
-        self.pending -= 1
+        self.pending.discard(batch_start)
 
     @property
     def done(self) -> bool:
-        return self.pending <= 0
+        return not self.pending
 
     def result(self) -> store.ShardResult:
         names = self.job.listing.names[self.start:self.start + len(self.ids)]

@@ -49,7 +49,7 @@ def run_local(job: Any, model: Any, todo: Sequence[int], commit: Callable[[Any],
                 stats = batch_stats(model, decoded.pixels, job.layers)
                 if collector is None or collector.shard != shard:
                     collector = ShardCollector(job, shard)
-                collector.add(decoded.ids, decoded.digests, decoded.failures, stats)
+                collector.add(decoded.ids, decoded.digests, decoded.failures, stats, batch_start=batch.start)
                 if collector.done:
                     commit(collector)
                     collector = None

@@ -596,7 +596,7 @@ class Atlas:
             digest = None
         label = getattr(model, "label", key)
         if digest != want["weights_digest"]:
-            same_arch = key == want["key"]
+            same_arch = str(key).split(":")[0] == want["key"].split(":")[0]
             return (f"This atlas was built with {want.get('label') or want['title']} (weights "
                     f"{want['weights_digest'][:12]}), but the page shows {label}"
                     + (" with different weights" if same_arch else "")
