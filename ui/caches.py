@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from vizlib import extract
+from vizlib.cache import ByteLRU
 from vizlib.contract import VizModel
 from vizlib.export import read_bundle
 from vizlib.images import images_from_zip, load_image
@@ -80,30 +81,40 @@ def decode_zip(digest: str, _data: bytes) -> list:
 
 @st.cache_data(max_entries=8, show_spinner=False, scope="session")
 def decode_bundle(digest: str, _data: bytes):
-    return read_bundle(_data)
+    return read_bundle(_data, arrays=False)  # the page reopens the view from the image and the manifest
 
 
 # --------------------------------------------------------------------------- forward passes
 
 
-@st.cache_data(max_entries=24, show_spinner=False)
+@st.cache_resource(show_spinner=False)
+def results_cache() -> ByteLRU:
+    """Activations of every session, bounded by bytes (not entries): one big model can't fill the server."""
+    budget = settings().results_cache_bytes
+    return ByteLRU(budget, max_entry_bytes=budget // 4, name="activations")
+
+
 def compute(model_key: str, image_key: str, layers: tuple[str, ...], _model: VizModel, _image: Any):
     """One forward pass for all layers on screen (plus the prediction), cached by content."""
-    return extract.forward(_model, [_image], list(layers), predictions=True)
+    return results_cache().get_or_compute(
+        ("forward", model_key, image_key, tuple(layers)),
+        lambda: extract.forward(_model, [_image], list(layers), predictions=True))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def compute_layer_chunk(model_key: str, image_keys: tuple[str, ...], layer: str,
                         _model: VizModel, _images: list) -> np.ndarray:
     """One layer's maps for a chunk of images (all channels): a channel change is then a slice."""
-    return extract.activations(_model, _images, [layer])[layer]
+    return results_cache().get_or_compute(
+        ("layer", model_key, tuple(image_keys), layer),
+        lambda: extract.activations(_model, _images, [layer])[layer])
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
 def compute_channel_chunk(model_key: str, image_keys: tuple[str, ...], layer: str, channel: int,
                           _model: VizModel, _images: list) -> np.ndarray:
     """One channel for a chunk of images, sliced inside the graph (for layers too big to keep whole)."""
-    return extract.channel_across_images(_model, _images, layer, channel)
+    return results_cache().get_or_compute(
+        ("channel", model_key, tuple(image_keys), layer, int(channel)),
+        lambda: extract.channel_across_images(_model, _images, layer, channel))
 
 
 def channel_over_chunk(m: VizModel, image_keys: tuple[str, ...], layer: str, channel: int, images: list,

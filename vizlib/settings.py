@@ -12,6 +12,7 @@ never an exception at import.
 | ``KERAS_HOME``             | ``~/.keras``     | where ImageNet weights are cached (``models/`` below it)    |
 | ``CNN_VIZ_CACHE_DIR``      | ``~/.cache/cnn-viz`` | on-disk caches (feature visualisations)                |
 | ``CNN_VIZ_ATLAS_ROOT``     | unset            | folder under which the page may open dataset atlases       |
+| ``CNN_VIZ_RESULTS_CACHE_MB``| ``1024``        | memory for cached activations, shared by all sessions      |
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Settings:
     keras_home: Path
     cache_dir: Path
     atlas_root: Optional[Path]
+    results_cache_bytes: int
 
 
 def settings() -> Settings:
@@ -83,4 +85,5 @@ def settings() -> Settings:
         keras_home=Path(keras_home) if keras_home else _home_dir() / ".keras",
         cache_dir=Path(cache) if cache else _home_dir() / ".cache" / "cnn-viz",
         atlas_root=Path(atlas).resolve() if atlas else None,
+        results_cache_bytes=int(_number("CNN_VIZ_RESULTS_CACHE_MB", 1024.0, 64.0, 1024.0 * 1024) * 2**20),
     )
