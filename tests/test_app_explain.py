@@ -83,8 +83,15 @@ def test_most_contributing_grid_mode(offline):
 def test_what_one_cell_sees_and_the_first_layer_arithmetic(offline):
     at = make_app(cell="10,12", channel="3").run()
     assert_clean(at)
-    t = titles(at)
+    t = [x.replace("<br>", "") for x in titles(at)]
     assert any("cell (row 10, column 12) of conv2d_1" in x and "3 × 3 input pixels" in x for x in t), t
     assert any("How channel 3 at (10, 12)" in x for x in t), t
     text = " ".join(m.value for m in at.markdown)
     assert "Cell (10, 12) of **conv2d_1** sees input rows" in text, text
+
+
+def test_the_cell_panel_is_lazy_and_leaves_the_link_alone(offline):
+    at = make_app().run()
+    assert_clean(at)
+    assert "cell" not in at.query_params
+    assert not any("input pixels" in x for x in titles(at))  # nothing computed while it is closed
