@@ -18,7 +18,7 @@ import plotly.colors as pc
 import pytest
 from PIL import Image, ImageDraw
 
-from vizlib.export import _font, grid_png
+from vizlib.export import _font, across_png, grid_png
 from vizlib.figures import (
     COLORMAPS, NARROWEST_PLOT_PX, TITLE_FONT_PX, across_images, channel_detail, channel_grid, fit_title,
     plain_text, prediction_bars, wrap_plain,
@@ -195,3 +195,18 @@ def test_grid_png_carries_its_whole_title(n_channels):
     assert (arr[:grid_top, -3:] > 250).all()  # nothing touches the right edge
     # and the grid itself is still all there below it
     assert png.height > grid_top + 64
+
+
+def test_across_png_carries_its_whole_title():
+    title = "VGG16 · ImageNet weights · block5_conv3, channel 511 across 13 images of a rather long dataset name"
+    maps = np.random.default_rng(1).uniform(size=(2, 14, 14)).astype(np.float32)
+    png = Image.open(io.BytesIO(across_png(maps, ["a.jpg", "b.jpg"], title=title, cell_px=64)))
+    font = _font(18)
+    free = Image.new("L", (int(font.getlength(title)) + 40, 40), 255)
+    ImageDraw.Draw(free).text((4, 4), title, fill=0, font=font)
+    rgb = np.asarray(png.convert("RGB")).astype(int)
+    arr = np.asarray(png.convert("L"))
+    colourful = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 40
+    grid_top = int(np.argmax(colourful.sum(axis=1) > 10))
+    title_ink = int((arr[:grid_top] < 128).sum())
+    assert grid_top > 0 and abs(title_ink - ink(free)) <= 0.06 * ink(free), (title_ink, ink(free))

@@ -60,8 +60,6 @@ def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colo
     The title is drawn whole, wrapped onto as many lines as it needs (a slide
     must name the layer in full, however long its name).
     """
-    from vizlib.figures import plain_text, wrap_plain
-
     arr = np.asarray(maps, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -75,6 +73,13 @@ def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colo
     canvas, geo = mosaic(stack, cols=cols, scale=scale, colormap=colormap, cell_px=cell_px)
     names = [f"{ch} {labels[ch]}" if labels is not None and ch < len(labels) else str(ch) for ch in chosen]
     body = _annotated_png(canvas, geo, names, "", colormap, colorbar=scale == "shared")
+    return _with_title(body, title)
+
+
+def _with_title(body: bytes, title: str) -> bytes:
+    """A PNG with its title drawn whole above it, wrapped onto as many lines as it needs."""
+    from vizlib.figures import plain_text, wrap_plain
+
     text = plain_text(title or "").strip()
     if not text:
         return body
@@ -102,7 +107,7 @@ def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAU
     if arr.ndim != 3 or len(arr) != len(titles) or len(arr) == 0:
         raise InputError(f"Expected (N, H, W) maps with N titles; got {arr.shape} and {len(titles)} titles.")
     canvas, geo = mosaic(arr, scale="shared", colormap=colormap, cell_px=cell_px)
-    return _annotated_png(canvas, geo, list(titles), title, colormap, colorbar=True)
+    return _with_title(_annotated_png(canvas, geo, list(titles), "", colormap, colorbar=True), title)
 
 
 def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: str, colormap: str,
