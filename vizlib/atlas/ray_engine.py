@@ -30,10 +30,11 @@ import numpy as np
 
 from vizlib.errors import InputError
 
-#: Ray's logical CPUs reserved by one decode task and one model actor (both light: a
-#: 1-CPU node can run one of each; TensorFlow in the actor uses the node's cores).
-DECODE_CPUS = 0.5
-ACTOR_CPUS = 0.5
+#: Ray's logical CPUs reserved by one decode task. A model actor reserves 3/4 of the smallest
+#: node's CPUs (see :func:`actor_cpus`): two never share a node, so the pool spreads over the
+#: cluster, and decode tasks keep a quarter of every node. TensorFlow in an actor uses all its node's cores.
+DECODE_CPUS = 0.25
+ACTOR_SHARE = 0.75
 _REPO = Path(__file__).resolve().parent.parent.parent
 #: Not shipped to a cluster with the code.
 _EXCLUDES = [".git", ".venv*", "venv", "tests", "benchmarks", "docs", "deploy", "**/__pycache__", "*.pyc",
@@ -71,10 +72,21 @@ def _excluded(path: str) -> str:
 # --------------------------------------------------------------------------- the two stages
 
 
+def actor_cpus(node_cpus: Sequence[float], actors: int) -> float:
+    """Logical CPUs per model actor: one actor per node, unless more actors than nodes are asked for."""
+    smallest = min(node_cpus) if node_cpus else 1.0
+    share = ACTOR_SHARE * smallest * max(1, len(node_cpus)) / max(1, actors)
+    return round(max(DECODE_CPUS, min(ACTOR_SHARE * smallest, share)), 3)
+
+
 def _decode(batch: dict, *, ref: Any, size: tuple[int, int], channels: int) -> dict:
     from vizlib.atlas.pipeline import decode_batch
 
-    out: dict[str, list] = {k: [] for k in ("shard", "start", "stop", "n", "ids", "pixels", "digests", "failures")}
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    out: dict[str, list] = {k: [] for k in ("shard", "start", "stop", "n", "ids", "pixels", "digests", "failures",
+                                            "decode_node")}
     for shard, start, stop, names in zip(batch["shard"], batch["start"], batch["stop"], batch["names"]):
         ids = list(range(int(start), int(stop)))
         decoded = decode_batch(ref, ids, json.loads(str(names)), size, channels)
@@ -86,7 +98,8 @@ def _decode(batch: dict, *, ref: Any, size: tuple[int, int], channels: int) -> d
         out["pixels"].append(np.ascontiguousarray(decoded.pixels).tobytes())
         out["digests"].append(json.dumps(decoded.digests))
         out["failures"].append(json.dumps(decoded.failures))
-    return {k: np.array(v, dtype=object if k in ("ids", "pixels", "digests", "failures") else np.int64)
+        out["decode_node"].append(node)
+    return {k: np.array(v, dtype=object if k in ("ids", "pixels", "digests", "failures", "decode_node") else np.int64)
             for k, v in out.items()}
 
 
@@ -125,7 +138,7 @@ class _Infer:
         from vizlib.atlas.pipeline import batch_stats
 
         out: dict[str, list] = {k: [] for k in ("shard", "start", "stop", "n", "ids", "digests", "failures",
-                                                "stats", "node")}
+                                                "decode_node", "stats", "node")}
         h, w = self.size
         for i in range(len(batch["shard"])):
             n = int(batch["n"][i])
@@ -133,11 +146,12 @@ class _Infer:
             stats = batch_stats(self.model, pixels, self.layers) if n else []
             payload = b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
                                for st in stats for a in (st.max, st.argmax, st.mean))
-            for key in ("shard", "start", "stop", "n", "ids", "digests", "failures"):
+            for key in ("shard", "start", "stop", "n", "ids", "digests", "failures", "decode_node"):
                 out[key].append(batch[key][i])
             out["stats"].append(payload)
             out["node"].append(self.node)
-        return {k: np.array(v, dtype=object if k in ("ids", "digests", "failures", "stats", "node") else np.int64)
+        return {k: np.array(v, dtype=object if k in ("ids", "digests", "failures", "decode_node", "stats", "node")
+                            else np.int64)
                 for k, v in out.items()}
 
 
@@ -184,7 +198,7 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
         kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": env}
         kwargs.update(init_kwargs or {})
         try:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address or "local", **kwargs)  # "local": a new instance, never a stray one
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}") from exc
         started_here = True
@@ -201,6 +215,7 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
             ctx.print_on_execution_start = False
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
         n_actors = max(1, int(workers or len(nodes) or 1))
+        cpus = actor_cpus([float(n["Resources"]["CPU"]) for n in nodes], n_actors)
         model_ref = None
         if "file" in spec:
             model_ref = ray.put(Path(spec["file"]).read_bytes())
@@ -210,12 +225,13 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
         ds = ds.map_batches(_decode, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
                             fn_kwargs={"ref": job.listing.ref, "size": tuple(job.input_size),
                                        "channels": job.channels})
-        ds = ds.map_batches(_Infer, batch_size=1, batch_format="numpy", num_cpus=ACTOR_CPUS,
+        ds = ds.map_batches(_Infer, batch_size=1, batch_format="numpy", num_cpus=cpus,
                             compute=ray.data.ActorPoolStrategy(size=n_actors),
                             fn_constructor_kwargs={"spec": spec, "model_bytes": model_ref, "layers": list(job.layers),
                                                    "size": tuple(job.input_size), "channels": job.channels})
         collectors: dict[int, ShardCollector] = {}
         per_node: dict[str, int] = {}
+        decoded_per_node: dict[str, int] = {}
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for i in range(len(batch["shard"])):
                 row = {k: batch[k][i] for k in batch}
@@ -227,14 +243,17 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
                 collector.add(ids, digests, failures, stats, batch_start=int(row["start"]))
                 node = str(row["node"])
                 per_node[node] = per_node.get(node, 0) + int(row["stop"]) - int(row["start"])
+                dnode = str(row["decode_node"])
+                decoded_per_node[dnode] = decoded_per_node.get(dnode, 0) + int(row["stop"]) - int(row["start"])
                 if collector.done:
                     commit(collector)
                     del collectors[shard]
                 tick(int(row["stop"]) - int(row["start"]))
         if collectors:
             raise RuntimeError(f"Ray returned incomplete shards {sorted(collectors)}.")
-        return {"address": address or "local", "actors": n_actors, "nodes": len(nodes),
-                "images_per_node": dict(sorted(per_node.items()))}
+        return {"address": address or "local", "actors": n_actors, "actor_cpus": cpus, "nodes": len(nodes),
+                "images_per_node": dict(sorted(per_node.items())),
+                "decoded_per_node": dict(sorted(decoded_per_node.items()))}
     finally:
         if started_here:
             ray.shutdown()
