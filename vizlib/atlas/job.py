@@ -487,3 +487,42 @@ def _digests_of(directory: Path, job: Job, wanted: set[int]) -> dict[int, str]:
             if i in wanted and d is not None:
                 out[int(i)] = d
     return out
+
+
+def build_from_images(model: Any, images: Sequence[tuple[str, Any]], workdir: str | os.PathLike[str], *,
+                      max_images: int = 200, max_total_bytes: int = 200 * 2**20, **kwargs: Any) -> "store.Atlas":
+    """A small atlas of given images (the page's uploads): ``(name, bytes or PIL image)`` pairs.
+
+    The images are written to ``workdir/images`` (names made safe and unique,
+    in the given order) and the atlas to ``workdir/atlas``; the same call again
+    reuses a finished atlas. Count and size are capped, as for uploads.
+    """
+    import io
+    import re
+
+    if not images:
+        raise InputError("No images to build an atlas from: upload some first.")
+    if len(images) > max_images:
+        raise InputError(f"{len(images)} images; an atlas built in the page takes at most {max_images}.")
+    root = Path(workdir)
+    folder = root / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for i, (name, image) in enumerate(images):
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+            suffix = Path(str(name)).suffix.lower() or ".img"
+        else:
+            buf = io.BytesIO()
+            image.convert("RGB").save(buf, format="PNG", compress_level=1)
+            data, suffix = buf.getvalue(), ".png"
+        total += len(data)
+        if total > max_total_bytes:
+            raise InputError(f"The images add up to more than {max_total_bytes // 2**20} MB, the limit here.")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).stem)[:60] or "image"
+        if suffix not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"):
+            suffix = ".png" if data.startswith(b"\x89PNG") else ".jpg"
+        target = folder / f"{i:04d}_{stem}{suffix}"
+        if not target.exists() or target.read_bytes() != data:
+            store.atomic_write_bytes(target, data)
+    return build(model, folder, root / "atlas", max_images=max_images, **kwargs)

@@ -637,3 +637,68 @@ def _is_finite(v: Any) -> bool:
         return math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- zipped atlases
+
+#: Caps of a zipped atlas uploaded to the page.
+MAX_ZIP_MEMBERS = 10_000
+MAX_UNZIPPED_BYTES = 1 * 2**30
+_ZIP_RATIO = 200
+_ATLAS_MEMBER = re.compile(r"^(manifest\.json|top\.parquet|thumbs\.parquet|crops\.parquet|stats/\d{6}\.parquet)$")
+
+
+def extract_zip(data: bytes, into: str | os.PathLike[str]) -> Path:
+    """Unpack a zipped atlas into ``into`` (a fresh directory the server chose) and open it, validated.
+
+    Only the atlas's own file names are taken (at the top or under one folder);
+    everything else in the archive is ignored. Member sizes, the total and the
+    compression ratio are capped before anything is inflated; names never
+    become paths outside ``into``.
+    """
+    import io
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except Exception as exc:
+        raise InputError(f"That is not a ZIP file ({exc}). Zip the atlas folder and upload the .zip.") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise InputError(f"The ZIP has {len(infos)} files; an atlas has far fewer.")
+        names = [i.filename.replace("\\", "/") for i in infos if not i.is_dir()]
+        prefix = ""
+        if MANIFEST not in names:
+            tops = [n[: -len(MANIFEST)] for n in names if n.endswith("/" + MANIFEST) and n.count("/") == 1]
+            if len(tops) != 1:
+                raise InputError("The ZIP holds no atlas: manifest.json must be at its top or in one folder.")
+            prefix = tops[0]
+        chosen = []
+        total = 0
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            if info.is_dir() or not name.startswith(prefix):
+                continue
+            rel = name[len(prefix):]
+            if not _ATLAS_MEMBER.match(rel):
+                continue
+            if info.flag_bits & 0x1:
+                raise InputError(f"{rel} in the ZIP is encrypted.")
+            if info.file_size > _ZIP_RATIO * max(info.compress_size, 1) and info.file_size > 2**20:
+                raise InputError(f"{rel} in the ZIP is compressed suspiciously well, as zip bombs are.")
+            total += info.file_size
+            chosen.append((rel, info))
+        if total > MAX_UNZIPPED_BYTES:
+            raise InputError(f"The atlas in the ZIP is {total / 2**20:.0f} MB unpacked; the limit is "
+                             f"{MAX_UNZIPPED_BYTES / 2**20:.0f} MB.")
+        dest = Path(into)
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel, info in chosen:
+            limit = MAX_MANIFEST_BYTES if rel == MANIFEST else MAX_PICTURES_BYTES
+            with zf.open(info) as src:
+                blob = src.read(min(limit, info.file_size) + 1)
+            if len(blob) > info.file_size or len(blob) > limit:
+                raise InputError(f"{rel} in the ZIP is larger than it says or than allowed.")
+            atomic_write_bytes(dest / rel, blob)
+    return load(dest)

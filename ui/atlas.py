@@ -1,0 +1,247 @@
+"""The atlas on the page: open one, check it against the model, show a channel's top images, build a small one.
+
+The page calls :func:`atlas_panel` once per run (inside its atlas view); it
+draws everything and returns the top-k item the user clicked, if any, with
+the picture to open in the views. Smaller pieces (:func:`choose_atlas`,
+:func:`show_top`, :func:`build_panel`) are there for a page that lays them out
+itself. Paths from the page reach the disk only through
+:func:`vizlib.atlas.load` with the host's root (``CNN_VIZ_ATLAS_ROOT``), and
+uploaded ZIPs through :func:`vizlib.atlas.store.extract_zip`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import streamlit as st
+
+from vizlib.atlas import Atlas, load
+from vizlib.atlas.figure import top_mosaic
+from vizlib.atlas.job import build_from_images
+from vizlib.atlas.store import MANIFEST, extract_zip
+from vizlib.errors import InputError
+from vizlib.settings import settings
+
+#: Images an atlas built in the page may hold, and their total size (as for uploads).
+PAGE_MAX_IMAGES = 200
+PAGE_MAX_BYTES = 200 * 2**20
+#: k of an atlas built in the page.
+PAGE_TOP = 9
+#: How deep under the root atlases are looked for.
+MAX_DEPTH = 3
+UPLOADED = "Upload a zipped atlas…"
+CHART_CONFIG = {"displayModeBar": False, "displaylogo": False}
+
+
+# --------------------------------------------------------------------------- finding and opening atlases
+
+
+def atlas_root() -> Optional[Path]:
+    """The folder the host allows atlases to be opened from (``CNN_VIZ_ATLAS_ROOT``), if any."""
+    root = settings().atlas_root
+    return root if root is not None and root.is_dir() else None
+
+
+def list_atlases(root: Optional[Path] = None) -> list[str]:
+    """Names (relative paths) of the atlas folders under the root, up to :data:`MAX_DEPTH` deep; no links followed."""
+    root = root or atlas_root()
+    if root is None:
+        return []
+    found = []
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        depth = len(Path(dirpath).parts) - base_depth
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "stats") if depth < MAX_DEPTH else []
+        if MANIFEST in filenames and dirpath != str(root):
+            found.append(Path(dirpath).relative_to(root).as_posix())
+    return sorted(found)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _open_named(name: str, root: str, mtime_ns: int) -> Atlas:
+    return load(name, root=root)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Unpacking the atlas…")
+def _open_zip(digest: str, _data: bytes) -> Atlas:
+    target = settings().cache_dir / "atlas-uploads" / digest
+    return extract_zip(_data, target)
+
+
+def open_named(name: str) -> Atlas:
+    """The atlas ``name`` under the root (cached while its manifest is unchanged); InputError if not allowed."""
+    root = atlas_root()
+    if root is None:
+        raise InputError("This server has no atlas folder (the host sets CNN_VIZ_ATLAS_ROOT).")
+    path = root / name
+    try:
+        mtime = (path / MANIFEST).stat().st_mtime_ns if not Path(name).is_absolute() else 0
+    except OSError:
+        mtime = 0
+    return _open_named(name, str(root), mtime)
+
+
+def open_uploaded(data: bytes) -> Atlas:
+    """A zipped atlas from the page, unpacked under the server's cache folder and validated."""
+    return _open_zip(hashlib.sha256(data).hexdigest(), data)
+
+
+def mismatch(atlas: Atlas, model: Any) -> Optional[str]:
+    """A message when ``atlas`` was not built with ``model`` (None when it was)."""
+    return atlas.model_mismatch(model)
+
+
+def choose_atlas(model: Any, *, key: str = "atlas", name: Optional[str] = None) -> Optional[Atlas]:
+    """Pick an atlas under the root (``name`` preselects one, e.g. from the link) or upload a zipped one.
+
+    Shows a clear message and returns None when it can't be opened or was built
+    with another model than ``model``.
+    """
+    options = list_atlases()
+    choices = options + [UPLOADED]
+    widget = f"{key}-name"
+    if name and name in options and st.session_state.get(widget) is None:
+        st.session_state[widget] = name
+    extra = {} if widget in st.session_state else {"index": None if options else len(choices) - 1}
+    picked = st.selectbox("Atlas", choices, key=widget, placeholder="Choose an atlas", **extra,
+                          help="Atlases are built with `python -m vizlib.atlas build` into the folder the host "
+                               "configured, or uploaded as a .zip of an atlas folder.")
+    atlas: Optional[Atlas] = None
+    try:
+        if picked == UPLOADED:
+            up = st.file_uploader("Zipped atlas", type=["zip"], key=f"{key}-zip")
+            if up is None:
+                return None
+            atlas = open_uploaded(up.getvalue())
+        elif picked:
+            atlas = open_named(picked)
+    except InputError as exc:
+        st.error(str(exc))
+        return None
+    if atlas is None:
+        return None
+    problem = mismatch(atlas, model)
+    if problem:
+        st.warning(problem)
+        return None
+    return atlas
+
+
+# --------------------------------------------------------------------------- showing a channel
+
+
+def picked_item(event: Any, atlas: Atlas, rows: Sequence[dict]) -> Optional[dict]:
+    """The row a plotly selection event points at, with its stored picture as ``image``."""
+    try:
+        points = event["selection"]["points"] if isinstance(event, dict) else event.selection.points
+    except (AttributeError, KeyError, TypeError):
+        return None
+    for point in points or []:
+        rank = point.get("customdata")
+        if isinstance(rank, list):
+            rank = rank[0] if rank else None
+        if isinstance(rank, (int, float)) and 0 <= int(rank) < len(rows):
+            row = dict(rows[int(rank)])
+            row["image"] = atlas.image(row["path"])
+            return row
+    return None
+
+
+def show_top(atlas: Atlas, layer: str, channel: int, *, key: str = "atlas-top", cols: Optional[int] = None,
+             highlight: Optional[int] = None) -> Optional[dict]:
+    """The top-k crops of ``layer``/``channel`` as a mosaic with values; returns the clicked item, if any.
+
+    The item is the row of :meth:`Atlas.top` (``path``, ``value``, ``row``,
+    ``col``, ``rank`` ...) plus ``image``: the stored picture (RGB PIL image) to
+    open in the views.
+    """
+    if layer not in atlas.layers:
+        st.info(f"This atlas covers {', '.join(atlas.layers)}; pick one of those layers to see its top images.")
+        return None
+    rows = atlas.top(layer, channel)
+    counts = atlas.manifest["counts"]
+    title = f"{layer} · channel {channel}: the {len(rows)} of {counts.get('decoded', 0)} images that excite it most"
+    fig = top_mosaic(atlas.crops(layer, channel), rows, cols=cols, title=title, highlight=highlight)
+    event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", config=CHART_CONFIG)
+    failed = counts.get("failed", 0)
+    st.caption(f"Crops: the part of each image the unit at the maximum sees (its receptive field). "
+               f"{counts.get('images', 0)} images, {failed} skipped as unreadable. Click one to open it.")
+    return picked_item(event, atlas, rows)
+
+
+# --------------------------------------------------------------------------- building a small one
+
+
+def _build_key(model: Any, images: Sequence[tuple[str, Any]], layers: Sequence[str], top: int) -> str:
+    h = hashlib.sha256(f"{model.key}\0{model.weights_digest()}\0{','.join(layers)}\0{top}\0".encode())
+    for name, image in images:
+        h.update(str(name).encode() + b"\0")
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            h.update(hashlib.sha256(image).digest())
+        else:
+            from vizlib.images import image_digest
+
+            h.update(image_digest(image).encode())
+    return h.hexdigest()[:32]
+
+
+def build_small(model: Any, images: Sequence[tuple[str, Any]], *, layers: Optional[Sequence[str]] = None,
+                top: int = PAGE_TOP, progress: Any = None) -> Atlas:
+    """Build (or reuse) an atlas of ``images`` under the server's cache folder, size-limited."""
+    from vizlib.atlas import default_layers
+
+    names = list(layers) if layers else default_layers(model)
+    workdir = settings().cache_dir / "atlas-builds" / _build_key(model, images, names, top)
+    return build_from_images(model, images, workdir, layers=names, top=top, max_images=PAGE_MAX_IMAGES,
+                             max_total_bytes=PAGE_MAX_BYTES, progress=progress)
+
+
+def build_panel(model: Any, images: Sequence[tuple[str, Any]], *, key: str = "atlas-build",
+                layers: Optional[Sequence[str]] = None) -> Optional[Atlas]:
+    """A button that builds a small atlas of ``images`` (the uploads) with a progress bar; returns it when built."""
+    if not images:
+        st.caption("Upload images (or a ZIP of a folder) to build an atlas of them here.")
+        return None
+    top = min(PAGE_TOP, len(images))
+    if not st.button(f"Build an atlas of the {len(images)} uploaded images", key=key):
+        return st.session_state.get(f"{key}-built")
+    bar = st.progress(0.0, text="Reading the images…")
+
+    def show(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{done} of {total} images")
+
+    try:
+        atlas = build_small(model, images, layers=layers, top=top, progress=show)
+    except InputError as exc:
+        bar.empty()
+        st.error(str(exc))
+        return None
+    bar.progress(1.0, text=f"Done: {atlas.manifest['counts']['images']} images")
+    st.session_state[f"{key}-built"] = atlas
+    return atlas
+
+
+# --------------------------------------------------------------------------- the whole panel
+
+
+def atlas_panel(model: Any, uploads: Sequence[tuple[str, str, Any]], *, layer: str, channel: int,
+                key: str = "atlas", name: Optional[str] = None) -> Optional[dict]:
+    """Open or build an atlas, then show ``layer``/``channel``'s top images; returns the clicked item.
+
+    ``uploads`` are the page's uploaded images as ``(key, name, PIL image)``.
+    ``name`` preselects an atlas under the root (from the link).
+    """
+    left, right = st.columns([3, 2])
+    with left:
+        atlas = choose_atlas(model, key=key, name=name)
+    with right:
+        with st.expander("Build one from your uploads", expanded=atlas is None and bool(uploads)):
+            built = build_panel(model, [(n, img) for _, n, img in uploads], key=f"{key}-build")
+    atlas = atlas or built
+    if atlas is None:
+        return None
+    return show_top(atlas, layer, channel, key=f"{key}-top")
