@@ -310,7 +310,14 @@ class AppPage:
         box.click()
         if typed:
             box.fill(typed)
-        self.page.get_by_role("option", name=option, exact=exact).click()
+        choice = self.page.get_by_role("option", name=option, exact=exact)
+        try:  # a freshly painted combobox sometimes ignores its first click
+            choice.wait_for(state="visible", timeout=3_000)
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError
+            box.click()
+            if typed:
+                box.fill(typed)
+        choice.click()
 
     def segmented(self, key: str, label: str) -> None:
         self.page.locator(f".st-key-{key}").get_by_role("radio", name=label, exact=True).click()

@@ -34,12 +34,6 @@ SESSIONS = 4
 DETAIL = L.DETAIL_KEY  # the detail heatmap of the bundled model's first conv layer
 
 
-def colorscale(name: str) -> list:
-    import plotly.colors as pc
-
-    return json.loads(json.dumps(pc.get_colorscale(name)))
-
-
 @pytest.fixture(scope="module")
 def load_run(server):
     """Run the sessions once for all the tests here; keep what each saw after each step."""
@@ -88,13 +82,13 @@ def test_each_session_sees_its_own_state(load_run):
     seen, plans = load_run["seen"], load_run["plans"]
     for name, plan in plans.items():
         first = seen[(name, "load")]
-        assert json.loads(first["charts"][DETAIL])["data"][0]["colorscale"] == colorscale("viridis")
+        assert L.same_colorscale(json.loads(first["charts"][DETAIL])["data"][0]["colorscale"], "viridis")
         assert first["caption"].startswith(f"{L.DEFAULT_IMAGE},")
 
         for step in ("cmap", "image", "channel"):
             snap = seen[(name, step)]
             detail = json.loads(snap["charts"][DETAIL])
-            assert detail["data"][0]["colorscale"] == colorscale(plan.cmap), f"{name} after {step}"
+            assert L.same_colorscale(detail["data"][0]["colorscale"], plan.cmap), f"{name} after {step}"
             q = {k: v[0] for k, v in parse_qs(snap["query"]).items()}
             assert q.get("cmap") == plan.cmap, f"{name} after {step}: URL {snap['query']}"
             image = plan.image if step in ("image", "channel") else L.DEFAULT_IMAGE
