@@ -23,15 +23,23 @@ Lucid's recipe, what the literature found necessary for recognisable images:
   what the model sees for a real image (the affine maps of every named
   preprocessing are recovered from the numpy function itself);
 * a **resolution suited to the layer**: by default about twice the layer's
-  receptive field (measured from the input gradient), capped at the model's
-  input size and at 128 pixels.
+  receptive field (from its kernels and strides), between 64 and 128 pixels
+  and never above the model's input size;
+* Lucid's **redirected ReLU gradient** for the first 16 steps, so a channel
+  that is silent on the grey starting image still gets a direction.
 
-The objective is the mean activation of the channel over the layer's map. All
-requested channels are optimised as ONE batch (channel ``i`` in row ``i``,
-Adam, a ``tf.function``-compiled step). Randomness comes from numpy
-generators seeded by ``seed`` (the transforms) and by ``(seed, channel)`` (the
-start image), so a channel's image does not depend on which other channels
-share its batch, and results repeat exactly for a seed.
+The objective is how strongly the channel fires: the mean of its map's
+positive part (for a ReLU layer, Lucid's mean activation; for a linear one,
+such as a conv before its BatchNormalization, it turns the trivial optimum,
+a uniformly bright or dark image, into the pattern the kernel matches),
+plus a little of the plain mean (a gradient even where the channel is off),
+minus a hinge when another channel of the layer fires within 80% as much:
+the image should show what makes *this* channel fire, not what makes the
+whole layer fire. All requested channels are optimised as ONE batch (channel
+``i`` in row ``i``, Adam, a ``tf.function``-compiled step). Randomness comes
+from numpy generators seeded by ``seed`` (the transforms) and by ``(seed,
+channel)`` (the start image), so a channel's image does not depend on which
+other channels share its batch, and results repeat exactly for a seed.
 
 The computation is a set of operations (:mod:`vizlib.ops`) on the model, so
 the same code runs for an uploaded model in its own process. Finished images
@@ -74,13 +82,14 @@ DEFAULT_STEPS = 256
 MAX_STEPS = 4096
 #: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
 LEARNING_RATE = 0.1
-#: The objective: mean(relu(a_c)) + SIGNED_WEIGHT * mean(a_c) - relu(max other channel's mean(relu) - MARGIN * own).
+#: The objective per image: own + SIGNED_WEIGHT * mean(a_c) - HINGE * relu(rival - MARGIN * own), where
+#: own = mean(relu(a_c)) and rival = the largest mean(relu(a_d)) of the layer's other channels.
 SIGNED_WEIGHT = 0.1
 MARGIN = 0.8
 HINGE = 3.0
 #: Largest default side: the cost of a step grows with the area.
 DEFAULT_MAX_SIDE = 128
-#: Smallest default side: a mosaic cell is at least 48 px (vizlib.figures.MIN_CELL_PX).
+#: Smallest default side: a first layer's tiny field still shows as a texture of many repeats.
 DEFAULT_MIN_SIDE = 64
 MIN_SIDE, MAX_SIDE = 16, 512
 #: Channels in one optimisation batch are capped so that the backward pass stays within this.
@@ -201,8 +210,8 @@ class _Graph:
     canvas: tuple[int, int]  # what the network sees during optimisation
     ratio: float  # image pixels per canvas pixel at scale 1
     free_size: bool  # the layer's graph runs at any input size
-    step: Any = None  # tf.function
-    final: Any = None  # tf.function
+    step: Any = None  # compiled: one optimisation step for a batch
+    final: Any = None  # eager: the finished images and their statistics
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
@@ -222,11 +231,13 @@ def _extractor(m: Any, layer: str) -> Any:
     return ext
 
 
-def _runs_at(ext: Any, shape: tuple[int, int], c: int) -> bool:
+def _runs_at(ext: Any, km: Any, shape: tuple[int, int], c: int) -> bool:
+    """Whether the layer's sub-graph runs on an input of ``shape`` (a fully convolutional path does)."""
     import tensorflow as tf
 
     try:
-        out = ext(tf.zeros((1, shape[0], shape[1], c)), training=False)
+        with _run_lock(km):
+            out = ext(tf.zeros((1, shape[0], shape[1], c)), training=False)
     except Exception:  # noqa: BLE001 - any layer may refuse another size
         return False
     return len(out.shape) == 4 and all(int(d) > 0 for d in out.shape[1:3])
@@ -257,7 +268,7 @@ def _graph(m: Any, layer: str, size: tuple[int, int]) -> _Graph:
     c = int(m.channels)
     h, w = size
     canvas = (h + _margin(h), w + _margin(w))
-    free = _runs_at(ext, canvas, c) and _runs_at(ext, size, c)
+    free = _runs_at(ext, m.model, canvas, c) and _runs_at(ext, m.model, size, c)
     if free:
         ratio = 1.0
     else:  # a fixed-size graph: the image (plus its margin) is resampled onto the model's input
@@ -315,17 +326,24 @@ def _redirected(name: str) -> Callable[..., Any]:
 
             def grad(dy: Any) -> Any:
                 off = x < 0.0 if upper is None else tf.logical_or(x < 0.0, x > upper)
-                plain = tf.where(off, tf.zeros_like(dy), dy)
-                # dy > 0 where the loss would fall as x falls: below zero, only pass pushes upward.
-                pushing_down = tf.logical_and(x < 0.0, dy > 0.0)
-                if upper is not None:
-                    pushing_down = tf.logical_or(pushing_down, tf.logical_and(x > upper, dy < 0.0))
-                redirected_grad = tf.where(pushing_down, tf.zeros_like(dy), dy)
-                rows = tf.shape(x)[0]
-                norm = tf.norm(tf.reshape(plain, [rows, -1]), axis=1)
-                norm = tf.reshape(norm, tf.concat([[rows], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
-                chosen = tf.where(norm > 0.0, plain, redirected_grad)
-                return tf.where(step > float(REDIRECT_STEPS), plain, chosen)
+
+                def plain() -> Any:
+                    return tf.where(off, tf.zeros_like(dy), dy)
+
+                def redirect() -> Any:
+                    relu_grad = plain()
+                    # dy > 0 where the loss would fall as x falls: below zero, pass only what pushes upward.
+                    pushing_down = tf.logical_and(x < 0.0, dy > 0.0)
+                    if upper is not None:
+                        pushing_down = tf.logical_or(pushing_down, tf.logical_and(x > upper, dy < 0.0))
+                    redirected_grad = tf.where(pushing_down, tf.zeros_like(dy), dy)
+                    rows = tf.shape(x)[0]
+                    norm = tf.norm(tf.reshape(relu_grad, [rows, -1]), axis=1)
+                    norm = tf.reshape(norm, tf.concat([[rows], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+                    return tf.where(norm > 0.0, relu_grad, redirected_grad)
+
+                # Only the first steps pay for the redirection; later ones run the plain ReLU gradient.
+                return tf.cond(step > float(REDIRECT_STEPS), plain, redirect)
 
             return y, grad
 
