@@ -128,7 +128,7 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
         accept_multiple_files=True, key="image_files", on_change=on_images_uploaded,
         help="JPEG, PNG, WebP, BMP, GIF or TIFF; several at once, a ZIP of a folder of images, or a "
              "bundle exported from this page. Uploads stay in your session and can't travel in a link.")
-    uploads = uploaded_images(files or [])
+    uploads = uploaded_images(files or []) + list(st.session_state.get("_opened_images", []))
     if len(uploads) > MAX_IMAGES:
         st.sidebar.warning(f"Using the first {MAX_IMAGES} of {len(uploads)} images.")
         uploads = uploads[:MAX_IMAGES]

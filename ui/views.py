@@ -181,3 +181,35 @@ def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str
                                              title=f"{m.label} · {info.name}, channel {channel}")},
         images=[{"name": n, "key": k} for k, n, _ in pool])
     return output
+
+
+def view_atlas(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str, image: Any,
+               view_img) -> Optional[np.ndarray]:
+    """Which of my images excite this channel most? A dataset atlas, opened or built in the page."""
+    from ui import atlas as atlas_ui
+    from vizlib.images import image_digest
+
+    _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
+    spatial = spatial_layers(m)
+    by_name = {i.name: i for i in spatial}
+    ss = st.session_state
+    if ss.layer not in by_name:
+        ss.layer = first_conv(m).name
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("Layer", list(by_name), key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
+    info = by_name[ss.layer]
+    clamp_channel("channel", info.channels)
+    c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+    item = atlas_ui.atlas_panel(m, uploads, layer=info.name, channel=int(ss.channel), name=ss.get("atlas") or None)
+    picked = ss.get("atlas-name")
+    ss["atlas"] = picked if picked and picked != atlas_ui.UPLOADED else ""
+    if ss.get("fv") == "on":
+        fv_ui.what_it_looks_for(m, info, int(ss.channel), key="featvis-atlas")
+    if item is not None:
+        # Open the clicked image in the views: it joins this session's images, shown at once.
+        key = f"atlas:{image_digest(item['image'])}"
+        opened = [x for x in ss.get("_opened_images", []) if x[0] != key][-(MAX_IMAGES - 1):]
+        ss["_opened_images"] = opened + [(key, str(item["path"]), item["image"])]
+        ss["source"], ss["upload_pick"], ss["view"] = "upload", key, "explore"
+        st.rerun()
+    return output
