@@ -24,6 +24,7 @@ import numpy as np
 from vizlib.atlas import store
 from vizlib.atlas.pipeline import (
     DECODE_MAX_SIDE, DEFAULT_SHARD_BATCHES, LayerStats, TopK, crop_bytes, default_batch_size, view_and_thumbnail,
+    view_bytes,
 )
 from vizlib.atlas.sources import Listing, list_source, read_bytes
 from vizlib.errors import InputError
@@ -351,22 +352,26 @@ def merge(directory: Path, job: Job, layer_entries: list[dict], *, workers: Opti
                 n_failed += 1
                 if len(failures) < store.MAX_LISTED_FAILURES:
                     failures.append({"path": path, "error": error})
-    names = job.listing.names
-    cols: dict[str, list] = {c: [] for c in store.top_schema().names}
+    names = np.asarray(job.listing.names, dtype=object)
+    parts: dict[str, list] = {c: [] for c in store.top_schema().names}
     for entry, t, shape in zip(layer_entries, tops, job.shapes):
         rf = ReceptiveField.from_json(entry["receptive_field"]) if entry["receptive_field"] else None
         h, w, c = shape
-        for ch in range(c):
-            for rank in range(t.value.shape[1]):
-                image_id = int(t.id[ch, rank])
-                pos = int(t.pos[ch, rank])
-                row, col = divmod(pos, w)
-                box = rf.box(row, col) if rf else (0, 0, job.input_size[0], job.input_size[1])
-                for key, value in zip(("layer", "channel", "rank", "image_id", "path", "value", "row", "col", "mean",
-                                       "top", "left", "bottom", "right"),
-                                      (entry["name"], ch, rank, image_id, names[image_id], float(t.value[ch, rank]),
-                                       row, col, float(t.mean[ch, rank]), *box)):
-                    cols[key].append(value)
+        kk = t.value.shape[1]
+        ids = t.id.reshape(-1)
+        rows, cols_ = np.divmod(t.pos.reshape(-1).astype(np.int64), w)
+        if rf is not None:
+            box = rf.boxes(rows, cols_)
+        else:
+            n = len(ids)
+            box = (np.zeros(n, np.int32), np.zeros(n, np.int32), np.full(n, job.input_size[0], np.int32),
+                   np.full(n, job.input_size[1], np.int32))
+        for key, value in zip(store.top_schema().names,
+                              (np.full(c * kk, entry["name"], dtype=object), np.repeat(np.arange(c), kk),
+                               np.tile(np.arange(kk), c), ids, names[ids] if len(ids) else np.array([], object),
+                               t.value.reshape(-1), rows, cols_, t.mean.reshape(-1), *box)):
+            parts[key].append(value)
+    cols = {k: np.concatenate(v) if v else np.array([]) for k, v in parts.items()}
     top_table = pa.table(cols, schema=store.top_schema())
     store.write_table(directory / store.TOP, top_table)
     pictures = write_pictures(directory, job, top_table, workers=workers)
@@ -427,8 +432,10 @@ def write_pictures(directory: Path, job: Job, top_table: Any, *, workers: Option
             if hashlib.sha256(data).hexdigest() != digests.get(image_id):
                 return image_id, None, f"{names[image_id]} changed during the build; no picture kept."
             view, thumb, size = view_and_thumbnail(data, names[image_id], job.input_size, job.channels)
-            crops = [(layer, ch, rank, crop_bytes(view, box)) for layer, ch, rank, box in entries[image_id]]
-            return image_id, (thumb, size, crops), None
+            whole = (0, 0, job.input_size[0], job.input_size[1])
+            crops = [(layer, ch, rank, crop_bytes(view, box)) for layer, ch, rank, box in entries[image_id]
+                     if box != whole]  # a field covering the whole image is the stored view
+            return image_id, (thumb, size, view_bytes(view), crops), None
         except InputError as exc:
             return image_id, None, f"{names[image_id]}: {exc}"
 
@@ -456,9 +463,9 @@ def write_pictures(directory: Path, job: Job, top_table: Any, *, workers: Option
                 if len(warnings) < 100:
                     warnings.append(str(warning))
                 continue
-            thumb, size, crop_list = pics
+            thumb, size, view, crop_list = pics
             for key, value in zip(store.thumbs_schema().names,
-                                  (image_id, names[image_id], digests[image_id], size[0], size[1], thumb)):
+                                  (image_id, names[image_id], digests[image_id], size[0], size[1], thumb, view)):
                 tbuf[key].append(value)
             for layer, ch, rank, blob in crop_list:
                 for key, value in zip(store.crops_schema().names, (layer, ch, rank, image_id, blob)):

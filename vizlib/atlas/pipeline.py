@@ -250,7 +250,11 @@ def _encode(image: Any, *, lossless: bool) -> bytes:
 
 
 def view_and_thumbnail(data: bytes, name: str, size: tuple[int, int], channels: int) -> tuple[Any, bytes, tuple[int, int]]:
-    """Decode once for the stored pictures: (the model's view as a PIL image, thumbnail JPEG, thumbnail size)."""
+    """Decode once for the stored pictures: (the model's view as a PIL image, thumbnail JPEG, thumbnail size).
+
+    The thumbnail (colour, aspect kept) is what the page opens; the view (what the
+    model saw, squashed to its input size) is what crops are cut from.
+    """
     from PIL import Image
 
     from vizlib.images import model_view
@@ -260,6 +264,11 @@ def view_and_thumbnail(data: bytes, name: str, size: tuple[int, int], channels: 
     thumb = image.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR, reducing_gap=2.0)
     return view, _encode(thumb, lossless=False), thumb.size
+
+
+def view_bytes(view: Any) -> bytes:
+    """The model's view, encoded for storage (JPEG; crops covering the whole view are cut from it)."""
+    return _encode(view, lossless=False)
 
 
 def crop_bytes(view: Any, box: tuple[int, int, int, int]) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -109,6 +110,12 @@ class _Infer:
     def __init__(self, spec: dict, model_bytes: Any, layers: list[str], size: tuple[int, int], channels: int):
         import ray
 
+        # Ray sets OMP_NUM_THREADS from the actor's CPU share; TensorFlow would then run single-threaded
+        # (and, with another thread count, its sums may round differently). Take the driver's setting.
+        if spec.get("omp_num_threads"):
+            os.environ["OMP_NUM_THREADS"] = str(spec["omp_num_threads"])
+        else:
+            os.environ.pop("OMP_NUM_THREADS", None)
         import vizlib  # noqa: F401  (TensorFlow's environment before TensorFlow)
         from vizlib.contract import as_model
 
@@ -138,12 +145,16 @@ class _Infer:
         from vizlib.atlas.pipeline import batch_stats
 
         out: dict[str, list] = {k: [] for k in ("shard", "start", "stop", "n", "ids", "digests", "failures",
-                                                "decode_node", "stats", "node")}
+                                                "decode_node", "stats", "node", "model_seconds", "t_start", "t_end")}
         h, w = self.size
         for i in range(len(batch["shard"])):
             n = int(batch["n"][i])
             pixels = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(n, h, w, self.channels)
+            t0, wall0 = time.perf_counter(), time.time()
             stats = batch_stats(self.model, pixels, self.layers) if n else []
+            out["model_seconds"].append(time.perf_counter() - t0)
+            out["t_start"].append(wall0)
+            out["t_end"].append(time.time())
             payload = b"".join(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
                                for st in stats for a in (st.max, st.argmax, st.mean))
             for key in ("shard", "start", "stop", "n", "ids", "digests", "failures", "decode_node"):
@@ -151,7 +162,7 @@ class _Infer:
             out["stats"].append(payload)
             out["node"].append(self.node)
         return {k: np.array(v, dtype=object if k in ("ids", "digests", "failures", "decode_node", "stats", "node")
-                            else np.int64)
+                            else np.float64 if k in ("model_seconds", "t_start", "t_end") else np.int64)
                 for k, v in out.items()}
 
 
@@ -216,6 +227,7 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
         n_actors = max(1, int(workers or len(nodes) or 1))
         cpus = actor_cpus([float(n["Resources"]["CPU"]) for n in nodes], n_actors)
+        spec = dict(spec, omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
         model_ref = None
         if "file" in spec:
             model_ref = ray.put(Path(spec["file"]).read_bytes())
@@ -230,9 +242,17 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
                             fn_constructor_kwargs={"spec": spec, "model_bytes": model_ref, "layers": list(job.layers),
                                                    "size": tuple(job.input_size), "channels": job.channels})
         collectors: dict[int, ShardCollector] = {}
+        t_start = time.perf_counter()
+        t_first: Optional[float] = None
+        driver_s = 0.0
+        model_s = 0.0
+        window = [float("inf"), float("-inf")]
         per_node: dict[str, int] = {}
         decoded_per_node: dict[str, int] = {}
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+            t_row = time.perf_counter()
+            if t_first is None:
+                t_first = t_row
             for i in range(len(batch["shard"])):
                 row = {k: batch[k][i] for k in batch}
                 shard = int(row["shard"])
@@ -243,15 +263,26 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
                 collector.add(ids, digests, failures, stats, batch_start=int(row["start"]))
                 node = str(row["node"])
                 per_node[node] = per_node.get(node, 0) + int(row["stop"]) - int(row["start"])
+                model_s += float(row["model_seconds"])
+                window[0] = min(window[0], float(row["t_start"]))
+                window[1] = max(window[1], float(row["t_end"]))
                 dnode = str(row["decode_node"])
                 decoded_per_node[dnode] = decoded_per_node.get(dnode, 0) + int(row["stop"]) - int(row["start"])
                 if collector.done:
                     commit(collector)
                     del collectors[shard]
                 tick(int(row["stop"]) - int(row["start"]))
+            driver_s += time.perf_counter() - t_row
+        t_end = time.perf_counter()
         if collectors:
             raise RuntimeError(f"Ray returned incomplete shards {sorted(collectors)}.")
+        images = sum(len(job.shard_ids(s)) for s in todo)
+        busy = window[1] - window[0] if window[1] > window[0] else None
         return {"address": address or "local", "actors": n_actors, "actor_cpus": cpus, "nodes": len(nodes),
+                "first_result_seconds": round((t_first or t_end) - t_start, 3), "batches": len(rows),
+                "model_window_seconds": round(busy, 3) if busy else None,
+                "images_per_second_while_running": round(images / busy, 3) if busy else None,
+                "driver_seconds": round(driver_s, 3), "model_seconds": round(model_s, 3),
                 "images_per_node": dict(sorted(per_node.items())),
                 "decoded_per_node": dict(sorted(decoded_per_node.items()))}
     finally:

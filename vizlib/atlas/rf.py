@@ -51,6 +51,15 @@ class ReceptiveField:
         left, right = _span(self.x, col, w)
         return top, left, bottom, right
 
+    def boxes(self, rows: Any, cols: Any) -> tuple[Any, Any, Any, Any]:
+        """:meth:`box` for arrays of rows and columns: (top, left, bottom, right) int32 arrays."""
+        import numpy as np
+
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        out = np.array([self.box(int(r), int(c)) for r, c in zip(rows.ravel(), cols.ravel())], dtype=np.int32)
+        out = out.reshape(-1, 4)
+        return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
+
     def to_json(self) -> dict:
         def one(f: Optional[Field]) -> Optional[list[float]]:
             return None if f is None else [f.jump, f.lo, f.hi]

@@ -5,8 +5,10 @@ Layout of an atlas directory::
     manifest.json        what was built from what (model, layers, dataset, counts, time), status
     stats/000000.parquet per-image, per-channel maximum / position / mean, one file per committed shard
     top.parquet          per layer and channel: the top-k images, highest first, with position and crop box
-    thumbs.parquet       a small JPEG of every image in some top-k list (the picture the page opens)
-    crops.parquet        the receptive-field crop of the model's view around each top-k maximum
+    thumbs.parquet       a small JPEG of every image in some top-k list (the picture the page opens),
+                         and the model's view of it (what it saw, at its input size)
+    crops.parquet        the receptive-field crop of the model's view around each top-k maximum (when the
+                         field is smaller than the image; a field covering it all is the stored view)
 
 Every file is written to a temporary name and renamed into place
 (``os.replace``), so a killed build leaves either the old file or the new one,
@@ -176,6 +178,7 @@ def thumbs_schema() -> Any:
         pa.field("image_id", pa.int64(), nullable=False), pa.field("path", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False), pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False), pa.field("jpeg", pa.binary(), nullable=False),
+        pa.field("view", pa.binary(), nullable=False),
     ])
 
 
@@ -543,20 +546,31 @@ class Atlas:
         rows = self.top(layer, channel)
         if self._crop_index is None:
             self._crops_file, self._crop_index = self._picture_index(CROPS, ("layer", "channel", "rank"), crops_schema())
+        h, w = self.model["input_size"]
         out = []
         for r in rows:
+            if (r["top"], r["left"], r["bottom"], r["right"]) == (0, 0, h, w):
+                out.append(self.view(r["path"]))  # the field is the whole image
+                continue
             where = self._crop_index.get((layer, int(channel), r["rank"]))
             out.append(None if where is None else self._picture(self._crops_file, where, "image", "a crop"))
         return out
 
+    def view(self, path: str) -> Any:
+        """The model's view of an image in some top-k list (PIL image at the model's input size)."""
+        return self._thumb(path, "view")
+
     def image(self, path: str) -> Any:
         """The stored thumbnail (RGB PIL image, longest side 256) of an image in some top-k list."""
+        return self._thumb(path, "jpeg")
+
+    def _thumb(self, path: str, column: str) -> Any:
         if self._thumb_index is None:
             self._thumbs_file, self._thumb_index = self._picture_index(THUMBS, ("path",), thumbs_schema())
         where = self._thumb_index.get(str(path))
         if where is None:
             raise InputError(f"The atlas has no picture of {path!r} (only images in some top-k list are kept).")
-        return self._picture(self._thumbs_file, where, "jpeg", str(path))
+        return self._picture(self._thumbs_file, where, column, str(path))
 
     # ------------------------------------------------------------ per-image statistics
 
