@@ -151,6 +151,13 @@ def test_pinned_library_signatures():
     assert [p[0] for p in params(vizlib.depth_profile)] == ["model", "image"]
     assert params(vizlib.untrained) == [("model", "POSITIONAL_OR_KEYWORD", inspect._empty),
                                         ("seed", "POSITIONAL_OR_KEYWORD", 0)]
+    assert params(vizlib.feature_visualization) == [
+        ("model", "POSITIONAL_OR_KEYWORD", inspect._empty), ("layer", "POSITIONAL_OR_KEYWORD", inspect._empty),
+        ("channels", "POSITIONAL_OR_KEYWORD", inspect._empty), ("size", "KEYWORD_ONLY", None),
+        ("steps", "KEYWORD_ONLY", None), ("seed", "KEYWORD_ONLY", 0)]
+    import vizlib.atlas
+
+    assert callable(vizlib.atlas.load) and hasattr(vizlib.atlas.load, "__call__")
 
 
 def test_importing_vizlib_loads_no_tensorflow_and_turns_onednn_off():

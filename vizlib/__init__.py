@@ -36,6 +36,7 @@ from vizlib.explain import (
     ClassExplanation, GradientsUnsafe, channel_contributions, conv_arithmetic, depth_profile, explain_class,
     gradcam, gradcam_method, receptive_field, receptive_field_info,
 )
+from vizlib.featvis import feature_visualization
 from vizlib.explain_figures import (
     contributions_bar, conv_arithmetic_figure, depth_profile_figure, gradcam_overlay, gradcam_pair,
     receptive_field_figure,
@@ -62,5 +63,5 @@ __all__ = [
     "gradcam", "gradcam_method", "explain_class", "ClassExplanation", "channel_contributions", "receptive_field",
     "receptive_field_info", "depth_profile", "conv_arithmetic", "GradientsUnsafe",
     "gradcam_overlay", "gradcam_pair", "contributions_bar", "receptive_field_figure", "conv_arithmetic_figure",
-    "depth_profile_figure",
+    "depth_profile_figure", "feature_visualization",
 ]
