@@ -155,3 +155,14 @@ def _zip(members: dict) -> bytes:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def test_a_link_reopens_an_atlas_image(env):
+    from ui import atlas as ua
+
+    atlas = vizlib.atlas.load("faces/v1", root=env)
+    path = atlas.top("conv2d_7", 0)[0]["path"]
+    assert ua.image_from_link("faces/v1", path).size == atlas.image(path).size
+    for bad in (("../faces/v1", path), ("faces/v1", "../../etc/passwd"), ("/tmp", path)):
+        with pytest.raises(InputError):
+            ua.image_from_link(*bad)

@@ -245,3 +245,14 @@ def atlas_panel(model: Any, uploads: Sequence[tuple[str, str, Any]], *, layer: s
     if atlas is None:
         return None
     return show_top(atlas, layer, channel, key=f"{key}-top")
+
+
+def chosen_name(key: str = "atlas") -> str:
+    """The atlas picked under the root, for the link ("" for none or an uploaded one)."""
+    value = st.session_state.get(f"{key}-name")
+    return value if isinstance(value, str) and value != UPLOADED else ""
+
+
+def image_from_link(name: str, path: str) -> Any:
+    """The picture of ``path`` in the atlas ``name`` under the root (a link's ``source=atlas``); InputError if not there."""
+    return open_named(name).image(path)
