@@ -4,7 +4,6 @@ after SIGKILL, bad images, ZIP / Parquet / Arrow inputs, receptive fields, and a
 from __future__ import annotations
 
 import filecmp
-import io
 import json
 import os
 import shutil

@@ -12,7 +12,6 @@ uploaded ZIPs through :func:`vizlib.atlas.store.extract_zip`.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
