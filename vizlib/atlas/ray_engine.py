@@ -211,7 +211,10 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
         try:
             ray.init(address=address or "local", **kwargs)  # "local": a new instance, never a stray one
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}") from exc
+            hint = ("" if not address or os.environ.get("RAY_AUTH_MODE") else
+                    " A cluster started with `ray start` may require token authentication: set RAY_AUTH_MODE=token "
+                    "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN).")
+            raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.{hint}") from exc
         started_here = True
     try:
         import logging
