@@ -165,11 +165,35 @@ def show_top(atlas: Atlas, layer: str, channel: int, *, key: str = "atlas-top", 
     counts = atlas.manifest["counts"]
     title = f"{layer} · channel {channel}: the {len(rows)} of {counts.get('decoded', 0)} images that excite it most"
     fig = top_mosaic(atlas.crops(layer, channel), rows, cols=cols, title=title, highlight=highlight)
-    event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", config=CHART_CONFIG)
+    stored = stored_feature_visualization(atlas, layer, channel)
+    if stored is not None:
+        left, right = st.columns([1, 4])
+        with left:
+            st.markdown("**What this channel looks for**")
+            st.image(stored[..., 0] if stored.shape[-1] == 1 else stored, width="stretch")
+            s = atlas.feature_visualization_settings(layer) or {}
+            st.caption(f"Feature visualisation stored in the atlas ({s.get('steps', '?')} steps, seed "
+                       f"{s.get('seed', '?')}): an image optimised to excite the channel.")
+        with right:
+            event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", config=CHART_CONFIG)
+    else:
+        event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", config=CHART_CONFIG)
     failed = counts.get("failed", 0)
     st.caption(f"Crops: the part of each image the unit at the maximum sees (its receptive field). "
                f"{counts.get('images', 0)} images, {failed} skipped as unreadable. Click one to open it.")
     return picked_item(event, atlas, rows)
+
+
+def stored_feature_visualization(atlas: Atlas, layer: str, channel: int) -> Any:
+    """The atlas's stored feature visualisation of ``layer``/``channel`` (uint8 H, W, C), or None.
+
+    A damaged featvis file must not take the top images down with it: it is reported and skipped.
+    """
+    try:
+        return atlas.feature_visualization(layer, channel)
+    except InputError as exc:
+        st.warning(f"The atlas's stored feature visualisation can't be used: {exc}")
+        return None
 
 
 # --------------------------------------------------------------------------- building a small one

@@ -9,8 +9,8 @@ import time
 from typing import Optional, Sequence
 
 
-def _progress_bar(stream=None):
-    """A one-line progress bar with images/s and the time left, redrawn at most 4 times a second."""
+def _progress_bar(stream=None, unit: str = "images"):
+    """A one-line progress bar with items/s and the time left, redrawn at most 4 times a second."""
     stream = stream or sys.stderr
     state = {"t0": None, "d0": 0, "last": 0.0}
 
@@ -27,8 +27,8 @@ def _progress_bar(stream=None):
         width = 30
         filled = int(width * done / max(total, 1))
         eta = "--:--" if left != left else time.strftime("%H:%M:%S", time.gmtime(left))
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images "
-                     f"{rate:6.1f} img/s  ETA {eta} ")
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit} "
+                     f"{rate:6.1f} {'img' if unit == 'images' else 'ch'}/s  ETA {eta} ")
         if done >= total:
             stream.write("\n")
         stream.flush()
@@ -55,18 +55,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--shard-size", type=int, default=None, help="images per committed shard")
     b.add_argument("--workers", type=int, default=None, help="decode threads (local) or model actors (ray)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--featvis", action="store_true",
+                   help="also store the feature visualisation of every channel of the atlas's layers")
+    _featvis_args(b, "--featvis-layers", "--featvis-steps", "--featvis-size")
+    f = sub.add_parser("featvis", help="add stored feature visualisations to an existing atlas (resumable)")
+    f.add_argument("--out", required=True, help="the atlas directory")
+    f.add_argument("--model", required=True, help="the atlas's model (as given to build)")
+    f.add_argument("--weights", default="imagenet", choices=["imagenet", "untrained"])
+    f.add_argument("--preprocess", default=None)
+    f.add_argument("--engine", default="local", choices=["local", "ray"])
+    f.add_argument("--address", default=None)
+    f.add_argument("--workers", type=int, default=None, help="worker processes (local) or concurrent Ray tasks")
+    f.add_argument("--quiet", action="store_true")
+    _featvis_args(f, "--layers", "--steps", "--size")
     args = parser.parse_args(argv)
+    if args.command == "featvis":
+        return _featvis_main(args)
 
     import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
     from vizlib.atlas.job import build
     from vizlib.errors import InputError
 
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    fv_layers = _names(args.featvis_layers)
     try:
         atlas = build(args.model, args.images, args.out, layers=layers, top=args.top, engine=args.engine,
                       address=args.address, weights=args.weights, preprocess=args.preprocess,
                       batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
-                      progress=None if args.quiet else _progress_bar())
+                      progress=None if args.quiet else _progress_bar(),
+                      featvis=fv_layers or bool(args.featvis), featvis_steps=args.featvis_steps,
+                      featvis_size=args.featvis_size,
+                      featvis_progress=None if args.quiet else _progress_bar(unit="channels"))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +95,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{', '.join(atlas.layers)}, top {atlas.top_k}, {m['runs'][-1]['seconds']:.1f} s")
     for f in m.get("failures", [])[:10]:
         print(f"  skipped {f['path']}: {f['error']}", file=sys.stderr)
+    if atlas.featvis_layers:
+        print(f"feature visualisations stored for {', '.join(atlas.featvis_layers)}")
+    return 0
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _featvis_args(p: argparse.ArgumentParser, layers: str, steps: str, size: str) -> None:
+    p.add_argument(layers, default=None, help="feature visualisations of these layers (comma-separated; "
+                                              "default: the atlas's layers)")
+    p.add_argument(steps, type=int, default=None, help="optimisation steps per image (default: featvis' default)")
+    p.add_argument(size, type=int, default=None, help="image side in pixels (default: from the receptive field)")
+
+
+def _featvis_main(args: argparse.Namespace) -> int:
+    import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
+    from vizlib.atlas.job import add_featvis
+    from vizlib.errors import InputError
+
+    try:
+        atlas = add_featvis(args.model, args.out, layers=_names(args.layers), steps=args.steps, size=args.size,
+                            engine=args.engine, address=args.address, weights=args.weights,
+                            preprocess=args.preprocess, workers=args.workers,
+                            progress=None if args.quiet else _progress_bar(unit="channels"))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"atlas: {os.fspath(args.out)}  feature visualisations stored for {', '.join(atlas.featvis_layers)}")
     return 0
 
 

@@ -212,7 +212,9 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
           address: Optional[str] = None, weights: Optional[str] = "imagenet", preprocess: Any = None,
           batch_size: Optional[int] = None, shard_size: Optional[int] = None, workers: Optional[int] = None,
           max_images: Optional[int] = None, progress: Optional[ProgressFn] = None,
-          ray_init: Optional[dict] = None) -> "store.Atlas":
+          ray_init: Optional[dict] = None, featvis: "bool | Sequence[str] | None" = None,
+          featvis_steps: Optional[int] = None, featvis_size: Any = None, featvis_seed: int = 0,
+          featvis_progress: Optional[ProgressFn] = None) -> "store.Atlas":
     """Build (or resume) the atlas of ``images`` for ``model`` in ``out``; returns it opened.
 
     ``model``: a catalogue name (with ``weights="imagenet"`` or ``"untrained"``),
@@ -223,6 +225,10 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
     ``engine``: ``"local"`` (this process, all cores) or ``"ray"`` (a local Ray
     instance, or the cluster at ``address``). ``progress(done, total)`` is
     called as images finish. Running it again on the same ``out`` resumes.
+    ``featvis``: True (every atlas layer) or layer names: also store the
+    feature visualisation of every channel of those layers
+    (:mod:`vizlib.atlas.bulk_featvis`; ``featvis_steps``/``featvis_size``/
+    ``featvis_seed`` as for :func:`vizlib.featvis.feature_visualization`).
     """
     if engine not in ENGINES:
         raise InputError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
@@ -265,6 +271,8 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
                 "or delete that directory to start over."
             )
         manifest["runs"] = list(old.get("runs", []))
+        if isinstance(old.get("featvis"), dict):
+            manifest["featvis"] = old["featvis"]
         manifest["started"] = old.get("started", _now())
     else:
         if any(directory.iterdir()):
@@ -323,6 +331,51 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
     manifest["finished"] = _now()
     manifest["time"] = {"seconds": round(sum(r["seconds"] for r in manifest["runs"]), 3)}
     store.write_manifest(directory, manifest)
+    if featvis:
+        from vizlib.atlas.bulk_featvis import compute
+
+        fv_layers = names if featvis is True else list(featvis)  # type: ignore[arg-type]
+        fv_spec = spec
+        if fv_spec is None:
+            try:
+                fv_spec = model_spec(model, m, weights, preprocess)
+            except InputError:  # an in-memory model: computed in this process
+                fv_spec = None
+        compute(directory, m, fv_layers, steps=featvis_steps, size=featvis_size, seed=featvis_seed,
+                engine=engine, spec=fv_spec, workers=workers, address=address, ray_init=ray_init,
+                progress=featvis_progress, manifest=manifest)
+    return store.load(directory)
+
+
+def add_featvis(model: Any, out: str | os.PathLike[str], *, layers: Optional[Sequence[str]] = None,
+                steps: Optional[int] = None, size: Any = None, seed: int = 0, engine: str = "local",
+                address: Optional[str] = None, weights: Optional[str] = "imagenet", preprocess: Any = None,
+                workers: Optional[int] = None, progress: Optional[ProgressFn] = None,
+                ray_init: Optional[dict] = None) -> "store.Atlas":
+    """Add (or resume) stored feature visualisations to the finished atlas in ``out``.
+
+    ``model`` must be the atlas's model (its weights fingerprint is checked);
+    ``layers`` default to the atlas's layers.
+    """
+    from vizlib.atlas.bulk_featvis import compute
+
+    if engine not in ENGINES:
+        raise InputError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
+    directory = Path(out)
+    atlas = store.load(directory)
+    m = _load(model, weights, preprocess)
+    mismatch = atlas.model_mismatch(m)
+    if mismatch:
+        raise InputError(mismatch)
+    try:
+        spec: Optional[dict] = model_spec(model, m, weights, preprocess)
+    except InputError:
+        if engine == "ray":
+            raise
+        spec = None
+    compute(directory, m, list(layers) if layers else atlas.layers, steps=steps, size=size, seed=seed,
+            engine=engine, spec=spec, workers=workers, address=address, ray_init=ray_init, progress=progress,
+            manifest=atlas.manifest)
     return store.load(directory)
 
 

@@ -187,6 +187,28 @@ def _unpack(row: dict, channels: Sequence[int]) -> tuple[np.ndarray, list[str], 
 # --------------------------------------------------------------------------- the engine
 
 
+def connect(address: Optional[str] = None, init_kwargs: Optional[dict] = None) -> tuple[Any, bool]:
+    """Ray, initialised as :func:`run_ray` does (a new local instance, or the cluster at ``address``);
+    and whether this call started it (then the caller shuts it down). Used by the bulk feature visualisations."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray, False
+    env = runtime_env()
+    if not address:
+        env.pop("working_dir", None)
+        env.pop("excludes", None)
+        env["env_vars"]["PYTHONPATH"] = os.pathsep.join(
+            [str(_REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": env}
+    kwargs.update(init_kwargs or {})
+    try:
+        ray.init(address=address or "local", **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.") from exc
+    return ray, True
+
+
+
 def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callable[[Any], None],
             tick: Callable[[int], None], *, address: Optional[str] = None, workers: Optional[int] = None,
             init_kwargs: Optional[dict] = None) -> dict:

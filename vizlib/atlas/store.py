@@ -128,7 +128,7 @@ def write_table(path: Path, table: Any) -> None:
 
 def clean_temporaries(directory: Path) -> None:
     """Remove the temporary files a killed build left behind."""
-    for sub in (directory, directory / STATS_DIR):
+    for sub in (directory, directory / STATS_DIR, directory / "featvis"):
         if sub.is_dir():
             for p in sub.iterdir():
                 if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
@@ -414,6 +414,7 @@ class Atlas:
         self._cols: dict[str, np.ndarray] = {}
         self._crop_index: Optional[dict[tuple[str, int, int], tuple[int, int]]] = None
         self._thumb_index: Optional[dict[str, tuple[int, int]]] = None
+        self._featvis: Any = None
 
     # ------------------------------------------------------------ facts
 
@@ -572,6 +573,31 @@ class Atlas:
             raise InputError(f"The atlas has no picture of {path!r} (only images in some top-k list are kept).")
         return self._picture(self._thumbs_file, where, column, str(path))
 
+    # ------------------------------------------------------------ stored feature visualisations
+
+    def _featvis_reader(self) -> Any:
+        if self._featvis is None:
+            from vizlib.atlas.bulk_featvis import Reader
+
+            self._featvis = Reader(self.directory, self.manifest)
+        return self._featvis
+
+    @property
+    def featvis_layers(self) -> list[str]:
+        """Layers whose every channel has a stored feature visualisation (``build --featvis``)."""
+        return self._featvis_reader().layers
+
+    def feature_visualization(self, layer: str, channel: int) -> Optional[np.ndarray]:
+        """The stored feature visualisation of ``layer``'s ``channel`` (uint8 (H, W, C)), or None if not stored.
+
+        Validated when read (schema, sizes, PNG size and mode); InputError if the file is damaged.
+        """
+        return self._featvis_reader().get(layer, channel)
+
+    def feature_visualization_settings(self, layer: str) -> Optional[dict]:
+        """``size``, ``channels``, ``steps`` and ``seed`` the stored images of ``layer`` were made with."""
+        return self._featvis_reader().settings(layer)
+
     # ------------------------------------------------------------ per-image statistics
 
     def shard_files(self) -> list[Path]:
@@ -659,7 +685,7 @@ def _is_finite(v: Any) -> bool:
 MAX_ZIP_MEMBERS = 10_000
 MAX_UNZIPPED_BYTES = 1 * 2**30
 _ZIP_RATIO = 200
-_ATLAS_MEMBER = re.compile(r"^(manifest\.json|top\.parquet|thumbs\.parquet|crops\.parquet|stats/\d{6}\.parquet)$")
+_ATLAS_MEMBER = re.compile(r"^(manifest\.json|top\.parquet|thumbs\.parquet|crops\.parquet|stats/\d{6}\.parquet|featvis/[A-Za-z0-9_-]+-[0-9a-f]{8}\.parquet)$")
 
 
 def extract_zip(data: bytes, into: str | os.PathLike[str]) -> Path:
