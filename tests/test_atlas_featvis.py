@@ -2,9 +2,8 @@
 ``feature_visualization`` for the same settings, resumable chunk by chunk, validated when read, shown on the page.
 
 The bundled model (64x64 grey) with 3 optimisation steps keeps this cheap. Local worker *processes* and the
-Ray engine are exercised by one test each only where cheap: worker processes are covered by
-``test_worker_processes_give_the_same_images`` (two spawned processes); the Ray variant is not tested here
-(a Ray start costs more than this whole file; ``vizlib.atlas.bulk_featvis`` uses the same ``compute_chunk``).
+Ray engine are exercised by one small test each (two spawned processes; a local Ray instance with two
+tasks, skipped when Ray is not installed), both checked against the in-process result.
 """
 
 from __future__ import annotations
@@ -185,3 +184,16 @@ def test_page_shows_the_stored_image_beside_the_top_crops(atlas, tmp_path, monke
     looks = [m for m in at.markdown if "What this channel looks for" in m.value]
     assert len(looks) == 1  # conv2d_1 has stored images, conv2d_7 not
     assert len(at.get("image")) == 1
+
+
+def test_ray_tasks_give_the_same_images(atlas, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+        monkeypatch.setenv(k, v)
+    from vizlib.atlas.job import add_featvis
+
+    out = tmp_path / "atlas"
+    shutil.copytree(atlas.directory, out, ignore=shutil.ignore_patterns("featvis"))
+    a = add_featvis("emotion_cnn", out, layers=[LAYER], steps=STEPS, engine="ray", workers=2,
+                    ray_init={"num_cpus": 2})
+    np.testing.assert_array_equal(_stored(a, LAYER, 8), _stored(atlas, LAYER, 8))
