@@ -1,10 +1,10 @@
 """Load: 20-30 sessions at once against ONE ``streamlit run app.py`` (a live demo shared with a room),
 and (``--compare``) one process against several behind the load balancer of ``deploy/``.
 
-    /work/venv/bin/python benchmarks/bench_load.py                  # 20 sessions
-    /work/venv/bin/python benchmarks/bench_load.py --sessions 20 30  # one fresh server per count
-    /work/venv/bin/python benchmarks/bench_load.py --think 0 --ramp 0  # everyone clicks at the same instant
-    /work/venv/bin/python benchmarks/bench_load.py --compare         # 30 sessions: 1 process vs 2 behind HAProxy
+    python benchmarks/bench_load.py                  # 20 sessions
+    python benchmarks/bench_load.py --sessions 20 30  # one fresh server per count
+    python benchmarks/bench_load.py --think 0 --ramp 0  # everyone clicks at the same instant
+    python benchmarks/bench_load.py --compare         # 30 sessions: 1 process vs 2 behind HAProxy
 
 ``--compare`` runs, in one go and in alternating order over ``--rounds`` rounds, the same
 sessions against: one ``streamlit run`` (direct, as below), ``deploy/run.sh 1`` (one process

@@ -112,7 +112,7 @@ def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAU
 
 def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: str, colormap: str,
                    colorbar: bool) -> bytes:
-    from vizlib.figures import GAP_PX
+    from vizlib.figures import cell_origin
 
     ch, cw = geo["cell"]
     cols = geo["cols"]
@@ -126,8 +126,8 @@ def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: s
         draw.text((6, 8), title, fill="black", font=_font(18))
     label_font = _font(max(10, min(16, cw // 8)))
     for i, name in enumerate(names):
-        r, c = divmod(i, cols)
-        x, y = 4 + GAP_PX + c * (cw + GAP_PX) + 2, title_h + GAP_PX + r * (ch + GAP_PX) + 2
+        y0, x0 = cell_origin(i, cols, (ch, cw))
+        x, y = 4 + x0 + 2, title_h + y0 + 2
         text = name if len(name) <= 24 else name[:23] + "…"
         box = draw.textbbox((x, y), text, font=label_font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))

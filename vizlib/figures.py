@@ -10,7 +10,6 @@ still change, in the manner of ``px.imshow``.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import math
@@ -364,16 +363,27 @@ def mosaic(stack: np.ndarray, *, cols: Optional[int] = None, scale: str = "share
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[:] = BACKGROUND
     for i in range(k):
-        r, c = divmod(i, cols)
-        y0, x0 = GAP_PX + r * (ch + GAP_PX), GAP_PX + c * (cw + GAP_PX)
+        y0, x0 = cell_origin(i, cols, (ch, cw))
         canvas[y0:y0 + ch, x0:x0 + cw] = lut[_resize_index(idx[i], (ch, cw))]
     geometry = {"rows": rows, "cols": cols, "cell": (ch, cw), "size": (height, width), "lo": lo, "hi": hi}
     return canvas, geometry
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
-    """An RGB array as a ``data:image/png;base64,...`` URI (what the browser receives)."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
+    """An RGB array as a ``data:image/png;base64,...`` URI (what the browser receives), by Plotly's own helper.
+
+    Compression level 1: about 2.5x faster to encode than the default for ~10 % more bytes (benchmarks/).
+    """
+    from plotly.utils import image_array_to_data_uri
+
+    return image_array_to_data_uri(np.ascontiguousarray(rgb, dtype=np.uint8), backend="pil", compression=1)
+
+
+def cell_origin(i: int, cols: int, cell: tuple[int, int]) -> tuple[int, int]:
+    """(y0, x0) of the ``i``-th cell's top-left pixel in a mosaic of ``cols`` columns of ``cell`` = (h, w)."""
+    r, c = divmod(int(i), int(cols))
+    ch, cw = cell
+    return GAP_PX + r * (ch + GAP_PX), GAP_PX + c * (cw + GAP_PX)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -396,11 +406,9 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         hover = [f"{full_title}<br>{h}" for h in hover]
     fig = go.Figure()
     fig.add_trace(go.Image(source=png_data_uri(canvas), hoverinfo="skip", name="maps"))
-    xs, ys = [], []
-    for i in range(len(keys)):
-        r, c = divmod(i, cols)
-        xs.append(GAP_PX + c * (cw + GAP_PX) + cw / 2)
-        ys.append(GAP_PX + r * (ch + GAP_PX) + ch / 2)
+    origins = [cell_origin(i, cols, (ch, cw)) for i in range(len(keys))]
+    xs = [x0 + cw / 2 for _, x0 in origins]
+    ys = [y0 + ch / 2 for y0, _ in origins]
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers", customdata=list(keys), hovertext=list(hover),
         hovertemplate="%{hovertext}<extra></extra>", name="cells", showlegend=False,
@@ -409,8 +417,9 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
     ))
     if label_cells:
         # One text trace, not one annotation per cell: a fraction of the cost to build and draw.
-        lx = [GAP_PX + (i % cols) * (cw + GAP_PX) + 3 for i in range(len(labels))]
-        ly = [GAP_PX + (i // cols) * (ch + GAP_PX) + 2 for i in range(len(labels))]
+        corners = [cell_origin(i, cols, (ch, cw)) for i in range(len(labels))]
+        lx = [x0 + 3 for _, x0 in corners]
+        ly = [y0 + 2 for y0, _ in corners]
         fig.add_trace(go.Scatter(
             x=lx, y=ly, mode="text", text=[_safe_text(t) for t in labels], textposition="bottom right",
             hoverinfo="skip", name="labels", showlegend=False,
@@ -425,9 +434,7 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         ))
     shapes = []
     if highlight is not None and highlight in keys:
-        i = list(keys).index(highlight)
-        r, c = divmod(i, cols)
-        x0, y0 = GAP_PX + c * (cw + GAP_PX), GAP_PX + r * (ch + GAP_PX)
+        y0, x0 = cell_origin(list(keys).index(highlight), cols, (ch, cw))
         shapes.append(dict(type="rect", x0=x0 - 1.5, y0=y0 - 1.5, x1=x0 + cw + 1.5, y1=y0 + ch + 1.5,
                            xref="x", yref="y", line=dict(color="#ff2b2b", width=3)))
     if height is None:  # fit the mosaic to the width it will likely get, so no band stays blank

@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from vizlib.figures import GAP_PX, png_data_uri
+from vizlib.figures import GAP_PX, LABEL_HALO, cell_origin, png_data_uri
 
 #: Side of one cell of the mosaic, in pixels.
 CELL_PX = 80
@@ -56,8 +56,7 @@ def top_mosaic(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, 
     canvas = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     xs, ys = [], []
     for i in range(n):
-        r, c = divmod(i, cols)
-        y0, x0 = GAP_PX + r * (side + GAP_PX), GAP_PX + c * (side + GAP_PX)
+        y0, x0 = cell_origin(i, cols, (side, side))
         canvas[y0:y0 + side, x0:x0 + side] = _cell(crops[i] if i < len(crops) else None, side)
         xs.append(x0 + side / 2)
         ys.append(y0 + side / 2)
@@ -74,12 +73,11 @@ def top_mosaic(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, 
     fig.add_trace(go.Scatter(
         x=[x - side / 2 + 3 for x in xs], y=[y - side / 2 + 2 for y in ys], mode="text",
         text=[f"{r['value']:.3g}" for r in rows], textposition="bottom right", hoverinfo="skip",
-        name="values", showlegend=False, textfont=dict(size=11, color="white", shadow="0px 0px 2px black"),
+        name="values", showlegend=False, textfont=dict(size=11, color="white", shadow=LABEL_HALO),
     ))
     shapes = []
     if highlight is not None and 0 <= highlight < n:
-        r, c = divmod(int(highlight), cols)
-        x0, y0 = GAP_PX + c * (side + GAP_PX), GAP_PX + r * (side + GAP_PX)
+        y0, x0 = cell_origin(int(highlight), cols, (side, side))
         shapes.append(dict(type="rect", x0=x0 - 1.5, y0=y0 - 1.5, x1=x0 + side + 1.5, y1=y0 + side + 1.5,
                            line=dict(color="#ff2b2b", width=3)))
     fig.update_layout(
