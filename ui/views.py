@@ -36,10 +36,11 @@ def detail_extras(m: VizModel, info, maps: np.ndarray, channel: int, image_key: 
 
 
 def feature_mosaic_for(m: VizModel, info, shown: list[int], maps: np.ndarray, layer_key: str, key: str,
-                       labels: Optional[list[str]] = None, width_hint: int = 380) -> None:
+                       labels: Optional[list[str]] = None, width_hint: int = 380,
+                       highlight: Optional[int] = None) -> None:
     if st.session_state.get("fv") != "on":
         return
-    fv_ui.feature_mosaic(m, info, shown, labels=labels, highlight=int(st.session_state.channel),
+    fv_ui.feature_mosaic(m, info, shown, labels=labels, highlight=highlight,
                          reference=maps.mean(axis=(0, 1)), key=key, width_hint=width_hint,
                          on_select=lambda: on_grid_click(key, layer_key, info.name), chart_config=CHART_CONFIG)
 
@@ -62,7 +63,8 @@ def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img) 
                                 ss.channel if inspected is first else None,
                                 contributions=contributions_for(m, image_key, image, first.name) if contrib else None)
         st.caption("Early layers respond to edges, colours and contrast: the image is still recognisable.")
-        feature_mosaic_for(m, first, shown_first, acts[first.name][0], "inspect", "fv-grid-first")
+        feature_mosaic_for(m, first, shown_first, acts[first.name][0], "inspect", "fv-grid-first",
+                           highlight=ss.channel if inspected is first else None)
     with right:
         shown_last = show_grid(last, acts[last.name][0], "Last conv layer: ", "grid-last", "inspect",
                                ss.channel if inspected is last else None, labels=labels,
@@ -71,7 +73,8 @@ def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img) 
         st.caption("Deep layers see a few pixels each, but every pixel summarises a large patch of the "
                    "image: these maps say *what* is there more than *where*."
                    + (f" {reason}" if reason else ""))
-        feature_mosaic_for(m, last, shown_last, acts[last.name][0], "inspect", "fv-grid-last", labels=labels)
+        feature_mosaic_for(m, last, shown_last, acts[last.name][0], "inspect", "fv-grid-last", labels=labels,
+                           highlight=ss.channel if inspected is last else None)
     st.subheader("Inspect one channel")
     c1, c2 = st.columns([2, 1])
     c1.selectbox("Layer", [first.name, last.name], key="inspect", persist_state="session",
@@ -120,7 +123,8 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
     with left:
         shown = show_grid(info, maps, "", "grid-explore", "layer", int(ss.channel), width_hint=460,
                           contributions=contributions_for(m, image_key, image, info.name) if contrib else None)
-        feature_mosaic_for(m, info, shown, maps, "layer", "fv-grid-explore", width_hint=460)
+        feature_mosaic_for(m, info, shown, maps, "layer", "fv-grid-explore", width_hint=460,
+                           highlight=int(ss.channel))
     with right:
         st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
         show_detail(m, info, maps, int(ss.channel), view_img, stacked=True,

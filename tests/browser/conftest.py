@@ -114,11 +114,12 @@ def browser(playwright_api):
 def server(tmp_path_factory):
     """``streamlit run app.py`` from the repo root on a free port, as a :class:`Server`."""
     keras_home = tmp_path_factory.mktemp("keras_home")  # empty: no ImageNet weights cached
+    cache_dir = tmp_path_factory.mktemp("cnn_viz_cache")  # empty: feature visualisations are computed
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     port = free_port()
     # CNN_VIZ_OFFLINE: the app behaves as on a machine with no network, whatever this one has.
     env = dict(os.environ, KERAS_HOME=str(keras_home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-               CNN_VIZ_OFFLINE="1")
+               CNN_VIZ_OFFLINE="1", CNN_VIZ_CACHE_DIR=str(cache_dir))
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
            "--server.port", str(port), "--server.address", "127.0.0.1",
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
