@@ -66,16 +66,6 @@ def overlay_png(base: np.ndarray, cam: np.ndarray, opacity: float, colormap: str
 # --------------------------------------------------------------------------- what one cell sees
 
 
-def on_detail_click(chart_key: str) -> None:
-    """A click on a cell of the detail heatmap: show what that cell sees."""
-    event = st.session_state.get(chart_key)
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    for point in points:
-        if isinstance(point, dict) and "x" in point and "y" in point:
-            st.session_state["cell"] = f"{int(round(point['y']))},{int(round(point['x']))}"
-            return
-
-
 def _set_cell(info_name: str) -> None:
     st.session_state["cell"] = (f"{int(st.session_state[f'cell-row-{info_name}'])},"
                                 f"{int(st.session_state[f'cell-col-{info_name}'])}")

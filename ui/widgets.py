@@ -10,7 +10,7 @@ import streamlit as st
 from vizlib.contract import VizModel
 from vizlib.export import bundle, manifest, manifest_json, npz_bytes
 from vizlib.extract import channel_stats, pick_channels, probabilities
-from vizlib.figures import channel_detail, channel_grid, prediction_bars
+from vizlib.figures import MAX_CLICKABLE_CELLS, channel_detail, channel_grid, prediction_bars
 from vizlib.links import as_dict
 from vizlib.models import BUNDLED_NAME
 from ui.caches import CHART_CONFIG
@@ -98,18 +98,22 @@ def show_detail(m: VizModel, info, maps: np.ndarray, channel: int, view_img, lab
     # With a shared colour scale the detail uses the grid's range, so a weak channel looks weak here too.
     zmin, zmax = (float(maps.min()), float(maps.max())) if ss.scale == "shared" else (None, None)
     title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
-    fig = channel_detail(one, title=title, colormap=ss.cmap, zmin=zmin, zmax=zmax)
+    fig = channel_detail(one, title=title, colormap=ss.cmap, zmin=zmin, zmax=zmax, clickable=True)
     stats = channel_stats(maps)
     rank = 1 + int(np.sum(stats["activity"] > stats["activity"][channel]))
+    if one.size <= MAX_CLICKABLE_CELLS:
+        st.caption("Click a cell of the map to see which part of the input it sees.")
     text = (f"**channel {channel}**: mean {stats['mean'][channel]:.3g}, max {stats['max'][channel]:.3g}, "
             f"min {stats['min'][channel]:.3g}  \nrank {rank} of {info.channels} by activity "
             "(mean absolute activation)")
     if stacked:
-        st.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG)
+        st.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG, selection_mode="points",
+                        on_select=lambda: on_detail_click(f"detail-{info.name}"))
         st.markdown(text)
     else:
         col_map, col_img = st.columns([3, 2])
-        col_map.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG)
+        col_map.plotly_chart(fig, key=f"detail-{info.name}", config=CHART_CONFIG, selection_mode="points",
+                             on_select=lambda: on_detail_click(f"detail-{info.name}"))
         with col_img:
             st.image(view_img, caption="the input as the model sees it", width=220)
             st.markdown(text)
@@ -118,6 +122,17 @@ def show_detail(m: VizModel, info, maps: np.ndarray, channel: int, view_img, lab
         st.info(message)
     if extra is not None:
         extra()
+
+
+def on_detail_click(chart_key: str) -> None:
+    """A click on a cell of a channel's heatmap: show what that cell sees (its receptive field)."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(data, (list, tuple)) and len(data) >= 2:
+            st.session_state["cell"] = f"{int(data[0])},{int(data[1])}"
+            return
 
 
 def clamp_channel(key: str, n_channels: int) -> None:

@@ -496,13 +496,20 @@ def _whole_ticks(n: int, target: int = 8) -> dict:
     return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
 
 
+#: Largest map whose cells are clickable in :func:`channel_detail` (one invisible point per cell).
+MAX_CLICKABLE_CELLS = 4096
+
+
 def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: str = DEFAULT_COLORMAP,
                    zmin: Optional[float] = None, zmax: Optional[float] = None,
-                   height: Optional[int] = None, width_hint: int = 420) -> go.Figure:
+                   height: Optional[int] = None, width_hint: int = 420, clickable: bool = False) -> go.Figure:
     """One channel's map as a heatmap with exact values: hover shows row, column and activation.
 
     Rows and columns are ticked at whole numbers. A title too long for
-    ``width_hint`` (the plot width it will likely get) wraps.
+    ``width_hint`` (the plot width it will likely get) wraps. ``clickable``
+    puts an invisible point on every cell (maps up to
+    :data:`MAX_CLICKABLE_CELLS`), whose ``customdata`` is ``[row, column,
+    value]``, so a click (a selection event) names the cell.
     """
     arr = np.asarray(map2d, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -513,12 +520,24 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
     h, w = arr.shape
     title_layout, top, full_title = _title_layout(title, width_hint)
     hover = "row %{y}, column %{x}<br>activation %{z:.4g}<extra></extra>"
+    points = clickable and h * w <= MAX_CLICKABLE_CELLS
     fig = go.Figure(go.Heatmap(
         z=arr, colorscale=_plotly_scale(colormap), zmin=zmin, zmax=zmax,
         hovertemplate=f"{full_title}<br>{hover}" if full_title else hover,
+        hoverinfo="skip" if points else None,
         colorbar=dict(title=dict(text="activation", side="right"), thickness=12),
         xgap=0, ygap=0,
     ))
+    if points:
+        rows, cols = np.mgrid[0:h, 0:w]
+        cell_hover = "row %{y}, column %{x}<br>activation %{customdata[2]:.4g}<extra></extra>"
+        fig.add_trace(go.Scatter(
+            x=cols.ravel(), y=rows.ravel(), mode="markers", name="cells", showlegend=False,
+            customdata=np.stack([rows.ravel(), cols.ravel(), arr.ravel()], axis=1).tolist(),
+            hovertemplate=f"{full_title}<br>{cell_hover}" if full_title else cell_hover,
+            marker=dict(size=max(4, min(24, 380 // max(h, w))), color="rgba(0,0,0,0)", symbol="square"),
+            selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+        ))
     if height is None:
         height = int(min(640, max(260, 40 + (top or 10) + 420 * h / max(w, 1))))
     fig.update_layout(
