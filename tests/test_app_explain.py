@@ -95,3 +95,25 @@ def test_the_cell_panel_is_lazy_and_leaves_the_link_alone(offline):
     assert_clean(at)
     assert "cell" not in at.query_params
     assert not any("input pixels" in x for x in titles(at))  # nothing computed while it is closed
+
+
+def test_depth_profile_png_for_slides():
+    import io
+
+    from PIL import Image
+
+    from vizlib.explain_figures import depth_profile_png
+
+    profile = [{"name": f"l{i}", "height": 64 >> (i // 2), "receptive_field": 3 + 4 * i, "channels": 8 * (1 + i // 2),
+                "dead_fraction": 0.1 * (i % 3), "sparsity": 0.2 * (i % 2)} for i in range(8)]
+    png = Image.open(io.BytesIO(depth_profile_png(profile, title="a title"))).convert("RGB")
+    assert png.width >= 900
+    colours = {tuple(c) for c in np.asarray(png).reshape(-1, 3)[::7]}
+    for rgb in [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]:
+        assert rgb in colours, rgb  # every series is drawn
+    import pytest as _pytest
+
+    from vizlib import InputError
+
+    with _pytest.raises(InputError):
+        depth_profile_png([])

@@ -259,5 +259,7 @@ def view_depth(m: VizModel, image_key: str, image_name: str, image: Any, view_im
     arrays = {k: np.asarray([[row.get(k) if row.get(k) is not None else np.nan for row in profile]],
                             dtype=np.float64)
               for k in ("height", "width", "channels", "receptive_field", "dead_fraction", "mean", "sparsity")}
-    share_and_export(m, "depth", image_key, image_name, image, arrays, {}, {}, arrays_label="Profile")
+    title = f"{m.label}: what each layer sees ({image_name})"
+    share_and_export(m, "depth", image_key, image_name, image, arrays, {},
+                     {"depth profile": lambda: xf.depth_profile_png(profile, title=title)}, arrays_label="Profile")
     return output

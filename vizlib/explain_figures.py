@@ -460,3 +460,73 @@ def depth_profile_figure(profile: Sequence[dict], *, input_size: Optional[int] =
         dragmode=False,
     )
     return fig
+
+
+#: (key, label, colour, panel) of the series drawn by :func:`depth_profile_png`.
+_PNG_SERIES = (
+    ("height", "map height (cells)", (31, 119, 180), 0),
+    ("receptive_field", "receptive field (input pixels)", (255, 127, 14), 0),
+    ("channels", "channels", (44, 160, 44), 1),
+    ("dead_fraction", "dead channels (share)", (214, 39, 40), 2),
+    ("sparsity", "zero activations (share)", (148, 103, 189), 2),
+)
+
+
+def depth_profile_png(profile: Sequence[dict], *, title: str = "", width: int = 960) -> bytes:
+    """The depth profile as a PNG for slides: map size and receptive field (log scale), channels,
+    and the shares of dead channels and zero activations, layers in forward order."""
+    from PIL import ImageDraw
+
+    from vizlib.export import _font, _with_title
+    from vizlib.figures import png_bytes
+
+    rows = list(profile)
+    if not rows:
+        raise InputError("The depth profile is empty: this model has no layers with 2D maps.")
+    panel_h, left, right, top_pad, gap = 170, 70, 20, 28, 40
+    height = 3 * panel_h + 2 * gap + 60
+    img = Image.new("RGB", (int(width), height), "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(14), _font(11)
+    n = len(rows)
+    xs = [left + (width - left - right) * (i / max(n - 1, 1)) for i in range(n)]
+    titles = ("map height and receptive field (log scale)", "channels", "for this image: share that is zero")
+    for panel in range(3):
+        y0 = 10 + panel * (panel_h + gap)
+        y1 = y0 + panel_h
+        draw.rectangle((left, y0 + top_pad, width - right, y1), outline=(200, 200, 200))
+        draw.text((left, y0 + 4), titles[panel], fill="black", font=font)
+        series = [s for s in _PNG_SERIES if s[3] == panel]
+        values = [[r.get(key) for r in rows] for key, *_ in series]
+        finite = [float(v) for vs in values for v in vs if v is not None and np.isfinite(float(v)) and
+                  (panel != 0 or float(v) > 0)]
+        if not finite:
+            continue
+        log = panel == 0
+        lo, hi = (0.0, 1.0) if panel == 2 else (min(finite), max(finite))
+        if log:
+            lo, hi = math.log10(lo), math.log10(hi)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+
+        def y_of(v: float) -> float:
+            v = math.log10(v) if log else v
+            return y1 - 4 - (panel_h - top_pad - 8) * (v - lo) / (hi - lo)
+
+        for label_v in ((10 ** lo, 10 ** hi) if log else (lo, hi)):
+            draw.text((4, y_of(label_v) - 6), f"{label_v:.3g}", fill=(90, 90, 90), font=small)
+        for (key, label, colour, _), vs in zip(series, values):
+            pts = [(x, y_of(float(v))) for x, v in zip(xs, vs)
+                   if v is not None and np.isfinite(float(v)) and (not log or float(v) > 0)]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            for x, y in pts:
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+        lx = width - right - 230
+        for k, (key, label, colour, _) in enumerate(series):
+            ly = y0 + top_pad + 6 + 16 * k
+            draw.line((lx, ly + 6, lx + 18, ly + 6), fill=colour, width=3)
+            draw.text((lx + 24, ly), label, fill="black", font=small)
+    draw.text((left, height - 40), f"layers in forward order: {rows[0]['name']} ... {rows[-1]['name']} "
+                                    f"({n} layers with 2D maps)", fill="black", font=font)
+    return _with_title(png_bytes(np.asarray(img)), title)
