@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -54,15 +52,6 @@ def png_bytes(size=(80, 60), color=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty Keras cache and no network, whatever the machine has."""
-    from vizlib import models
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "network_available", lambda *a, **k: False)
 
 
 def test_default_start_shows_first_and_last_layer_and_prediction(offline):
@@ -228,32 +217,6 @@ def test_link_reopens_view_and_bad_params_fall_back(offline):
 
 
 # --------------------------------------------------------------------- share, export, bundles, ZIPs
-
-
-@pytest.fixture
-def downloads(monkeypatch):
-    """The callables behind download buttons, by label: exactly what Streamlit runs on a click."""
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    registered: dict[str, object] = {}
-    real = MediaFileManager.add_deferred
-
-    def spy(self, data_callable, *args, **kwargs):
-        file_id = real(self, data_callable, *args, **kwargs)
-        registered[file_id] = data_callable
-        return file_id
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
-
-    def get(at: AppTest) -> dict[str, bytes]:
-        out = {}
-        for button in at.get("download_button"):
-            make = registered[button.proto.deferred_file_id]
-            data = make()
-            out[button.proto.label] = data if isinstance(data, bytes) else data.encode()
-        return out
-
-    return get
 
 
 def test_exports_produce_real_files(offline, downloads):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from test_app import assert_clean, make_app, titles
-from test_app import offline  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from test_app import assert_clean, charts, make_app, saved_model, small_cnn, titles
-from test_app import downloads, offline  # noqa: F401  (fixtures)
 
 
 def test_why_view_explains_the_top_class_and_inspects_its_top_channel(offline):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from test_app import assert_clean, make_app
-from test_app import offline  # noqa: F401  (fixture)
 
 
 def test_results_cache_holds_to_its_byte_budget(offline, monkeypatch):

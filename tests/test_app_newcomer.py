@@ -8,11 +8,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pytest
-from PIL import Image
 
 from test_app import assert_clean, charts, make_app, png_bytes, saved_model, small_cnn, titles  # noqa: F401
-from test_app import downloads, offline  # noqa: F401  (fixtures)
 
 
 def captions(at) -> list[str]:
