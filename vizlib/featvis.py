@@ -440,7 +440,6 @@ def _compile(m: Any, g: _Graph) -> None:
         spec = spec - lr * m1 / (tf.sqrt(m2) + 1e-8)
         return spec, m1, m2, obj
 
-
     def final(spec: Any) -> Any:
         """The finished images (uint8) and their statistics of every channel: run once, eagerly (no tracing)."""
         img = pixels(spec)
@@ -932,7 +931,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
         chunk = missing[start:start + plan["batch"]]
         images, stats = _optimise(m, layer, chunk, hw, steps, seed, progress=(
             None if progress is None else
-            (lambda d, _t, base=done_before + steps * start: progress(base + d * len(chunk), total))),
+            (lambda d, _t, base=done_before + steps * start, k=len(chunk): progress(base + d * k, total))),
             should_stop=should_stop)
         for i, c in enumerate(chunk):
             found[c] = (images[i], stats[i], False)
