@@ -373,7 +373,13 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
         frozen: list[float] = []
         busy.on_running = freeze
         pick(busy, "image", re.compile(rf"^{image}\b"))
-        busy.wait_until("the run to start", lambda frozen=frozen: bool(frozen), timeout_s=60)
+        try:
+            busy.wait_until("the run to start", lambda frozen=frozen: bool(frozen), timeout_s=60)
+        except AssertionError:  # on a loaded machine the combobox can swallow the choice: once more
+            if busy.on_running is None:
+                raise
+            pick(busy, "image", re.compile(rf"^{image}\b"))
+            busy.wait_until("the run to start", lambda frozen=frozen: bool(frozen), timeout_s=60)
         busy.page.wait_for_timeout(300)  # frames the process sent before the freeze arrive
         if finished_runs(sock) == before:
             in_flight = True
