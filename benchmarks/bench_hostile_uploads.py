@@ -23,7 +23,6 @@ Results: ``benchmarks/out/hostile_uploads.json``; summary in ``benchmarks/README
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

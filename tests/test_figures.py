@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 
 import numpy as np
 import plotly.colors as pc
