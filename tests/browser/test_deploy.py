@@ -76,7 +76,9 @@ def deployment(H, tmp_path_factory):
     """``deploy/run.sh 2`` on loopback, both processes UP in HAProxy's view; stopped at the end."""
     if L.find_haproxy() is None:
         H._missing("haproxy not found: install Debian's haproxy (apt-get install haproxy)")
-    d = L.Deployment(PROCESSES, tmp_path_factory.mktemp("deploy"), restart_delay=1)
+    # The killed process comes back only after the moved tabs have reconnected to the survivor:
+    # with a short delay a loaded machine could let a tab reconnect to the restarted process.
+    d = L.Deployment(PROCESSES, tmp_path_factory.mktemp("deploy"), restart_delay=20)
     try:
         d.wait_healthy()
         yield d
