@@ -167,6 +167,24 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     assert [[0, 3, 5], "done"] in r["jobs"]
 
 
+def test_streamlit_no_longer_clears_the_keras_session_after_each_run(monkeypatch):
+    """A progress fragment reruns every second; Streamlit's per-run clear_session made jobs ~10x slower."""
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", script_runner._clean_problem_modules)
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
+    script_runner._clean_problem_modules()
+    assert cleared == [1]  # Streamlit's own cleanup calls it
+    from ui import featvis as fv_ui
+
+    assert fv_ui.keep_compiled_functions() is True
+    assert fv_ui.keep_compiled_functions() is True  # once is enough; again is harmless
+    script_runner._clean_problem_modules()
+    assert cleared == [1]
+
+
 # --------------------------------------------------------------------------- the disk cache
 
 
