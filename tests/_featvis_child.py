@@ -211,7 +211,8 @@ def task_ui() -> dict:
     from ui import featvis as fv_ui
 
     for job in list(fv_ui._JOBS.values()):
-        job.wait(300)
+        while not job.wait(1.0):
+            job.touch()  # what the page's polling fragment does every second
     at.run()
     out["done_progress"] = len(at.get("progress"))
     out["done_images"] = len(at.get("image"))
@@ -224,6 +225,11 @@ def task_ui() -> dict:
     out["switch_charts"] = len(at.get("plotly_chart"))
     out["jobs"] = sorted([[list(k[2]), j.state] for k, j in fv_ui._JOBS.items()])
     out["exception"] += [str(e.value) for e in at.exception]
+    # A job nobody polls any more (the visitor left) stops by itself.
+    m = vizlib.load_model("emotion_cnn")
+    lonely = featvis.Job(m, "conv2d_7", [1], steps=4000, cache=False, abandon_after=1.0)
+    lonely.wait(120)
+    out["lonely"] = [lonely.state, lonely.steps_done < 4000]
     return out
 
 

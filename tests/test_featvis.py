@@ -165,6 +165,7 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     # Another channel: its detail computes while the mosaic (already done) stays on the page.
     assert r["switch_progress"] == 1 and r["switch_charts"] == 1
     assert [[0, 3, 5], "done"] in r["jobs"]
+    assert r["lonely"] == ["abandoned", True]
 
 
 def test_streamlit_no_longer_clears_the_keras_session_after_each_run(monkeypatch):

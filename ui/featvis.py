@@ -43,6 +43,8 @@ DETAIL_STEPS: Optional[int] = None  # vizlib's default
 GRID_STEPS = 128
 #: Jobs remembered (running or finished) across sessions.
 MAX_JOBS = 24
+#: A job no page has polled for this long stops (its visitor left); finished channels stay cached.
+ABANDON_SECONDS = 30.0
 DETAIL_PX = 224
 
 _JOBS: "OrderedDict[tuple, Job]" = OrderedDict()
@@ -97,11 +99,12 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
            None if size is None else str(size), int(seed))
     with _JOBS_LOCK:
         job = _JOBS.get(key)
-        if job is not None and job.state == "cancelled":
+        if job is not None and job.state in ("cancelled", "abandoned"):
             job = None
         if job is None:
-            job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed)
+            job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed, abandon_after=ABANDON_SECONDS)
             _JOBS[key] = job
+        job.touch()
         _JOBS.move_to_end(key)
         while len(_JOBS) > MAX_JOBS:
             old_key = next(iter(_JOBS))
@@ -123,7 +126,11 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
 def _progress_text(job: Job, what: str) -> str:
     if job.state == "queued":
         return f"{what}: waiting for another visualisation to finish…"
-    return f"{what}: step {min(job.steps_done, job.steps_total)} of {job.steps_total}"
+    text = f"{what}: step {min(job.steps_done, job.steps_total)} of {job.steps_total}"
+    left = job.seconds_left()
+    if left is not None:
+        text += f", about {left:.0f} s left" if left < 90 else f", about {left / 60:.0f} min left"
+    return text
 
 
 def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what: str) -> None:
@@ -135,7 +142,7 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
     if job.done or job.wait(QUICK_SECONDS):
         error = job.error()
         if isinstance(error, Cancelled):
-            st.caption(f"{what}: stopped.")
+            st.caption(f"{what}: stopped.")  # only shown if a job stops between polls; a new request restarts it
         elif isinstance(error, (InputError, GradientsUnsafe)):
             st.info(str(error))
         elif error is not None:
@@ -145,6 +152,7 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
         return
 
     def poll() -> None:
+        job.touch()
         if job.done:
             st.rerun()
         st.progress(job.fraction, text=_progress_text(job, what))

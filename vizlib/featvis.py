@@ -1053,32 +1053,52 @@ class Job:
 
     Jobs run one at a time in a shared worker thread (``state`` is
     ``"queued"`` until theirs starts); ``cancel()`` stops one between chunks
-    of steps.
+    of steps. With ``abandon_after`` (seconds), a job that nobody has
+    ``touch()``-ed for that long stops by itself (``state`` ``"abandoned"``):
+    a page whose visitor left does not keep the worker busy.
     """
 
     def __init__(self, model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
-                 steps: Optional[int] = None, seed: int = 0, cache: "bool | DiskCache | None" = True):
+                 steps: Optional[int] = None, seed: int = 0, cache: "bool | DiskCache | None" = True,
+                 abandon_after: Optional[float] = None):
         self.layer = layer
         self.channels = [int(c) for c in channels]
         self.steps_done, self.steps_total = 0, max(1, len(self.channels)) * (steps or DEFAULT_STEPS)
         self.state = "queued"
         self.created = time.monotonic()
+        self.started: Optional[float] = None
         self.finished: Optional[float] = None
+        self.abandon_after = abandon_after
+        self._seen = time.monotonic()
         self._stop = threading.Event()
         self._ended = threading.Event()
 
         def progress(done: int, total: int) -> None:
             self.steps_done, self.steps_total = int(done), max(1, int(total))
 
+        def should_stop() -> bool:
+            if self._stop.is_set():
+                return True
+            if self.abandon_after is not None and time.monotonic() - self._seen > self.abandon_after:
+                self.state = "abandoned"
+                return True
+            return False
+
         def work() -> FeatureVisualization:
+            if should_stop():  # cancelled or abandoned while queued
+                self.finished = time.monotonic()
+                self._ended.set()
+                raise Cancelled()
             self.state = "running"
+            self.started = time.monotonic()
             try:
                 out = render(model, layer, self.channels, size=size, steps=steps, seed=seed, cache=cache,
-                             progress=progress, should_stop=self._stop.is_set)
+                             progress=progress, should_stop=should_stop)
                 self.state = "done"
                 return out
             except Cancelled:
-                self.state = "cancelled"
+                if self.state != "abandoned":
+                    self.state = "cancelled"
                 raise
             except BaseException:
                 self.state = "failed"
@@ -1093,6 +1113,17 @@ class Job:
     def done(self) -> bool:
         """Finished: a result, an error, or cancelled."""
         return self._ended.is_set()
+
+    def touch(self) -> None:
+        """Someone still wants the result (with ``abandon_after``, a job nobody touches stops)."""
+        self._seen = time.monotonic()
+
+    def seconds_left(self) -> Optional[float]:
+        """A rough estimate from the pace so far (None until a few steps have run)."""
+        if self.started is None or self.steps_done < 8 or self.done:
+            return None
+        rate = (time.monotonic() - self.started) / self.steps_done
+        return rate * max(0, self.steps_total - self.steps_done)
 
     @property
     def fraction(self) -> float:
