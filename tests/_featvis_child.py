@@ -223,6 +223,7 @@ def task_ui() -> dict:
     at.number_input(key="channel").set_value(4).run()
     out["switch_progress"] = len(at.get("progress"))
     out["switch_charts"] = len(at.get("plotly_chart"))
+    out["switch_captions"] = " ".join(" ".join(str(c) for c in (i.captions or [])) for i in at.get("image"))
     out["jobs"] = sorted([[list(k[2]), j.state] for k, j in fv_ui._JOBS.items()])
     out["exception"] += [str(e.value) for e in at.exception]
     # A job nobody polls any more (the visitor left) stops by itself.

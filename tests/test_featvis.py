@@ -162,8 +162,10 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     assert r["done_progress"] == 0 and r["done_images"] == 1 and r["done_charts"] == 1
     assert "What this channel looks for" in r["markdown"] and "on your image" in r["markdown"]
     assert r["downloads"] == 2
-    # Another channel: its detail computes while the mosaic (already done) stays on the page.
-    assert r["switch_progress"] == 1 and r["switch_charts"] == 1
+    # Another channel: its detail computes (or, on a quiet machine, is done within the first 0.3 s)
+    # while the mosaic, already done, stays on the page.
+    assert r["switch_charts"] == 1
+    assert r["switch_progress"] == 1 or "made for channel 4" in r["switch_captions"], r
     assert [[0, 3, 5], "done"] in r["jobs"]
     assert r["lonely"] == ["abandoned", True]
 
