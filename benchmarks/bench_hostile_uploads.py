@@ -2,7 +2,7 @@
 
     python benchmarks/bench_hostile_uploads.py                       # this tree (~3 min)
     python benchmarks/bench_hostile_uploads.py --baseline DIR        # and an old checkout, e.g.
-        git archive fd6c05e | tar -x -C /tmp/base                    #   the tree before the fix
+        mkdir -p ../before && git archive fd6c05e | tar -x -C ../before                  #   the tree before the fix
     python benchmarks/bench_hostile_uploads.py --quick               # fewer sizes per class
 
 Every case is a file built by ``tests/hostile_corpus.py`` (several sizes per

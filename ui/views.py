@@ -136,11 +136,9 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
     return output
 
 
-def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
-                image: Any) -> Optional[np.ndarray]:
-    _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
-    spatial = spatial_layers(m)
-    by_name = {i.name: i for i in spatial}
+def pick_layer_and_channel(m: VizModel):
+    """A layer (any with 2D maps; the first conv by default) and one of its channels, side by side."""
+    by_name = {i.name: i for i in spatial_layers(m)}
     ss = st.session_state
     if ss.layer not in by_name:
         ss.layer = first_conv(m).name
@@ -149,6 +147,14 @@ def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str
     info = by_name[ss.layer]
     clamp_channel("channel", info.channels)
     c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+    return info
+
+
+def view_across(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str, image_name: str,
+                image: Any) -> Optional[np.ndarray]:
+    _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
+    info = pick_layer_and_channel(m)
+    ss = st.session_state
     ss["images"] = [s for s in ss.get("images") or [] if s in SAMPLES]
     st.multiselect("Sample images", list(SAMPLES), key="images", persist_state="session")
     pool = [(f"sample:{s}", s, None) for s in ss["images"]] + [(k, n, img) for k, n, img in uploads]
@@ -194,16 +200,8 @@ def view_atlas(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str,
     from vizlib.images import image_digest
 
     _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
-    spatial = spatial_layers(m)
-    by_name = {i.name: i for i in spatial}
+    info = pick_layer_and_channel(m)
     ss = st.session_state
-    if ss.layer not in by_name:
-        ss.layer = first_conv(m).name
-    c1, c2 = st.columns([3, 1])
-    c1.selectbox("Layer", list(by_name), key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
-    info = by_name[ss.layer]
-    clamp_channel("channel", info.channels)
-    c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
     item = atlas_ui.atlas_panel(m, uploads, layer=info.name, channel=int(ss.channel), name=ss.get("atlas") or None)
     picked = ss.get("atlas-name")
     ss["atlas"] = picked if picked and picked != atlas_ui.UPLOADED else ""
