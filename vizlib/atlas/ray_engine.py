@@ -187,13 +187,19 @@ def _unpack(row: dict, channels: Sequence[int]) -> tuple[np.ndarray, list[str], 
 # --------------------------------------------------------------------------- the engine
 
 
-def connect(address: Optional[str] = None, init_kwargs: Optional[dict] = None) -> tuple[Any, bool]:
-    """Ray, initialised as :func:`run_ray` does (a new local instance, or the cluster at ``address``);
-    and whether this call started it (then the caller shuts it down). Used by the bulk feature visualisations."""
+def connect(address: Optional[str] = None, init_kwargs: Optional[dict] = None,
+            excludes: Sequence[str] = ()) -> tuple[Any, bool]:
+    """Ray, initialised for the atlas: a new local instance, or the cluster at ``address``; and
+    whether this call started it (then the caller shuts it down).
+
+    A local instance runs on this machine: its workers import this checkout directly. A cluster
+    gets the checkout shipped (Ray's working_dir, less ``excludes``), so nothing needs installing
+    on its nodes.
+    """
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
-    env = runtime_env()
+    env = runtime_env(list(excludes))
     if not address:
         env.pop("working_dir", None)
         env.pop("excludes", None)
@@ -202,11 +208,13 @@ def connect(address: Optional[str] = None, init_kwargs: Optional[dict] = None) -
     kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": env}
     kwargs.update(init_kwargs or {})
     try:
-        ray.init(address=address or "local", **kwargs)
+        ray.init(address=address or "local", **kwargs)  # "local": a new instance, never a stray one
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.") from exc
+        hint = ("" if not address or os.environ.get("RAY_AUTH_MODE") else
+                " A cluster started with `ray start` may require token authentication: set RAY_AUTH_MODE=token "
+                "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN).")
+        raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.{hint}") from exc
     return ray, True
-
 
 
 def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callable[[Any], None],
@@ -215,29 +223,9 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
     """Run the shards ``todo`` of ``job`` on Ray; returns what the manifest records about the run."""
     from vizlib.atlas.job import ShardCollector
 
-    ray = _import_ray()
     if spec is None:
         raise InputError("The Ray engine needs a model it can load by name or from a file.")
-    started_here = False
-    if not ray.is_initialized():
-        # A local instance runs on this machine: its workers import this checkout directly. A cluster
-        # gets the checkout shipped (Ray's working_dir), so nothing needs installing on its nodes.
-        env = runtime_env([_excluded(job.listing.ref.location)])
-        if not address:
-            env.pop("working_dir", None)
-            env.pop("excludes", None)
-            env["env_vars"]["PYTHONPATH"] = os.pathsep.join(
-                [str(_REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-        kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": env}
-        kwargs.update(init_kwargs or {})
-        try:
-            ray.init(address=address or "local", **kwargs)  # "local": a new instance, never a stray one
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            hint = ("" if not address or os.environ.get("RAY_AUTH_MODE") else
-                    " A cluster started with `ray start` may require token authentication: set RAY_AUTH_MODE=token "
-                    "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN).")
-            raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.{hint}") from exc
-        started_here = True
+    ray, started_here = connect(address, init_kwargs, excludes=[_excluded(job.listing.ref.location)])
     try:
         import logging
 
