@@ -252,6 +252,21 @@ def test_memory_limit_stops_the_child(small, big_path):
             assert m.pid == pid
 
 
+def test_large_maps_run_in_calls_that_fit_the_memory_limit(big_path):
+    """16 images of 256x256x64 maps in one TensorFlow call need more than 3 GB of scratch
+    space (the child died with SIGSEGV): forward and atlas calls are sized by the largest map."""
+    from vizlib.atlas.pipeline import STATS_OP, default_batch_size
+
+    with IsolatedModel(big_path) as m:
+        _, out = fwd(m, _raw_batch(16, 256, 256, 3), [], predictions=True)
+        assert out.shape == (16, 3) and np.isfinite(out).all()
+        n = default_batch_size(m)
+        assert 1 <= n < 16
+        r = m.run(STATS_OP, _raw_batch(n, 256, 256, 3), layers=["wide", "deep"])
+        assert np.asarray(r["max:1"]).shape == (n, 64)
+        assert m.starts == 1  # no crash and restart on the way
+
+
 def test_timeout_kills_then_restarts(big_path):
     with IsolatedModel(big_path, timeout=0.5) as m:
         pid = m.pid

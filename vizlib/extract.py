@@ -23,8 +23,13 @@ from vizlib.ops import op
 MAX_ACTIVATION_BYTES = 256 * 2**20
 #: Extractors kept per model (one per distinct set of layers).
 MAX_EXTRACTORS_PER_MODEL = 16
-#: Images per call of the extractor.
+#: Images per call of the extractor (at most; see FORWARD_BATCH_BYTES).
 BATCH_SIZE = 16
+#: Forward passes: images per call are also limited so that the model's largest
+#: layer output for one call stays under this. TensorFlow's CPU convolutions
+#: allocate several times a layer's output as scratch space, so 16 images of a
+#: model with 256x256x64 maps ask for more than an uploaded model's 3 GB.
+FORWARD_BATCH_BYTES = 64 * 2**20
 #: Across-images view: images per call are chosen so that the model's largest
 #: layer output for one call stays under this, whatever TensorFlow's allocator does.
 CHANNEL_BATCH_BYTES = 32 * 2**20
@@ -105,6 +110,14 @@ def _check_budget(layers: Iterable[Any], n_images: int, limit: int) -> None:
         )
 
 
+def images_per_call(m: Any, requested: int, budget: int, upto: Optional[int] = None) -> int:
+    """``requested`` capped so one call's largest layer output (layers up to ``upto``) fits ``budget``."""
+    shapes = [i.output_shape for i in m.layers
+              if i.output_shape and all(i.output_shape) and (upto is None or i.index <= upto)]
+    biggest = max((int(np.prod(s)) * 4 for s in shapes), default=1)
+    return max(1, min(int(requested), int(budget) // max(biggest, 1)))
+
+
 def call_in_batches(km: Any, ext: Any, batch: np.ndarray, batch_size: int,
                     progress: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
     """``ext(batch)`` in chunks of ``batch_size`` under the model's run lock -> float32 arrays."""
@@ -134,7 +147,7 @@ def _forward_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], predictions
     if with_pred:
         outs = outs + [_final_output(m)]
     ext = extractor(m, outs, ("forward", tuple(names), with_pred))
-    arrays = call_in_batches(m.model, ext, batch, max(1, int(batch_size)))
+    arrays = call_in_batches(m.model, ext, batch, images_per_call(m, batch_size, FORWARD_BATCH_BYTES))
     result: dict = {"names": names}
     result.update({f"act:{n}": a for n, a in zip(names, arrays)})
     if with_pred:
@@ -262,9 +275,7 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
     if n * h * w * 4 > max_bytes:
         raise InputError(f"{n} images of layer '{layer}' would take {n * h * w * 4 / 2**20:.0f} MB; use fewer images.")
     # Every layer up to this one runs in full for each call: size calls by the biggest of them.
-    upto = [i for i in m.layers if i.index <= info.index and i.output_shape]
-    biggest = max((int(np.prod(i.output_shape)) * 4 for i in upto if all(i.output_shape)), default=1)
-    batch_size = max(1, min(int(batch_size), CHANNEL_BATCH_BYTES // max(biggest, 1)))
+    batch_size = images_per_call(m, batch_size, CHANNEL_BATCH_BYTES, upto=info.index)
     result = np.empty((n, h, w), dtype=np.float32)
     for start in range(0, n, batch_size):
         batch, prepared = _images(m, images[start:start + batch_size])

@@ -44,8 +44,10 @@ JPEG_QUALITY = 90
 #: Default images per model call and per committed shard.
 DEFAULT_BATCH = 32
 DEFAULT_SHARD_BATCHES = 16
-#: The largest layer output one model call may produce (sizes the default batch).
-BATCH_ACTIVATION_BYTES = 256 * 2**20
+#: The largest layer output one model call may produce (sizes the default batch;
+#: the same bound as a forward pass, :data:`vizlib.extract.FORWARD_BATCH_BYTES`:
+#: TensorFlow's scratch space is several times this, and an uploaded model has 3 GB).
+BATCH_ACTIVATION_BYTES = 64 * 2**20
 #: Name of the model operation that computes one batch's statistics.
 STATS_OP = "atlas.batch_stats"
 
@@ -194,12 +196,9 @@ def batch_stats(model: Any, pixels: np.ndarray, layers: Sequence[str]) -> list[L
 
 def default_batch_size(model: Any) -> int:
     """Images per model call: at most :data:`DEFAULT_BATCH`, fewer when one image's biggest map is large."""
-    biggest = 1
-    for info in model.layers:
-        shape = info.output_shape
-        if shape and all(isinstance(d, int) and d > 0 for d in shape):
-            biggest = max(biggest, int(np.prod(shape)) * 4)
-    return int(max(1, min(DEFAULT_BATCH, BATCH_ACTIVATION_BYTES // biggest)))
+    from vizlib.extract import images_per_call
+
+    return images_per_call(model, DEFAULT_BATCH, BATCH_ACTIVATION_BYTES)
 
 
 # --------------------------------------------------------------------------- the merge
