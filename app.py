@@ -21,6 +21,7 @@ from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
 from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
 from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
 from ui import caches, explain, sidebar, views  # noqa: E402
+from ui.touch import install_touch_select  # noqa: E402
 from ui.state import current_state, init_state, sync_url  # noqa: E402
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
 
@@ -128,6 +129,7 @@ def page() -> None:
     else:
         with pred_slot.container():
             show_predictions(m, output)
+    install_touch_select()
     sync_url(current_state())
 
 

@@ -58,3 +58,28 @@ def test_phone_has_no_toolbar_over_the_titles(browser, server, playwright_api):
         app.assert_clean()
     finally:
         context.close()
+
+
+@pytest.mark.browser
+def test_phone_one_tap_on_a_grid_cell_inspects_that_channel(browser, server, playwright_api):
+    """A finger doesn't hover first: one tap on a grid cell must select it (not just show its tooltip)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        app = AppPage(page, server.url, playwright_api.expect)
+        page.goto(f"{server.url}/", wait_until="domcontentloaded")
+        wait_painted(page, COMPARE_CHARTS, timeout=FIRST_PAINT_TIMEOUT_MS)
+        for chart, index, title in (("grid-first", 5, "conv2d_1, channel 5"),
+                                    ("grid-last", 3, "conv2d_7, channel 3 (happy)")):
+            point = app.chart(chart).locator(".scatterlayer .point").nth(index)
+            point.scroll_into_view_if_needed()
+            box = point.bounding_box()
+            assert box, f"cell {index} of {chart} has no box"
+            page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            app.wait_title(title)
+            wait_painted(page, COMPARE_CHARTS, timeout=FIRST_PAINT_TIMEOUT_MS)
+        app.assert_clean()
+    finally:
+        context.close()
