@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,19 +115,26 @@ def browser(playwright_api):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """``streamlit run app.py`` from the repo root on a free port, as a :class:`Server`."""
-    keras_home = tmp_path_factory.mktemp("keras_home")  # empty: no ImageNet weights cached
-    cache_dir = tmp_path_factory.mktemp("cnn_viz_cache")  # empty: feature visualisations are computed
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with launch_server(tmp_path_factory.mktemp("server")) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def launch_server(workdir: Path, extra_env: Optional[dict] = None):
+    """Start ``streamlit run app.py`` (files under ``workdir``), wait until healthy, yield a :class:`Server`."""
+    keras_home = workdir / "keras_home"  # empty: no ImageNet weights cached
+    cache_dir = workdir / "cnn_viz_cache"  # empty: feature visualisations are computed
+    keras_home.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "server.log"
     port = free_port()
     # CNN_VIZ_OFFLINE: the app behaves as on a machine with no network, whatever this one has.
     env = dict(os.environ, KERAS_HOME=str(keras_home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-               CNN_VIZ_OFFLINE="1", CNN_VIZ_CACHE_DIR=str(cache_dir))
+               CNN_VIZ_OFFLINE="1", CNN_VIZ_CACHE_DIR=str(cache_dir), **(extra_env or {}))
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
            "--server.port", str(port), "--server.address", "127.0.0.1",
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     base = f"http://127.0.0.1:{port}"
-    # Never route the loopback health check through a proxy from the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -135,12 +144,8 @@ def server(tmp_path_factory):
                 if proc.poll() is not None:
                     pytest.fail(f"streamlit exited with {proc.returncode} before it was healthy:\n"
                                 + _tail(log_path), pytrace=False)
-                try:
-                    with opener.open(f"{base}/_stcore/health", timeout=2) as resp:
-                        if resp.status == 200:
-                            break
-                except OSError:
-                    pass
+                if http_status(f"{base}/_stcore/health") == 200:
+                    break
                 if time.monotonic() > deadline:
                     pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s:\n" + _tail(log_path),
                                 pytrace=False)
@@ -148,6 +153,18 @@ def server(tmp_path_factory):
             yield Server(base, log_path)
         finally:
             _kill_group(proc)
+
+
+def http_status(url: str, timeout: float = 2.0) -> Optional[int]:
+    """The HTTP status of a GET to a loopback ``url`` (None if it can't connect), never via a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,141 @@
+"""The page: sidebar controls -> a ViewState (mirrored in the URL) -> vizlib calls -> charts.
+
+``app.py`` runs :func:`main` on every rerun. Everything Streamlit lives here and
+in the other ``ui`` modules; the work is done by ``vizlib``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+import vizlib  # noqa: E402,F401  (first: it turns TensorFlow's oneDNN off before TensorFlow loads)
+from vizlib.errors import InputError  # noqa: E402
+from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
+from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
+from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
+from ui import caches, explain, sidebar, views  # noqa: E402
+from ui.touch import install_touch_select  # noqa: E402
+from ui.state import current_state, init_state, sync_url  # noqa: E402
+from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
+
+log = logging.getLogger("cnn_viz")
+
+INTRO = (
+    "A convolutional layer slides many small filters (kernels) over its input. Each filter "
+    "makes one **channel**: a map that is bright where the filter's pattern occurs. The "
+    "**first** layer sees pixels (edges, colours); each later layer combines the maps of the one "
+    "before, so the **last** layer's maps are small (the image has been pooled down) but each of "
+    "their pixels covers a large part of the image and stands for something more abstract.")
+
+
+def show_model_error(exc: sidebar.ModelUnavailable) -> None:
+    """The model can't be shown: say why, and offer only the ways out that apply."""
+    st.error(str(exc))
+    if exc.offers:
+        for col, (label, update) in zip(st.columns(len(exc.offers)), exc.offers):
+            col.button(label, on_click=lambda u=update: st.session_state.update(u))
+
+
+def current_image(uploads, current):
+    """(key, name, PIL image) of the image on screen: a sample, an upload or the camera's snapshot."""
+    if current is None or current.startswith("sample:"):
+        name = st.session_state.image if st.session_state.image in SAMPLES else DEFAULT.image
+        return f"sample:{name}", name, load_sample(name)
+    return next(u for u in uploads if u[0] == current)
+
+
+def page() -> None:
+    first_run = not st.session_state.get("_seeded")
+    init_state()
+    for notice in st.session_state.pop("_notices", []):
+        st.toast(notice, icon="ℹ️" if notice.startswith("Reopened") else "⚠️")
+    st.title("What does each layer of a CNN see?")
+    with st.expander("What am I looking at?"):
+        st.markdown(INTRO)
+    top_left, top_right = st.columns([1, 2])
+    image_slot, pred_slot = top_left.empty(), top_right.empty()
+    if not caches.is_warm():
+        placeholder_chart(pred_slot, "Starting TensorFlow and loading the model: a few seconds, once per server start…")
+    elif first_run:
+        placeholder_chart(pred_slot, "Computing…")
+    caches.warm_start()
+
+    try:
+        m = sidebar.sidebar_model()
+        failure = None
+    except sidebar.ModelUnavailable as exc:
+        m, failure = None, exc
+    # The image and display controls stay in place whatever happened to the model.
+    uploads, current = sidebar.sidebar_images()
+    sidebar.sidebar_display()
+    image_key, image_name, image = current_image(uploads, current)
+    if m is None:
+        pred_slot.empty()
+        image_slot.image(image, width=200, caption=image_name)
+        if failure is not None:
+            show_model_error(failure)
+        sync_url(current_state())
+        return
+
+    try:
+        first = first_conv(m)  # also: does this model have maps at all?
+    except InputError as exc:
+        pred_slot.empty()
+        st.error(str(exc))
+        sync_url(current_state())
+        return
+    spatial = spatial_layers(m)
+    state, notices = validate_for_model(current_state(), [i.name for i in spatial],
+                                        {i.name: i.channels for i in spatial}, default_layer=first.name,
+                                        final_layer=last_conv(m).name)
+    if first_run:  # later, a switch of model just resets what doesn't fit, without a warning
+        for notice in notices:
+            st.toast(notice, icon="⚠️")
+    for key in ("layer", "inspect", "channel", "camlayer"):
+        st.session_state[key] = getattr(state, key)
+
+    view_img = model_view(image, m.input_size, m.channels)
+    image_slot.image(view_img, width=200,
+                     caption=f"{image_name}, as {m.label} sees it: {m.input_size[0]}×{m.input_size[1]} "
+                             f"{'greyscale' if m.channels == 1 else 'RGB'}")
+
+    st.segmented_control("View", list(VIEWS), key="view", persist_state="session", required=True,
+                         format_func=VIEW_TITLES.get, label_visibility="collapsed")
+    try:
+        # Each view makes one forward pass for its layers; the prediction comes out of the same pass.
+        view = st.session_state.view
+        if view == "compare":
+            output = views.view_compare(m, image_key, image_name, image, view_img)
+        elif view == "explore":
+            output = views.view_explore(m, image_key, image_name, image, view_img)
+        elif view == "why":
+            output = explain.view_why(m, image_key, image_name, image, view_img)
+        elif view == "depth":
+            output = explain.view_depth(m, image_key, image_name, image, view_img)
+        elif view == "atlas":
+            output = views.view_atlas(m, uploads, image_key, image_name, image, view_img)
+        else:
+            output = views.view_across(m, uploads, image_key, image_name, image)
+    except InputError as exc:
+        pred_slot.empty()
+        st.error(str(exc))
+    else:
+        with pred_slot.container():
+            show_predictions(m, output)
+    install_touch_select()
+    sync_url(current_state())
+
+
+def main() -> None:
+    """One run of the page (``app.py`` calls this on every rerun)."""
+    st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layout="wide")
+    try:
+        page()
+    except InputError as exc:
+        st.error(str(exc))
+    except Exception:  # noqa: BLE001 - the page must survive anything; details go to the server log
+        log.exception("unexpected error while drawing the page")
+        st.error("Something went wrong while drawing this view. Try another setting; "
+                 "the details are in the server log.")
