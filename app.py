@@ -7,9 +7,9 @@ Streamlit runs this file twice over:
 * as the **page**, on every visit and rerun (``__name__ == "__main__"``, also
   under AppTest): it draws :mod:`ui.page`;
 * as the **server**: ``streamlit run`` finds the ``st.App`` below and serves it.
-  Its lifespan starts TensorFlow and loads the bundled model in the background
-  as soon as the server starts, so the first visitor doesn't wait for them;
-  ``/ready`` answers 200 once that is done (``ui/startup.py``).
+  Its lifespan starts TensorFlow, loads the bundled model and computes the
+  default view before the server takes connections, so the first visitor
+  doesn't wait for them (``ui/startup.py``; ``/ready`` says a process is warm).
 """
 
 from __future__ import annotations

@@ -1,24 +1,30 @@
-"""Server start-up: warm the process before the first visitor arrives; ``/ready`` says when it is.
+"""Server start-up: warm the process before it takes its first visitor; ``/ready`` says it is.
 
 ``app.py`` serves itself as an ``st.App`` whose lifespan calls :func:`lifespan`
 once per server process, after Streamlit's runtime has started and before the
-first connection is served. Importing TensorFlow and Keras and loading the
-bundled model take 4-7 s on a small machine; done here, in a background
-thread, the server answers at once (health checks pass, the page's skeleton
-paints) and a visitor who arrives during the warm-up waits only for what is
-left of it (:func:`ui.caches.warm_start` is one ``st.cache_resource`` entry:
-a second caller waits for the first).
+server accepts connections. It imports TensorFlow and Keras, loads the bundled
+model and computes the default view (:func:`ui.caches.warm_start`): 4-7 s on
+a small machine that the first visitor no longer waits for. The server starts
+listening (and ``/_stcore/health`` answers) only when that is done, so a load
+balancer sends no one to a cold process and ``streamlit run`` opens the
+browser on a warm one.
+
+Why not in the background while the server already listens: a visitor's first
+page run then imports modules (pandas, through Streamlit's charts) while the
+warm-up thread is inside TensorFlow's imports, and Python's import deadlock
+avoidance hands one thread a half-initialised module ("partially initialized
+module 'pandas' has no attribute 'Series'"): seen in CI.
 
 ``GET /ready`` answers 200 once the process is warm and 503 before (JSON
-either way), for a load balancer or a script that wants to send visitors only
-to warm processes; Streamlit's own ``/_stcore/health`` answers 200 as soon as
-the server listens.
+either way): with ``st.App`` that is whenever the server answers at all; under
+other hosts (a bare Streamlit server) it says whether a visit has warmed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
+import sys
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -26,22 +32,25 @@ from typing import Any, AsyncIterator
 log = logging.getLogger("cnn_viz")
 
 
-def _warm() -> None:
+def warm() -> float:
+    """Import TensorFlow, load the bundled model, compute the default view; seconds taken."""
     from ui import caches
 
     start = time.monotonic()
-    try:
-        caches.warm_start()
-    except Exception:  # noqa: BLE001 - the first page run retries and shows the error
-        log.exception("warm-up at server start failed; the first visit will retry it")
-    else:
-        log.info("warm: TensorFlow and the bundled model ready %.1f s after server start",
-                 time.monotonic() - start)
+    caches.warm_start()
+    return time.monotonic() - start
 
 
 @asynccontextmanager
 async def lifespan(_app: Any) -> AsyncIterator[None]:
-    threading.Thread(target=_warm, name="cnn-viz-warm-up", daemon=True).start()
+    print("Starting TensorFlow and loading the bundled model before taking visitors (a few seconds)…",
+          file=sys.stderr, flush=True)
+    try:
+        seconds = await asyncio.to_thread(warm)
+    except Exception:  # noqa: BLE001 - the server still starts; the first page run retries and says why
+        log.exception("warm-up at server start failed; the first visit will retry it")
+    else:
+        print(f"Ready: TensorFlow and the bundled model loaded in {seconds:.1f} s.", file=sys.stderr, flush=True)
     yield
 
 
@@ -50,8 +59,8 @@ async def ready(_request: Any) -> Any:
 
     from ui import caches
 
-    warm = caches.is_warm()
-    return JSONResponse({"warm": warm}, status_code=200 if warm else 503,
+    is_warm = caches.is_warm()
+    return JSONResponse({"warm": is_warm}, status_code=200 if is_warm else 503,
                         headers={"Cache-Control": "no-store"})
 
 

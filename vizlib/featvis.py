@@ -56,11 +56,11 @@ Grad-CAM does) instead of crashing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -73,6 +73,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from vizlib.errors import InputError
+from vizlib.files import atomic_write_bytes
 from vizlib.ops import op
 
 #: Bump when the algorithm changes: it is part of every cache key.
@@ -779,17 +780,9 @@ class DiskCache:
         self.trim()
 
     def _write(self, path: Path, arr: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        atomic_write_bytes(path, buf.getvalue())
 
     def _drop(self, key: str) -> None:
         for p in self._paths(key):

@@ -120,8 +120,11 @@ def server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def launch_server(workdir: Path, extra_env: Optional[dict] = None):
-    """Start ``streamlit run app.py`` (files under ``workdir``), wait until healthy, yield a :class:`Server`."""
+def launch_server(workdir: Path, extra_env: Optional[dict] = None, wait_healthy: bool = True):
+    """Start ``streamlit run app.py`` (files under ``workdir``), wait until healthy, yield a :class:`Server`.
+
+    ``wait_healthy=False``: yield as soon as the port accepts a TCP connection (before the health check).
+    """
     keras_home = workdir / "keras_home"  # empty: no ImageNet weights cached
     cache_dir = workdir / "cnn_viz_cache"  # empty: feature visualisations are computed
     keras_home.mkdir(parents=True, exist_ok=True)
@@ -144,7 +147,9 @@ def launch_server(workdir: Path, extra_env: Optional[dict] = None):
                 if proc.poll() is not None:
                     pytest.fail(f"streamlit exited with {proc.returncode} before it was healthy:\n"
                                 + _tail(log_path), pytrace=False)
-                if http_status(f"{base}/_stcore/health") == 200:
+                if wait_healthy and http_status(f"{base}/_stcore/health") == 200:
+                    break
+                if not wait_healthy and port_open(port):
                     break
                 if time.monotonic() > deadline:
                     pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s:\n" + _tail(log_path),
@@ -153,6 +158,14 @@ def launch_server(workdir: Path, extra_env: Optional[dict] = None):
             yield Server(base, log_path)
         finally:
             _kill_group(proc)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def http_status(url: str, timeout: float = 2.0) -> Optional[int]:

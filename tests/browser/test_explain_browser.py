@@ -38,4 +38,6 @@ def test_click_a_cell_of_the_detail_map_shows_its_receptive_field(app):
     page.mouse.click(x, y)
     app.wait_title("What cell (row")
     app.wait_title("How channel 1 at (")
+    # The link reopens this: the clicked position is in the URL.
+    page.wait_for_function("() => /[?&]cell=\\d+%2C\\d+/.test(location.search)")
     app.assert_clean()
