@@ -226,9 +226,10 @@ def contributions_bar(contributions: Sequence[dict], *, n: int = 15, class_name:
         f"Channels{' of ' + layer if layer else ''} that carried {what}: top {len(rows)}")
     title_layout, top, _ = _title_layout(title, width_hint)
     fig.update_layout(
-        title=title_layout, height=height or (70 + (top or 8) + 22 * len(rows)),
-        margin=dict(l=10, r=10, t=top or 8, b=40), plot_bgcolor="white", showlegend=False,
-        xaxis=dict(title=dict(text=f"contribution to the {what} score (mean of gradient × activation)"),
+        title=title_layout, height=height or (86 + (top or 8) + 22 * len(rows)),
+        margin=dict(l=10, r=10, t=top or 8, b=56), plot_bgcolor="white", showlegend=False,
+        # two lines: one line was cut off in a half-width column
+        xaxis=dict(title=dict(text=f"contribution to the {what} score<br>(mean of gradient × activation)"),
                    zeroline=True, zerolinecolor="#888", showgrid=True, gridcolor="#eee"),
         yaxis=dict(automargin=True, type="category"), clickmode="event+select", dragmode=False,
     )
