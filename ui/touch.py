@@ -37,7 +37,6 @@ export default function () {
 _CSS = ":host { display: none; }"
 
 
-
 def install_touch_select() -> None:
     """Mount the (invisible) component; the listener is added once per browser tab.
 
