@@ -17,7 +17,7 @@
 #   APP_PORTS="p1 p2"    ... or on these ports (overrides N and APP_PORT_BASE)
 #   RUN_DIR              logs (app<i>.log, haproxy.log, run.log), pid files (app<i>.pid: the
 #                        current streamlit process of slot i), the generated haproxy.cfg and
-#                        HAProxy's admin socket (haproxy.sock); default: a new /tmp/cnn-viz-deploy.*
+#                        HAProxy's admin socket (haproxy.sock); default: a new folder from mktemp -d
 #   PYTHON=python3       the interpreter that has requirements.txt installed
 #   RESTART_DELAY=2      seconds before an exited app process is started again
 #   HAPROXY              the haproxy binary (default: from PATH, else /usr/sbin/haproxy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from conftest import ACTION_TIMEOUT_MS, AppPage, FIRST_PAINT_TIMEOUT_MS, wait_painted
@@ -37,17 +39,26 @@ def test_keyboard_reaches_the_controls_first_and_picks_a_channel(app):
     app.assert_clean()
 
 
-@pytest.mark.browser
-def test_phone_has_no_toolbar_over_the_titles(browser, server, playwright_api):
-    """On a 390 px phone no Plotly toolbar covers a chart title, and every title fits its chart."""
+@contextlib.contextmanager
+def phone(browser, server, playwright_api):
+    """The default view painted on a 390x844 touch screen: an :class:`AppPage`."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
                                   is_mobile=True, has_touch=True)
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     page = context.new_page()
     try:
-        app = AppPage(page, server.url, playwright_api.expect)
         page.goto(f"{server.url}/", wait_until="domcontentloaded")
         wait_painted(page, COMPARE_CHARTS, timeout=FIRST_PAINT_TIMEOUT_MS)
+        yield AppPage(page, server.url, playwright_api.expect)
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_phone_has_no_toolbar_over_the_titles(browser, server, playwright_api):
+    """On a 390 px phone no Plotly toolbar covers a chart title, and every title fits its chart."""
+    with phone(browser, server, playwright_api) as app:
+        page = app.page
         assert page.locator(".modebar").count() == 0
         overflow = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => {
             const box = p.getBoundingClientRect();
@@ -56,21 +67,13 @@ def test_phone_has_no_toolbar_over_the_titles(browser, server, playwright_api):
               .map(t => t.textContent); })""")
         assert overflow == [], overflow
         app.assert_clean()
-    finally:
-        context.close()
 
 
 @pytest.mark.browser
 def test_phone_one_tap_on_a_grid_cell_inspects_that_channel(browser, server, playwright_api):
     """A finger doesn't hover first: one tap on a grid cell must select it (not just show its tooltip)."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                  is_mobile=True, has_touch=True)
-    context.set_default_timeout(ACTION_TIMEOUT_MS)
-    page = context.new_page()
-    try:
-        app = AppPage(page, server.url, playwright_api.expect)
-        page.goto(f"{server.url}/", wait_until="domcontentloaded")
-        wait_painted(page, COMPARE_CHARTS, timeout=FIRST_PAINT_TIMEOUT_MS)
+    with phone(browser, server, playwright_api) as app:
+        page = app.page
         for chart, index, title in (("grid-first", 5, "conv2d_1, channel 5"),
                                     ("grid-last", 3, "conv2d_7, channel 3 (happy)")):
             point = app.chart(chart).locator(".scatterlayer .point").nth(index)
@@ -81,5 +84,3 @@ def test_phone_one_tap_on_a_grid_cell_inspects_that_channel(browser, server, pla
             app.wait_title(title)
             wait_painted(page, COMPARE_CHARTS, timeout=FIRST_PAINT_TIMEOUT_MS)
         app.assert_clean()
-    finally:
-        context.close()
