@@ -672,6 +672,51 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return np.clip(maps / scale[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
+# --------------------------------------------------------------------------- building blocks for other methods
+# Public so that vizlib.attribution (Grad-CAM++, Score-CAM, gradients, occlusion) differentiates the
+# same class score, cuts the model the same way and refuses gradients by the same rule as Grad-CAM.
+
+
+def check_gradients_safe() -> None:
+    """Raise :class:`GradientsUnsafe` when input gradients could abort the process (see the module doc)."""
+    _check_gradients_safe()
+
+
+def class_scores(m: Any, inputs: Any, *, layer: Optional[str] = None) -> Any:
+    """The class scores Grad-CAM differentiates, as a differentiable tensor (N, classes).
+
+    The score is the logit before a final softmax / sigmoid (or the output itself
+    when the model has neither). ``layer=None``: ``inputs`` is a batch of model
+    inputs (preprocessed). Otherwise ``inputs`` is :func:`layer_features` of
+    ``layer``: the model is cut there, as for Grad-CAM.
+    """
+    km = _km(m)
+    score = _score(km)
+    if layer is None:
+        import keras
+
+        body = _cached(km, "score_body", lambda: keras.Model(trace(km).input, score.pre, name="vizlib_score"))
+        return _apply_finish(score, body(inputs, training=False))
+    plan = _plan(m, layer)
+    xs = list(inputs)
+    return _apply_finish(score, plan.head(xs if len(xs) > 1 else xs[0], training=False))
+
+
+def layer_features(m: Any, batch: np.ndarray, layer: str) -> list[np.ndarray]:
+    """The model up to ``layer`` for ``batch``: [layer's output, tensors bypassing it...] (cached per image)."""
+    return _trunk_outputs(m, _plan(m, layer), batch)[0]
+
+
+def class_probabilities(m: Any, scores: np.ndarray) -> np.ndarray:
+    """Class scores (N, classes) -> the probabilities the model reports (softmax / sigmoid of the logits)."""
+    return _probabilities(_score(_km(m)), scores)
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) -> (N, H, W), bilinear with half-pixel centres: how every map reaches the input size."""
+    return _resize(maps, size)
+
+
 def _method_for(is_final: bool, method: Optional[str]) -> str:
     if method in (None, "", "auto"):
         return "gradcam" if is_final else "layercam"
