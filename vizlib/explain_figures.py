@@ -225,15 +225,43 @@ def contributions_bar(contributions: Sequence[dict], *, n: int = 15, class_name:
     title = title if title is not None else (
         f"Channels{' of ' + layer if layer else ''} that carried {what}: top {len(rows)}")
     title_layout, top, _ = _title_layout(title, width_hint)
+    axis_title = axis_title_lines(f"contribution to the {_short_class(class_name)} score "
+                                  "(mean of gradient × activation)", width_hint)
+    lines = axis_title.count("<br>") + 1
     fig.update_layout(
-        title=title_layout, height=height or (86 + (top or 8) + 22 * len(rows)),
-        margin=dict(l=10, r=10, t=top or 8, b=56), plot_bgcolor="white", showlegend=False,
-        # two lines: one line was cut off in a half-width column
-        xaxis=dict(title=dict(text=f"contribution to the {what} score<br>(mean of gradient × activation)"),
+        title=title_layout, height=height or (66 + 18 * lines + (top or 8) + 22 * len(rows)),
+        margin=dict(l=10, r=10, t=top or 8, b=36 + 18 * lines), plot_bgcolor="white", showlegend=False,
+        xaxis=dict(title=dict(text=axis_title, font=dict(size=AXIS_TITLE_FONT_PX)),
                    zeroline=True, zerolinecolor="#888", showgrid=True, gridcolor="#eee"),
         yaxis=dict(automargin=True, type="category"), clickmode="event+select", dragmode=False,
     )
     return fig
+
+
+#: Axis titles: font size, and the room they lose to the y axis's labels (Plotly centres an axis title on
+#: the plot area, which the labels push right).
+AXIS_TITLE_FONT_PX = 13
+_AXIS_LABELS_PX = 90
+
+
+def _short_class(class_name: Optional[str]) -> str:
+    """A class name for an axis title: ImageNet's "fox squirrel, eastern fox squirrel, Sciurus niger"
+    as its first name (the chart's title names it in full)."""
+    if not class_name:
+        return "class"
+    return f"“{_safe_text(class_name.split(',')[0].strip() or class_name)}”"
+
+
+def axis_title_lines(text: str, width_hint: int) -> str:
+    """An axis title wrapped with ``<br>`` to fit a chart ``width_hint`` px wide (or a phone's, if narrower).
+
+    Plotly never wraps an axis title: a long one is cut at the chart's edge.
+    """
+    from vizlib.figures import NARROWEST_PLOT_PX, fit_title
+
+    width = min(int(width_hint), NARROWEST_PLOT_PX) - _AXIS_LABELS_PX
+    wrapped, _ = fit_title(text, width, font_px=AXIS_TITLE_FONT_PX, max_lines=4)
+    return wrapped
 
 
 # --------------------------------------------------------------------------- receptive field
@@ -295,9 +323,33 @@ def receptive_field_figure(image: Any, box: Sequence[int], *, layer: Optional[st
 # --------------------------------------------------------------------------- one convolution by hand
 
 
-def _fmt(v: float) -> str:
-    text = f"{v:.2f}"
-    return "0.00" if text == "-0.00" else text
+def _fmt(v: float, decimals: int = 2) -> str:
+    text = f"{v:.{int(decimals)}f}"
+    return text[1:] if text.startswith("-") and not any(ch in "123456789" for ch in text) else text
+
+
+def cell_decimals(values: np.ndarray, digits: int = 2, most: int = 6) -> int:
+    """Decimals that show the largest of ``values`` with ``digits`` significant digits (at least 2)."""
+    big = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    if not np.isfinite(big) or big == 0.0:
+        return 2
+    return int(min(most, max(2, digits - 1 - math.floor(math.log10(big)))))
+
+
+def sum_decimals(terms: Sequence[float], total: float, digits: int = 3, most: int = 9) -> int:
+    """Decimals at which a written sum is visibly right: the total shows ``digits`` significant
+    digits and the terms, rounded as written, add up to the total as written.
+
+    "0.00 + bias 0.00 = -0.004753" reads as a wrong sum; "-0.00480 + bias 0.00005 = -0.00475" doesn't.
+    """
+    values = [float(t) for t in terms] + [float(total)]
+    d = cell_decimals(np.asarray(values), digits=digits, most=most)
+    while d < most:
+        shown = sum(round(t, d) for t in terms)
+        if round(shown, d) == round(float(total), d):
+            break
+        d += 1
+    return d
 
 
 def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optional[str] = None,
@@ -320,7 +372,7 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
     if channel_names is None:
         order = str(arith.get("channel_order", "RGB" if cin == 3 else ""))
         named = {"RGB": ["red", "green", "blue"], "BGR": ["blue", "green", "red"]}.get(order)
-        channel_names = (["grey"] if cin == 1 else named if named and cin == 3
+        channel_names = (["grey channel"] if cin == 1 else named if named and cin == 3
                          else [f"input channel {c}" for c in arith.get("input_channels", range(cin))])
     col_titles = ["input patch (what the kernel covers)", "kernel weights", "patch × weights"]
     fig = make_subplots(rows=shown, cols=3, horizontal_spacing=0.06, vertical_spacing=0.08 if shown > 1 else 0.0,
@@ -337,7 +389,8 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
             (kernel[:, :, r], "rdbu", -wmax, wmax, "weight"),
             (products[:, :, r], "rdbu", -pmax, pmax, "product"),
         ]):
-            text = [[_fmt(float(v)) for v in line] for line in z]
+            places = cell_decimals(z)  # 0.0012, not 0.00, when a whole panel is small
+            text = [[_fmt(float(v), places) for v in line] for line in z]
             hover = [[f"{name} {float(z[i, j]):.4g}<br>input row {rows_in[i] if i < len(rows_in) else '?'}, "
                       f"column {cols_in[j] if j < len(cols_in) else '?'}" for j in range(kw)] for i in range(kh)]
             fig.add_trace(go.Heatmap(
@@ -351,20 +404,25 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
                            f"yaxis{suffix}": dict(visible=False, autorange="reversed", scaleanchor=f"x{suffix}",
                                                   constrain="domain")})
     sums = [float(v) for v in np.asarray(arith.get("per_input_channel", products.sum(axis=(0, 1))))]
-    parts = " + ".join(f"{_fmt(s)} ({channel_names[i] if i < len(channel_names) else i})"
+    pre, post, act = float(arith["pre_activation"]), float(arith["value"]), str(arith.get("activation", ""))
+    terms = sums[:shown] + ([sum(sums[shown:])] if cin > shown else []) + [float(arith["bias"])]
+    d = sum_decimals(terms, pre)
+    parts = " + ".join(f"{_fmt(s, d)} ({channel_names[i] if i < len(channel_names) else i})"
                        for i, s in enumerate(sums[:shown]))
     if cin > shown:
-        parts += f" + {_fmt(sum(sums[shown:]))} ({cin - shown} more channels)"
-    pre, post, act = float(arith["pre_activation"]), float(arith["value"]), str(arith.get("activation", ""))
-    line1 = f"sum of products: {parts} + bias {_fmt(float(arith['bias']))} = <b>{pre:.4g}</b>"
+        parts += f" + {_fmt(sum(sums[shown:]), d)} ({cin - shown} more channels)"
+    line1 = f"sum of products: {parts} + bias {_fmt(float(arith['bias']), d)} = <b>{_fmt(pre, d)}</b>"
     if act in ("", "linear"):
         follow = list(arith.get("followed_by") or [])
         after = f" ({', '.join(follow)} follow as separate layers)" if follow else ""
         line2 = f"no activation inside this layer{after}: the output is <b>{post:.4g}</b>"
     else:
-        line2 = f"{act}({pre:.4g}) = <b>{post:.4g}</b>"
+        line2 = f"{act}({_fmt(pre, d)}) = <b>{post:.4g}</b>"
     line2 += f"  ·  the model computed {float(arith.get('model_value', post)):.4g}"
     source = arith.get("input_source")
+    if cin == 1 and channel_names and channel_names[0] == "grey channel":
+        source = ((f"{source} · " if source else "")
+                  + "grey channel: this model takes greyscale images, one channel of brightness")
     line3 = f"<span style='color:#666'>{_safe_text(source)}</span>" if source else ""
     if title is None:
         title = (f"How one value of {arith.get('layer', 'the layer')} is made: channel {arith.get('channel')}, "

@@ -577,25 +577,54 @@ def across_images(maps: np.ndarray, titles: Optional[Sequence[str]] = None, *,
     )
 
 
+def percent_ticks(hi: float, target: int = 5) -> tuple[list[float], list[str]]:
+    """Tick values over ``[0, hi]`` (a probability axis) and their labels, as many decimals as the step needs.
+
+    A fixed format fails one end of the range: ``".0%"`` reads "0%" at every tick
+    of an untrained model's ~0.2 % scores, ``".2%"`` clutters a 0-100 % axis.
+    """
+    hi = float(hi) if hi and hi > 0 else 1.0
+    raw = hi / max(1, int(target))
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * 0.999)
+    # decimals of the step in percent: 0.05 % needs 2, 2.5 % needs 1, 20 % none
+    pct = step * 100
+    decimals = 0
+    while decimals < 12 and abs(round(pct, decimals) - pct) > pct * 1e-6:
+        decimals += 1
+    n = int(math.floor(hi / step + 1e-9))
+    vals = [round(i * step, 15) for i in range(n + 1)]
+    return vals, [f"{v * 100:.{decimals}f}%" if v else "0%" for v in vals]
+
+
 def prediction_bars(predictions: Sequence[tuple[str, float]], *, title: Optional[str] = None,
                     height: Optional[int] = None) -> go.Figure:
-    """Top-k predictions as horizontal bars, most likely on top."""
+    """Top-k predictions as horizontal bars, most likely on top.
+
+    The axis fits the data: a confident model gets 0-100 %, near-uniform scores
+    (an untrained model's ~0.1 %) a zoomed axis whose ticks read 0.05 %, 0.10 % ...
+    Every bar's label stays readable when a selection dims the other bars.
+    """
     names = [p[0] for p in predictions][::-1]
     probs = [float(p[1]) for p in predictions][::-1]
-    top = max(probs, default=0.0)
+    best = max(probs, default=0.0)
     # Near-uniform scores (an untrained model) would be invisible on a 0-100 % axis: zoom in.
-    x_range = [0, 1] if top >= 0.5 else [0, max(top * 1.25, 1e-4)]
+    x_max = 1.0 if best >= 0.5 else max(best * 1.25, 1e-4)
+    tickvals, ticktext = percent_ticks(x_max)
     fig = go.Figure(go.Bar(
         x=probs, y=names, orientation="h", text=[f"{p:.2%}" if p < 0.01 else f"{p:.1%}" for p in probs],
         textposition="auto",
         hovertemplate="%{y}: %{x:.2%}<extra></extra>", marker_color="#4c78a8",
+        # A bar a selection dims keeps a dark label: Plotly's default dims the label too (white at 20 %).
+        selected=dict(marker=dict(opacity=1.0)),
+        unselected=dict(marker=dict(opacity=0.35), textfont=dict(color="#262730")),
     ))
     title_layout, top, _ = _title_layout(title, 420)
     fig.update_layout(
         title=title_layout,
         height=height or (60 + (top - 40 if top else 0) + 32 * max(1, len(names))),
         margin=dict(l=10, r=10, t=top - 4 if top else 6, b=6),
-        xaxis=dict(range=x_range, tickformat=".0%" if top >= 0.5 else ".2%", showgrid=True),
+        xaxis=dict(range=[0, x_max], tickmode="array", tickvals=tickvals, ticktext=ticktext, showgrid=True),
         yaxis=dict(automargin=True),
         plot_bgcolor="white",
     )

@@ -1,0 +1,130 @@
+"""Issue 17, part 2: what a newcomer tripped over, each as a check of the behaviour the visitor sees.
+
+Top-5 axis and labels, the contributions chart's axis title, the first layer's arithmetic, the PNG
+exports for slides, messages that name no server path, command-line messages that name flags.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import vizlib  # noqa: F401  (before TensorFlow: oneDNN off)
+from vizlib import explain_figures as F
+from vizlib.figures import NARROWEST_PLOT_PX, plain_text, prediction_bars
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def lin(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(v)) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _hex(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    return tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- top-5 axis
+
+
+@pytest.mark.parametrize("probs", [
+    [0.0021, 0.0020, 0.0019, 0.0019, 0.0018],  # untrained VGG16: ~0.2 % each
+    [0.0012, 0.0011, 0.0011, 0.0010, 0.0010],  # 1000 classes, nearly uniform
+    [0.31, 0.2, 0.1, 0.05, 0.01],
+    [0.986, 0.006, 0.004, 0.002, 0.001],
+])
+def test_top5_axis_ticks_read_the_data_range(probs):
+    fig = prediction_bars([(f"class {i}", p) for i, p in enumerate(probs)], title="Top-5 predictions")
+    axis = fig.layout.xaxis
+    assert axis.ticktext is not None, "tick labels left to a fixed format"
+    vals, texts = list(axis.tickvals), list(axis.ticktext)
+    assert len(set(texts)) == len(texts) >= 3, texts  # not "0%" five times
+    for v, t in zip(vals, texts):  # each label says its own value
+        assert abs(float(t.rstrip("%")) / 100 - v) <= 1e-12 + 1e-9 * v, (t, v)
+    lo, hi = axis.range
+    assert lo == 0 and hi >= max(probs) and hi <= max(1.0, 1.3 * max(probs))
+    assert vals[-1] >= 0.6 * max(probs)  # the ticks reach the bars, not only the first fifth of them
+
+
+def test_top5_dimmed_bar_keeps_a_readable_label():
+    """A selection (a clicked bar) dims the others; the 98.6 % label of a dimmed bar must stay readable."""
+    fig = prediction_bars([("happy", 0.986), ("sad", 0.006), ("angry", 0.004)])
+    bar = fig.data[0]
+    colour = bar.unselected.textfont.color if bar.unselected and bar.unselected.textfont else None
+    assert colour, "Plotly's default dims the label with the bar (white text at 20 % on white)"
+    opacity = bar.unselected.marker.opacity
+    assert opacity is not None and opacity >= 0.3  # the bar itself is still visible
+    # the label sits on the dimmed bar: blend the bar colour over white at its opacity
+    fill = tuple(round(opacity * c + (1 - opacity) * 255) for c in _hex(bar.marker.color))
+    assert _contrast(_hex(colour), fill) >= 4.5
+    assert _contrast(_hex(colour), (255, 255, 255)) >= 4.5  # and beside it, outside a short bar
+
+
+# --------------------------------------------------------------------------- contributions chart
+
+
+LONG_CLASS = "fox squirrel, eastern fox squirrel, Sciurus niger"
+
+
+@pytest.mark.parametrize("width", [290, 420])
+def test_contributions_axis_title_fits_a_half_width_column(width):
+    rows = [{"channel": c, "contribution": 1.0 / (c + 1), "share": 0.1} for c in range(8)]
+    fig = F.contributions_bar(rows, class_name=LONG_CLASS, layer="conv5_block3_out", width_hint=width)
+    text = fig.layout.xaxis.title.text
+    font = fig.layout.xaxis.title.font.size or 14
+    room = min(width, NARROWEST_PLOT_PX) - 80  # the plot area, less the y axis's labels
+    for line in text.split("<br>"):
+        assert len(plain_text(line)) * font * 0.5 <= room, (line, text)  # Plotly would cut it
+    whole = " ".join(plain_text(text).split())
+    assert "fox squirrel" in whole and "mean of gradient × activation" in whole and "…" not in whole
+    assert fig.layout.margin.b >= 18 * (text.count("<br>") + 1)  # the margin holds every line
+
+
+# --------------------------------------------------------------------------- first-layer arithmetic
+
+
+def _tiny_grey_model():
+    """A 1-channel conv whose sums are a few thousandths: what made '0.00 + bias 0.00 = -0.004753'."""
+    import keras
+
+    from vizlib.contract import as_model
+
+    inp = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(2, 3, activation="relu", name="c1")
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(conv(inp)))
+    kernel = np.full((3, 3, 1, 2), -0.0005, np.float32)
+    kernel[1, 1, 0, 0] = -0.001
+    conv.set_weights([kernel, np.array([0.00003, 0.0], np.float32)])
+    return as_model(keras.Model(inp, out))
+
+
+def test_arithmetic_sum_is_visibly_right():
+    from PIL import Image
+
+    from vizlib import explain as E
+
+    image = Image.fromarray(np.full((8, 8), 200, np.uint8))
+    arith = E.conv_arithmetic(_tiny_grey_model(), image, 3, 3, 0)
+    assert -0.01 < arith["pre_activation"] < -0.001
+    text = plain_text(F.conv_arithmetic_figure(arith).layout.annotations[-1].text)
+    line = re.search(r"sum of products: (.*?) = (-?[0-9.]+)", text)
+    assert line, text
+    written = [float(v) for v in re.findall(r"(?<![\w.])-?\d+\.\d+", line.group(1))]
+    total = float(line.group(2))
+    decimals = len(line.group(2).split(".")[1])
+    assert abs(total - arith["pre_activation"]) <= 0.5 * 10 ** -decimals  # the total, as computed
+    assert abs(sum(written) - total) <= 0.5 * 10 ** -decimals * len(written), (written, total)
+    assert re.sub(r"[-0.]", "", line.group(2))[:2].isdigit()  # >= 2 significant digits shown
+    # "(grey)" is explained
+    assert "grey channel" in text and re.search(r"grey channel: [^·]*(greyscale|one channel)", text), text
