@@ -157,7 +157,7 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
         entries, cd_bytes = directory_stats(fh, size)
         fh.seek(0)
     except _READ_ERRORS as exc:
-        raise InputError(_end(f"{label} is not a valid {what} ({_reason(exc)}).", advice)) from exc
+        raise InputError(_end(_not_a(label, what, exc), advice)) from exc
     if entries > max_entries or cd_bytes > max_directory_bytes:
         raise InputError(_end(
             f"{label} lists {entries:,} files ({fmt_bytes(cd_bytes)} of directory); the limit is {max_entries:,}.",
@@ -165,13 +165,17 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
     try:
         zf = zipfile.ZipFile(fh)
     except _READ_ERRORS as exc:  # BadZipFile, plus whatever a hostile directory provokes
-        raise InputError(_end(f"{label} is not a valid {what} ({_reason(exc)}).", advice)) from exc
+        raise InputError(_end(_not_a(label, what, exc), advice)) from exc
     try:
         _vet_directory(zf.infolist(), size, label=label, max_total_bytes=max_total_bytes, advice=advice)
     except BaseException:
         zf.close()
         raise
     return zf
+
+
+def _not_a(label: str, what: str, exc: BaseException) -> str:
+    return f"{label} is not a {'valid ' if what == 'ZIP archive' else ''}{what} ({_reason(exc)})."
 
 
 def _vet_directory(infos: list[zipfile.ZipInfo], size: int, *, label: str, max_total_bytes: Optional[int],

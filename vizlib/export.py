@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import platform
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -52,13 +51,119 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+#: Exports for slides must read on a projector: at least this many pixels across, a title, and a colour
+#: bar wherever values are mapped to colours. Every PNG export goes through :func:`slide_png`.
+SLIDE_MIN_WIDTH = 800
+SLIDE_MARGIN = 16
+SLIDE_TITLE_PX = 24
+SLIDE_TEXT_PX = 16
+#: A colour bar: its strip, and the room its tick labels and name take to the right of it.
+BAR_STRIP_PX = 28
+BAR_AREA_PX = 150
+
+
+@dataclass(frozen=True)
+class ColourBar:
+    """What the colours of a PNG export mean: the colormap spans ``lo`` (bottom) to ``hi`` (top)."""
+
+    colormap: str
+    lo: float
+    hi: float
+    label: str = "activation"
+
+
+def slide_png(body: Any, *, title: str, colour_bar: Optional[ColourBar] = None,
+              min_width: int = SLIDE_MIN_WIDTH, smooth: bool = False) -> bytes:
+    """A picture (RGB uint8 array or PIL image) as a PNG for a slide: its title above it, wrapped whole,
+    its colour bar beside it, at least ``min_width`` px wide.
+
+    The one renderer of every PNG export (channel grids, across-images, Grad-CAM, depth profile,
+    feature-visualisation mosaics, atlas crops). A small picture is enlarged to fill the width:
+    by a whole factor without smoothing (a 7x7 map stays visibly 7x7), or smoothly when ``smooth``
+    (a photograph with a map over it).
+    """
+    from vizlib.figures import plain_text, wrap_plain
+
+    pic = body.convert("RGB") if isinstance(body, Image.Image) else Image.fromarray(
+        np.ascontiguousarray(np.asarray(body, dtype=np.uint8)), mode="RGB")
+    bar_w = BAR_AREA_PX if colour_bar is not None else 0
+    room = int(min_width) - 2 * SLIDE_MARGIN - bar_w
+    if pic.width < room:
+        if smooth:
+            size = (room, max(1, round(pic.height * room / pic.width)))
+            pic = pic.resize(size, Image.LANCZOS)
+        else:
+            k = -(-room // pic.width)
+            pic = pic.resize((pic.width * k, pic.height * k), Image.NEAREST)
+    width = max(int(min_width), pic.width + 2 * SLIDE_MARGIN + bar_w)
+    font = _font(SLIDE_TITLE_PX)
+    text = plain_text(title or "").strip()
+    lines = wrap_plain(text, width - 2 * SLIDE_MARGIN, font.getlength) if text else []
+    line_h = int(SLIDE_TITLE_PX * 1.35)
+    band = SLIDE_MARGIN + line_h * len(lines) + (SLIDE_MARGIN // 2 if lines else 0)
+    bar_h = max(220, pic.height) if colour_bar is not None else 0
+    out = Image.new("RGB", (width, band + max(pic.height, bar_h) + SLIDE_MARGIN), "white")
+    out.paste(pic, (SLIDE_MARGIN, band))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((SLIDE_MARGIN, SLIDE_MARGIN + i * line_h), line, fill="black", font=font)
+    if colour_bar is not None:
+        _draw_colour_bar(out, draw, colour_bar, x0=SLIDE_MARGIN + pic.width + 24, y0=band, height=bar_h)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def _draw_colour_bar(out: Image.Image, draw: ImageDraw.ImageDraw, bar: ColourBar, *, x0: int, y0: int,
+                     height: int) -> None:
+    """A vertical colour bar (``hi`` at the top) with five ticks and its name written upwards beside it."""
+    lut = colormap_lut(bar.colormap)
+    ramp = lut[np.linspace(255, 0, height).round().astype(int)]
+    out.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[:, None, :], BAR_STRIP_PX, axis=1))), (x0, y0))
+    draw.rectangle((x0 - 1, y0 - 1, x0 + BAR_STRIP_PX, y0 + height), outline=(120, 120, 120))
+    small = _font(SLIDE_TEXT_PX)
+    lo, hi = float(bar.lo), float(bar.hi)
+    widest = 0
+    for i in range(5):
+        frac = i / 4
+        y = y0 + round(frac * (height - 1))
+        value = hi - frac * (hi - lo)
+        label = f"{value:.3g}"
+        draw.line((x0 + BAR_STRIP_PX, y, x0 + BAR_STRIP_PX + 5, y), fill="black", width=1)
+        top = min(max(y - SLIDE_TEXT_PX // 2, y0 - 4), y0 + height - SLIDE_TEXT_PX)
+        draw.text((x0 + BAR_STRIP_PX + 8, top), label, fill="black", font=small)
+        widest = max(widest, int(small.getlength(label)))
+    name = bar.label
+    while name and small.getlength(name) > height:
+        name = name[:-2] + "…" if len(name) > 2 else ""
+    if name:
+        tw = int(small.getlength(name)) + 4
+        strip = Image.new("RGB", (tw, SLIDE_TEXT_PX + 6), "white")
+        ImageDraw.Draw(strip).text((2, 1), name, fill="black", font=small)
+        rotated = strip.rotate(90, expand=True)
+        x = min(x0 + BAR_STRIP_PX + 14 + widest, out.width - rotated.width - 2)
+        out.paste(rotated, (x, y0 + (height - rotated.height) // 2))
+
+
+def _slide_cell_px(k: int, cols: Optional[int], cell_px: int) -> int:
+    """A cell size whose mosaic of ``k`` cells fills a slide's width (labels are drawn at that size)."""
+    import math
+
+    from vizlib.figures import GAP_PX
+
+    n_cols = max(1, min(int(cols) if cols else math.ceil(math.sqrt(k)), k))
+    need = (SLIDE_MIN_WIDTH - 2 * SLIDE_MARGIN - BAR_AREA_PX - (n_cols + 1) * GAP_PX) // n_cols
+    return max(int(cell_px), min(need, 640))
+
+
 def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colormap: str = DEFAULT_COLORMAP,
              scale: str = "shared", title: str = "", labels: Optional[Sequence[str]] = None,
              cell_px: int = 128, cols: Optional[int] = None) -> bytes:
-    """A channel grid (maps of one image, (H, W, C)) as a labelled PNG with a colour bar.
+    """A channel grid (maps of one image, (H, W, C)) as a labelled PNG for slides (:func:`slide_png`).
 
     The title is drawn whole, wrapped onto as many lines as it needs (a slide
-    must name the layer in full, however long its name).
+    must name the layer in full, however long its name). A shared scale gets a
+    colour bar; per-channel scales say so under the title.
     """
     arr = np.asarray(maps, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
@@ -70,82 +175,50 @@ def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colo
     if not chosen or any(not 0 <= i < c for i in chosen):
         raise InputError(f"Channels must lie in 0 to {c - 1}.")
     stack = np.nan_to_num(np.moveaxis(arr[:, :, chosen], -1, 0))
-    canvas, geo = mosaic(stack, cols=cols, scale=scale, colormap=colormap, cell_px=cell_px)
+    canvas, geo = mosaic(stack, cols=cols, scale=scale, colormap=colormap,
+                         cell_px=_slide_cell_px(len(chosen), cols, cell_px))
     names = [f"{ch} {labels[ch]}" if labels is not None and ch < len(labels) else str(ch) for ch in chosen]
-    body = _annotated_png(canvas, geo, names, "", colormap, colorbar=scale == "shared")
-    return _with_title(body, title)
-
-
-def _with_title(body: bytes, title: str) -> bytes:
-    """A PNG with its title drawn whole above it, wrapped onto as many lines as it needs."""
-    from vizlib.figures import plain_text, wrap_plain
-
-    text = plain_text(title or "").strip()
-    if not text:
-        return body
-    grid = Image.open(io.BytesIO(body)).convert("RGB")
-    font = _font(18)
-    # A narrow grid (a few channels) gets a wider canvas rather than a title of many short lines.
-    width = max(grid.width, min(int(font.getlength(text)) + 12, 640))
-    lines = wrap_plain(text, width - 12, font.getlength)
-    line_h = 24
-    band = 8 + line_h * len(lines)
-    out = Image.new("RGB", (width, grid.height + band), "white")
-    out.paste(grid, (0, band))
-    draw = ImageDraw.Draw(out)
-    for i, line in enumerate(lines):
-        draw.text((6, 8 + i * line_h), line, fill="black", font=font)
-    buf = io.BytesIO()
-    out.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
+    if scale != "shared":
+        title = f"{title} (each map on its own colour scale)" if title else "Each map on its own colour scale"
+    return _annotated_png(canvas, geo, names, title, colormap, colorbar=scale == "shared")
 
 
 def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAULT_COLORMAP,
                title: str = "", cell_px: int = 128) -> bytes:
-    """One channel across images, (N, H, W), as a labelled PNG on one shared scale."""
+    """One channel across images, (N, H, W), as a labelled PNG on one shared scale (:func:`slide_png`)."""
     arr = np.nan_to_num(np.asarray(maps, dtype=np.float32))
     if arr.ndim != 3 or len(arr) != len(titles) or len(arr) == 0:
         raise InputError(f"Expected (N, H, W) maps with N titles; got {arr.shape} and {len(titles)} titles.")
-    canvas, geo = mosaic(arr, scale="shared", colormap=colormap, cell_px=cell_px)
-    return _with_title(_annotated_png(canvas, geo, list(titles), "", colormap, colorbar=True), title)
+    canvas, geo = mosaic(arr, scale="shared", colormap=colormap, cell_px=_slide_cell_px(len(arr), None, cell_px))
+    return _annotated_png(canvas, geo, list(titles), title, colormap, colorbar=True)
 
 
 def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: str, colormap: str,
-                   colorbar: bool) -> bytes:
+                   colorbar: bool, bar_label: str = "activation") -> bytes:
+    """A mosaic (:func:`vizlib.figures.mosaic` or alike) with each cell's name on it, as a :func:`slide_png`.
+
+    A mosaic too narrow for a slide is enlarged by a whole factor first, so the names are drawn at the
+    size they are read at.
+    """
     from vizlib.figures import cell_origin
 
     ch, cw = geo["cell"]
     cols = geo["cols"]
     h, w = canvas.shape[:2]
-    title_h = 36 if title else 8
-    bar_w = 90 if colorbar else 0
-    out = Image.new("RGB", (w + bar_w + 8, h + title_h + 8), "white")
-    out.paste(Image.fromarray(canvas), (4, title_h))
-    draw = ImageDraw.Draw(out)
-    if title:
-        draw.text((6, 8), title, fill="black", font=_font(18))
-    label_font = _font(max(10, min(16, cw // 8)))
+    room = SLIDE_MIN_WIDTH - 2 * SLIDE_MARGIN - (BAR_AREA_PX if colorbar else 0)
+    k = -(-room // w) if w < room else 1
+    pic = Image.fromarray(np.ascontiguousarray(canvas)).resize((w * k, h * k), Image.NEAREST)
+    draw = ImageDraw.Draw(pic)
+    label_font = _font(max(12, min(20, cw * k // 8)))
     for i, name in enumerate(names):
         y0, x0 = cell_origin(i, cols, (ch, cw))
-        x, y = 4 + x0 + 2, title_h + y0 + 2
+        x, y = x0 * k + 3, y0 * k + 2
         text = name if len(name) <= 24 else name[:23] + "…"
         box = draw.textbbox((x, y), text, font=label_font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
         draw.text((x, y), text, fill="white", font=label_font)
-    if colorbar:
-        lut = colormap_lut(colormap)
-        bar_h = max(64, h - 20)
-        ramp = lut[np.linspace(255, 0, bar_h).astype(int)]
-        strip = np.repeat(ramp[:, None, :], 16, axis=1)
-        x0, y0 = w + 14, title_h + 10
-        out.paste(Image.fromarray(strip), (x0, y0))
-        small = _font(12)
-        draw.text((x0 + 20, y0 - 6), f"{geo['hi']:.3g}", fill="black", font=small)
-        draw.text((x0 + 20, y0 + bar_h - 8), f"{geo['lo']:.3g}", fill="black", font=small)
-        draw.text((x0 + 20, y0 + bar_h // 2 - 6), "activation", fill="black", font=small)
-    buf = io.BytesIO()
-    out.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
+    bar = ColourBar(colormap, float(geo["lo"]), float(geo["hi"]), bar_label) if colorbar else None
+    return slide_png(pic, title=title, colour_bar=bar)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -280,14 +353,10 @@ def bundle(*, image: Image.Image, image_name: str, manifest_data: Mapping[str, A
     data["image"] = {**dict(data.get("image") or {}), "name": image_name, "sha256": sha256(png),
                      "member": "image.png"}
     data["arrays"] = {"member": ARRAYS_NAME, "names": {_npz_key(k): k for k in arrays}}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(MANIFEST_NAME, manifest_json(data))
-        zf.writestr("image.png", png)
-        zf.writestr(ARRAYS_NAME, npz_bytes(arrays))
-        for name, content in (figures or {}).items():
-            zf.writestr(f"figures/{name}", content)
-    return buf.getvalue()
+    members = [(MANIFEST_NAME, manifest_json(data)), ("image.png", png),
+               (ARRAYS_NAME, npz_bytes(arrays))]
+    members += [(f"figures/{name}", content) for name, content in (figures or {}).items()]
+    return archives.write_zip(members)
 
 
 @dataclass
@@ -307,14 +376,10 @@ def is_bundle(data: bytes) -> bool:
     millions of files costs nothing here (it is no bundle).
     """
     try:
-        fh = io.BytesIO(data)
-        entries, directory = archives.directory_stats(fh, len(data))
-        if entries > MAX_BUNDLE_MEMBERS or directory > 64 * 2**10:
-            return False
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as zf:
+        with archives.open_zip(data, label="This file", max_entries=MAX_BUNDLE_MEMBERS,
+                               max_directory_bytes=64 * 2**10) as zf:
             return MANIFEST_NAME in zf.namelist()
-    except Exception:  # anything a hostile directory provokes: not a bundle (the ZIP reader will say why)
+    except InputError:  # not a ZIP the bundle reader would open (the ZIP reader will say why)
         return False
 
 

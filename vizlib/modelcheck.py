@@ -63,6 +63,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vizlib import archives
 from vizlib.errors import InputError
 from vizlib.units import fmt_bytes as _fmt_bytes
 
@@ -133,6 +134,7 @@ from vizlib.modelcheck_tables import (
     _WEIGHTED,
 )
 
+_UNCHANGED = "Upload the file written by model.save('model.keras') unchanged."
 _LOCAL_HINT = (
     "or run the dashboard locally and pass your model to vizlib as a keras.Model"
 )
@@ -319,20 +321,18 @@ def _check_keras_archive(
 ) -> ModelFileReport:
     name = path.name
     with open(path, "rb") as fh:
-        n_entries, cd_size = _zip_directory_stats(fh, size, name)
+        try:
+            n_entries, _ = archives.directory_stats(fh, size)
+        except (ValueError, OSError, struct.error) as exc:
+            raise _damaged(name, f"the zip archive cannot be read ({exc})") from None
         if n_entries > max_members:
             raise InputError(
                 f"The archive '{name}' holds {n_entries} files; a .keras model holds exactly "
                 f"{len(KERAS_ARCHIVE_MEMBERS)} (metadata.json, config.json, model.weights.h5). "
                 "Upload the file written by model.save('model.keras') unchanged."
             )
-        if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
-            raise _damaged(name, "its zip directory is implausibly large")
-        try:
-            zf = zipfile.ZipFile(fh, "r")
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError,
-                EOFError, NotImplementedError, struct.error) as exc:
-            raise _damaged(name, f"the zip archive cannot be read: {exc}") from None
+        zf = archives.open_zip(fh, label=f"'{name}'", what="usable Keras model file", advice=_UNCHANGED,
+                               max_entries=max_members, max_directory_bytes=MAX_CENTRAL_DIRECTORY_BYTES)
         with zf:
             infos = _vet_zip_members(zf, name, size, max_weight_bytes=max_weight_bytes,
                                      max_ratio=max_ratio)
@@ -373,42 +373,6 @@ def _check_keras_archive(
     )
 
 
-def _zip_directory_stats(fh, size: int, name: str) -> tuple[int, int]:
-    """Entry count and central-directory size, from the end record alone."""
-    tail_len = min(size, 22 + 65535)
-    fh.seek(size - tail_len)
-    tail = fh.read(tail_len)
-    pos = tail.rfind(ZIP_EMPTY_MAGIC)
-    if pos < 0 or len(tail) - pos < 22:
-        raise _damaged(name, "the zip archive is truncated or not a zip archive at all")
-    eocd_abs = size - tail_len + pos
-    (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _) = struct.unpack(
-        "<4s4H2LH", tail[pos : pos + 22]
-    )
-    if n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        if eocd_abs < 20:
-            raise _damaged(name, "its zip64 directory record is missing")
-        fh.seek(eocd_abs - 20)
-        locator = fh.read(20)
-        sig, disk64, z64_offset, n_disks = struct.unpack("<4sLQL", locator)
-        if sig != b"PK\x06\x07" or z64_offset + 56 > size:
-            raise _damaged(name, "its zip64 directory record is missing")
-        fh.seek(z64_offset)
-        record = fh.read(56)
-        if len(record) < 56:
-            raise _damaged(name, "its zip64 directory record is truncated")
-        (sig, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset) = struct.unpack(
-            "<4sQ2H2L4Q", record
-        )
-        if sig != b"PK\x06\x06":
-            raise _damaged(name, "its zip64 directory record is corrupt")
-    if disk != 0 or cd_disk != 0 or n_disk != n_total:
-        raise _damaged(name, "it is a multi-part (split) zip archive")
-    if cd_offset + cd_size > size:
-        raise _damaged(name, "the zip archive is truncated")
-    return n_total, cd_size
-
-
 def _vet_zip_members(
     zf: zipfile.ZipFile, name: str, size: int, *, max_weight_bytes: int, max_ratio: float
 ) -> dict[str, zipfile.ZipInfo]:
@@ -435,17 +399,6 @@ def _vet_zip_members(
                 "programs could read different models from it. Upload the file written by "
                 "model.save('model.keras') unchanged."
             )
-        if info.flag_bits & 0x1:
-            raise InputError(
-                f"The archive '{name}' is encrypted. Upload the unencrypted file written by "
-                "model.save('model.keras')."
-            )
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _damaged(name, f"'{member}' uses an unsupported compression method")
-        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-            raise _damaged(name, f"the sizes recorded for '{member}' disagree")
-        if info.header_offset + info.compress_size > size:
-            raise _damaged(name, f"'{member}' extends past the end of the file (truncated?)")
         if info.file_size > caps[member]:
             raise InputError(
                 f"'{member}' in '{name}' unpacks to {_fmt_bytes(info.file_size)}, more than "
@@ -477,18 +430,7 @@ def _vet_zip_members(
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, name: str) -> bytes:
-    try:
-        with zf.open(info, "r") as f:
-            data = f.read(cap + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
-            RuntimeError, struct.error) as exc:
-        raise _damaged(name, f"'{info.filename}' cannot be read: {exc}") from None
-    if len(data) > cap:
-        raise InputError(
-            f"'{info.filename}' in '{name}' is larger than the {_fmt_bytes(cap)} allowed. "
-            "Upload the file written by model.save('model.keras') unchanged."
-        )
-    return data
+    return archives.read_member(zf, info, where=f"'{name}'", max_bytes=cap, what=_UNCHANGED)
 
 
 def _scan_weights_member(
@@ -503,77 +445,10 @@ def _scan_weights_member(
         # Keras stores members uncompressed: give h5py a bounded, seekable
         # window onto the archive instead of copying the weights into memory.
         with open(path, "rb") as raw:
-            start = _stored_data_offset(raw, info, size, name)
-            window = _Window(raw, start, info.file_size)
+            window = archives.stored_member(raw, info, where=f"'{name}'", advice=_UNCHANGED)
             return _scan_hdf5_source(window, name, "model.weights.h5", max_weight_bytes)
     data = _read_member(zf, info, info.file_size, name)
     return _scan_hdf5_source(io.BytesIO(data), name, "model.weights.h5", max_weight_bytes)
-
-
-def _stored_data_offset(raw, info: zipfile.ZipInfo, size: int, name: str) -> int:
-    raw.seek(info.header_offset)
-    header = raw.read(30)
-    if len(header) < 30 or header[:4] != ZIP_LOCAL_MAGIC:
-        raise _damaged(name, f"the entry for '{info.filename}' is corrupt")
-    flags = struct.unpack("<H", header[6:8])[0]
-    n_name, n_extra = struct.unpack("<2H", header[26:30])
-    local_name = raw.read(n_name)
-    encoding = "utf-8" if flags & 0x800 else "cp437"
-    try:
-        local_decoded = local_name.decode(encoding)
-    except UnicodeDecodeError:
-        local_decoded = None
-    if local_decoded != info.orig_filename:
-        raise _damaged(name, f"the entry for '{info.filename}' names a different file")
-    start = info.header_offset + 30 + n_name + n_extra
-    if start + info.file_size > size:
-        raise _damaged(name, f"'{info.filename}' extends past the end of the file (truncated?)")
-    return start
-
-
-class _Window(io.RawIOBase):
-    """Read-only, seekable view of ``length`` bytes of ``fh`` from ``start``."""
-
-    def __init__(self, fh, start: int, length: int):
-        super().__init__()
-        self._fh = fh
-        self._start = start
-        self._len = length
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._len + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if pos < 0:
-            raise ValueError("negative seek position")
-        self._pos = pos
-        return pos
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._len - self._pos)
-        if n <= 0:
-            return 0
-        self._fh.seek(self._start + self._pos)
-        got = self._fh.readinto(view[:n])
-        got = got or 0
-        self._pos += got
-        return got
 
 
 # --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from vizlib import archives
 from vizlib.errors import InputError
 from vizlib.images import MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES
 
@@ -37,8 +38,11 @@ TABLE_EXTENSIONS = frozenset({".parquet", ".pq", ".arrow", ".feather", ".ipc"})
 IMAGE_COLUMNS = ("image", "bytes", "img", "data", "content", "jpeg", "png")
 #: A Parquet row group of image bytes bigger than this is refused (a reader holds one at a time).
 MAX_ROW_GROUP_BYTES = 512 * 2**20
-#: ZIP members bigger than this are checked for an implausible compression ratio.
-_RATIO_CHECK_MIN_BYTES = 2**20
+#: Most entries a dataset ZIP's directory may list (counted from its end record before it is parsed:
+#: every listed entry costs memory while the listing is built).
+MAX_ZIP_ENTRIES = 1_000_000
+#: Largest central directory of a dataset ZIP (bytes).
+MAX_ZIP_DIRECTORY_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -195,9 +199,16 @@ def _open_binary(location: str) -> Any:
     return open(location, "rb")
 
 
+def _open_zip(fh: Any, location: str) -> zipfile.ZipFile:
+    """The dataset ZIP in ``fh`` through the one archive reader (directory sized and vetted first)."""
+    return archives.open_zip(fh, label=f"The ZIP {location}", max_entries=MAX_ZIP_ENTRIES,
+                             max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES,
+                             advice="Zip the folder of images again and give that .zip.")
+
+
 def _list_zip(location: str) -> tuple[list[str], list[Any]]:
     try:
-        with _open_binary(location) as fh, zipfile.ZipFile(fh) as zf:
+        with _open_binary(location) as fh, _open_zip(fh, location) as zf:
             members = _zip_members(zf)
     except InputError:
         raise
@@ -352,30 +363,20 @@ class ItemReader:
         if self._zip is None:
             try:
                 self._zip_fh = _open_binary(self.ref.location)
-                self._zip = zipfile.ZipFile(self._zip_fh)
+                self._zip = _open_zip(self._zip_fh, self.ref.location)
                 self._members = dict(_zip_members(self._zip))
             except Exception as exc:
                 self.close()
+                if isinstance(exc, InputError):
+                    raise
                 raise InputError(f"The ZIP {self.ref.location} could not be opened ({exc}).") from exc
         assert self._members is not None
         info = self._members.get(name)
         if info is None:
             raise InputError(f'"{name}" is no longer in the ZIP.')
-        if info.flag_bits & 0x1:
-            raise InputError(f'"{name}" is password-protected.')
-        if info.file_size > MAX_IMAGE_BYTES:
-            raise InputError(f'"{name}" is {info.file_size / 2**20:.1f} MB, over the '
-                             f"{MAX_IMAGE_BYTES // 2**20} MB limit per image.")
-        if info.file_size > _RATIO_CHECK_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            raise InputError(f'"{name}" is compressed more than {MAX_COMPRESSION_RATIO}:1, as zip bombs are; skipped.')
-        try:
-            with self._zip.open(info) as fh:
-                data = fh.read(MAX_IMAGE_BYTES + 1)
-        except Exception as exc:  # bad CRC, unsupported compression, zlib errors
-            raise InputError(f'"{name}" could not be extracted ({exc}).') from exc
-        if len(data) > MAX_IMAGE_BYTES:
-            raise InputError(f'"{name}" is over the {MAX_IMAGE_BYTES // 2**20} MB limit per image.')
-        return data
+        # Size, zip-bomb ratio, encryption, damaged data: the one archive policy.
+        return archives.read_member(self._zip, info, where="the ZIP", max_bytes=MAX_IMAGE_BYTES,
+                                    max_ratio=MAX_COMPRESSION_RATIO, what="Skipped.")
 
     # ---------------------------------------------------------------- tables
 
