@@ -37,6 +37,9 @@ from vizlib.explain import (
     gradcam, gradcam_method, receptive_field, receptive_field_info,
 )
 from vizlib.featvis import feature_visualization
+# The function shadows the package's name on ``vizlib``: import the package's parts with
+# ``from vizlib.attribution import ...``.
+from vizlib.attribution import attribution, faithfulness
 from vizlib.explain_figures import (
     contributions_bar, conv_arithmetic_figure, depth_profile_figure, gradcam_overlay, gradcam_pair,
     receptive_field_figure,
@@ -63,5 +66,5 @@ __all__ = [
     "gradcam", "gradcam_method", "explain_class", "ClassExplanation", "channel_contributions", "receptive_field",
     "receptive_field_info", "depth_profile", "conv_arithmetic", "GradientsUnsafe",
     "gradcam_overlay", "gradcam_pair", "contributions_bar", "receptive_field_figure", "conv_arithmetic_figure",
-    "depth_profile_figure", "feature_visualization",
+    "depth_profile_figure", "feature_visualization", "attribution", "faithfulness",
 ]
