@@ -59,16 +59,15 @@ def _image_names(root: Path) -> list[str]:
 
 
 def reference(model, root: Path, names: list[str], layer: str):
-    """Brute force: decode every image as uploads are, one sub-model to the layer, NumPy max/argmax/sort."""
+    """Brute force: decode every image as the page does, one sub-model to the layer, NumPy max/argmax/sort."""
     import keras
 
     from vizlib.layers import trace
 
-    h, w = model.input_size
     images, ids = [], []
     for i, name in enumerate(names):
         try:
-            images.append(vizlib.load_image(root / name, max_side=1024, draft_size=(w, h)))
+            images.append(vizlib.load_image(root / name))
             ids.append(i)
         except InputError:
             pass
@@ -93,6 +92,62 @@ def test_top_k_equals_brute_force_reference(built, data, bundled):
             assert [(r["row"], r["col"]) for r in rows] == [divmod(int(am[j, c]), w) for j in order], (layer, c)
             np.testing.assert_allclose([r["mean"] for r in rows], [mean[j, c] for j in order], rtol=1e-4, atol=1e-5)
             assert [r["rank"] for r in rows] == list(range(len(rows)))
+
+
+def _mixed_jpegs(root: Path, n: int, seed: int) -> list[str]:
+    """``n`` JPEGs of mixed sizes (16 px to 2600 px, some with an EXIF quarter turn): small, fast to make.
+
+    The big ones are what a reduced-scale decode sized to the model's input got wrong.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    names = []
+    for i in range(n):
+        if i % 40 == 7:
+            w, h = int(rng.integers(1100, 2600)), int(rng.integers(900, 2000))
+        else:
+            w, h = (int(v) for v in rng.integers(16, 320, 2))
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        f = rng.uniform(0.02, 0.4, 3) * 48 / max(w, h) * rng.uniform(1, 20)
+        arr = np.stack([127 + 120 * np.sin(x * f[c] + y * f[(c + 1) % 3] + c) for c in range(3)], -1)
+        if max(w, h) < 400:
+            arr += rng.normal(0, 25, arr.shape)
+        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        exif = Image.Exif()
+        if i % 9 == 4:
+            exif[0x0112] = 6
+        name = f"{i // 100}/img{i:04d}.jpg"
+        (root / name).parent.mkdir(exist_ok=True)
+        image.save(root / name, format="JPEG", quality=int(rng.integers(60, 95)), exif=exif)
+        names.append(name)
+    return names
+
+
+def test_atlas_rows_equal_what_the_public_api_gives_for_each_image(bundled, tmp_path):
+    """One model view (issue #19): every top-k row's value is ``vizlib.activations(model,
+    [vizlib.load_image(path)], [layer])``'s maximum for that image, to 1e-5 relative, in the same order."""
+    root = tmp_path / "mixed"
+    names = _mixed_jpegs(root, 260, seed=19)
+    atlas = vizlib.atlas.build(bundled, root, tmp_path / "atlas", top=K, batch_size=32, shard_size=64)
+    assert atlas.manifest["counts"]["decoded"] == len(names)
+    layers = list(atlas.layers)
+    maxima = {layer: [] for layer in layers}
+    for name in names:  # brute force, one image at a time, exactly as a notebook (or the page) asks
+        acts = vizlib.activations(bundled, [vizlib.load_image(root / name)], layers)
+        for layer in layers:
+            maxima[layer].append(acts[layer][0].max(axis=(0, 1)))
+    big = [i for i in range(len(names)) if i % 40 == 7]
+    for layer in layers:
+        mx = np.stack(maxima[layer])
+        for c in range(mx.shape[1]):
+            order = sorted(range(len(names)), key=lambda j: (-mx[j, c], j))[:K]
+            rows = atlas.top(layer, c)
+            assert [r["path"] for r in rows] == [names[j] for j in order], (layer, c)
+            np.testing.assert_allclose([r["value"] for r in rows], mx[order, c], rtol=1e-5, atol=1e-6)
+        got = {p: m for part in atlas.stats(layer) for p, m in zip(part["path"], part["max"])}
+        np.testing.assert_allclose(np.stack([got[names[i]] for i in big]), mx[big], rtol=1e-5, atol=1e-6)
 
 
 def test_ties_go_to_the_earlier_image(built):

@@ -582,19 +582,23 @@ def test_error_names_file_from_filelike_name_attribute():
     assert '"Mine.jpg"' in str(err)
 
 
-def test_draft_size_decodes_big_jpeg_smaller_but_never_below_request():
-    big = encode(Image.effect_noise((2000, 1600), 50).convert("RGB"), "JPEG", quality=80)
-    assert load_image(big).size == (2000, 1600)
-    small = load_image(big, draft_size=(300, 200))
-    assert 300 <= min(small.size) and small.size[0] < 2000
-    # With a 90-degree EXIF rotation the result still covers the requested size.
+def test_big_jpeg_decodes_at_reduced_scale_to_the_one_side_everyone_uses():
+    """One model view: a big JPEG decodes (DCT draft, then shrink) to UPLOAD_MAX_SIDE whoever asks,
+    the same pixels every time, and never below that side even after an EXIF quarter turn."""
+    from vizlib.images import UPLOAD_MAX_SIDE
+
+    big = encode(Image.effect_noise((2400, 2200), 50).convert("RGB"), "JPEG", quality=80)
+    out = load_image(big)
+    assert out.size == (UPLOAD_MAX_SIDE, round(UPLOAD_MAX_SIDE * 2200 / 2400))
+    assert pixels(out).tobytes() == pixels(load_image(io.BytesIO(big))).tobytes()  # same pixels from any source
+    full = load_image(big, max_side=0)  # 0: no shrink and no draft
+    assert full.size == (2400, 2200)
+    full.thumbnail((UPLOAD_MAX_SIDE, UPLOAD_MAX_SIDE), Image.BILINEAR, reducing_gap=2.0)
+    assert full.size == out.size
     exif = Image.Exif()
     exif[0x0112] = 6
-    rotated = encode(Image.new("RGB", (2000, 800), RED), "JPEG", exif=exif)
-    out = load_image(rotated, draft_size=(600, 200))
-    assert out.size[0] >= 600 and out.size[1] >= 200 and out.size[1] > out.size[0]
-    # Non-JPEG formats ignore it.
-    assert load_image(encode(solid(size=(64, 64))), draft_size=(8, 8)).size == (64, 64)
+    rotated = encode(Image.new("RGB", (2400, 800), RED), "JPEG", exif=exif)
+    assert load_image(rotated).size == (round(UPLOAD_MAX_SIDE * 800 / 2400), UPLOAD_MAX_SIDE)
 
 
 # --------------------------------------------------------------------------- load_images

@@ -26,10 +26,6 @@ MODEL_TITLES = {BUNDLED_NAME: BUNDLED_TITLE, **{k: v.title for k, v in CATALOGUE
 #: Plotly's toolbar stays off: on a phone it covers the titles, and its buttons would come first in
 #: the keyboard's tab order. Zoom still works by dragging; a double click resets it.
 CHART_CONFIG = {"displayModeBar": False, "displaylogo": False}
-#: Longest side kept of an uploaded image (what stays in memory; models see at most a few hundred
-#: pixels). Images from a ZIP are kept smaller: up to 200 of them feed the across-images view.
-UPLOAD_MAX_SIDE = 1024
-ZIP_MAX_SIDE = 512
 #: Across-images view: when one layer's maps for a chunk of images fit in this, they are kept, so a
 #: change of channel only slices them (no forward pass); bigger layers compute one channel at a time.
 LAYER_CHUNK_BYTES = 48 * 2**20
@@ -74,12 +70,12 @@ def get_untrained_twin(model_key: str, _model: VizModel) -> VizModel:
 
 @st.cache_data(max_entries=32, show_spinner=False, scope="session")
 def decode_upload(digest: str, _data: bytes, name: str):
-    return load_image(_data, name=name, max_side=UPLOAD_MAX_SIDE)
+    return load_image(_data, name=name)  # the one decode (vizlib.images.UPLOAD_MAX_SIDE): one model view
 
 
 @st.cache_data(max_entries=4, show_spinner=False, scope="session")
 def decode_zip(digest: str, _data: bytes) -> list:
-    return images_from_zip(_data, max_side=ZIP_MAX_SIDE)
+    return images_from_zip(_data)  # decoded as single uploads are, so the across view sees the same pixels
 
 
 @st.cache_data(max_entries=8, show_spinner=False, scope="session")

@@ -197,6 +197,7 @@ def _same_job(old: dict, new: dict) -> Optional[str]:
         ("images", old["job"].get("listing_digest"), new["job"]["listing_digest"]),
         ("batch size", old["job"].get("batch_size"), new["job"]["batch_size"]),
         ("shard size", old["job"].get("shard_size"), new["job"]["shard_size"]),
+        ("decoding (built by an older vizlib)", old.get("decode"), new["decode"]),
     ]
     for what, a, b in checks:
         if a != b:
@@ -260,7 +261,7 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
         "images": {"source": os.fspath(images), "kind": listing.ref.kind, "count": job.n_images},
         "job": _job_section(job, os.fspath(images)),
         "counts": {}, "failures": [], "runs": [],
-        "decode": {"max_side": DECODE_MAX_SIDE, "draft": "JPEG decoded at the smallest scale >= the model's input"},
+        "decode": {"max_side": DECODE_MAX_SIDE, "draft": "as vizlib.load_image: JPEG at the smallest scale >= max_side"},
     }
     if (directory / store.MANIFEST).exists():
         old = store.read_manifest(directory)

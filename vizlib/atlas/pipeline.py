@@ -31,10 +31,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from vizlib.errors import InputError
+from vizlib.images.limits import UPLOAD_MAX_SIDE
 from vizlib.ops import op
 
-#: Decoded images are shrunk to at most this many pixels a side (as uploads are), bounding memory per image.
-DECODE_MAX_SIDE = 1024
+#: Decoded images are shrunk to at most this many pixels a side: the one decode every path uses
+#: (:data:`vizlib.images.UPLOAD_MAX_SIDE`), so a row's value is what the page shows for the image.
+DECODE_MAX_SIDE = UPLOAD_MAX_SIDE
 #: Thumbnails stored for the images in any top-k list (the picture the page opens), longest side.
 THUMB_SIDE = 256
 #: Receptive-field crops are stored at most this big (longest side); smaller crops keep their size.
@@ -66,11 +68,14 @@ class DecodedBatch:
 
 
 def decode_image(data: bytes, name: str, size: tuple[int, int]) -> Any:
-    """Bytes -> a checked RGB PIL image, with the caps and safety of uploads (InputError if bad)."""
+    """Bytes -> a checked RGB PIL image, decoded exactly as the page and ``vizlib.load_image`` do (InputError if bad).
+
+    ``size`` is not used to decode: the image must not depend on the model that asks
+    (a reduced-scale decode sized to the model's input changed values by up to 91%).
+    """
     from vizlib.images import load_image
 
-    h, w = size
-    return load_image(data, name=name, draft_size=(w, h), max_side=DECODE_MAX_SIDE)
+    return load_image(data, name=name)
 
 
 def model_pixels(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:

@@ -5,7 +5,15 @@ file's structure is checked (:mod:`vizlib.images.structure`) before Pillow
 parses anything beyond the magic number; the pixel count and side lengths
 from the header are checked before anything is decoded; then the pixels are
 decoded (JPEGs at a reduced scale when that is enough), converted to RGB
-(:mod:`vizlib.images.colour`) and shrunk to ``max_side``. Only raster formats
+(:mod:`vizlib.images.colour`) and shrunk to ``max_side``.
+
+The decoded image is *the* image for everyone who asks: the page, the atlas,
+the across-images view, a bundle and a notebook all decode through
+:func:`decode` with the same :data:`~vizlib.images.limits.UPLOAD_MAX_SIDE`,
+then :func:`vizlib.images.model_view` resizes it to the model's input, so an
+image has one model view (an atlas row's value is what the page shows).
+The reduced-scale JPEG decode depends on the file alone (never on the model),
+for the same reason. Only raster formats
 are ever parsed: Pillow is told which plugins it may use, so EPS/PDF
 (Ghostscript), SVG and the like never reach a parser.
 """
@@ -235,10 +243,15 @@ def decode(
     label: str,
     *,
     max_pixels: int,
-    draft_size: tuple[int, int] | None,
     max_side: int | None = None,
 ) -> Image.Image:
-    """Decode ``data`` into a detached RGB image, or raise InputError."""
+    """Decode ``data`` into a detached RGB image, or raise InputError.
+
+    ``max_side`` (default :data:`~vizlib.images.limits.UPLOAD_MAX_SIDE`, read at
+    call time) bounds the longest side kept. Everything that feeds a model keeps
+    the default: any other value gives the model a different view of the image.
+    """
+    max_side = int(limits.UPLOAD_MAX_SIDE if max_side is None else max_side)
     # Pillow must refuse truncated files instead of padding them with grey;
     # nothing in this app wants the lenient mode.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -256,14 +269,11 @@ def decode(
         with im:
             try:
                 im.seek(0)  # animations and multi-page files: first frame only
-                if draft_size is None and max_side:
-                    draft_size = (int(max_side), int(max_side))
-                if draft_size is not None and im.format in ("JPEG", "MPO"):
-                    # Square request so the result is never smaller than
-                    # draft_size even after an EXIF 90-degree rotation.
-                    side = max(int(draft_size[0]), int(draft_size[1]))
-                    if side > 0:
-                        im.draft("RGB", (side, side))
+                if max_side > 0 and im.format in ("JPEG", "MPO"):
+                    # The smallest DCT scale (1/2, 1/4, 1/8) still >= max_side on both sides
+                    # (square, so an EXIF quarter turn changes nothing): a function of the file
+                    # alone, so every caller gets the same pixels (benchmarks/bench_decode.py).
+                    im.draft("RGB", (max_side, max_side))
                 im.load()
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise _too_many_pixels(label, max_pixels, None, str(exc)) from exc
@@ -301,7 +311,6 @@ def load_image(
     *,
     max_pixels: int = limits.MAX_PIXELS,
     name: str | None = None,
-    draft_size: tuple[int, int] | None = None,
     max_side: int | None = None,
 ) -> Image.Image:
     """Decode one untrusted image into a detached ``RGB`` image.
@@ -319,14 +328,16 @@ def load_image(
     applied, only the first frame of an animation is kept, and every colour
     mode is converted to RGB (see :func:`to_rgb`).
 
-    ``draft_size=(w, h)`` lets a large JPEG decode at a reduced scale (1/2,
-    1/4 or 1/8) that is still at least ``max(w, h)`` pixels on both sides; it
-    is an optimisation only and is ignored for other formats. ``max_side``
-    shrinks the decoded image (aspect kept) so neither side exceeds it: what
-    stays in memory per image is bounded, whatever the file declared.
+    The result is shrunk (aspect kept) so neither side exceeds ``max_side``
+    (default :data:`~vizlib.images.limits.UPLOAD_MAX_SIDE`): what stays in
+    memory per image is bounded, whatever the file declared. A large JPEG is
+    decoded at the smallest reduced scale (1/2, 1/4, 1/8) still at least
+    ``max_side`` on both sides, which is faster and gives the same pixels every
+    time. Keep the default for anything a model sees: the page, the atlas and
+    the across-images view all do, so an image has one model view.
     """
     data, label = read_source(source, name)
-    return decode(data, label, max_pixels=max_pixels, draft_size=draft_size, max_side=max_side)
+    return decode(data, label, max_pixels=max_pixels, max_side=max_side)
 
 
 def load_images(
@@ -335,7 +346,6 @@ def load_images(
     max_count: int = limits.MAX_IMAGES,
     max_total_bytes: int = limits.MAX_TOTAL_BYTES,
     max_pixels: int = limits.MAX_PIXELS,
-    draft_size: tuple[int, int] | None = None,
     max_side: int | None = None,
 ) -> list[tuple[str, Image.Image]]:
     """Decode several named images (e.g. a multi-file upload), in order.
@@ -367,5 +377,5 @@ def load_images(
                 f"The images add up to more than {fmt_bytes(max_total_bytes)}, the limit for one "
                 f"batch (reached at {label}). Upload fewer or smaller images."
             )
-        out.append((name, decode(data, label, max_pixels=max_pixels, draft_size=draft_size, max_side=max_side)))
+        out.append((name, decode(data, label, max_pixels=max_pixels, max_side=max_side)))
     return out

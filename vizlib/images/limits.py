@@ -32,8 +32,9 @@ MAX_ZIP_PIXELS = 400_000_000
 MAX_ZIP_ENTRIES = 10_000
 #: Largest ZIP central directory (bytes), read from the end record before the directory is parsed.
 MAX_ZIP_DIRECTORY_BYTES = 4 * 2**20
-#: Longest side kept of an uploaded image by default: a model sees at most a few hundred
-#: pixels a side, so what stays in memory per image is bounded (bundled images use it too).
+#: Longest side kept of a decoded image: a model sees at most a few hundred pixels a side, so
+#: what stays in memory per image is bounded. Every path that feeds a model (uploads, ZIPs,
+#: samples, bundles, the atlas, ``vizlib.load_image``) keeps it, so an image has one model view.
 UPLOAD_MAX_SIDE = 1024
 #: The ratio check applies only to members bigger than this: tiny flat images (icons, masks)
 #: legitimately compress by more than 100x and inflate to nothing dangerous.

@@ -80,7 +80,6 @@ def images_from_zip(
     max_count: int = limits.MAX_IMAGES,
     max_total_bytes: int = limits.MAX_TOTAL_BYTES,
     max_pixels: int = limits.MAX_PIXELS,
-    draft_size: tuple[int, int] | None = None,
     max_side: int | None = None,
     max_total_pixels: int = limits.MAX_ZIP_PIXELS,
 ) -> list[tuple[str, Image.Image]]:
@@ -95,7 +94,7 @@ def images_from_zip(
     inflates more than :data:`MAX_COMPRESSION_RATIO` times (zip bomb), images
     declaring more than ``max_total_pixels`` in all, or a member that does not
     decode (the message names it). Each image is decoded like
-    :func:`~vizlib.images.load_image` with ``max_pixels``, ``draft_size`` and ``max_side``.
+    :func:`~vizlib.images.load_image` with ``max_pixels`` and ``max_side``.
 
     Returned names are member basenames; if two members share a basename,
     their paths inside the archive are used instead so names stay unique.
@@ -204,6 +203,5 @@ def images_from_zip(
                     f"The images in {where} add up to more than {fmt_mp(max_total_pixels)} "
                     f"(the limit for one archive) by {member_label}. Zip fewer or smaller images."
                 )
-            out.append((name, decode(blob, member_label, max_pixels=max_pixels, draft_size=draft_size,
-                                     max_side=max_side)))
+            out.append((name, decode(blob, member_label, max_pixels=max_pixels, max_side=max_side)))
     return out
