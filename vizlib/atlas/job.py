@@ -240,7 +240,7 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
     m = _load(model, weights, preprocess)
     spec = model_spec(model, m, weights, preprocess) if engine == "ray" else None
     names, shapes, layer_entries = _layer_entries(m, list(layers) if layers else default_layers(m))
-    listing = list_source(images)
+    listing = list_source(images, max_images=max_images)
     if max_images is not None and len(listing) > max_images:
         raise InputError(f"{len(listing)} images; the limit here is {max_images}.")
     bs = int(batch_size) if batch_size else default_batch_size(m)

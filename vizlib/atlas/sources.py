@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from vizlib import archives
+from vizlib import archives, tables
 from vizlib.errors import InputError
-from vizlib.images import MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES
+from vizlib.images import MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, limits
 
 #: File name extensions treated as images in folders and ZIPs.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif",
@@ -53,6 +53,7 @@ class SourceRef:
     location: str  # a local path or a URI
     column: Optional[str] = None  # tables: the image bytes column
     field: Optional[str] = None  # tables: the struct field holding the bytes (Hugging Face "image" columns)
+    keys: tuple[tuple[int, str], ...] = ()  # folders: (id, real name) of files whose names are not UTF-8
 
 
 @dataclass
@@ -114,61 +115,169 @@ def _kind_of(location: str) -> str:
     )
 
 
-def list_source(location: str | os.PathLike[str]) -> Listing:
-    """List the images at ``location`` in a fixed order (sorted paths; table rows in order)."""
-    location = os.fspath(location)
+def display_name(name: str) -> str:
+    """``name`` fit to show and store: undecodable bytes (kept by ``os.fsdecode`` as surrogates) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def list_source(location: str | os.PathLike[str], *, max_images: Optional[int] = None) -> Listing:
+    """List the images at ``location`` in a fixed order (sorted paths; table rows in order).
+
+    At most ``max_images`` items (default :data:`vizlib.images.limits.MAX_DATASET_IMAGES`) are
+    accepted: the count is checked while listing (and, for tables, from the metadata) before a
+    name is made per item. Names are shown with replacement characters where a file name is not
+    UTF-8; such files are still read by their real names.
+    """
+    location = os.fsdecode(location)
+    cap = int(max_images) if max_images is not None else limits.MAX_DATASET_IMAGES
     kind = _kind_of(location)
     if kind == "folder":
-        names, sizes = _list_folder(location)
-        ref = SourceRef("folder", location)
+        raw, sizes = _list_folder(location, cap)
+        names, keys = _display_names(raw)
+        ref = SourceRef("folder", location, keys=keys)
     elif kind == "zip":
         names, sizes = _list_zip(location)
+        _check_count(len(names), cap, location)
         ref = SourceRef("zip", location)
     else:
-        ref, n, sizes = _list_table(kind, location)
-        names = [str(i) for i in range(n)]
+        ref, rows, sizes = _list_table(kind, location, cap)
+        names = [str(i) for i in rows]
     h = hashlib.sha256(f"{kind}\n".encode())
     for name, size in zip(names, sizes):
-        h.update(f"{name}\0{size}\n".encode())
+        h.update(f"{name}\0{size}\n".encode("utf-8", "surrogateescape"))
     if not names:
-        raise InputError(f"No images found in {location}.")
+        raise InputError(f"No images found in {display_name(location)}.")
     return Listing(ref=ref, names=names, digest=h.hexdigest())
 
 
-def _list_folder(location: str) -> tuple[list[str], list[Any]]:
-    found: list[tuple[str, Any]] = []
-    if _is_uri(location):
+def _check_count(n: int, cap: int, location: str) -> None:
+    if n > cap:
+        raise InputError(f"{display_name(location)} holds more than {cap:,} images, the limit for one atlas: "
+                         "split the dataset, or build from a part of it.")
+
+
+def _display_names(raw: list[str]) -> tuple[list[str], tuple[tuple[int, str], ...]]:
+    """Shown names (valid UTF-8, unique) and, for those that differ, the real names readers open."""
+    names: list[str] = []
+    keys: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, name in enumerate(raw):
+        shown = display_name(name)
+        if shown != name:
+            base, k = shown, 2
+            while shown in seen:  # two names that differ only in undecodable bytes
+                shown = f"{base} ({k})"
+                k += 1
+            keys.append((i, name))
+        seen.add(shown)
+        names.append(shown)
+    return names, tuple(keys)
+
+
+#: Entries (files, folders, anything) a folder listing looks at, per image allowed: a folder of
+#: millions of other files is refused instead of walked.
+_SCAN_FACTOR = 4
+#: Folder levels a listing descends.
+MAX_DEPTH = 32
+
+
+def _local_root(location: str) -> Optional[str]:
+    """The local path behind ``location`` (a path, or a ``file://`` URI / any URI on the local filesystem)."""
+    if not _is_uri(location):
+        return location
+    import pyarrow.fs as pafs
+
+    fs, path = _fs_and_path(location)
+    return path if isinstance(fs, pafs.LocalFileSystem) else None
+
+
+def walk_files(location: str, *, max_count: int, max_depth: int = MAX_DEPTH) -> list[tuple[str, str]]:
+    """Image files under the folder ``location`` as sorted ``(relative name, size:mtime)``: ONE rule for every path.
+
+    Local folders and ``file://`` URIs (anything on the local filesystem) are walked
+    without following links to folders (no loops, no escapes); a link to a file counts
+    only when it resolves to a regular file inside the folder. Other ``pyarrow.fs``
+    filesystems (object stores: no links) are listed level by level. Either way at most
+    ``max_depth`` levels and ``max_count`` images; hidden files and folders are skipped.
+    """
+    found: list[tuple[str, str]] = []
+    budget = [max(1000, _SCAN_FACTOR * max_count)]
+
+    def seen_one() -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise InputError(f"{display_name(location)} holds too many files to list (over "
+                             f"{_SCAN_FACTOR * max_count:,}): give a folder of images.")
+
+    def add(rel: str, size: str) -> None:
+        found.append((rel, size))
+        if len(found) > max_count:
+            _check_count(len(found), max_count, location)
+
+    local = _local_root(location)
+    if local is not None:
+        root = os.path.realpath(local)
+        if not os.path.isdir(root):
+            raise InputError(f"{display_name(location)} is not a folder.")
+        stack = [(root, "", 0)]
+        while stack:
+            path, rel, depth = stack.pop()
+            try:
+                with os.scandir(path) as it:
+                    entries = list(it)
+            except OSError:
+                continue  # an unreadable subfolder is not part of the dataset
+            for entry in entries:
+                seen_one()
+                if _hidden(entry.name):
+                    continue
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        if os.path.commonpath([root, target]) != root or not os.path.isfile(target):
+                            continue  # a link out of the folder, to a folder, or dangling: not part of the dataset
+                        st = os.stat(target)
+                    elif entry.is_dir(follow_symlinks=False):
+                        if depth + 1 < max_depth:
+                            stack.append((entry.path, sub, depth + 1))
+                        continue
+                    elif entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                    else:
+                        continue  # sockets, devices, fifos
+                except (OSError, ValueError):
+                    continue
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    add(sub, f"{st.st_size}:{st.st_mtime_ns}")
+    else:
         import pyarrow.fs as pafs
 
         fs, base = _fs_and_path(location)
         base = base.rstrip("/")
-        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-            if info.type != pafs.FileType.File:
-                continue
-            rel = info.path[len(base):].lstrip("/")
-            parts = rel.split("/")
-            if any(_hidden(p) for p in parts):
-                continue
-            if posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
-                found.append((rel, f"{info.size}:{info.mtime_ns}"))
-    else:
-        root = Path(location).resolve()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for fname in filenames:
-                if _hidden(fname) or os.path.splitext(fname)[1].lower() not in IMAGE_EXTENSIONS:
+        stack2 = [(base, 0)]
+        while stack2:
+            path, depth = stack2.pop()
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+            except Exception as exc:
+                raise InputError(f"Can't list {display_name(location)} ({exc}).") from exc
+            for info in infos:
+                seen_one()
+                rel = info.path[len(base):].lstrip("/")
+                if not rel or any(_hidden(p) or p == ".." for p in rel.split("/")):
                     continue
-                full = Path(dirpath) / fname
-                if full.is_symlink():
-                    target = full.resolve()
-                    if not target.is_relative_to(root) or not target.is_file():
-                        continue  # a link out of the folder is not part of the dataset
-                try:
-                    st = full.stat()
-                except OSError:
-                    continue
-                found.append((full.relative_to(root).as_posix(), f"{st.st_size}:{st.st_mtime_ns}"))
+                if info.type == pafs.FileType.Directory:
+                    if depth + 1 < max_depth:
+                        stack2.append((info.path, depth + 1))
+                elif info.type == pafs.FileType.File and posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
+                    add(rel, f"{info.size}:{info.mtime_ns}")
     found.sort(key=lambda t: t[0])
+    return found
+
+
+def _list_folder(location: str, cap: int) -> tuple[list[str], list[Any]]:
+    found = walk_files(location, max_count=cap)
     return [n for n, _ in found], [s for _, s in found]
 
 
@@ -245,50 +354,47 @@ def _image_column(schema: Any, location: str) -> tuple[str, Optional[str]]:
     )
 
 
-def _list_table(kind: str, location: str) -> tuple[SourceRef, int, list[Any]]:
-    import pyarrow.parquet as pq
+#: Fewer declared bytes than this per image row means the rows repeat or hold nothing (a dictionary
+#: value referenced by every row, null rows): refused before anything is read per row.
+MIN_BYTES_PER_IMAGE = 24
 
+
+def _open_source_table(ref: SourceRef, *, max_rows: Optional[int] = None) -> Any:
+    """The image column of a table source, sized from its metadata (:func:`vizlib.tables.open_table`)."""
+    return tables.open_table(ref.location, ref.kind, label=f"The table {display_name(ref.location)}",
+                             columns=[ref.column] if ref.column else None,
+                             null_column=f"{ref.column}.{ref.field}" if ref.field else ref.column,
+                             max_rows=max_rows, max_group_bytes=MAX_ROW_GROUP_BYTES)
+
+
+def _list_table(kind: str, location: str, cap: int) -> tuple[SourceRef, Any, list[Any]]:
+    """(ref, row numbers that may hold an image, layout for the digest): counted and capped from the metadata."""
+    label = f"The table {display_name(location)}"
+    probe = tables.open_table(location, kind, label=label, columns=[], max_group_bytes=MAX_ROW_GROUP_BYTES,
+                              check_pages=False)
     try:
-        if kind == "parquet":
-            with _open_binary(location) as fh:
-                meta = pq.ParquetFile(fh).metadata
-                schema = meta.schema.to_arrow_schema()
-                column, fld = _image_column(schema, location)
-                for g in range(meta.num_row_groups):
-                    rg = meta.row_group(g)
-                    if rg.total_byte_size > MAX_ROW_GROUP_BYTES:
-                        raise InputError(
-                            f"{location} has a row group of {rg.total_byte_size / 2**20:.0f} MB; rewrite it with "
-                            f"row groups under {MAX_ROW_GROUP_BYTES // 2**20} MB (pyarrow: row_group_size=...)."
-                        )
-                n = meta.num_rows
-                sizes = [f"rg{g}:{meta.row_group(g).num_rows}:{meta.row_group(g).total_byte_size}"
-                         for g in range(meta.num_row_groups)]
-        else:
-            reader = _ipc_reader(location)
-            schema = reader.schema
-            column, fld = _image_column(schema, location)
-            n = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-            sizes = [f"b{i}:{reader.get_batch(i).num_rows}" for i in range(reader.num_record_batches)]
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"{location} is not a readable {kind} table ({exc}).") from exc
-    # The listing digest covers the table's layout; row contents are fingerprinted as they are read.
-    return SourceRef(kind, location, column, fld), n, sizes + [""] * max(0, n - len(sizes))
-
-
-def _ipc_reader(location: str) -> Any:
-    import pyarrow as pa
-
-    if _is_uri(location):
-        fs, path = _fs_and_path(location)
-        return pa.ipc.open_file(fs.open_input_file(path))
-    try:
-        return pa.ipc.open_file(pa.memory_map(location, "r"))
-    except pa.ArrowInvalid as exc:
-        raise InputError(f"{location} is not an Arrow IPC file (the random-access format; streams are not "
-                         "supported): write it with pyarrow.ipc.new_file or feather.write_feather.") from exc
+        column, fld = _image_column(probe.schema, display_name(location))
+    finally:
+        probe.close()
+    ref = SourceRef(kind, location, column, fld)
+    with _open_source_table(ref) as table:
+        groups = table.groups
+    # Groups whose image column the metadata declares all null hold nothing: no row of theirs is listed.
+    kept = [g for g in groups if g.rows and (g.nulls is None or g.nulls < g.rows)]
+    n = sum(g.rows for g in kept)
+    _check_count(n, cap, location)
+    images = sum(g.rows - (g.nulls or 0) for g in kept)
+    data_bytes = sum(g.nbytes for g in kept)
+    if images and data_bytes < MIN_BYTES_PER_IMAGE * images:
+        raise InputError(f"{label} declares {images:,} images in {data_bytes:,} bytes: fewer than "
+                         f"{MIN_BYTES_PER_IMAGE} bytes an image, so its rows repeat one value or hold nothing. "
+                         "Give a table with one encoded image per row.")
+    if len(kept) == len(groups):
+        rows: Any = range(n)
+    else:
+        rows = [r for g in kept for r in range(g.start, g.start + g.rows)]
+    sizes = [f"rg{i}:{g.rows}:{g.nbytes}" if kind == "parquet" else f"b{i}:{g.rows}" for i, g in enumerate(groups)]
+    return ref, rows, sizes + [""] * max(0, n - len(sizes))
 
 
 class ItemReader:
@@ -302,59 +408,72 @@ class ItemReader:
         self._zip: Optional[zipfile.ZipFile] = None
         self._zip_fh: Any = None
         self._members: Optional[dict[str, zipfile.ZipInfo]] = None
-        self._table: Any = None  # pyarrow ParquetFile or IPC reader
-        self._offsets: Optional[list[int]] = None
-        self._chunk: Optional[tuple[int, Any]] = None  # (chunk index, pyarrow array)
+        self._table: Any = None  # a vizlib.tables.TableReader
+        self._batches: Any = None  # the batches of the current row group, being read forward
+        self._group: Optional[int] = None
+        self._chunk: Optional[tuple[int, Any]] = None  # (first row, record batch) last read
+        self._keys: Optional[dict[int, str]] = None
 
     def close(self) -> None:
-        for obj in (self._zip, self._zip_fh):
+        for obj in (self._zip, self._zip_fh, self._table):
             try:
                 if obj is not None:
                     obj.close()
             except Exception:
                 pass
-        self._zip = self._zip_fh = self._table = self._chunk = None
+        self._zip = self._zip_fh = self._table = self._chunk = self._batches = None
 
     def read(self, index: int, name: str) -> bytes:
         """The bytes of item ``index`` (named ``name`` in the listing); InputError if it can't be had."""
         kind = self.ref.kind
         if kind == "folder":
-            return self._read_file(name)
+            return self._read_file(index, name)
         if kind == "zip":
             return self._read_member(name)
-        return self._read_row(int(index))
+        return self._read_row(int(name))  # a table item's name is its row number
 
     # ---------------------------------------------------------------- folders
 
-    def _read_file(self, name: str) -> bytes:
-        if _is_uri(self.ref.location):
+    def _key(self, index: int, name: str) -> str:
+        """The real name of item ``index`` (differs from the shown ``name`` when it is not UTF-8)."""
+        if self._keys is None:
+            self._keys = dict(self.ref.keys)
+        return self._keys.get(int(index), name)
+
+    def _read_file(self, index: int, name: str) -> bytes:
+        key = self._key(index, name)
+        shown = display_name(name)
+        local = _local_root(self.ref.location)
+        if local is None:
             fs, base = _fs_and_path(self.ref.location)
-            path = base.rstrip("/") + "/" + name
+            path = base.rstrip("/") + "/" + key
             try:
                 with fs.open_input_file(path) as fh:
                     if fh.size() > MAX_IMAGE_BYTES:
-                        raise InputError(f'"{name}" is {fh.size() / 2**20:.1f} MB, over the '
+                        raise InputError(f'"{shown}" is {fh.size() / 2**20:.1f} MB, over the '
                                          f"{MAX_IMAGE_BYTES // 2**20} MB limit per image.")
                     return fh.read()
             except InputError:
                 raise
             except Exception as exc:
-                raise InputError(f'"{name}" could not be read ({exc}).') from exc
-        root = Path(self.ref.location)
-        path = root / name
+                raise InputError(f'"{shown}" could not be read ({exc}).') from exc
+        root = os.path.realpath(local)
+        target = os.path.realpath(os.path.join(root, key))
+        if os.path.commonpath([root, target]) != root:
+            raise InputError(f'"{shown}" now points outside the folder; skipped.')
         try:
-            size = path.stat().st_size
+            size = os.stat(target).st_size
             if size > MAX_IMAGE_BYTES:
-                raise InputError(f'"{name}" is {size / 2**20:.1f} MB, over the {MAX_IMAGE_BYTES // 2**20} MB '
+                raise InputError(f'"{shown}" is {size / 2**20:.1f} MB, over the {MAX_IMAGE_BYTES // 2**20} MB '
                                  "limit per image.")
-            with open(path, "rb") as fh:
+            with open(target, "rb") as fh:
                 data = fh.read(MAX_IMAGE_BYTES + 1)
         except InputError:
             raise
-        except OSError as exc:
-            raise InputError(f'"{name}" could not be read ({exc.strerror or exc}).') from exc
+        except (OSError, ValueError) as exc:
+            raise InputError(f'"{shown}" could not be read ({getattr(exc, "strerror", None) or exc}).') from exc
         if len(data) > MAX_IMAGE_BYTES:
-            raise InputError(f'"{name}" is over the {MAX_IMAGE_BYTES // 2**20} MB limit per image.')
+            raise InputError(f'"{shown}" is over the {MAX_IMAGE_BYTES // 2**20} MB limit per image.')
         return data
 
     # ---------------------------------------------------------------- ZIPs
@@ -380,57 +499,42 @@ class ItemReader:
 
     # ---------------------------------------------------------------- tables
 
-    def _open_table(self) -> None:
-        import pyarrow.parquet as pq
-
-        if self.ref.kind == "parquet":
-            self._zip_fh = _open_binary(self.ref.location)
-            self._table = pq.ParquetFile(self._zip_fh)
-            counts = [self._table.metadata.row_group(g).num_rows for g in range(self._table.num_row_groups)]
-        else:
-            self._table = _ipc_reader(self.ref.location)
-            counts = [self._table.get_batch(i).num_rows for i in range(self._table.num_record_batches)]
-        offsets = [0]
-        for c in counts:
-            offsets.append(offsets[-1] + c)
-        self._offsets = offsets
-
-    def _column_chunk(self, chunk: int) -> Any:
-        if self._chunk is not None and self._chunk[0] == chunk:
-            return self._chunk[1]
-        col = self.ref.column
-        if self.ref.kind == "parquet":
-            arr = self._table.read_row_group(chunk, columns=[col]).column(0).combine_chunks()
-        else:
-            arr = self._table.get_batch(chunk).column(col)
-        if self.ref.field:
-            arr = arr.field(self.ref.field)
-        self._chunk = (chunk, arr)
-        return arr
-
-    def _read_row(self, index: int) -> bytes:
-        import bisect
-
+    def _read_row(self, row: int) -> bytes:
+        """Row ``row`` of the image column: read batch by batch (each within the tabular budget), kept for the next."""
         try:
             if self._table is None:
-                self._open_table()
-            assert self._offsets is not None
-            if not 0 <= index < self._offsets[-1]:
-                raise InputError(f"Row {index} is not in the table any more.")
-            chunk = bisect.bisect_right(self._offsets, index) - 1
-            arr = self._column_chunk(chunk)
-            value = arr[index - self._offsets[chunk]]
+                self._table = _open_source_table(self.ref)
+            if self._chunk is not None and self._chunk[0] <= row < self._chunk[0] + self._chunk[1].num_rows:
+                start, batch = self._chunk
+            else:
+                group, _ = self._table.locate(row)
+                if self._batches is None or self._group != group or self._chunk is None or row < self._chunk[0]:
+                    self._batches = self._table.batches([group])
+                    self._group = group
+                for start, batch in self._batches:
+                    self._chunk = (start, batch)
+                    if row < start + batch.num_rows:
+                        break
+                else:
+                    self._batches = None
+                    raise InputError(f"Row {row} is not in the table any more.")
+                if not start <= row:
+                    raise InputError(f"Row {row} could not be found in the table.")
+            arr = batch.column(self.ref.column)
+            if self.ref.field:
+                arr = arr.field(self.ref.field)
+            value = arr[row - start]
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"Row {index} could not be read ({exc}).") from exc
+            raise InputError(f"Row {row} could not be read ({exc}).") from exc
         if not value.is_valid:
-            raise InputError(f"Row {index} has no image (null).")
+            raise InputError(f"Row {row} has no image (null).")
         data = value.as_py()
         if not data:
-            raise InputError(f"Row {index} is empty (0 bytes).")
+            raise InputError(f"Row {row} is empty (0 bytes).")
         if len(data) > MAX_IMAGE_BYTES:
-            raise InputError(f"Row {index} is {len(data) / 2**20:.1f} MB, over the "
+            raise InputError(f"Row {row} is {len(data) / 2**20:.1f} MB, over the "
                              f"{MAX_IMAGE_BYTES // 2**20} MB limit per image.")
         return bytes(data)
 

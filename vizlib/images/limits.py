@@ -22,6 +22,13 @@ MAX_SIDE = 65_535
 MAX_IMAGE_BYTES = 20 * 2**20
 #: Most images accepted in one batch (uploads or one ZIP).
 MAX_IMAGES = 200
+#: Most images one dataset atlas may list (a folder, ZIP or table given to ``python -m vizlib.atlas``),
+#: counted before a name is made per image: a table declaring 300 million rows is refused from its metadata.
+MAX_DATASET_IMAGES = 1_000_000
+#: Pixels of stored pictures (atlas crops, thumbnails, feature visualisations) one request may decode
+#: in all, and at most per picture: a page showing 49 crops never holds 49 large images.
+MAX_REQUEST_PIXELS = 64_000_000
+MAX_STORED_PICTURE_PIXELS = 16_777_216
 #: Largest total size of one batch of images (bytes; for a ZIP, uncompressed).
 MAX_TOTAL_BYTES = 200 * 2**20
 #: A ZIP member that inflates more than this many times is treated as a zip bomb.
