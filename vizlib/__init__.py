@@ -37,6 +37,10 @@ from vizlib.explain import (
     gradcam, gradcam_method, receptive_field, receptive_field_info,
 )
 from vizlib.featvis import feature_visualization
+from vizlib.graph import (
+    LayerGraph, collapse, graph_figure, graph_layout, graph_png, graph_svg, kernel_figure, kernel_pixels, kernel_png,
+    kernels, layer_graph,
+)
 # The function shadows the package's name on ``vizlib``: import the package's parts with
 # ``from vizlib.attribution import ...``.
 from vizlib.attribution import attribution, faithfulness
@@ -66,5 +70,7 @@ __all__ = [
     "gradcam", "gradcam_method", "explain_class", "ClassExplanation", "channel_contributions", "receptive_field",
     "receptive_field_info", "depth_profile", "conv_arithmetic", "GradientsUnsafe",
     "gradcam_overlay", "gradcam_pair", "contributions_bar", "receptive_field_figure", "conv_arithmetic_figure",
-    "depth_profile_figure", "feature_visualization", "attribution", "faithfulness",
+    "depth_profile_figure", "feature_visualization",
+    "LayerGraph", "layer_graph", "collapse", "graph_layout", "graph_figure", "graph_svg", "graph_png", "kernels",
+    "kernel_pixels", "kernel_figure", "kernel_png", "attribution", "faithfulness",
 ]

@@ -945,6 +945,14 @@ def _first_plain_conv(km: Any) -> str:
     raise InputError("This model has no plain Conv2D layer, so there is no convolution arithmetic to show.")
 
 
+def input_channel_order(m: Any, channels: int) -> str:
+    """The order of a model's input colour channels: "BGR" for models fed 'caffe'-style (VGG, ResNet50),
+    "RGB" for other 3-channel inputs, "" otherwise (the conv arithmetic and the kernel pictures use it)."""
+    pre_name = str(getattr(m, "preprocess_name", ""))
+    bgr = channels == 3 and any(k in pre_name for k in ("caffe", "vgg16", "vgg19", "resnet50", "resnet."))
+    return "BGR" if bgr else ("RGB" if channels == 3 else "")
+
+
 @op("explain.conv_arithmetic")
 def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channel: int = 0,
                         layer: Optional[str] = None) -> dict:
@@ -1003,7 +1011,7 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
             break
         followed.append(i.kind)
     pre_name = str(getattr(m, "preprocess_name", ""))
-    bgr = x_in.shape[-1] == 3 and any(k in pre_name for k in ("caffe", "vgg16", "vgg19", "resnet50", "resnet."))
+    order = input_channel_order(m, x_in.shape[-1])
     source = (f"Input values: the image's pixels after the model's preprocessing ({pre_name})" if pre_name
               else "Input values: the image as the model receives it")
     if between:
@@ -1019,7 +1027,7 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
         "input_channels": in_channels, "strides": [wins[0].s, wins[1].s], "dilation": [wins[0].d, wins[1].d],
         "padding": str(conv.padding), "pad_before": [wins[0].p, wins[1].p],
         "input_is_model_input": id(in_t) == id(tr.input), "input_source": source,
-        "channel_order": "BGR" if bgr else ("RGB" if x_in.shape[-1] == 3 else ""), "followed_by": followed,
+        "channel_order": order, "followed_by": followed,
         "input_layer": getattr(g.op.get(id(in_t)), "name", "input"),
         "box": list(_box_of(rows_rf, cols_rf)),
     }
