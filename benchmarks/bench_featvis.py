@@ -30,6 +30,8 @@ import time
 
 import _common as C
 
+from vizlib.featvis import engine as fv_engine, graph as fv_graph, rendering as fv_rendering
+
 sys.path.insert(0, str(C.ROOT / "tests"))
 
 TARGET_BATCH_RATIO = 1.5
@@ -68,7 +70,7 @@ def _steps_to_specificity(max_steps: int) -> dict:
             acts = vizlib.activations(m, imgs, [layer])[layer]
             samples_fired = np.maximum(acts, 0).mean(axis=(1, 2)).max(axis=0)
             size = featvis.default_size(m, layer)
-            st = featvis._State(m, layer, list(range(n)), size, max_steps, 0)
+            st = fv_engine.State(m, layer, list(range(n)), size, max_steps, 0)
             rows = []
             t0 = time.perf_counter()
             for k in [c for c in CHECKPOINTS if c <= max_steps]:
@@ -100,7 +102,7 @@ def _per_step(m, layer: str, channels: list[int], size, steps: int) -> float:
     """
     from vizlib import featvis
 
-    st = featvis._State(m, layer, channels, size, featvis.REDIRECT_STEPS + steps + 2, 0)
+    st = fv_engine.State(m, layer, channels, size, featvis.REDIRECT_STEPS + steps + 2, 0)
     st.done = featvis.REDIRECT_STEPS + 1
     st.advance(1)
     t0 = time.perf_counter()
@@ -130,7 +132,7 @@ def _fb_fn(m, layer: str, size, n: int):
 
     from vizlib import featvis
 
-    ext = featvis._extractor(m, layer)
+    ext = fv_graph.extractor(m, layer)
 
     @tf.function(input_signature=[tf.TensorSpec([n, size[0], size[1], 3], tf.float32)])
     def fb(x):
@@ -173,8 +175,8 @@ def _vgg(rounds: int) -> dict:
     control = _fb_pass(m, layer, size, rounds)
     out["control"] = control
     fb = control["one_s"]
-    featvis._GRAPHS.clear()  # end to end as a first visit: the graph is built and traced too
-    featvis._PLANS.clear()
+    fv_graph.clear()  # end to end as a first visit: the graph is built and traced too
+    fv_rendering._PLANS.clear()
     marks: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     vis = featvis.render(m, layer, [100], size=128, cache=False,
@@ -203,8 +205,8 @@ def _cache_info() -> dict:
         t0 = time.perf_counter()
         featvis.render(m, "conv2d_7", [2], cache=cache)
         compute = time.perf_counter() - t0
-        featvis._PLANS.clear()
-        featvis._GRAPHS.clear()
+        fv_rendering._PLANS.clear()
+        fv_graph.clear()
         t0 = time.perf_counter()
         vis = featvis.render(m, "conv2d_7", [2], cache=featvis.DiskCache(folder))
         hit = time.perf_counter() - t0

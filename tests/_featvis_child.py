@@ -125,7 +125,8 @@ def task_restart(cache_dir: str) -> dict:
     m = vizlib.load_model("emotion_cnn")
     last = vizlib.last_conv(m).name
     calls = []
-    original = featvis._optimise_op
+    from vizlib.featvis import engine
+    original = engine._optimise_op
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -182,9 +183,56 @@ def task_refused() -> dict:
     return {"refused": None}
 
 
+def task_redirect() -> dict:
+    """Lucid's redirected ReLU gradient lives in the traced step only: a dead channel moves there, nowhere else."""
+    import threading
+
+    import keras
+    import tensorflow as tf
+
+    from vizlib.featvis import REDIRECT_STEPS
+    from vizlib.featvis.engine import State
+
+    relu_before = tf.nn.relu
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(2, 3, activation="relu", name="dead", bias_initializer=keras.initializers.Constant(-50.0))(inp)
+    km = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(h))
+    m = vizlib.load_model(km, preprocess="unit")
+
+    def moved(start: int) -> bool:
+        st = State(m, "dead", [0], (16, 16), REDIRECT_STEPS + 4, 0)
+        st.done = start
+        before = st.spec.numpy()
+        st.advance(1)
+        return not np.array_equal(before, st.spec.numpy())
+
+    # Meanwhile another thread takes the plain gradient of the same model: it must see TensorFlow's own ReLU.
+    seen = []
+
+    def other() -> None:
+        x = tf.random.uniform((1, 16, 16, 1))
+        for _ in range(20):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.reduce_sum(km(x))
+            seen.append(float(tf.reduce_sum(tf.abs(tape.gradient(y, x)))))
+
+    t = threading.Thread(target=other)
+    t.start()
+    early = moved(0)
+    t.join()
+    late = moved(REDIRECT_STEPS + 1)
+    return {"early_moves": early, "late_moves": late, "other_thread_grad": max(seen),
+            "relu_unchanged": tf.nn.relu is relu_before}
+
+
 def task_ui() -> dict:
     """The page's pieces under Streamlit's AppTest: a progress bar first, the result when the job ends."""
     from streamlit.testing.v1 import AppTest
+
+    from ui.startup import keep_keras_session
+
+    keep_keras_session()  # what the server's start-up does (AppTest has no server)
 
     def page() -> None:
         import streamlit as st
@@ -238,7 +286,8 @@ def main() -> None:
     task, args = sys.argv[1], sys.argv[2:]
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
-              "refused": task_refused, "ui": task_ui}[task]()
+              "refused": task_refused, "ui": task_ui,
+              "redirect": task_redirect}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 import vizlib
 from vizlib import featvis
+from vizlib.featvis import engine as fv_engine, graph as fv_graph, param as fv_param, transform as fv_transform
 from vizlib.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +146,14 @@ def test_an_uploaded_model_renders_in_its_own_process(tmp_path):
     assert r["rank_there"] == [1, 1]
 
 
+def test_redirected_relu_acts_in_the_first_steps_of_its_own_graph_only():
+    r = run_child("redirect")
+    assert r["early_moves"] is True  # a channel dead on the start image still gets a direction
+    assert r["late_moves"] is False  # after REDIRECT_STEPS: the plain ReLU gradient (zero for a dead channel)
+    assert r["other_thread_grad"] == 0.0  # another thread, same model, same time: TensorFlow's own gradient
+    assert r["relu_unchanged"] is True
+
+
 def test_refused_when_tensorflow_came_first_with_onednn():
     r = run_child("refused", env={"TF_ENABLE_ONEDNN_OPTS": "1"})
     assert r["refused"] and "oneDNN" in r["refused"]
@@ -170,22 +179,74 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     assert r["lonely"] == ["abandoned", True]
 
 
-def test_streamlit_no_longer_clears_the_keras_session_after_each_run(monkeypatch):
+def test_streamlit_cleanup_internal_is_what_startup_replaces():
+    """Fails when a Streamlit upgrade changes the internal ui/startup.py replaces (then revisit that function)."""
+    import inspect
+    import re
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    original = script_runner._clean_problem_modules
+    if getattr(original, "keeps_keras_session", False):  # replaced earlier in this process: read the source
+        original = None
+    source = inspect.getsource(script_runner)
+    body = source[source.index("def _clean_problem_modules"):]
+    body = body[:body.index("\ndef ", 1)]
+    # What it cleans: exactly Keras' session and matplotlib's figures (the replacement keeps the latter).
+    assert set(re.findall(r'sys\.modules\["([\w.]+)"\]', body)) == {"keras", "matplotlib.pyplot"}, body
+    assert "clear_session()" in body and 'close("all")' in body
+    # Who calls it: the script runner, by its module-level name (so replacing the attribute takes effect).
+    run = inspect.getsource(script_runner.ScriptRunner)
+    assert "_log_if_error(_clean_problem_modules)" in run
+    assert original is None or callable(original)
+
+
+def test_startup_installs_the_keras_free_cleanup_once(monkeypatch):
     """A progress fragment reruns every second; Streamlit's per-run clear_session made jobs ~10x slower."""
+    import asyncio
+
+    import types
+
     import keras
     from streamlit.runtime.scriptrunner import script_runner
 
-    monkeypatch.setattr(script_runner, "_clean_problem_modules", script_runner._clean_problem_modules)
-    cleared = []
-    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
-    script_runner._clean_problem_modules()
-    assert cleared == [1]  # Streamlit's own cleanup calls it
-    from ui import featvis as fv_ui
+    from ui import startup
 
-    assert fv_ui.keep_compiled_functions() is True
-    assert fv_ui.keep_compiled_functions() is True  # once is enough; again is harmless
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", script_runner._clean_problem_modules)
+    cleared, closed = [], []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
+    plt = types.ModuleType("matplotlib.pyplot")  # matplotlib is not a dependency: a stand-in that counts
+    plt.close = lambda *a, **k: closed.append(a)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", plt)
     script_runner._clean_problem_modules()
-    assert cleared == [1]
+    assert cleared == [1] and closed == [("all",)]  # Streamlit's own cleanup
+    monkeypatch.setattr(startup, "warm", lambda: 0.0)  # the model warm-up is tested elsewhere
+
+    async def serve() -> None:
+        async with startup.lifespan(None):
+            pass
+
+    asyncio.run(serve())  # the server's start-up installs it, before any page runs
+    assert getattr(script_runner._clean_problem_modules, "keeps_keras_session", False)
+    assert startup.keep_keras_session() is True  # again is harmless
+    script_runner._clean_problem_modules()
+    assert cleared == [1] and closed == [("all",), ("all",)]  # Keras kept, matplotlib still closed
+    import ui.featvis
+
+    assert "clean_problem_modules" not in Path(ui.featvis.__file__).read_text()  # no patch on first use
+
+
+def test_no_process_wide_patch_of_tensorflow():
+    """No module assigns an attribute of tf.nn (the redirected ReLU is a scoped gradient override)."""
+    pattern = __import__("re").compile(r"(tf\.nn\.\w+\s*=[^=]|setattr\(\s*tf\.nn\b|tensorflow\.nn\.\w+\s*=[^=])")
+    offenders = []
+    for folder in ("vizlib", "ui"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert (ROOT / "app.py").read_text().count("tf.nn") == 0
+    assert offenders == []
 
 
 # --------------------------------------------------------------------------- the disk cache
@@ -326,31 +387,30 @@ def test_every_named_preprocessing_is_read_as_an_affine_map(bundled_model):
                                                                       "densenet121", "efficientnet_b0")})
     for name, fn in fns.items():
         m = dataclasses.replace(rgb, preprocess=fn, preprocess_name=name)
-        a, b = featvis._affine_preprocess(m)
+        a, b = fv_graph.affine_preprocess(m)
         np.testing.assert_allclose(x @ a + b, fn(x.copy()), rtol=1e-4, atol=1e-3, err_msg=name)
     bad = dataclasses.replace(rgb, preprocess=lambda v: np.sqrt(v), preprocess_name="sqrt")
     with pytest.raises(InputError, match="not a per-pixel scaling"):
-        featvis._affine_preprocess(bad)
+        fv_graph.affine_preprocess(bad)
 
 
 def test_default_size_follows_the_receptive_field():
     class Fake:
         input_size = (224, 224)
 
-    assert featvis._default_size(Fake(), 3) == (64, 64)  # first layer: small field, still a visible texture
-    assert featvis._default_size(Fake(), 44) == (96, 96)
-    assert featvis._default_size(Fake(), 212) == (128, 128)  # capped for cost
+    assert fv_engine.default_side(Fake(), 3) == (64, 64)  # first layer: small field, still a visible texture
+    assert fv_engine.default_side(Fake(), 44) == (96, 96)
+    assert fv_engine.default_side(Fake(), 212) == (128, 128)  # capped for cost
     Fake.input_size = (48, 48)
-    assert featvis._default_size(Fake(), 212) == (48, 48)  # never above the model's input
+    assert fv_engine.default_side(Fake(), 212) == (48, 48)  # never above the model's input
 
 
 def test_transforms_are_seeded_and_jitter_scale_rotate():
-    g = featvis._Graph(extractor=None, layer_channels=4, size=(64, 64), canvas=(70, 70), ratio=1.0, free_size=True)
-    a, b = featvis._transforms(0, 50, g), featvis._transforms(0, 50, g)
-    assert np.array_equal(a, b) and not np.array_equal(a, featvis._transforms(1, 50, g))
+    g = a, b = fv_transform.transforms(0, 50, (64, 64), (70, 70), 1.0), fv_transform.transforms(0, 50, (64, 64), (70, 70), 1.0)
+    assert np.array_equal(a, b) and not np.array_equal(a, fv_transform.transforms(1, 50, (64, 64), (70, 70), 1.0))
     scale = np.hypot(a[:, 0], a[:, 1])
     assert 0.85 < scale.min() < 0.95 and 1.05 < scale.max() < 1.15  # 1 / (0.9..1.1)
     assert np.abs(np.degrees(np.arctan2(a[:, 1], a[:, 0]))).max() > 5  # rotations up to 10 degrees
-    s0 = featvis._initial_spectrum(0, 3, 1, 64, 64)
-    assert np.array_equal(s0, featvis._initial_spectrum(0, 3, 1, 64, 64))
-    assert not np.array_equal(s0, featvis._initial_spectrum(0, 4, 1, 64, 64))  # per channel, batch-independent
+    s0 = fv_param.initial_spectrum(0, 3, 1, 64, 64)
+    assert np.array_equal(s0, fv_param.initial_spectrum(0, 3, 1, 64, 64))
+    assert not np.array_equal(s0, fv_param.initial_spectrum(0, 4, 1, 64, 64))  # per channel, batch-independent

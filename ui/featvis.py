@@ -22,7 +22,6 @@ Used from the views (app code)::
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Sequence
@@ -51,41 +50,6 @@ _JOBS: "OrderedDict[tuple, Job]" = OrderedDict()
 _JOBS_LOCK = threading.Lock()
 
 
-def keep_compiled_functions() -> bool:
-    """Stop Streamlit calling ``keras.backend.clear_session()`` after every run (once per process).
-
-    Streamlit's script runner calls it after each script run *and each fragment
-    run*. It clears TensorFlow's eager kernel cache, so every compiled function
-    is instantiated again on its next call, and runs a full garbage collection.
-    With the progress fragment polling, a running optimisation slowed about
-    tenfold (bundled model, detail and grid: the first image after 215 s
-    instead of 24 s, benchmarks/README.md). The app builds Keras models only in
-    bounded caches, so the reset buys nothing here. Streamlit's other cleanup
-    (closing matplotlib figures) is kept. Returns whether the cleanup is now Keras-free.
-    """
-    try:
-        from streamlit.runtime.scriptrunner import script_runner
-    except ImportError:  # pragma: no cover - another Streamlit layout: leave it alone
-        return False
-    current = getattr(script_runner, "_clean_problem_modules", None)
-    if current is None:
-        return False
-    if getattr(current, "keeps_keras_session", False):
-        return True
-
-    def clean_problem_modules() -> None:
-        plt = sys.modules.get("matplotlib.pyplot")
-        if plt is not None:
-            try:
-                plt.close("all")
-            except Exception:  # noqa: BLE001 - as Streamlit: never fail a run over this
-                pass
-
-    clean_problem_modules.keeps_keras_session = True  # type: ignore[attr-defined]
-    script_runner._clean_problem_modules = clean_problem_modules
-    return True
-
-
 def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int] = None, size: Any = None,
             seed: int = 0, slot: Optional[str] = None) -> Job:
     """The job computing these visualisations: an existing one (any session's) or a new one.
@@ -94,7 +58,6 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
     same slot asks for something else, its previous job is cancelled unless it
     finished, so a user clicking through channels doesn't queue a job per click.
     """
-    keep_compiled_functions()
     key = (str(m.key), str(layer), tuple(int(c) for c in channels), steps,
            None if size is None else str(size), int(seed))
     with _JOBS_LOCK:
@@ -206,7 +169,9 @@ def what_it_looks_for(m: Any, info: Any, channel: int, maps: Optional[np.ndarray
                       caption=f"made for channel {channel} · {h}×{w} px")
         with col_text:
             st.markdown(comparison(vis, maps))
-            st.download_button("Download PNG", data=image_png(vis.images[0]), mime="image/png",
+            st.download_button("Download PNG", mime="image/png",  # for slides: enlarged, titled
+                               data=feature_png(vis, title=f"{m.label} · {info.name}, channel {channel}: "
+                                                           "an image made to excite it"),
                                file_name=f"{info.name.replace('/', '_')}_channel{channel}.png",
                                key=f"{key}-png")
         st.caption("Made by gradient ascent from noise: Fourier-space pixels, decorrelated colour, the model's "

@@ -259,7 +259,7 @@ def compute(directory: str | os.PathLike[str], model: Any, layers: Sequence[str]
     c = int(model.channels)
     for name in names:
         hw = tuple(int(v) for v in (featvis.default_size(model, name) if size is None else
-                                    featvis._resolve_size(size)))  # noqa: SLF001 - same resolution as render
+                                    featvis.resolve_size(size)))  # the same resolution as render
         n_ch = int(find_layer(model, name).channels)
         expect = {"size": list(hw), "channels": c, "steps": steps, "seed": int(seed)}
         entry = {"file": f"{FEATVIS_DIR}/{layer_path(directory, name).name}", "channels_count": n_ch,

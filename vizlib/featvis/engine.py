@@ -1,0 +1,237 @@
+"""Optimisations where the model lives: sizes, batch plans, and step-by-step progress as operations.
+
+Each function here is an operation (:mod:`vizlib.ops`) on the model, so the
+same code runs in this process or in an uploaded model's own process; an
+optimisation's state (its spectra and Adam's moments) stays where the model
+is, and the caller advances it a few steps per call (progress, cancelling).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from vizlib.errors import InputError
+from vizlib.featvis import param, transform
+from vizlib.featvis.graph import Graph, graph, require_safe_gradients, run_lock
+from vizlib.ops import op
+
+#: Optimisation steps when the caller gives none (see benchmarks/README.md, "Feature visualisation").
+DEFAULT_STEPS = 256
+MAX_STEPS = 4096
+#: Largest default side: the cost of a step grows with the area.
+DEFAULT_MAX_SIDE = 128
+#: Smallest default side: a first layer's tiny field still shows as a texture of many repeats.
+DEFAULT_MIN_SIDE = 64
+MIN_SIDE, MAX_SIDE = 16, 512
+#: Channels in one optimisation batch are capped so that the backward pass stays within this.
+BATCH_BYTES = 384 * 2**20
+MAX_CHANNELS = 1024
+#: Optimisations kept between calls in one process (a page polls them step by step).
+MAX_STATES = 8
+STATE_BYTES = 256 * 2**20
+#: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
+STATS = ("mean", "fired", "activity", "peak", "floor")
+
+
+def bytes_per_row(m: Any, layer: str, g: Graph) -> int:
+    """Rough memory of one batch row's forward + backward up to ``layer`` (for batch sizing)."""
+    from vizlib.layers import find_layer
+
+    info = find_layer(m, layer)
+    area = (g.canvas[0] * g.canvas[1]) / max(1, int(m.input_size[0]) * int(m.input_size[1]))
+    total = 0
+    for i in m.layers:
+        if i.index > info.index:
+            break
+        if i.output_shape and all(isinstance(d, int) for d in i.output_shape):
+            total += int(np.prod(i.output_shape))
+    return int(max(total * area, 1) * 4 * 3)
+
+
+class State:
+    """One optimisation in progress in this process: parameters, Adam's moments, steps done."""
+
+    def __init__(self, m: Any, layer: str, channels: list[int], size: tuple[int, int], steps: int, seed: int,
+                 cell: Optional[tuple[int, int]] = None):
+        import tensorflow as tf
+
+        self.g = graph(m, layer, size, cell)
+        self.km = m.model
+        self.steps = int(steps)
+        self.done = 0
+        self.channels = tf.constant(np.asarray(channels, dtype=np.int32))
+        spec = np.stack([param.initial_spectrum(seed, ch, int(m.channels), size[0], size[1]) for ch in channels])
+        self.spec = tf.constant(spec)
+        self.m1 = tf.zeros_like(self.spec)
+        self.m2 = tf.zeros_like(self.spec)
+        self.transforms = tf.constant(transform.transforms(seed, self.steps, self.g.size, self.g.canvas,
+                                                           self.g.ratio))
+        self.nbytes = spec.nbytes * 3
+        self.lock = threading.Lock()
+
+    def advance(self, n: int) -> None:
+        """Run up to ``n`` more steps (never past ``steps``)."""
+        import tensorflow as tf
+
+        with self.lock:
+            for _ in range(max(0, min(int(n), self.steps - self.done))):
+                t = tf.constant(float(self.done + 1))
+                with run_lock(self.km):
+                    self.spec, self.m1, self.m2, _ = self.g.step(
+                        self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
+                self.done += 1
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current images (uint8) and their statistics of every channel (float32 (B, len(STATS), C))."""
+        with run_lock(self.km):
+            img, stats = self.g.final(self.spec)
+        return np.asarray(img, dtype=np.uint8), np.asarray(stats, dtype=np.float32)
+
+
+_STATES: "OrderedDict[str, State]" = OrderedDict()
+_STATES_LOCK = threading.Lock()
+
+
+def _state(m: Any, job: str, layer: str, channels: list[int], size: tuple[int, int], steps: int,
+           seed: int, cell: Optional[tuple[int, int]]) -> State:
+    with _STATES_LOCK:
+        found = _STATES.get(job)
+        if found is not None:
+            _STATES.move_to_end(job)
+            return found
+    st = State(m, layer, channels, size, steps, seed, cell)
+    with _STATES_LOCK:
+        _STATES[job] = st
+        while len(_STATES) > MAX_STATES or (
+                len(_STATES) > 1 and sum(s.nbytes for s in _STATES.values()) > STATE_BYTES):
+            _STATES.popitem(last=False)
+    return st
+
+
+def check_layer_channels(m: Any, layer: str, channels: Sequence[int]) -> list[int]:
+    """Channel numbers checked against the layer (from the model's layer list: no computation)."""
+    from vizlib.layers import find_layer
+
+    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
+        channels = [int(channels)]
+    info = find_layer(m, layer)
+    chosen = [int(c) for c in channels]
+    if not chosen:
+        raise InputError("No channels chosen.")
+    bad = [c for c in chosen if not 0 <= c < info.channels]
+    if bad:
+        raise InputError(f"Layer '{layer}' has channels 0 to {info.channels - 1}; there is no channel {bad[0]}.")
+    return chosen
+
+
+def check_cell(m: Any, layer: str, cell: Any) -> Optional[tuple[int, int]]:
+    """``cell`` as (row, col) inside the layer's map at the model's input size, or None."""
+    from vizlib.layers import find_layer
+
+    if cell is None:
+        return None
+    try:
+        r, c = (int(v) for v in cell)
+    except (TypeError, ValueError):
+        raise InputError(f"cell must be (row, column) of the layer's map, not {cell!r}.") from None
+    shape = find_layer(m, layer).output_shape
+    h, w = shape[0], shape[1]
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise InputError(f"Layer '{layer}' has no fixed map size, so a single cell can't be chosen.")
+    if not (0 <= r < h and 0 <= c < w):
+        raise InputError(f"Layer '{layer}' has a {h}x{w} map; there is no cell ({r}, {c}).")
+    return r, c
+
+
+def receptive_field(m: Any, layer: str) -> int:
+    """The side (input pixels) of what one unit of ``layer`` sees, from the kernels and strides."""
+    side = max(int(m.input_size[0]), int(m.input_size[1]))
+    try:
+        from vizlib.atlas.rf import receptive_fields
+
+        rf = receptive_fields(m.model, [layer])[layer]
+    except Exception:  # noqa: BLE001 - an exotic graph: assume the whole image
+        return side
+    if rf.y is None or rf.x is None:
+        return side
+    return int(math.ceil(max(rf.y.hi - rf.y.lo, rf.x.hi - rf.x.lo))) + 1
+
+
+def default_side(m: Any, rf: int) -> tuple[int, int]:
+    """About twice the receptive field, between the default bounds and never above the model's input."""
+    side = max(DEFAULT_MIN_SIDE, 16 * math.ceil(2 * rf / 16))
+    side = min(side, DEFAULT_MAX_SIDE, max(int(m.input_size[0]), int(m.input_size[1])))
+    return int(side), int(side)
+
+
+def resolve_size(size: Any) -> Optional[tuple[int, int]]:
+    """``size`` (pixels, or (height, width), or None) checked: ``(h, w)`` or None."""
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        h = w = int(size)
+    elif isinstance(size, (tuple, list)) and len(size) == 2:
+        h, w = (int(v) for v in size)
+    else:
+        raise InputError(f"size must be a number of pixels or (height, width), not {size!r}.")
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise InputError(f"size must lie between {MIN_SIDE} and {MAX_SIDE} pixels, not {h}x{w}.")
+    return h, w
+
+
+def _cell(cell: Any) -> Optional[tuple[int, int]]:
+    return None if cell is None else (int(cell[0]), int(cell[1]))
+
+
+@op("featvis.plan")
+def _plan_op(m: Any, batch: Optional[np.ndarray], *, layer: str, size: Optional[list] = None,
+             cell: Optional[list] = None) -> dict:
+    """Image size (default from the receptive field), the canvas and how many channels fit one batch."""
+    require_safe_gradients()
+    from vizlib.layers import find_layer
+
+    info = find_layer(m, layer)
+    cell_t = check_cell(m, layer, cell)
+    rf = receptive_field(m, layer)
+    hw = resolve_size(size) or default_side(m, rf)
+    g = graph(m, layer, hw, cell_t)
+    per_row = bytes_per_row(m, layer, g)
+    return {"size": list(hw), "receptive_field": rf, "canvas": list(g.canvas), "free_size": g.free_size,
+            "batch": int(max(1, min(MAX_CHANNELS, BATCH_BYTES // per_row))), "layer_channels": info.channels}
+
+
+@op("featvis.optimise")
+def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: list, size: list, steps: int,
+                 seed: int, job: str, advance: Optional[int] = None, cell: Optional[list] = None) -> dict:
+    """Advance one optimisation by ``advance`` steps (all when None); its state stays in this process.
+
+    Returns ``done`` and ``steps``; once done, ``images`` (uint8 (B, H, W, C))
+    and ``stats`` (float32 (B, len(STATS), layer channels): each image's
+    statistics of every channel's map, see :data:`STATS`).
+    """
+    require_safe_gradients()
+    chosen = check_layer_channels(m, layer, channels)
+    hw = resolve_size(size)
+    steps = int(steps)
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"steps must lie between 1 and {MAX_STEPS}, not {steps}.")
+    st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell))
+    st.advance(steps if advance is None else int(advance))
+    out: dict = {"done": st.done, "steps": st.steps}
+    if st.done >= st.steps:
+        out["images"], out["stats"] = st.finish()
+        with _STATES_LOCK:
+            _STATES.pop(str(job), None)
+    return out
+
+
+@op("featvis.cancel")
+def _cancel_op(m: Any, batch: Optional[np.ndarray], *, job: str) -> dict:
+    """Forget an optimisation (the page moved on)."""
+    with _STATES_LOCK:
+        return {"dropped": _STATES.pop(str(job), None) is not None}

@@ -1,0 +1,253 @@
+"""The model side of an optimisation: the layer's sub-graph, the model's preprocessing, one compiled step.
+
+Compiled pieces are built once per (model, layer, image size, objective)
+and kept with the model (weakly: they go when the model goes). The step
+function is traced with fixed input signatures, so one trace serves every
+step and every batch of channels.
+
+Gradients and oneDNN: with TensorFlow 2.21 on CPU and oneDNN on, some input
+gradients corrupt the heap and abort the process. ``import vizlib`` before
+TensorFlow turns oneDNN off; if TensorFlow was imported first with oneDNN on,
+feature visualisation refuses with :class:`vizlib.explain.GradientsUnsafe`
+(as Grad-CAM does) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from vizlib.errors import InputError
+from vizlib.featvis import objectives, param, transform
+from vizlib.featvis.redirect import redirected_relu
+
+#: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
+LEARNING_RATE = 0.1
+MAX_GRAPHS_PER_MODEL = 8
+
+
+class _OwnTracingNoise(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning about this module's step functions.
+
+    One step function is compiled per (model, layer, image size), each traced
+    once (fixed input signatures); TensorFlow counts them together and warns
+    as if one function were retraced. Other functions' warnings pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not ("triggered tf.function retracing" in text and "compile_step.<locals>" in str(record.args or "")
+                    + text)
+
+
+logging.getLogger("tensorflow").addFilter(_OwnTracingNoise())
+
+
+def gradients_safe() -> bool:
+    """False when TensorFlow runs with oneDNN on, where some input gradients abort the process.
+
+    The same rule as :mod:`vizlib.explain` (``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS=1`` overrides it).
+    """
+    import tensorflow as tf  # noqa: F401 - oneDNN is decided when TensorFlow is imported
+
+    from vizlib.explain import onednn_enabled
+
+    return os.environ.get("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1" or not onednn_enabled()
+
+
+def require_safe_gradients() -> None:
+    """Raise :class:`vizlib.explain.GradientsUnsafe` unless input gradients are safe in this process."""
+    if not gradients_safe():
+        from vizlib.explain import GradientsUnsafe
+
+        raise GradientsUnsafe(
+            "Feature visualisation needs input gradients, and TensorFlow was imported with oneDNN on, where "
+            "they can corrupt memory and abort the process. Import vizlib before tensorflow or keras (it "
+            "turns oneDNN off), or set TF_ENABLE_ONEDNN_OPTS=0 before starting Python."
+        )
+
+
+def run_lock(km: Any) -> threading.Lock:
+    from vizlib.extract import run_lock as lock
+
+    return lock(km)
+
+
+def affine_preprocess(m: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The model's preprocessing as ``x @ A + b`` (per pixel), read off its numpy function.
+
+    Every scaling vizlib names (x/255, -1..1, caffe's BGR and mean, torch's mean
+    and std, Keras Applications' ``preprocess_input``) is affine per pixel; a
+    function that is not raises :class:`InputError`.
+    """
+    c = int(m.channels)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(m.preprocess(np.array(x, dtype=np.float32, copy=True)), dtype=np.float64)
+
+    probe = np.zeros((c + 1, 2, 2, c), dtype=np.float32)
+    for j in range(c):
+        probe[j + 1, ..., j] = 255.0
+    try:
+        out = run(probe)
+        if out.shape != probe.shape:
+            raise ValueError(f"shape {out.shape}")
+        b = out[0, 0, 0]
+        a = (out[1:, 0, 0] - b) / 255.0  # row j: the output for a unit of input channel j
+        rng = np.random.default_rng(0)
+        test = rng.uniform(0, 255, size=(2, 5, 5, c)).astype(np.float32)
+        want = run(test)
+        got = test.astype(np.float64) @ a + b
+        ok = np.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    except Exception as exc:  # noqa: BLE001 - a user's function may raise anything
+        raise InputError(f"This model's preprocessing ({m.preprocess_name}) could not be evaluated: {exc}") from exc
+    if not ok:
+        raise InputError(
+            f"This model's preprocessing ({m.preprocess_name}) is not a per-pixel scaling, so feature "
+            "visualisation can't differentiate through it. Load the model with a named preprocessing "
+            "('unit', 'symmetric', 'raw', 'caffe', 'torch')."
+        )
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+@dataclass
+class Graph:
+    """Compiled pieces for one (model, layer, image size, cell): shared by every optimisation of them."""
+
+    extractor: Any  # keras.Model(input -> layer output), input spec lifted
+    layer_channels: int
+    size: tuple[int, int]  # the image (h, w)
+    canvas: tuple[int, int]  # what the network sees during optimisation
+    ratio: float  # image pixels per canvas pixel at scale 1
+    free_size: bool  # the layer's graph runs at any input size
+    cell: Optional[tuple[int, int]] = None  # the neuron objective's map position, or None: the whole channel
+    step: Any = None  # compiled: one optimisation step for a batch
+    final: Any = None  # eager: the finished images and their statistics
+
+
+_GRAPHS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
+_GRAPH_LOCK = threading.Lock()
+
+
+def clear() -> None:
+    """Forget every compiled graph (tests and benchmarks that measure a first visit)."""
+    with _GRAPH_LOCK:
+        _GRAPHS.clear()
+
+
+def extractor(m: Any, layer: str) -> Any:
+    """``keras.Model(input, layer output)`` over the traced graph, accepting any input size."""
+    import keras
+
+    from vizlib.layers import trace
+
+    tr = trace(m.model)
+    ext = keras.Model(tr.input, tr.outputs[layer], name="vizlib_featvis")
+    ext.input_spec = None  # the layer's sub-graph is convolutional: let it run at other sizes
+    return ext
+
+
+def _runs_at(ext: Any, km: Any, shape: tuple[int, int], c: int) -> bool:
+    """Whether the layer's sub-graph runs on an input of ``shape`` (a fully convolutional path does)."""
+    import tensorflow as tf
+
+    try:
+        with run_lock(km):
+            out = ext(tf.zeros((1, shape[0], shape[1], c)), training=False)
+    except Exception:  # noqa: BLE001 - any layer may refuse another size
+        return False
+    return len(out.shape) == 4 and all(int(d) > 0 for d in out.shape[1:3])
+
+
+def graph(m: Any, layer: str, size: tuple[int, int], cell: Optional[tuple[int, int]] = None) -> Graph:
+    """The compiled :class:`Graph` for ``layer`` of ``m`` at image ``size`` (built once, kept with the model)."""
+    km = m.model
+    key = (layer, size, cell)
+    with _GRAPH_LOCK:
+        per = _GRAPHS.setdefault(km, OrderedDict())
+        found = per.get(key)
+        if found is not None:
+            per.move_to_end(key)
+            return found
+    from vizlib.layers import find_layer
+
+    info = find_layer(m, layer)
+    ext = extractor(m, layer)
+    c = int(m.channels)
+    h, w = size
+    if cell is not None:  # a map position is only defined at the model's own input size
+        canvas, free = (int(m.input_size[0]), int(m.input_size[1])), False
+    else:
+        canvas = (h + transform.margin(h), w + transform.margin(w))
+        free = _runs_at(ext, m.model, canvas, c) and _runs_at(ext, m.model, size, c)
+    if free:
+        ratio = 1.0
+    else:  # a fixed-size graph: the image (plus its margin) is resampled onto the model's input
+        canvas = (int(m.input_size[0]), int(m.input_size[1]))
+        ratio = max((h + transform.margin(h)) / canvas[0], (w + transform.margin(w)) / canvas[1])
+    g = Graph(extractor=ext, layer_channels=info.channels, size=size, canvas=canvas, ratio=ratio, free_size=free,
+              cell=cell)
+    compile_step(m, g)
+    with _GRAPH_LOCK:
+        per[key] = g
+        while len(per) > MAX_GRAPHS_PER_MODEL:
+            per.popitem(last=False)
+    return g
+
+
+def compile_step(m: Any, g: Graph) -> None:
+    """Fill ``g.step`` (one Adam step on a batch of spectra, traced once) and ``g.final`` (images + stats)."""
+    import tensorflow as tf
+
+    a, b = affine_preprocess(m)
+    a_t, b_t = tf.constant(a), tf.constant(b)
+    c = int(m.channels)
+    h, w = g.size
+    pixels = param.fourier_image(c, h, w)
+    ext = g.extractor
+
+    def model_input(x01: Any) -> Any:
+        return tf.tensordot(x01 * 255.0, a_t, axes=[[3], [0]]) + b_t
+
+    spec_sig = tf.TensorSpec([None, *param.spectrum_shape(c, h, w)], tf.float32)
+
+    @tf.function(input_signature=[spec_sig, spec_sig, spec_sig, tf.TensorSpec([], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32)])
+    def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, tr: Any) -> Any:
+        with redirected_relu(t):  # the body runs only while tracing: the override is this graph's alone
+            img = pixels(spec)
+            x = transform.resample(img, tr, g.canvas)
+            acts = ext(model_input(x), training=False)
+            obj = objectives.objective(acts, channels, g.layer_channels, g.cell)
+            loss = -tf.reduce_sum(obj)
+        grad = tf.gradients(loss, spec)[0]
+        beta1, beta2 = 0.9, 0.999
+        m1 = beta1 * m1 + (1 - beta1) * grad
+        m2 = beta2 * m2 + (1 - beta2) * grad * grad
+        lr = LEARNING_RATE * tf.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        spec = spec - lr * m1 / (tf.sqrt(m2) + 1e-8)
+        return spec, m1, m2, obj
+
+    def final(spec: Any) -> Any:
+        """The finished images (uint8) and their statistics of every channel: run once, eagerly (no tracing)."""
+        img = pixels(spec)
+        quantised = tf.round(img * 255.0)
+        x = quantised / 255.0
+        if not g.free_size:
+            x = tf.image.resize(x, [int(m.input_size[0]), int(m.input_size[1])], method="bilinear")
+        acts = ext(model_input(x), training=False)
+        if g.cell is not None:
+            acts = acts[:, g.cell[0]:g.cell[0] + 1, g.cell[1]:g.cell[1] + 1, :]
+        stats = tf.stack([tf.reduce_mean(acts, axis=[1, 2]), tf.reduce_mean(tf.nn.relu(acts), axis=[1, 2]),
+                          tf.reduce_mean(tf.abs(acts), axis=[1, 2]), tf.reduce_max(acts, axis=[1, 2]),
+                          tf.reduce_min(acts, axis=[1, 2])], axis=1)
+        return tf.cast(quantised, tf.uint8), stats
+
+    g.step, g.final = traced_step, final
