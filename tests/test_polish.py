@@ -128,3 +128,97 @@ def test_arithmetic_sum_is_visibly_right():
     assert re.sub(r"[-0.]", "", line.group(2))[:2].isdigit()  # >= 2 significant digits shown
     # "(grey)" is explained
     assert "grey channel" in text and re.search(r"grey channel: [^·]*(greyscale|one channel)", text), text
+
+
+# --------------------------------------------------------------------------- PNG exports for slides
+
+
+def _picture_top(arr: np.ndarray) -> int:
+    """The first row of the picture: the first with a third of its pixels not white."""
+    busy = (arr.min(axis=-1) < 235).mean(axis=1) > 0.33
+    assert busy.any(), "no picture in the PNG"
+    return int(np.argmax(busy))
+
+
+def _title_ink(arr: np.ndarray) -> int:
+    top = _picture_top(arr)
+    return int((arr[:top].max(axis=-1) < 100).sum())
+
+
+def _colour_bar_rows(arr: np.ndarray, colormap: str) -> int:
+    """Length of the longest vertical run, in the right part of the PNG, of the colormap's colours from its
+    top (hi) down to its bottom (lo): 0 when there is no colour bar."""
+    from vizlib.figures import colormap_lut
+
+    lut = colormap_lut(colormap).astype(np.int32)
+    best = 0
+    w = arr.shape[1]
+    for x in range(max(0, w - 220), w, 3):
+        col = arr[:, x].astype(np.int32)
+        d = ((col[:, None, :] - lut[None, :, :]) ** 2).sum(axis=-1)
+        idx, ok = d.argmin(axis=1), d.min(axis=1) <= 12
+        run, start = 0, None
+        for y in range(len(col) + 1):
+            good = y < len(col) and ok[y] and (start is None or idx[y] <= idx[y - 1] + 1)
+            if good and start is None:
+                start = y
+            elif not good and start is not None:
+                seg = idx[start:y]
+                if seg.size and seg[0] >= 250 and seg[-1] <= 5:
+                    run = max(run, y - start)
+                start = y if y < len(col) and ok[y] else None
+        best = max(best, run)
+    return best
+
+
+def _export(name: str) -> tuple[bytes, "str | None"]:
+    """One PNG export of the page, made from small real inputs: (PNG, colormap of its colour bar)."""
+    from PIL import Image
+
+    from vizlib.export import across_png, grid_png
+    from vizlib.featvis import feature_png
+
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    cam = np.outer(np.hanning(64), np.hanning(64)).astype(np.float32)
+    maps = rng.uniform(size=(7, 7, 4)).astype(np.float32)
+    profile = [{"name": f"conv{i}", "height": 64 >> (i // 2), "receptive_field": 3 + 4 * i,
+                "channels": 8 * (1 + i // 2), "dead_fraction": 0.1 * (i % 3), "sparsity": 0.2 * (i % 2)}
+               for i in range(8)]
+    crops = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(4)]
+    rows = [{"rank": i, "value": 5.0 - i, "path": f"img{i}.jpg"} for i in range(4)]
+    exports = {
+        "grad-cam": lambda: (F.gradcam_png(face, cam, class_name="happy", layer="conv2d_7"), "turbo"),
+        "channel grid": lambda: (grid_png(maps, [0, 1, 2], title="Emotion CNN · conv2d_7"), "viridis"),
+        "channel grid, own scales": lambda: (grid_png(maps, [0, 1], scale="channel", title="conv2d_7"), None),
+        "across images": lambda: (across_png(np.moveaxis(maps, -1, 0)[:2], ["a.jpg", "b.jpg"], title="channel 3",
+                                             colormap="magma"), "magma"),
+        "depth profile": lambda: (F.depth_profile_png(profile, title="Emotion CNN: what each layer sees"), None),
+        "feature visualisations": lambda: (feature_png(rng.integers(0, 256, (2, 20, 20, 3), dtype=np.uint8),
+                                                       [0, 1], title="VGG16 · block5_conv3"), None),
+        "atlas crops": lambda: (_atlas_png(crops, rows, title="conv2d_1 · channel 5: top 4 of 6 images"), None),
+    }
+    return exports[name]()
+
+
+def _atlas_png(*args, **kwargs) -> bytes:
+    from vizlib.atlas.figure import top_png
+
+    return top_png(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["grad-cam", "channel grid", "channel grid, own scales", "across images",
+                                  "depth profile", "feature visualisations", "atlas crops"])
+def test_png_exports_read_on_a_projector(name):
+    import io
+
+    from PIL import Image
+
+    data, colormap = _export(name)
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG"
+    arr = np.asarray(img.convert("RGB"))
+    assert img.width >= 800, f"{name}: {img.width} px wide"
+    assert _title_ink(arr) > 80, f"{name}: no title above the picture"
+    if colormap:
+        assert _colour_bar_rows(arr, colormap) >= 150, f"{name}: no colour bar"

@@ -16,9 +16,6 @@ from vizlib.layers import find_layer, first_conv, spatial_layers
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
-CAM_CMAP = "jet"
-
-
 # --------------------------------------------------------------------------- cached computations
 
 
@@ -50,17 +47,6 @@ def contributions_for(m: VizModel, image_key: str, image: Any, layer: str) -> Op
         return explained(m.key, image_key, int(st.session_state.get("cls", -1)), layer, m, image).contributions
     except InputError:
         return None
-
-
-def overlay_png(base: np.ndarray, cam: np.ndarray, opacity: float, colormap: str = CAM_CMAP) -> bytes:
-    """The Grad-CAM overlay as a PNG for slides: the model's view blended with the colour-mapped map."""
-    from vizlib.figures import colormap_lut, png_bytes
-
-    rgb = base if base.ndim == 3 else np.repeat(base[..., None], 3, axis=2)
-    lut = colormap_lut(colormap)
-    heat = lut[np.clip(np.rint(cam * 255), 0, 255).astype(np.uint8)]
-    blended = (1 - opacity) * rgb.astype(np.float32) + opacity * heat.astype(np.float32)
-    return png_bytes(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
 
 
 # --------------------------------------------------------------------------- what one cell sees
@@ -216,7 +202,8 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     arrays = {"cam": ex.cam[None], "layer_cam": ex.layer_cam[None], "contributions": ex.contributions[None],
               ex.layer: maps[None]}
     share_and_export(m, "why", image_key, image_name, image, arrays, {ex.layer: shown},
-                     {"grad-cam": lambda: overlay_png(base, ex.cam, opacity),
+                     {"grad-cam": lambda: xf.gradcam_png(base, ex.cam, opacity=opacity, class_name=ex.class_name,
+                                                         method=ex.method_title, layer=ex.layer),
                       "channels": lambda: grid_png(maps, shown, colormap=cmap, scale=scale,
                                                    title=f"{m.label} · {info.describe()}")},
                      arrays_label="Maps")

@@ -31,7 +31,7 @@ import streamlit as st
 
 from vizlib.errors import InputError
 from vizlib.explain import GradientsUnsafe
-from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png, image_png
+from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png
 
 #: Seconds between progress redraws while a job runs.
 POLL_SECONDS = 1.0

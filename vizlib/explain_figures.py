@@ -191,6 +191,27 @@ def gradcam_pair(image: Any, cams: Sequence[np.ndarray], titles: Sequence[str], 
     return fig
 
 
+def gradcam_png(image: Any, cam: np.ndarray, *, opacity: float = CAM_OPACITY, colormap: str = CAM_COLORMAP,
+                class_name: Optional[str] = None, method: str = "Grad-CAM", layer: Optional[str] = None,
+                title: Optional[str] = None) -> bytes:
+    """A class activation map over the input, as a PNG for slides: the model's view blended with the
+    colour-mapped map, enlarged to a projector's width, with its title and colour bar
+    (:func:`vizlib.export.slide_png`). Arguments as :func:`gradcam_overlay`."""
+    from vizlib.export import ColourBar, slide_png
+
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.ndim != 2:
+        raise InputError(f"Expected one 2D map, got shape {cam.shape}.")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise InputError(f"Opacity must be between 0 and 1, not {opacity}.")
+    base = _rgb_image(image, cam.shape)
+    blended = (1 - opacity) * base.astype(np.float32) + opacity * _colour_map(cam, colormap).astype(np.float32)
+    rgb = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    title = title if title is not None else _cam_title(class_name, method, layer)
+    bar = ColourBar(colormap, 0.0, 1.0, f"{method} (0 = none, 1 = strongest)")
+    return slide_png(rgb, title=title, colour_bar=bar, smooth=True)
+
+
 # --------------------------------------------------------------------------- channel contributions
 
 
@@ -536,8 +557,7 @@ def depth_profile_png(profile: Sequence[dict], *, title: str = "", width: int = 
     and the shares of dead channels and zero activations, layers in forward order."""
     from PIL import ImageDraw
 
-    from vizlib.export import _font, _with_title
-    from vizlib.figures import png_bytes
+    from vizlib.export import _font, slide_png
 
     rows = list(profile)
     if not rows:
@@ -588,4 +608,4 @@ def depth_profile_png(profile: Sequence[dict], *, title: str = "", width: int = 
             draw.text((lx + 24, ly), label, fill="black", font=small)
     draw.text((left, height - 40), f"layers in forward order: {rows[0]['name']} ... {rows[-1]['name']} "
                                     f"({n} layers with 2D maps)", fill="black", font=font)
-    return _with_title(png_bytes(np.asarray(img)), title)
+    return slide_png(img, title=title or "Depth profile: what each layer sees, from input to output")

@@ -34,6 +34,35 @@ def _cell(image: Optional[Image.Image], side: int) -> np.ndarray:
     return cell
 
 
+def crops_mosaic(crops: Sequence[Optional[Image.Image]], n: int, *, cols: Optional[int] = None,
+                 cell_px: int = CELL_PX) -> tuple[np.ndarray, dict]:
+    """The first ``n`` crops as one RGB mosaic, plus its geometry (as :func:`vizlib.figures.mosaic`'s)."""
+    cols = int(cols) if cols else max(1, math.ceil(math.sqrt(n)))
+    cols = max(1, min(cols, n))
+    nrows = math.ceil(n / cols)
+    side = int(cell_px)
+    height_px = nrows * side + (nrows + 1) * GAP_PX
+    width_px = cols * side + (cols + 1) * GAP_PX
+    canvas = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        y0, x0 = cell_origin(i, cols, (side, side))
+        canvas[y0:y0 + side, x0:x0 + side] = _cell(crops[i] if i < len(crops) else None, side)
+    return canvas, {"rows": nrows, "cols": cols, "cell": (side, side), "size": (height_px, width_px)}
+
+
+def top_png(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, title: str,
+            cols: Optional[int] = None, cell_px: int = 2 * CELL_PX) -> bytes:
+    """The top-k crops as a PNG for slides: each labelled with its rank and value, under its title."""
+    from vizlib.errors import InputError
+    from vizlib.export import _annotated_png
+
+    if not rows:
+        raise InputError("No images for this channel, so there is nothing to export.")
+    canvas, geo = crops_mosaic(crops, len(rows), cols=cols, cell_px=cell_px)
+    names = [f"#{int(r['rank']) + 1}  {float(r['value']):.3g}" for r in rows]
+    return _annotated_png(canvas, geo, names, title, "gray", colorbar=False)
+
+
 def top_mosaic(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, cols: Optional[int] = None,
                title: Optional[str] = None, cell_px: int = CELL_PX, highlight: Optional[int] = None,
                height: Optional[int] = None) -> go.Figure:
@@ -47,19 +76,12 @@ def top_mosaic(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, 
                           annotations=[dict(text="No images for this channel.", showarrow=False, x=0.5, y=0.5,
                                             xref="paper", yref="paper")])
         return fig
-    cols = int(cols) if cols else max(1, math.ceil(math.sqrt(n)))
-    cols = max(1, min(cols, n))
-    nrows = math.ceil(n / cols)
-    side = int(cell_px)
-    height_px = nrows * side + (nrows + 1) * GAP_PX
-    width_px = cols * side + (cols + 1) * GAP_PX
-    canvas = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
-    xs, ys = [], []
-    for i in range(n):
-        y0, x0 = cell_origin(i, cols, (side, side))
-        canvas[y0:y0 + side, x0:x0 + side] = _cell(crops[i] if i < len(crops) else None, side)
-        xs.append(x0 + side / 2)
-        ys.append(y0 + side / 2)
+    canvas, geo = crops_mosaic(crops, n, cols=cols, cell_px=cell_px)
+    cols, side = geo["cols"], int(cell_px)
+    height_px, width_px = geo["size"]
+    origins = [cell_origin(i, cols, (side, side)) for i in range(n)]
+    xs = [x0 + side / 2 for _, x0 in origins]
+    ys = [y0 + side / 2 for y0, _ in origins]
     fig = go.Figure()
     fig.add_trace(go.Image(source=png_data_uri(canvas), hoverinfo="skip", name="crops"))
     hover = [f"#{r['rank'] + 1} {r['path']}<br>max {r['value']:.4g} at row {r['row']}, col {r['col']}"
