@@ -43,12 +43,13 @@ def _kernels_op(m: Any, batch: Any, *, layer: Optional[str] = None) -> dict:
     import keras
     from keras import tree
 
-    from vizlib.explain import _graph, input_channel_order
+    from vizlib.explain import input_channel_order
+    from vizlib.graph.structure import tensor_graph
     from vizlib.layers import first_conv, find_layer, trace
 
     km = m.model
     tr = trace(km)
-    g = _graph(km)
+    g = tensor_graph(km)
     name = first_conv(m).name if layer in (None, "") else str(layer)
     info = find_layer(km, name)
     layer_obj = g.op.get(id(tree.flatten(tr.outputs[name])[0]))

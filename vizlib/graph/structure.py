@@ -4,7 +4,7 @@ Nodes are the layers of the traced model (:func:`vizlib.layers.trace`, the one
 tracer: nested models are traced through, their layers named ``outer/inner``)
 plus the model's input; edges are the tensors one layer passes to another,
 read from the same traced tensor graph the receptive-field engine uses
-(``vizlib.explain._graph``), so ResNet's additions and DenseNet's and
+(``vizlib.receptive``), so ResNet's additions and DenseNet's and
 Inception's concatenations are merges with several inputs.
 
 The graph is worked out where the model lives (the op ``graph.layer_graph``),
@@ -94,16 +94,24 @@ class GraphLayout:
 # --------------------------------------------------------------------------- where the model lives
 
 
+def tensor_graph(km: Any) -> Any:
+    """The traced tensor graph (tensors, their producers and inputs) of the receptive-field engine."""
+    try:
+        from vizlib.receptive import layer_graph as build
+    except ImportError:  # the engine's older home
+        from vizlib.explain import _graph as build
+    return build(km)
+
+
 @op("graph.layer_graph")
 def _layer_graph_op(m: Any, batch: Any) -> dict:
     """Nodes and edges of the traced model, as plain lists (they cross the process boundary)."""
     from keras import tree
 
-    from vizlib.explain import _graph
     from vizlib.layers import _containers, trace
 
     tr = trace(m.model)
-    g = _graph(m.model)
+    g = tensor_graph(m.model)
     containers = _containers(tr.layers)
     infos = [i for i in tr.layers if i.name not in containers]
     first_in = tree.flatten(m.model.inputs)[0] if getattr(m.model, "inputs", None) else None
