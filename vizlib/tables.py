@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, Sequence
 from vizlib.errors import InputError
 from vizlib.units import fmt_bytes
 
-__all__ = ["BATCH_BYTES", "Group", "TableReader", "expanded_values", "open_input", "open_table"]
+__all__ = ["BATCH_BYTES", "Group", "TableReader", "expanded_values", "open_input", "open_table", "plain"]
 
 #: Decoded bytes one batch may hold (what a reader keeps in memory at a time).
 BATCH_BYTES = 64 * 2**20
@@ -218,14 +218,55 @@ class TableReader:
 
     def row_values(self, row: int, column: str) -> Any:
         """The value of ``column`` in table row ``row`` (a pyarrow scalar), reading only its group, batch by batch."""
-        gi, _ = self.locate(row)
-        for start, batch in self.batches([gi]):
-            if start <= row < start + batch.num_rows:
-                return batch.column(column)[row - start]
-        raise InputError(f"{_label(self.label)} is damaged: row {row} is missing.")
+        return self.take([row], column)[row]
+
+    def take(self, rows: Sequence[int], column: str) -> dict[int, Any]:
+        """``{row: value of column}`` for ``rows``: each group holding one is read once, batch by batch,
+        and only up to the last row wanted in it (never more than the batches that hold them)."""
+        by_group: dict[int, list[int]] = {}
+        for row in rows:
+            gi, _ = self.locate(int(row))
+            by_group.setdefault(gi, []).append(int(row))
+        out: dict[int, Any] = {}
+        for gi in sorted(by_group):
+            wanted = sorted(set(by_group[gi]))
+            last = wanted[-1]
+            for start, batch in self.batches([gi]):
+                stop = start + batch.num_rows
+                col = batch.column(column)
+                for row in wanted:
+                    if start <= row < stop:
+                        out[row] = col[row - start]
+                if stop > last:
+                    break
+            missing = [r for r in wanted if r not in out]
+            if missing:
+                raise InputError(f"{_label(self.label)} is damaged: row {missing[0]} is missing.")
+        return out
 
 
 # --------------------------------------------------------------------------- values
+
+
+def plain(table: Any, max_bytes: int, label: str = "") -> Any:
+    """``table`` with its dictionary columns decoded, refused when they would expand past ``max_bytes``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            for chunk in col.chunks:
+                if _binary(chunk.type.value_type) and len(chunk) and len(chunk.dictionary):
+                    lengths = pc.binary_length(chunk.dictionary).fill_null(0)
+                    total += int(pc.sum(pc.take(lengths, chunk.indices.fill_null(0))).as_py() or 0)
+            if total > max_bytes:
+                raise InputError(f"{_label(label)} repeats its values to more than {fmt_bytes(max_bytes)}.")
+            col = col.cast(col.type.value_type)
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
 
 
 def expanded_values(array: Any, max_bytes: int, label: str = "") -> list:
@@ -245,7 +286,7 @@ def expanded_values(array: Any, max_bytes: int, label: str = "") -> list:
         return out
     if pa.types.is_dictionary(array.type):
         dictionary = array.dictionary
-        if _binary(dictionary.type) and len(array):
+        if _binary(dictionary.type) and len(array) and len(dictionary):
             lengths = pc.binary_length(dictionary).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             idx = array.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             if len(lengths) and int(lengths[idx].sum()) > max_bytes:
@@ -658,7 +699,8 @@ def _open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column
 
 def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", columns: Optional[Sequence[str]] = None,
                null_column: Optional[str] = None, max_rows: Optional[int] = None,
-               max_group_bytes: int = 512 * 2**20, check_pages: bool = True) -> TableReader:
+               max_group_bytes: int = 512 * 2**20, check_pages: bool = True,
+               batch_bytes: int = BATCH_BYTES) -> TableReader:
     """Open a Parquet (``kind="parquet"``) or Arrow IPC (``"arrow"``) table, checked from its metadata.
 
     ``columns``: the top-level columns that will be read (None: all); only
@@ -666,7 +708,8 @@ def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", 
     declared null count each :class:`Group` reports (to skip rows that hold
     nothing without reading them). ``max_rows``: refuse a table declaring more
     rows. ``max_group_bytes``: refuse a row group / record batch whose columns
-    declare more decoded bytes (one column chunk, for Parquet). Raises
+    declare more decoded bytes (one column chunk, for Parquet). ``batch_bytes``:
+    the declared bytes one Parquet batch may hold (small for one-picture fetches). Raises
     :class:`InputError` for anything unreadable or over a limit.
     """
     label = label or f"The table {os.path.basename(os.fspath(location))}"
@@ -674,7 +717,9 @@ def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", 
     try:
         cols = list(columns) if columns is not None else None
         if kind == "parquet":
-            return _open_parquet(source, label, cols, null_column, max_rows, max_group_bytes, check_pages)
+            reader = _open_parquet(source, label, cols, null_column, max_rows, max_group_bytes, check_pages)
+            reader.budget = int(batch_bytes)
+            return reader
         if kind == "arrow":
             return _open_ipc(source, label, cols, null_column, max_rows, max_group_bytes)
         raise InputError(f"Unknown table kind {kind!r}.")

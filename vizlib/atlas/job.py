@@ -541,9 +541,7 @@ def _digests_of(directory: Path, job: Job, wanted: set[int]) -> dict[int, str]:
         ids = job.shard_ids(s)
         if not any(i in wanted for i in ids):
             continue
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(store.shard_path(directory, s), columns=["id", "sha256"])
+        table = store.read_shard(directory, s, job.layer_channels, columns=["id", "sha256"])
         for i, d in zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()):
             if i in wanted and d is not None:
                 out[int(i)] = d

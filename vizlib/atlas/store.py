@@ -54,8 +54,18 @@ MAX_CHANNELS = 1 << 16
 MAX_TOP_K = 1000
 #: Failures listed by name in the manifest (all are counted; all are in the stats tables).
 MAX_LISTED_FAILURES = 10_000
-#: Rows per Parquet row group of the picture tables (what one crop lookup reads).
-PICTURE_ROWS = 64
+#: Rows per Parquet row group of the picture tables (what one crop lookup reads at most; atlases
+#: written with 64 stay readable).
+PICTURE_ROWS = 16
+#: Decoded bytes the tables of an atlas may declare when read (checked from their metadata first).
+MAX_SHARD_DECODED = 512 * 2**20
+MAX_TOP_DECODED = 512 * 2**20
+MAX_TOP_ROWS = 4_000_000
+#: Declared bytes of one row group's picture column (one picture fetch reads at most this, in
+#: batches of :data:`PICTURE_BATCH_BYTES`), and of a picture table's key columns in all.
+MAX_PICTURE_GROUP_BYTES = 32 * 2**20
+PICTURE_BATCH_BYTES = 2 * 2**20
+MAX_PICTURE_KEY_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -238,19 +248,42 @@ def _check_file(directory: Path, path: Path, limit: int) -> int:
     return int(st.st_size)
 
 
-def read_shard(directory: Path, shard: int, channels: Sequence[int], *, expect_ids: Optional[np.ndarray] = None) -> Any:
-    """A committed shard's table, validated (schema, ids, positions); InputError if it is not usable."""
-    import pyarrow.parquet as pq
+def open_parquet(directory: Path, path: Path, file_limit: int, schema: Any, *, what: str,
+                 columns: Optional[Sequence[str]] = None, max_rows: Optional[int] = None,
+                 max_group_bytes: int = 512 * 2**20, batch_bytes: Optional[int] = None) -> Any:
+    """A table of the atlas, opened through :func:`vizlib.tables.open_table` after the file checks,
+    its schema checked before anything is decoded (a :class:`vizlib.tables.TableReader`)."""
+    from vizlib import tables
 
+    _check_file(directory, path, file_limit)
+    reader = tables.open_table(path, "parquet", label=path.name, columns=columns, max_rows=max_rows,
+                               max_group_bytes=max_group_bytes, batch_bytes=batch_bytes or tables.BATCH_BYTES)
+    if not reader.schema.remove_metadata().equals(schema):
+        reader.close()
+        raise InputError(f"{path.name} does not have the columns of an atlas {what} table.")
+    return reader
+
+
+def read_parquet(directory: Path, path: Path, file_limit: int, schema: Any, *, what: str, max_bytes: int,
+                 columns: Optional[Sequence[str]] = None, max_rows: Optional[int] = None) -> Any:
+    """A (small) table of the atlas, whole: declared rows and decoded bytes checked before reading,
+    read in bounded batches, dictionary columns decoded within ``max_bytes``."""
+    from vizlib import tables
+
+    with open_parquet(directory, path, file_limit, schema, what=what, columns=columns, max_rows=max_rows,
+                      max_group_bytes=max_bytes) as reader:
+        return tables.plain(reader.read(max_bytes), max_bytes, path.name)
+
+
+def read_shard(directory: Path, shard: int, channels: Sequence[int], *, expect_ids: Optional[np.ndarray] = None,
+               columns: Optional[Sequence[str]] = None) -> Any:
+    """A committed shard's table, validated (schema, ids, positions); InputError if it is not usable.
+
+    ``columns``: read only these (e.g. ``["id", "sha256"]``)."""
     path = shard_path(directory, shard)
-    _check_file(directory, path, MAX_SHARD_BYTES)
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise InputError(f"{path.name} is not a readable Parquet table ({exc}).") from exc
-    want = stats_schema(channels)
-    if not table.schema.remove_metadata().equals(want):
-        raise InputError(f"{path.name} does not have the columns of an atlas stats table.")
+    rows = len(expect_ids) if expect_ids is not None else None
+    table = read_parquet(directory, path, MAX_SHARD_BYTES, stats_schema(channels), what="stats",
+                         max_bytes=MAX_SHARD_DECODED, columns=columns, max_rows=rows)
     if expect_ids is not None:
         ids = table.column("id").to_numpy()
         if len(ids) != len(expect_ids) or not np.array_equal(ids, expect_ids):
@@ -327,7 +360,7 @@ def validate_manifest(m: Any) -> None:
         names.add(layer["name"])
         rf = layer.get("receptive_field")
         if rf is not None:
-            from vizlib.atlas.rf import ReceptiveField
+            from vizlib.receptive import ReceptiveField
 
             try:
                 ReceptiveField.from_json(rf)
@@ -378,6 +411,12 @@ def _float(v: Any) -> float:
     return float(v)
 
 
+def _binary_type() -> Any:
+    import pyarrow as pa
+
+    return pa.binary()
+
+
 class Atlas:
     """A finished atlas, read-only: top-k per channel, crops, thumbnails, per-image statistics.
 
@@ -394,8 +433,10 @@ class Atlas:
         self.manifest = manifest
         self._index: Optional[dict[tuple[str, int], tuple[int, int]]] = None
         self._cols: dict[str, np.ndarray] = {}
-        self._crop_index: Optional[dict[tuple[str, int, int], tuple[int, int]]] = None
-        self._thumb_index: Optional[dict[str, tuple[int, int]]] = None
+        self._crop_index: Optional[dict[tuple[str, int, int], int]] = None
+        self._thumb_index: Optional[dict[str, int]] = None
+        self._crop_readers: dict = {}
+        self._thumb_readers: dict = {}
         self._featvis: Any = None
 
     # ------------------------------------------------------------ facts
@@ -428,16 +469,14 @@ class Atlas:
 
     # ------------------------------------------------------------ top-k
 
-    def _load_top(self) -> None:
-        import pyarrow.parquet as pq
+    def _max_top_rows(self) -> int:
+        """Rows a top table of this manifest can have: k per channel of every layer (capped)."""
+        return int(min(MAX_TOP_ROWS, self.top_k * sum(int(layer["shape"][2]) for layer in self.manifest["layers"])))
 
+    def _load_top(self) -> None:
         path = self.directory / TOP
-        _check_file(self.directory, path, MAX_TOP_BYTES)
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:
-            raise InputError(f"top.parquet is not a readable Parquet table ({exc}).") from exc
-        _need(table.schema.remove_metadata().equals(top_schema()), "top.parquet has unexpected columns")
+        table = read_parquet(self.directory, path, MAX_TOP_BYTES, top_schema(), what="top-k",
+                             max_bytes=MAX_TOP_DECODED, max_rows=self._max_top_rows())
         cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         n = table.num_rows
         expect = self.manifest.get("tables", {}).get("top", {}).get("rows")
@@ -498,46 +537,65 @@ class Atlas:
 
     # ------------------------------------------------------------ pictures
 
-    def _picture_index(self, name: str, key_cols: Sequence[str], schema: Any) -> tuple[Any, dict]:
-        import pyarrow.parquet as pq
-
+    def _picture_index(self, name: str, key_cols: Sequence[str], schema: Any) -> tuple[dict, dict]:
+        """({key: table row}, {picture column: bounded reader}) of a picture table; only the keys are read."""
         path = self.directory / name
-        _check_file(self.directory, path, MAX_PICTURES_BYTES)
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as exc:
-            raise InputError(f"{name} is not a readable Parquet file ({exc}).") from exc
-        _need(pf.schema_arrow.remove_metadata().equals(schema), f"{name} has unexpected columns")
+        max_rows = self._max_top_rows()
+        keys = read_parquet(self.directory, path, MAX_PICTURES_BYTES, schema, what="pictures",
+                            max_bytes=MAX_PICTURE_KEY_BYTES, columns=list(key_cols), max_rows=max_rows)
+        arrays = [keys.column(c).to_pylist() for c in key_cols]
         index: dict = {}
-        for g in range(pf.num_row_groups):
-            keys = pf.read_row_group(g, columns=list(key_cols))
-            _need(keys.num_rows <= 4096, f"{name} has oversized row groups")
-            arrays = [keys.column(c).to_pylist() for c in key_cols]
-            for j, key in enumerate(zip(*arrays)):
-                index[key if len(key) > 1 else key[0]] = (g, j)
-        return pf, index
+        for j, key in enumerate(zip(*arrays)):
+            index.setdefault(key if len(key) > 1 else key[0], j)
+        readers = {}
+        for column in schema.names:
+            if schema.field(column).type == _binary_type():
+                readers[column] = open_parquet(self.directory, path, MAX_PICTURES_BYTES, schema, what="pictures",
+                                               columns=[column], max_rows=max_rows,
+                                               max_group_bytes=MAX_PICTURE_GROUP_BYTES,
+                                               batch_bytes=PICTURE_BATCH_BYTES)
+        return index, readers
 
-    def _picture(self, pf: Any, where: tuple[int, int], column: str, name: str) -> Any:
-        from vizlib.images import load_image
-
-        g, j = where
-        blob = pf.read_row_group(g, columns=[column]).column(0)[j].as_py()
-        return load_image(blob, name=name)
+    def _pictures(self, readers: dict, wanted: dict[int, str], column: str, budget: Any, max_side: int,
+                  max_pixels: Optional[int] = None) -> dict[int, Any]:
+        """{row: PIL image} of the rows ``wanted`` ({row: name}), fetched without decoding whole row groups
+        and decoded by the one image decoder within ``budget``."""
+        values = readers[column].take(sorted(wanted), column)
+        out = {}
+        for row, name in wanted.items():
+            blob = values[row].as_py()
+            out[row] = budget.decode(blob, name, max_side=max_side, max_pixels=max_pixels)
+        return out
 
     def crops(self, layer: str, channel: int) -> list[Any]:
-        """The receptive-field crops of :meth:`top`'s rows (PIL images of the model's view), in rank order."""
+        """The receptive-field crops of :meth:`top`'s rows (PIL images of the model's view), in rank order.
+
+        Decoded within one pixel budget (:class:`vizlib.images.budget.PixelBudget`): a damaged
+        atlas whose pictures declare more raises :class:`InputError`."""
+        from vizlib.atlas.pipeline import CROP_SIDE
+        from vizlib.images.budget import PixelBudget
+
         rows = self.top(layer, channel)
         if self._crop_index is None:
-            self._crops_file, self._crop_index = self._picture_index(CROPS, ("layer", "channel", "rank"), crops_schema())
+            self._crop_index, self._crop_readers = self._picture_index(CROPS, ("layer", "channel", "rank"),
+                                                                       crops_schema())
         h, w = self.model["input_size"]
-        out = []
+        budget = PixelBudget(what="the atlas's stored pictures")
+        views = {}
+        crops = {}
         for r in rows:
             if (r["top"], r["left"], r["bottom"], r["right"]) == (0, 0, h, w):
-                out.append(self.view(r["path"]))  # the field is the whole image
-                continue
-            where = self._crop_index.get((layer, int(channel), r["rank"]))
-            out.append(None if where is None else self._picture(self._crops_file, where, "image", "a crop"))
-        return out
+                views[r["rank"]] = r["path"]  # the field is the whole image
+            else:
+                where = self._crop_index.get((layer, int(channel), r["rank"]))
+                if where is not None:
+                    crops[where] = r["rank"]
+        got = self._pictures(self._crop_readers, {row: f"crop {rank + 1}" for row, rank in crops.items()}, "image",
+                             budget, CROP_SIDE)
+        by_rank = {rank: got[row] for row, rank in crops.items()}
+        for rank, path in views.items():
+            by_rank[rank] = self._thumb(path, "view", budget)
+        return [by_rank.get(r["rank"]) for r in rows]
 
     def view(self, path: str) -> Any:
         """The model's view of an image in some top-k list (PIL image at the model's input size)."""
@@ -547,13 +605,19 @@ class Atlas:
         """The stored thumbnail (RGB PIL image, longest side 256) of an image in some top-k list."""
         return self._thumb(path, "jpeg")
 
-    def _thumb(self, path: str, column: str) -> Any:
+    def _thumb(self, path: str, column: str, budget: Any = None) -> Any:
+        from vizlib.atlas.pipeline import THUMB_SIDE
+        from vizlib.images.budget import PixelBudget
+
         if self._thumb_index is None:
-            self._thumbs_file, self._thumb_index = self._picture_index(THUMBS, ("path",), thumbs_schema())
-        where = self._thumb_index.get(str(path))
-        if where is None:
+            self._thumb_index, self._thumb_readers = self._picture_index(THUMBS, ("path",), thumbs_schema())
+        row = self._thumb_index.get(str(path))
+        if row is None:
             raise InputError(f"The atlas has no picture of {path!r} (only images in some top-k list are kept).")
-        return self._picture(self._thumbs_file, where, column, str(path))
+        h, w = self.model["input_size"]
+        side, pixels = (max(h, w), h * w) if column == "view" else (THUMB_SIDE, None)
+        budget = budget or PixelBudget(what="the atlas's stored pictures")
+        return self._pictures(self._thumb_readers, {row: str(path)}, column, budget, side, pixels)[row]
 
     # ------------------------------------------------------------ stored feature visualisations
 
