@@ -222,3 +222,100 @@ def test_png_exports_read_on_a_projector(name):
     assert _title_ink(arr) > 80, f"{name}: no title above the picture"
     if colormap:
         assert _colour_bar_rows(arr, colormap) >= 150, f"{name}: no colour bar"
+
+
+# --------------------------------------------------------------------------- no server path in a message
+
+
+def test_offline_imagenet_error_names_no_server_path(offline, tmp_path, caplog):
+    import logging
+
+    from vizlib.errors import InputError
+    from vizlib.models import load_catalogue_model
+
+    with caplog.at_level(logging.INFO), pytest.raises(InputError) as info:
+        load_catalogue_model("vgg16", "imagenet")
+    message = str(info.value)
+    assert "VGG16" in message and "untrained" in message
+    assert str(tmp_path) not in message and "/models/" not in message and ".h5" not in message, message
+    assert str(tmp_path) in caplog.text  # the host still finds the path: in the log
+
+
+def test_keras_load_failure_names_no_server_path(tmp_path):
+    from vizlib.errors import InputError
+    from vizlib.models import load_model_file
+
+    folder = tmp_path / "server" / "uploads"
+    folder.mkdir(parents=True)
+    bad = folder / "model.keras"
+    bad.write_bytes(b"not a zip at all")
+    for path in (bad, folder / "missing.keras"):
+        with pytest.raises(InputError) as info:
+            load_model_file(path, check=False)
+        assert str(folder) not in str(info.value) and str(tmp_path) not in str(info.value), str(info.value)
+
+
+#: InputError messages that may name a path: each is a path the user typed on a command line (or passed
+#: to a library call) themselves, never one the server chose.
+_OWN_PATHS = {
+    ("vizlib/atlas/sources.py", "location"): "the --images the user gave the atlas command",
+    ("vizlib/atlas/sources.py", "self.ref.location"): "the --images the user gave the atlas command",
+    ("vizlib/atlas/job.py", "directory"): "the --out the user gave the atlas command",
+    ("vizlib/atlas/store.py", "p"): "vizlib.atlas.load(path) without a root: the caller's own folder",
+    ("vizlib/isolation.py", "path"): "a model file path the caller passed",
+    ("vizlib/tables.py", "path"): "a Parquet column path, not a file",
+    ("vizlib/modelcheck.py", "link.filename"): "the file name an uploaded HDF5 file links to (its own text)",
+    ("vizlib/atlas/store.py", "path"): "a dataset path stored in the atlas, relative to its images",
+}
+
+
+def test_no_input_error_interpolates_a_server_path():
+    """The class of defect, not one message: an InputError whose f-string interpolates a path object
+    (not just its ``.name``) shows the visitor a folder of the server."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pathy = {"path", "target", "p", "root", "directory", "dir", "folder", "file", "dest", "tmp", "cache_dir",
+             "workdir", "base", "full", "src", "location"}
+    found = []
+    for f in sorted((root / "vizlib").rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            if getattr(node.exc.func, "id", getattr(node.exc.func, "attr", "")) != "InputError":
+                continue
+            for part in [*node.exc.args, *(k.value for k in node.exc.keywords if k.arg != "cli")]:
+                for v in ast.walk(part):
+                    if not isinstance(v, ast.FormattedValue):
+                        continue
+                    e = v.value
+                    ident = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else ""
+                    if (ident in pathy or "path" in ident.lower()) and (rel, ast.unparse(e)) not in _OWN_PATHS:
+                        found.append(f"{rel}:{node.lineno} {ast.unparse(e)}")
+    assert not found, "InputError messages that name a server path (log it instead):\n" + "\n".join(found)
+
+
+# --------------------------------------------------------------------------- command lines speak in flags
+
+
+def test_atlas_command_names_the_flag_offline(offline, tmp_path, capsys):
+    from vizlib.atlas.__main__ import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    code = main(["build", "--model", "vgg16", "--images", str(images), "--out", str(tmp_path / "atlas"),
+                 "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--weights untrained" in err[0] and "Pick 'untrained'" not in err[0] and "pick 'untrained'" not in err[0]
+    assert err[0].startswith("error: ")
+
+
+def test_fetch_command_names_the_command_offline(offline, capsys):
+    from vizlib.fetch import main
+
+    assert main(["vgg16"]) == 1
+    err = capsys.readouterr().err
+    assert "--weights untrained" in err and "python -m vizlib.fetch vgg16" in err and "Pick '" not in err

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
             path = fetch_imagenet_weights(name, progress=show)
             print(f"\r{name}: ready at {path}")
         except InputError as exc:
-            print(f"\r{name}: {exc}", file=sys.stderr)
+            print(f"\r{name}: {exc.cli_message}", file=sys.stderr)
             status = 1
     return status
 

@@ -9,6 +9,7 @@ Model facts live next to the model, as in ``keras.applications``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import shutil
@@ -23,8 +24,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from vizlib.errors import InputError
+from vizlib.errors import InputError, hide_paths
 from vizlib.settings import settings
+
+log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_MODEL_PATH = ASSETS / "models" / "emotion_mini_xception_fer2013.keras"
@@ -315,6 +318,16 @@ def _entry(name: str) -> CatalogueEntry:
         raise InputError(f"Unknown model '{name}'. Choose one of: {known}.") from None
 
 
+#: What to do when ImageNet weights can't be had, in the page's words and in the command line's.
+UNTRAINED_ADVICE = "pick 'untrained' weights"
+UNTRAINED_ADVICE_CLI = "use --weights untrained"
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's reason without the file name Python puts in its text."""
+    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__)
+
+
 def _download(url: str, target: Path, progress: Optional[ProgressFn]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -333,7 +346,10 @@ def _download(url: str, target: Path, progress: Optional[ProgressFn]) -> None:
                     progress(done, total_n)
         shutil.move(tmp, target)
     except OSError as exc:
-        raise InputError(f"Downloading {url} failed ({exc}). Try again, or pick 'untrained' weights.") from exc
+        log.warning("downloading %s into %s failed: %s", url, target, exc)  # the server's path stays in the log
+        raise InputError(f"Downloading {url} failed ({_reason(exc)}). Try again, or {UNTRAINED_ADVICE}.",
+                         cli=f"Downloading {url} failed ({_reason(exc)}). Try again, or {UNTRAINED_ADVICE_CLI}.",
+                         ) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -354,11 +370,14 @@ def fetch_imagenet_weights(name: str, progress: Optional[ProgressFn] = None) -> 
     url = urllib.parse.urlparse(entry.weights_url)
     host = url.hostname or WEIGHTS_HOST
     if not network_available(host, port=url.port or (80 if url.scheme == "http" else 443)):
+        log.warning("ImageNet weights for %s not at %s and %s unreachable", entry.title, target, host)
+        what = (f"The ImageNet weights for {entry.title} are not in {{}} Keras cache and {host} "
+                "can't be reached, so they can't be downloaded.")
         raise InputError(
-            f"The ImageNet weights for {entry.title} are not in the Keras cache "
-            f"({target}) and {host} can't be reached, so they can't be downloaded. "
-            "Pick 'untrained' weights or the bundled facial-expression model, "
-            "or pre-fetch the weights where there is a network (see the README)."
+            what.format("the server's") + " Pick 'untrained' weights or the bundled facial-expression model, "
+            "or pre-fetch the weights where there is a network (see the README).",
+            cli=what.format("this machine's") + " Use --weights untrained (or --model emotion_cnn), or pre-fetch "
+                f"the weights where there is a network: python -m vizlib.fetch {entry.name}",
         )
     _download(entry.weights_url, target, progress)
     return target
@@ -375,10 +394,13 @@ def _verified_weights(entry: CatalogueEntry, progress: Optional[ProgressFn]) -> 
         return keras.utils.get_file(entry.weights_file, entry.weights_url, cache_dir=str(path.parent.parent),
                                     cache_subdir="models", file_hash=entry.weights_hash)
     except Exception as exc:  # a corrupt cached file and no network to replace it
+        log.warning("cached ImageNet weights %s failed Keras' integrity check: %s", path, exc)
+        what = (f"The cached ImageNet weights for {entry.title} failed Keras' integrity check and could not be "
+                f"downloaded again ({type(exc).__name__}).")
         raise InputError(
-            f"The cached ImageNet weights for {entry.title} ({path}) failed Keras' integrity check and "
-            f"could not be downloaded again ({type(exc).__name__}). Delete the file and try where there is a network, "
-            "or pick 'untrained' weights."
+            f"{what} The host can delete the file ({entry.weights_file}) and fetch it again where there is a "
+            f"network; meanwhile {UNTRAINED_ADVICE}.",
+            cli=f"{what} Delete {path} and run: python -m vizlib.fetch {entry.name}; or {UNTRAINED_ADVICE_CLI}.",
         ) from exc
 
 
@@ -544,7 +566,8 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"No model file at {path}.")
+        log.info("no model file at %s", path)
+        raise InputError(f"No model file named '{path.name}' there: check the path.")
     if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise InputError(f"'{path.name}' is not a Keras model file: use a .keras or .h5 file.")
     if check:
@@ -559,6 +582,8 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
         raise
     except Exception as exc:  # Keras raises many types for a bad file; all are the user's file.
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        log.info("keras could not load %s: %s", path, exc)
+        reason = hide_paths(reason, path)
         raise InputError(f"Keras could not load '{title or path.name}': {reason}") from exc
     return describe_keras_model(
         model, key=f"file:{file_sha256(path)}:{preprocess if isinstance(preprocess, str) else 'custom'}",

@@ -87,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       featvis_size=args.featvis_size,
                       featvis_progress=None if args.quiet else _progress_bar(unit="channels"))
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.cli_message}", file=sys.stderr)
         return 2
     m = atlas.manifest
     c = m["counts"]
@@ -122,7 +122,7 @@ def _featvis_main(args: argparse.Namespace) -> int:
                             preprocess=args.preprocess, workers=args.workers,
                             progress=None if args.quiet else _progress_bar(unit="channels"))
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.cli_message}", file=sys.stderr)
         return 2
     print(f"atlas: {os.fspath(args.out)}  feature visualisations stored for {', '.join(atlas.featvis_layers)}")
     return 0
