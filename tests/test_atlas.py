@@ -409,7 +409,7 @@ def test_receptive_field_boxes_are_sound_and_tight():
     """Pixels outside the box never change the unit; each edge row/column of the box does (a linear model)."""
     import keras
 
-    from vizlib.atlas.rf import receptive_fields
+    from vizlib.receptive import receptive_fields
     from vizlib.layers import trace
 
     inp = keras.Input((37, 41, 2))
@@ -449,7 +449,7 @@ def test_receptive_field_boxes_are_sound_and_tight():
 def test_receptive_field_of_the_bundled_model_is_sound(bundled):
     import keras
 
-    from vizlib.atlas.rf import receptive_fields
+    from vizlib.receptive import receptive_fields
     from vizlib.layers import trace
 
     names = ["conv2d_1", "conv2d_3", "conv2d_5"]

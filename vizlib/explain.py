@@ -38,14 +38,12 @@ risk the process.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -57,6 +55,9 @@ if "tensorflow" not in sys.modules:
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.layers import find_layer, trace  # noqa: E402
 from vizlib.ops import op  # noqa: E402
+from vizlib.receptive import (  # noqa: E402
+    box_of, check_channels_last, dependence_masks, layer_graph, producer, spatial_shape, theoretical, windows,
+)
 
 #: Methods :func:`gradcam` knows. "auto": Grad-CAM at the final feature map, LayerCAM elsewhere.
 METHODS = ("gradcam", "layercam")
@@ -135,369 +136,6 @@ def _check_gradients_safe() -> None:
         )
 
 
-# --------------------------------------------------------------------------- the layer graph
-
-
-@dataclass
-class _Graph:
-    """The traced graph as tensors and their producers, in topological order (inputs first)."""
-
-    order: list  # tensor ids
-    tensor: dict  # id -> KerasTensor
-    inputs: dict  # id -> [input tensor ids] of its producer
-    op: dict  # id -> producing operation (None for the model input)
-    pos: dict  # id -> position in order
-    input_id: int
-
-
-def _producer(t: Any) -> tuple[Any, list]:
-    hist = getattr(t, "_keras_history", None)
-    if hist is None:
-        return None, []
-    operation = hist.operation
-    try:
-        node = operation._inbound_nodes[hist.node_index]
-    except (AttributeError, IndexError):
-        return operation, []
-    return operation, list(node.input_tensors)
-
-
-def _build_graph(tr: Any) -> _Graph:
-    from keras import tree
-
-    roots = list(tr.outputs.values()) + list(tree.flatten(tr.final))
-    tensor: dict = {}
-    inputs: dict = {}
-    ops_: dict = {}
-    order: list = []
-    input_id = id(tr.input)
-    state: dict = {}
-    for root in roots:
-        stack = [(root, False)]
-        while stack:
-            t, done = stack.pop()
-            tid = id(t)
-            if done:
-                if state.get(tid) != 2:
-                    state[tid] = 2
-                    order.append(tid)
-                continue
-            if tid in state:
-                continue
-            state[tid] = 1
-            tensor[tid] = t
-            if tid == input_id:
-                ops_[tid], inputs[tid] = None, []
-            else:
-                operation, ins = _producer(t)
-                ops_[tid] = operation
-                inputs[tid] = [id(i) for i in ins]
-                for i in ins:
-                    tensor.setdefault(id(i), i)
-            stack.append((t, True))
-            for i in reversed([tensor[j] for j in inputs[tid]]):
-                if id(i) not in state:
-                    stack.append((i, False))
-    return _Graph(order=order, tensor=tensor, inputs=inputs, op=ops_, pos={t: i for i, t in enumerate(order)},
-                  input_id=input_id)
-
-
-def _graph(km: Any) -> _Graph:
-    return _cached(km, "graph", lambda: _build_graph(trace(km)))
-
-
-def _spatial_shape(t: Any) -> Optional[tuple[int, int]]:
-    shape = tuple(getattr(t, "shape", ()) or ())
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        return None
-    return int(shape[1]), int(shape[2])
-
-
-def _kind(operation: Any) -> str:
-    """The first Keras layer class in ``operation``'s ancestry we know the geometry of."""
-    for cls in type(operation).__mro__:
-        if cls.__name__ in _GEOMETRY_KINDS:
-            return cls.__name__
-    return type(operation).__name__
-
-
-_CONV_KINDS = {"Conv2D", "Convolution2D", "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D"}
-_POOL_KINDS = {"MaxPooling2D", "AveragePooling2D", "MaxPool2D", "AvgPool2D"}
-_GEOMETRY_KINDS = _CONV_KINDS | _POOL_KINDS | {"Conv2DTranspose", "Convolution2DTranspose", "ZeroPadding2D",
-                                               "Cropping2D", "UpSampling2D"}
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, int):
-        return int(v), int(v)
-    v = tuple(v)
-    return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
-
-
-def _check_channels_last(operation: Any) -> None:
-    if getattr(operation, "data_format", "channels_last") == "channels_first":
-        raise InputError("Receptive fields are computed for channels-last models (height, width, channels); "
-                         f"layer '{operation.name}' is channels-first.")
-
-
-def _same_pad(n_in: int, k_eff: int, s: int) -> int:
-    """Padding before the first cell, as TensorFlow's "SAME" pads (the extra one goes after)."""
-    out = -(-n_in // s)
-    return max((out - 1) * s + k_eff - n_in, 0) // 2
-
-
-@dataclass(frozen=True)
-class _Window:
-    """One spatial axis of a sliding-window layer: kernel, stride, dilation, padding before."""
-
-    k: int
-    s: int
-    d: int
-    p: int
-
-    @property
-    def k_eff(self) -> int:
-        return (self.k - 1) * self.d + 1
-
-
-def _windows(operation: Any, kind: str, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Optional[list]:
-    """Per-axis windows of a conv / pooling / transposed conv layer (None for other kinds)."""
-    if kind in _CONV_KINDS or kind in _POOL_KINDS or kind in ("Conv2DTranspose", "Convolution2DTranspose"):
-        _check_channels_last(operation)
-        if kind in _POOL_KINDS:
-            ks = _pair(operation.pool_size)
-            ss = _pair(operation.strides if operation.strides is not None else operation.pool_size)
-            ds = (1, 1)
-        else:
-            ks, ss, ds = _pair(operation.kernel_size), _pair(operation.strides), _pair(operation.dilation_rate)
-        padding = str(operation.padding).lower()
-        out = []
-        for axis in range(2):
-            k, s, d = ks[axis], ss[axis], ds[axis]
-            k_eff = (k - 1) * d + 1
-            if padding != "same":
-                p = 0
-            elif kind.startswith("Conv2DTranspose") or kind.startswith("Convolution2DTranspose"):
-                # The transpose of a SAME conv from out_hw to in_hw: same padding before.
-                p = max((in_hw[axis] - 1) * s + k_eff - out_hw[axis], 0) // 2
-            else:
-                p = _same_pad(in_hw[axis], k_eff, s)
-            out.append(_Window(k, s, d, p))
-        return out
-    return None
-
-
-def _back_axis(kind: str, operation: Any, axis: int, win: Optional[_Window], need: np.ndarray, n_in: int) -> np.ndarray:
-    """Which input cells (along one axis) the needed output cells read."""
-    idx = np.flatnonzero(need)
-    res = np.zeros(n_in, dtype=bool)
-    if idx.size == 0:
-        return res
-    if kind in ("Conv2DTranspose", "Convolution2DTranspose"):
-        j = np.arange(n_in)
-        pos = j[:, None] * win.s - win.p + np.arange(win.k)[None, :] * win.d
-        ok = (pos >= 0) & (pos < len(need))
-        hit = np.zeros_like(ok)
-        hit[ok] = need[pos[ok]]
-        return hit.any(axis=1)
-    if win is not None:
-        pos = (idx[:, None] * win.s - win.p + np.arange(win.k)[None, :] * win.d).ravel()
-    elif kind == "ZeroPadding2D":
-        pos = idx - _pair(operation.padding[axis])[0]
-    elif kind == "Cropping2D":
-        pos = idx + _pair(operation.cropping[axis])[0]
-    elif kind == "UpSampling2D":
-        u = _pair(operation.size)[axis]
-        if str(getattr(operation, "interpolation", "nearest")) == "nearest":
-            pos = idx // u
-        else:  # bilinear and friends: the two (or more) source cells around the half-pixel centre
-            src = (idx + 0.5) / u - 0.5
-            pos = np.concatenate([np.floor(src) - 1, np.floor(src), np.floor(src) + 1, np.floor(src) + 2])
-            pos = pos.astype(int)
-    else:
-        raise AssertionError(kind)
-    pos = pos[(pos >= 0) & (pos < n_in)]
-    res[pos] = True
-    return res
-
-
-@dataclass
-class _Box:
-    rows: np.ndarray
-    cols: np.ndarray
-
-
-def _rf_masks(km: Any, layer: str, row: int, col: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Rows and columns of the model input that cell (row, col) of ``layer`` depends on, exactly."""
-    tr = trace(km)
-    g = _graph(km)
-    target = tr.outputs[layer]
-    hw = _spatial_shape(target)
-    need: dict[int, _Box] = {}
-    rows = np.zeros(hw[0], dtype=bool)
-    cols = np.zeros(hw[1], dtype=bool)
-    rows[row] = True
-    cols[col] = True
-    need[id(target)] = _Box(rows, cols)
-    info = {"global_context": False, "assumed_pointwise": set(), "unknown": set()}
-    for tid in reversed(g.order[: g.pos[id(target)] + 1]):
-        box = need.pop(tid, None)
-        if box is None or tid == g.input_id:
-            if box is not None:
-                need[tid] = box
-            continue
-        operation = g.op[tid]
-        t = g.tensor[tid]
-        out_hw = _spatial_shape(t)
-        kind = _kind(operation) if operation is not None else ""
-        for iid in g.inputs[tid]:
-            it = g.tensor[iid]
-            in_hw = _spatial_shape(it)
-            if in_hw is None:
-                info["global_context"] = True  # a non-spatial input (e.g. squeeze-and-excitation gates)
-                continue
-            if kind in _GEOMETRY_KINDS:
-                wins = _windows(operation, kind, in_hw, out_hw)
-                r = _back_axis(kind, operation, 0, wins[0] if wins else None, box.rows, in_hw[0])
-                c = _back_axis(kind, operation, 1, wins[1] if wins else None, box.cols, in_hw[1])
-            elif in_hw == out_hw:
-                r, c = box.rows.copy(), box.cols.copy()
-                if not _known_pointwise(operation):
-                    info["assumed_pointwise"].add(getattr(operation, "name", kind))
-            elif in_hw == (1, 1):
-                info["global_context"] = info["global_context"] or out_hw != (1, 1)
-                r, c = np.ones(1, dtype=bool), np.ones(1, dtype=bool)
-            else:  # a layer we don't know the geometry of: assume it may read anything
-                info["unknown"].add(getattr(operation, "name", kind))
-                r, c = np.ones(in_hw[0], dtype=bool), np.ones(in_hw[1], dtype=bool)
-            if not (r.any() and c.any()):
-                continue
-            old = need.get(iid)
-            need[iid] = _Box(r, c) if old is None else _Box(old.rows | r, old.cols | c)
-    box = need.get(g.input_id)
-    in_hw = _spatial_shape(tr.input)
-    if box is None:
-        box = _Box(np.zeros(in_hw[0], dtype=bool), np.zeros(in_hw[1], dtype=bool))
-    info["assumed_pointwise"] = sorted(info["assumed_pointwise"])
-    info["unknown"] = sorted(info["unknown"])
-    return box.rows, box.cols, info
-
-
-#: Layers that compute each position from the same position only (channels mix, space doesn't).
-_POINTWISE = frozenset({
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU", "BatchNormalization",
-    "LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization", "Rescaling", "Dropout",
-    "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout", "Add", "Subtract", "Multiply",
-    "Average", "Maximum", "Minimum", "Concatenate", "Dense", "EinsumDense", "Identity", "Lambda",
-    "LayerScale", "StochasticDepth",
-})
-
-
-def _known_pointwise(operation: Any) -> bool:
-    if operation is None:
-        return True
-    names = {c.__name__ for c in type(operation).__mro__}
-    if names & _POINTWISE:
-        return True
-    module = type(operation).__module__
-    return module.startswith("keras.src.ops")  # keras.ops used in a functional graph (add, multiply, ...)
-
-
-def _box_of(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int, int, int]:
-    r = np.flatnonzero(rows)
-    c = np.flatnonzero(cols)
-    if r.size == 0 or c.size == 0:
-        return (0, 0, 0, 0)
-    return int(r[0]), int(c[0]), int(r[-1]) + 1, int(c[-1]) + 1
-
-
-@dataclass(frozen=True)
-class _Affine:
-    """Cell i of a tensor covers input pixels [jump*i + start, jump*i + end) along one axis (unclipped)."""
-
-    jump: Fraction
-    start: Fraction
-    end: Fraction
-
-    @property
-    def size(self) -> Fraction:
-        return self.end - self.start
-
-
-def _through(kind: str, operation: Any, axis: int, win: Optional[_Window], a: _Affine) -> _Affine:
-    j, s, e = a.jump, a.start, a.end
-    if kind in ("Conv2DTranspose", "Convolution2DTranspose"):
-        st = Fraction(win.s)
-        return _Affine(j / st, s + j * Fraction(win.p - win.k_eff + 1) / st, e + j * Fraction(win.p) / st)
-    if win is not None:
-        return _Affine(j * win.s, s - j * win.p, e + j * (win.k_eff - 1 - win.p))
-    if kind == "ZeroPadding2D":
-        t = _pair(operation.padding[axis])[0]
-        return _Affine(j, s - j * t, e - j * t)
-    if kind == "Cropping2D":
-        t = _pair(operation.cropping[axis])[0]
-        return _Affine(j, s + j * t, e + j * t)
-    if kind == "UpSampling2D":
-        u = Fraction(_pair(operation.size)[axis])
-        extra = Fraction(0) if str(getattr(operation, "interpolation", "nearest")) == "nearest" else j
-        return _Affine(j / u, s - j * (u - 1) / u - extra, e + extra)
-    raise AssertionError(kind)
-
-
-def _affines(km: Any) -> dict:
-    """Theoretical receptive field of every traced tensor: id -> (row _Affine, col _Affine) or None."""
-
-    def build() -> dict:
-        g = _graph(km)
-        out: dict = {}
-        for tid in g.order:
-            t = g.tensor[tid]
-            hw = _spatial_shape(t)
-            if tid == g.input_id:
-                out[tid] = (_Affine(Fraction(1), Fraction(0), Fraction(1)),) * 2
-                continue
-            if hw is None:
-                out[tid] = None
-                continue
-            operation = g.op[tid]
-            kind = _kind(operation) if operation is not None else ""
-            found: list = []
-            for iid in g.inputs[tid]:
-                prev = out.get(iid)
-                in_hw = _spatial_shape(g.tensor[iid])
-                if prev is None or in_hw is None or (in_hw == (1, 1) and hw != (1, 1)):
-                    continue  # non-spatial or broadcast (global) inputs: not part of the local field
-                if kind in _GEOMETRY_KINDS:
-                    wins = _windows(operation, kind, in_hw, hw)
-                    found.append(tuple(_through(kind, operation, ax, wins[ax] if wins else None, prev[ax])
-                                       for ax in range(2)))
-                elif in_hw == hw:
-                    found.append(prev)
-                else:
-                    found.append(None)
-            if not found or any(f is None for f in found):
-                out[tid] = None
-                continue
-            merged = []
-            for ax in range(2):
-                parts = [f[ax] for f in found]
-                merged.append(_Affine(max(p.jump for p in parts), min(p.start for p in parts),
-                                      max(p.end for p in parts)))
-            out[tid] = tuple(merged)
-        return out
-
-    return _cached(km, "affines", build)
-
-
-def _theoretical(km: Any, layer: str) -> Optional[dict]:
-    aff = _affines(km).get(id(trace(km).outputs[layer]))
-    if aff is None:
-        return None
-    size = tuple(int(math.ceil(a.size)) for a in aff)
-    jump = tuple(float(a.jump) for a in aff)
-    return {"size_hw": size, "size": max(size), "jump_hw": jump}
-
-
 # --------------------------------------------------------------------------- final feature map, class score
 
 
@@ -534,7 +172,7 @@ def _score(km: Any) -> _Score:
                              "this model's output is different.")
         final = flat[0]
         n = int(final.shape[-1])
-        operation, ins = _producer(final)
+        operation, ins = producer(final)
         act = _activation_name(getattr(operation, "activation", None)) if operation is not None else ""
         if isinstance(operation, keras.layers.Softmax):
             act = "softmax"
@@ -595,7 +233,7 @@ def _plan(m: Any, layer: str) -> _Plan:
     import keras
 
     tr = trace(km)
-    g = _graph(km)
+    g = layer_graph(km)
     score = _score(km)
     a_id = id(tr.outputs[layer])
     depends: dict[int, bool] = {}
@@ -818,14 +456,14 @@ def _receptive_field_op(m: Any, batch: Optional[np.ndarray], *, layer: str, row:
     row, col = int(row), int(col)
     if not (0 <= row < h and 0 <= col < w):
         raise InputError(f"Layer '{layer}' is {h} x {w}; there is no cell at row {row}, column {col}.")
-    rows, cols, extra = _rf_masks(km, info.name, row, col)
-    theo = _theoretical(km, info.name)
+    rows, cols, extra = dependence_masks(km, info.name, row, col)
+    theo = theoretical(km, info.name)
     return {
-        "box": list(_box_of(rows, cols)), "layer": info.name, "row": row, "col": col,
+        "box": list(box_of(rows, cols)), "layer": info.name, "row": row, "col": col,
         "size": theo["size"] if theo else None, "size_hw": list(theo["size_hw"]) if theo else None,
         "jump_hw": list(theo["jump_hw"]) if theo else None, "global_context": bool(extra["global_context"]),
         "assumed_pointwise": extra["assumed_pointwise"], "unknown_layers": extra["unknown"],
-        "input_size": list(_spatial_shape(trace(km).input)),
+        "input_size": list(spatial_shape(trace(km).input)),
     }
 
 
@@ -893,7 +531,7 @@ def _depth_profile_op(m: Any, batch: np.ndarray) -> dict:
     rf_sizes, rf_hw, jumps, global_ctx = [], [], [], []
     reaches_global = _global_context_flags(km)
     for name in names:
-        theo = _theoretical(km, name)
+        theo = theoretical(km, name)
         rf_sizes.append(theo["size"] if theo else None)
         rf_hw.append(list(theo["size_hw"]) if theo else None)
         jumps.append(list(theo["jump_hw"]) if theo else None)
@@ -913,13 +551,13 @@ def _global_context_flags(km: Any) -> dict:
     """id -> whether a tensor depends on the whole input through a global pooling branch."""
 
     def build() -> dict:
-        g = _graph(km)
+        g = layer_graph(km)
         flags: dict = {}
         for tid in g.order:
-            hw = _spatial_shape(g.tensor[tid])
+            hw = spatial_shape(g.tensor[tid])
             flag = False
             for iid in g.inputs[tid]:
-                in_hw = _spatial_shape(g.tensor[iid])
+                in_hw = spatial_shape(g.tensor[iid])
                 if flags.get(iid):
                     flag = True
                 elif hw is not None and hw != (1, 1) and (in_hw is None or in_hw == (1, 1)) and iid != g.input_id:
@@ -938,7 +576,7 @@ def _first_plain_conv(km: Any) -> str:
     import keras
 
     tr = trace(km)
-    g = _graph(km)
+    g = layer_graph(km)
     for info in tr.layers:
         if info.is_spatial and isinstance(g.op.get(id(tr.outputs[info.name])), keras.layers.Conv2D):
             return info.name
@@ -963,14 +601,14 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
         raise InputError("Give exactly one image.")
     km = _km(m)
     tr = trace(km)
-    g = _graph(km)
+    g = layer_graph(km)
     name = _first_plain_conv(km) if layer in (None, "") else str(layer)
     info = find_layer(km, name)
     out_t = tr.outputs[name]
     conv = g.op.get(id(out_t))
     if not isinstance(conv, keras.layers.Conv2D) or isinstance(conv, keras.layers.Conv2DTranspose):
         raise InputError(f"Layer '{name}' is a {info.kind}; the arithmetic is shown for Conv2D layers.")
-    _check_channels_last(conv)
+    check_channels_last(conv)
     h, w, c_out = info.output_shape
     row, col, channel = int(row), int(col), int(channel)
     if not (0 <= row < h and 0 <= col < w):
@@ -984,7 +622,7 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
     x_in = np.asarray(x_in, dtype=np.float32)[0]
     y = np.asarray(y, dtype=np.float32)[0]
     in_hw = x_in.shape[:2]
-    wins = _windows(conv, "Conv2D", in_hw, (h, w))
+    wins = windows(conv, "Conv2D", in_hw, (h, w))
     rows = row * wins[0].s - wins[0].p + np.arange(wins[0].k) * wins[0].d
     cols = col * wins[1].s - wins[1].p + np.arange(wins[1].k) * wins[1].d
     kernel = np.asarray(conv.kernel, dtype=np.float32)  # (kh, kw, c_in / groups, c_out)
@@ -1003,7 +641,7 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
     pre = float(products.sum() + bias)
     act_name = _activation_name(conv.activation)
     post = float(np.asarray(keras.ops.convert_to_numpy(conv.activation(np.array([pre], dtype=np.float32))))[0])
-    rows_rf, cols_rf, _ = _rf_masks(km, name, row, col)
+    rows_rf, cols_rf, _ = dependence_masks(km, name, row, col)
     between = [i.kind for i in tr.layers if i.index < info.index]
     followed = []
     for i in tr.layers[info.index + 1:]:
@@ -1029,7 +667,7 @@ def _conv_arithmetic_op(m: Any, batch: np.ndarray, *, row: int, col: int, channe
         "input_is_model_input": id(in_t) == id(tr.input), "input_source": source,
         "channel_order": order, "followed_by": followed,
         "input_layer": getattr(g.op.get(id(in_t)), "name", "input"),
-        "box": list(_box_of(rows_rf, cols_rf)),
+        "box": list(box_of(rows_rf, cols_rf)),
     }
 
 

@@ -151,7 +151,7 @@ def model_spec(model: Any, m: Any, weights: Optional[str], preprocess: Any) -> d
 
 
 def _layer_entries(m: Any, layers: Sequence[str]) -> tuple[list[str], list[tuple[int, int, int]], list[dict]]:
-    from vizlib.atlas.rf import receptive_fields
+    from vizlib.receptive import receptive_fields
     from vizlib.layers import find_layer
 
     infos = [find_layer(m, name) for name in layers]
@@ -386,7 +386,7 @@ def merge(directory: Path, job: Job, layer_entries: list[dict], *, workers: Opti
 
     import pyarrow as pa
 
-    from vizlib.atlas.rf import ReceptiveField
+    from vizlib.receptive import ReceptiveField
 
     tops = [TopK(c, job.top_k) for c in job.layer_channels]
     fingerprint = hashlib.sha256()

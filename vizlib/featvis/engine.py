@@ -152,7 +152,7 @@ def receptive_field(m: Any, layer: str) -> int:
     """The side (input pixels) of what one unit of ``layer`` sees, from the kernels and strides."""
     side = max(int(m.input_size[0]), int(m.input_size[1]))
     try:
-        from vizlib.atlas.rf import receptive_fields
+        from vizlib.receptive import receptive_fields
 
         rf = receptive_fields(m.model, [layer])[layer]
     except Exception:  # noqa: BLE001 - an exotic graph: assume the whole image
