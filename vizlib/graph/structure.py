@@ -99,7 +99,7 @@ def tensor_graph(km: Any) -> Any:
     try:
         from vizlib.receptive import layer_graph as build
     except ImportError:  # the engine's older home
-        from vizlib.explain import _graph as build
+        from vizlib.receptive import layer_graph as build
     return build(km)
 
 
