@@ -24,7 +24,8 @@ What is checked
   compression); every member and the total are size-capped and a member above
   1 MiB may not expand more than ``max_ratio`` times (zip bombs).
 * **Config** (``config.json`` / the legacy ``model_config`` attribute): read
-  size-capped, parsed with plain :func:`json.loads` (duplicate keys refused),
+  size-capped, parsed with the bounded :func:`vizlib.schema.parse_json` (duplicate keys,
+  deep nesting and overlong numbers refused),
   then every dict carrying a ``"class_name"`` is matched against
   :data:`ALLOWED_CLASSES` by ``(module, class_name)`` with ``registered_name``
   empty or equal to the class name.  ``Lambda``, ``__lambda__``,
@@ -49,7 +50,6 @@ still capped).  Load accepted files with
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
@@ -63,7 +63,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizlib import archives
+from vizlib import archives, schema
 from vizlib.errors import InputError
 from vizlib.units import fmt_bytes as _fmt_bytes
 
@@ -1170,30 +1170,9 @@ def _dtype_name(cfg: dict) -> str | None:
 
 
 def _parse_json(raw: bytes, name: str, label: str) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-        out: dict = {}
-        for key, value in pairs:
-            if key in out:
-                raise InputError(
-                    f"The {label} in '{name}' defines '{key[:80]}' twice, so different programs "
-                    "could read different models from it. Upload the file written by "
-                    "model.save() unchanged."
-                )
-            out[key] = value
-        return out
-
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _damaged(name, f"its {label} is not UTF-8 text") from None
-    try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
-    except InputError:
-        raise
-    except RecursionError:
-        raise _damaged(name, f"its {label} is nested too deeply") from None
-    except ValueError as exc:
-        raise _damaged(name, f"its {label} is not valid JSON ({exc})") from None
+    """The one bounded JSON reader (size, nesting, number digits, duplicate keys), with this file's advice."""
+    return schema.parse_json(raw, what=f"The {label} in '{name}'", max_bytes=MAX_CONFIG_BYTES,
+                             max_depth=MAX_CONFIG_DEPTH, advice=_UNCHANGED)
 
 
 def _object_name(d: dict) -> str | None:

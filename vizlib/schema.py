@@ -47,22 +47,34 @@ def nesting_depth(text: str, stop: int) -> int:
     return best
 
 
-def parse_json(raw: bytes, *, what: str, max_bytes: int, max_depth: int = 32) -> Any:
-    """Parse untrusted JSON ``raw`` or raise InputError (``what`` starts the message).
+def parse_json(raw: bytes | str, *, what: str, max_bytes: int, max_depth: int = 32, advice: str = "") -> Any:
+    """Parse untrusted JSON ``raw`` or raise InputError (``what`` starts the message, ``advice`` ends it).
 
+    The one reader of JSON a user controls (bundle and atlas manifests, model configs).
     Refused: more than ``max_bytes``, not UTF-8, nesting deeper than
     ``max_depth``, numbers of more than :data:`MAX_NUMBER_DIGITS` digits,
     ``NaN``/``Infinity``, duplicate keys, and invalid JSON.
     """
+    try:
+        return _parse_json(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw),
+                           what=what, max_bytes=max_bytes, max_depth=max_depth)
+    except InputError as exc:
+        if not advice:
+            raise
+        raise InputError(f"{exc} {advice}") from exc
+
+
+def _parse_json(raw: bytes, *, what: str, max_bytes: int, max_depth: int) -> Any:
     if len(raw) > max_bytes:
         raise InputError(f"{what} is {fmt_bytes(len(raw))}, over the {fmt_bytes(max_bytes)} limit.")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{what} is not UTF-8 text.") from exc
+        raise InputError(f"{what} is not UTF-8 text, so not JSON.") from exc
     depth = nesting_depth(text, max_depth)
     if depth > max_depth:
-        raise InputError(f"{what} nests more than {max_depth} levels deep; it was not made by this app.")
+        raise InputError(f"{what} nests more than {max_depth} levels deep (nested too deeply); "
+                         "it was not made by this app.")
 
     def bounded_int(s: str) -> int:
         if len(s.lstrip("-")) > MAX_NUMBER_DIGITS:
@@ -95,7 +107,7 @@ def parse_json(raw: bytes, *, what: str, max_bytes: int, max_depth: int = 32) ->
         raise
     except RecursionError as exc:  # the pre-check should make this unreachable
         raise InputError(f"{what} nests too deeply; it was not made by this app.") from exc
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, MemoryError) as exc:
         raise InputError(f"{what} is not valid JSON ({str(exc)[:100]}).") from exc
 
 
@@ -314,13 +326,14 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def validate(value: Any, spec: Spec, *, what: str) -> None:
+def validate(value: Any, spec: Spec, *, what: str,
+             advice: str = "The file was not made by this app, or was changed.") -> None:
     """Raise InputError naming the first field of ``value`` that does not fit ``spec``."""
     problem = spec.check(value, "")
     if problem:
         where, why = problem
         field_name = f'"{where}"' if where else "its top level"
-        raise InputError(f"{what}: {field_name} {why}. The file was not made by this app, or was changed.")
+        raise InputError(f"{what}: {field_name} {why}. {advice}".strip())
 
 
 def fields(spec: Obj) -> Sequence[str]:

@@ -323,19 +323,74 @@ def _need(cond: bool, what: str) -> None:
         raise InputError(f"This is not a valid atlas: {what}.")
 
 
+def _manifest_schema() -> Any:
+    """The type of every manifest field a reader relies on (unknown fields may be anything, bounded by the parse)."""
+    from vizlib import schema as s
+
+    text, name, count = s.Str(1000), s.Str(10_000), s.Int(0, 2**53)
+    some = s.Obj(extra=s.Any_(), max_keys=64)  # an object whose contents nothing reads
+    maybe = lambda spec: s.OneOf((spec, s.Null()))  # noqa: E731
+    return s.Obj(
+        fields={
+            "format": s.Str(100), "version": s.Int(0, 10**6), "status": s.Str(32),
+            "model": s.Obj(fields={"key": text, "title": text, "label": maybe(text), "weights": text,
+                                   "weights_digest": s.Str(200), "preprocess": text,
+                                   "input_size": s.List(s.Int(1, 4096), 2), "channels": s.Int(1, 4)},
+                           required=("key", "title", "weights", "weights_digest", "preprocess", "input_size",
+                                     "channels"), extra=s.Any_(), max_keys=64),
+            "layers": s.List(s.Obj(fields={"name": text, "index": s.Int(0, 2**31), "kind": text,
+                                           "shape": s.List(s.Int(1, 2**31), 3),
+                                           "receptive_field": maybe(some)},
+                                   required=("name", "shape"), extra=s.Any_(), max_keys=32), MAX_LAYERS),
+            "top_k": s.Int(1, MAX_TOP_K),
+            "images": s.Obj(fields={"count": count, "source": name, "kind": text, "fingerprint": text,
+                                    "listing_digest": text}, required=("count",), extra=s.Any_(), max_keys=64),
+            "job": s.Obj(fields={"batch_size": s.Int(1, 2**31), "shard_size": s.Int(1, 2**31), "shards": count,
+                                 "listing_digest": text, "source": name, "source_kind": text},
+                         required=("batch_size", "shard_size"), extra=s.Any_(), max_keys=64),
+            "counts": s.Map(count, key_len=64, max_keys=64),
+            "failures": s.List(s.Obj(fields={"path": name, "error": name}, required=("path", "error")),
+                               MAX_LISTED_FAILURES),
+            "failures_listed": count,
+            "runs": s.List(s.Obj(fields={"seconds": s.Num()}, required=("seconds",), extra=s.Any_(), max_keys=64),
+                           100_000),
+            "tables": s.Map(s.Obj(fields={"file": text, "dir": text, "rows": count, "files": count},
+                                  extra=s.Any_(), max_keys=64), key_len=64, max_keys=64),
+            "featvis": s.Obj(fields={"algorithm": text, "chunk": count,
+                                     "layers": s.Map(s.Obj(fields={"file": text, "channels_count": count,
+                                                                   "status": text}, extra=s.Any_(), max_keys=64),
+                                                     key_len=1000, max_keys=MAX_LAYERS * 16)},
+                             extra=s.Any_(), max_keys=64),
+            "decode": some, "time": some, "started": text, "finished": text, "engine": text,
+            "warnings": s.List(name, 10_000),
+        },
+        required=("format", "version", "status", "model", "layers", "top_k", "images", "counts", "job"),
+        extra=s.Any_(), max_keys=256)
+
+
 def read_manifest(directory: Path) -> dict:
-    """The manifest, parsed and checked for the fields and types the reader relies on."""
+    """The manifest, parsed within bounds (:func:`vizlib.schema.parse_json`: size, nesting, number digits,
+    duplicate keys) and checked for the type of every field the reader relies on."""
+    from vizlib import schema
+
     path = directory / MANIFEST
     _check_file(directory, path, MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"The atlas manifest is not valid JSON ({exc}).") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"The atlas manifest could not be read ({exc.strerror or exc}).") from exc
+    manifest = schema.parse_json(raw, what="The atlas manifest", max_bytes=MAX_MANIFEST_BYTES)
     validate_manifest(manifest)
     return manifest
 
 
 def validate_manifest(m: Any) -> None:
+    """Refuse a manifest whose fields are of the wrong type or out of range (InputError naming the field)."""
+    from vizlib import schema
+
+    _need(isinstance(m, dict), "the manifest is not a JSON object")
+    _need(m.get("format") == FORMAT, f"the manifest's format is not {FORMAT!r}")
+    schema.validate(m, _manifest_schema(), what="This is not a valid atlas manifest")
     _need(isinstance(m, dict), "the manifest is not a JSON object")
     _need(m.get("format") == FORMAT, f"the manifest's format is not {FORMAT!r}")
     _need(m.get("version") == VERSION, f"the manifest's version is not {VERSION}")
