@@ -63,6 +63,11 @@ def keras_layers_and_connections(km, prefix=""):
 
 
 def _nested(km, prefix):
+    import keras
+
+    if isinstance(km, keras.Sequential):  # a chain: each layer feeds the next (config has no inbound nodes)
+        names = [prefix + layer.name for layer in km.layers]
+        return names, set(zip(names, names[1:])), [names[0]], names[-1]
     names, edges = keras_layers_and_connections(km, prefix)
     cfg = km.get_config()
     inputs = {lc["name"] for lc in cfg["layers"] if lc["class_name"] == "InputLayer"}
