@@ -37,6 +37,7 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Iterable, Optional
 
@@ -71,7 +72,7 @@ _LOCAL = b"PK\x03\x04"
 #: Everything zipfile, zlib and a hostile file object raise while reading an archive.
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
                 RuntimeError, struct.error, OverflowError, UnicodeDecodeError, KeyError, IndexError, TypeError,
-                MemoryError)
+                MemoryError, zlib.error)
 
 
 def _short(name: str) -> str:

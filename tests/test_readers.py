@@ -1,0 +1,227 @@
+"""Issue #18 classes 3, 4, 8, 9, 10 (and #19's one ZIP reader, one JSON reader): hostile inputs on every entry.
+
+Each class is fed to the library, the command line (``python -m vizlib.atlas``:
+exit 2 and one line, no traceback) and, where the page takes it, the page
+(AppTest: an ``st.error`` and the page keeps running). The hostile files are
+built here from their formats' specifications, small on disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vizlib  # noqa: F401  (before TensorFlow)
+from vizlib import archives, schema
+from vizlib.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def refused(call, *words: str) -> str:
+    """``call()`` raises InputError (never anything else) whose message holds every word."""
+    with pytest.raises(InputError) as info:
+        call()
+    message = str(info.value)
+    for w in words:
+        assert w.lower() in message.lower(), message
+    return message
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vizlib.atlas", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def cli_refused(*args: str, words: tuple[str, ...] = ()) -> str:
+    """The CLI exits 2 with one line on stderr that names the problem, and no traceback."""
+    proc = run_cli(*args)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not _tf_noise(ln)]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def _tf_noise(line: str) -> bool:
+    """TensorFlow's own start-up chatter on stderr (not a message of ours)."""
+    return line[:1] in "IWE" and line[1:5].isdigit() or "cpu_feature_guard" in line or "rebuild TensorFlow" in line \
+        or line.startswith("To enable the following instructions")
+
+
+# --------------------------------------------------------------------------- hostile ZIPs (class 3)
+
+
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def zip_with_bad_crc(name: str = "a.png", payload: bytes = b"\x89PNG\r\n\x1a\n" + b"x" * 400) -> bytes:
+    data = bytearray(zip_bytes({name: payload}, zipfile.ZIP_STORED))
+    at = data.index(b"x" * 10)
+    data[at] ^= 0xFF  # the data changes, the recorded CRC does not
+    return bytes(data)
+
+
+def zip_with_method(method: int, name: str = "a.png") -> bytes:
+    """A ZIP whose only member claims compression ``method`` (99: AES, 12: bzip2, 14: LZMA, 9: deflate64)."""
+    data = bytearray(zip_bytes({name: b"\x89PNG" + b"y" * 200}, zipfile.ZIP_STORED))
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.index(sig)
+        data[at + off: at + off + 2] = struct.pack("<H", method)
+    return bytes(data)
+
+
+def zip_with_broken_deflate(name: str = "a.png") -> bytes:
+    data = bytearray(zip_bytes({name: os.urandom(3000)}, zipfile.ZIP_DEFLATED))
+    at = data.index(b"PK\x03\x04") + 30 + len(name)
+    data[at: at + 40] = b"\xff" * 40  # not a deflate stream any more
+    return bytes(data)
+
+
+def zip_encrypted(name: str = "a.png") -> bytes:
+    data = bytearray(zip_bytes({name: b"z" * 100}, zipfile.ZIP_STORED))
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(sig)
+        flags = struct.unpack("<H", data[at + off: at + off + 2])[0] | 0x1
+        data[at + off: at + off + 2] = struct.pack("<H", flags)
+    return bytes(data)
+
+
+def zip_overlapping(n: int = 20, name: str = "img{}.png") -> bytes:
+    """Many entries whose directory records all point at one member's data (an overlap bomb's skeleton)."""
+    payload = zlib.compress(b"\0" * 2**20)[2:-4]
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, zlib.crc32(b"\0" * 2**20), len(payload),
+                        2**20, len(name.format(0)), 0) + name.format(0).encode() + payload
+    central = b""
+    for i in range(n):
+        nm = name.format(i).encode()
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, zlib.crc32(b"\0" * 2**20),
+                               len(payload), 2**20, len(nm), 0, 0, 0, 0, 0, 0) + nm
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(local), 0)
+    return local + central + end
+
+
+def zip_claiming_entries(n: int) -> bytes:
+    """A ~100-byte file whose zip64 end record claims ``n`` entries."""
+    body = b"PK\x03\x04" + bytes(100)
+    z64 = len(body)
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, 50, 4)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, z64, 1)
+    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body
+
+
+def zip_bomb(name: str = "top.parquet", n: int = 64 * 2**20, others: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for other, data in (others or {}).items():
+            zf.writestr(other, data)
+        with zf.open(name, "w", force_zip64=True) as w:
+            chunk = b"\0" * 2**20
+            for _ in range(n // 2**20):
+                w.write(chunk)
+    return buf.getvalue()
+
+
+#: (id, maker(member name) -> bytes, words the message must hold): one of each kind of damaged or hostile ZIP.
+#: "member" cases are refused only when the member is read; the others when the archive is opened.
+HOSTILE_ZIPS = [
+    ("bad-crc", "member", zip_with_bad_crc, ("could not be extracted", "crc")),
+    ("broken-deflate", "member", zip_with_broken_deflate, ("could not be extracted",)),
+    ("aes", "archive", lambda n: zip_with_method(99, n), ("compression method 99",)),
+    ("bzip2", "archive", lambda n: zip_with_method(12, n), ("compression method 12",)),
+    ("deflate64", "archive", lambda n: zip_with_method(9, n), ("compression method 9",)),
+    ("encrypted", "archive", zip_encrypted, ("password",)),
+    ("overlap", "archive", lambda n: zip_overlapping(name=n + "{}"), ("share their data",)),
+    ("billion-entries", "archive", lambda n: zip_claiming_entries(10**9), ("1,000,000,000 files",)),
+    ("truncated", "archive", lambda n: zip_bytes({n: os.urandom(5000)})[:3000], ("not a",)),
+    ("not-a-zip", "archive", lambda n: b"PK\x03\x04" + bytes(300), ("not a",)),
+]
+ZIP_IDS = [c[0] for c in HOSTILE_ZIPS]
+
+
+@pytest.mark.parametrize("case", HOSTILE_ZIPS, ids=ZIP_IDS)
+def test_every_zip_reader_refuses_every_hostile_zip_with_input_error(case, tmp_path):
+    """The page's image ZIPs, bundles, zipped atlases and .keras files: one policy, one kind of error."""
+    from vizlib.atlas.store import extract_zip
+    from vizlib.export import read_bundle
+    from vizlib.images import images_from_zip
+    from vizlib.modelcheck import check_model_file
+
+    _, _, make, words = case
+    refused(lambda: images_from_zip(make("a.png")), *words)
+    refused(lambda: read_bundle(make("manifest.json")), *words)
+    refused(lambda: extract_zip(make("manifest.json"), tmp_path / "atlas"), *words)
+    assert not any(p.is_file() for p in (tmp_path / "atlas").rglob("*")) if (tmp_path / "atlas").exists() else True
+    keras = tmp_path / "m.keras"
+    keras.write_bytes(make("config.json"))
+    refused(lambda: check_model_file(keras))  # its own words ("lacks metadata.json", ...): refused either way
+
+
+def test_open_zip_counts_before_parsing_and_bounds_the_directory():
+    data = zip_bytes({f"{i}.txt": b"" for i in range(50)}, zipfile.ZIP_STORED)
+    refused(lambda: archives.open_zip(data, label="The ZIP", max_entries=49), "50 files", "limit is 49")
+    refused(lambda: archives.open_zip(data, label="The ZIP", max_entries=100, max_directory_bytes=100),
+            "of directory")
+    with archives.open_zip(data, label="The ZIP", max_entries=50) as zf:
+        assert len(zf.infolist()) == 50
+    big = zip_bytes({"a": b"\0" * 5000, "b": b"\0" * 5000})
+    refused(lambda: archives.open_zip(big, label="The ZIP", max_entries=9, max_total_bytes=9999), "add up to")
+
+
+def test_member_reads_are_capped_whatever_the_directory_says(tmp_path):
+    data = bytearray(zip_bytes({"a.bin": b"\1" * 10_000}, zipfile.ZIP_DEFLATED))
+    # Make the directory (and the local header) claim 100 bytes: the read must stop at the cap.
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(sig)
+        data[at + off: at + off + 4] = struct.pack("<L", 100)
+    with archives.open_zip(bytes(data), label="The ZIP", max_entries=9) as zf:
+        info = zf.infolist()[0]
+        # zipfile stops at the declared size and then finds the CRC wrong: refused, naming the member.
+        refused(lambda: archives.read_member(zf, info, where="the ZIP", max_bytes=1000), '"a.bin"')
+        refused(lambda: archives.copy_member(zf, info, tmp_path / "out.bin", where="the ZIP", max_bytes=1000),
+                '"a.bin"')
+    assert not (tmp_path / "out.bin").exists() and not list(tmp_path.iterdir())
+
+
+def test_zipped_atlas_members_are_streamed_to_disk_and_bombs_refused(tmp_path):
+    from vizlib.atlas.store import extract_zip
+
+    refused(lambda: extract_zip(zip_bomb("top.parquet", others={"manifest.json": b"{}"}), tmp_path / "a"),
+            "zip bombs")
+    refused(lambda: extract_zip(zip_bomb("v1/manifest.json", 20 * 2**20), tmp_path / "b"))
+
+
+def test_bundles_are_written_by_the_one_archive_module():
+    from vizlib.export import bundle, read_bundle
+    from PIL import Image
+
+    data = bundle(image=Image.new("RGB", (8, 8), "red"), image_name="red.png",
+                  manifest_data={"format": "cnn-activation-view", "version": 1},
+                  arrays={"conv": np.arange(6, dtype=np.float32).reshape(1, 2, 3)})
+    back = read_bundle(data)
+    assert np.array_equal(back.arrays["conv"], np.arange(6, dtype=np.float32).reshape(1, 2, 3))
+
+
+def test_zipfile_is_opened_in_one_module_only():
+    hits = [str(p.relative_to(ROOT)) for p in list((ROOT / "vizlib").rglob("*.py")) + list((ROOT / "ui").rglob("*.py"))
+            + [ROOT / "app.py"] if "zipfile.ZipFile(" in p.read_text(encoding="utf-8")]
+    assert hits == ["vizlib/archives.py"], hits
