@@ -255,8 +255,10 @@ def plain(table: Any, max_bytes: int, label: str = "") -> Any:
 
     total = 0
     cols = []
-    for name in table.column_names:
+    fields = []
+    for i, name in enumerate(table.column_names):
         col = table.column(name)
+        fld = table.schema.field(i)
         if pa.types.is_dictionary(col.type):
             for chunk in col.chunks:
                 if _binary(chunk.type.value_type) and len(chunk) and len(chunk.dictionary):
@@ -264,9 +266,11 @@ def plain(table: Any, max_bytes: int, label: str = "") -> Any:
                     total += int(pc.sum(pc.take(lengths, chunk.indices.fill_null(0))).as_py() or 0)
             if total > max_bytes:
                 raise InputError(f"{_label(label)} repeats its values to more than {fmt_bytes(max_bytes)}.")
+            fld = fld.with_type(col.type.value_type)
             col = col.cast(col.type.value_type)
         cols.append(col)
-    return pa.table(cols, names=table.column_names)
+        fields.append(fld)
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def expanded_values(array: Any, max_bytes: int, label: str = "") -> list:
@@ -459,7 +463,7 @@ def _open_parquet(source: Any, label: str, columns: Optional[list[str]], null_co
     if columns is not None:
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise InputError(f"{_label(label)} has no column {missing[0]!r}.")
+            raise InputError(f"{_label(label)} has no column {missing[0]!r}: not the columns expected.")
     binary_leaves = set(_leaves(schema, columns))
     groups: list[Group] = []
     start = 0
@@ -659,7 +663,7 @@ def _open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column
     if columns is not None:
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise InputError(f"{_label(label)} has no column {missing[0]!r}.")
+            raise InputError(f"{_label(label)} has no column {missing[0]!r}: not the columns expected.")
     if len(blocks) != reader.num_record_batches:
         raise InputError(f"{_label(label)} is damaged: its footer and its reader disagree.")
     null_node = _node_index(schema, null_column) if null_column else None

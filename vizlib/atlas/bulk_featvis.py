@@ -135,19 +135,23 @@ def _chunk_table(layer: str, channels: Sequence[int], pngs: Sequence[bytes], siz
                      "seed": [int(seed)] * n, "png": list(pngs)}, schema=schema())
 
 
-def read_table(directory: Path, path: Path, layer: str, *, expect: Optional[dict] = None) -> Any:
-    """A featvis table, validated: schema, size cap, one layer, settings in range (and as expected)."""
-    import pyarrow.parquet as pq
+#: Rows a featvis table may declare (one per channel) and the decoded bytes it may declare.
+MAX_FEATVIS_ROWS = 1 << 16
+MAX_FEATVIS_DECODED = 512 * 2**20
+#: The columns read to index a table (the PNGs are fetched one at a time).
+_SETTINGS = ("layer", "channel", "height", "width", "channels", "steps", "seed")
 
-    from vizlib.atlas.store import _check_file
 
-    _check_file(directory, path, MAX_FEATVIS_BYTES)
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise InputError(f"{path.name} is not a readable Parquet table ({exc}).") from exc
-    if not table.schema.remove_metadata().equals(schema()):
-        raise InputError(f"{path.name} does not have the columns of an atlas featvis table.")
+def read_table(directory: Path, path: Path, layer: str, *, expect: Optional[dict] = None,
+               columns: Optional[Sequence[str]] = None) -> Any:
+    """A featvis table, validated: schema, size cap, one layer, settings in range (and as expected).
+
+    Sized from its metadata before anything is decoded (:func:`vizlib.atlas.store.read_parquet`);
+    ``columns``: read only these (the settings, without the PNGs)."""
+    from vizlib.atlas.store import read_parquet
+
+    table = read_parquet(directory, path, MAX_FEATVIS_BYTES, schema(), what="featvis", max_bytes=MAX_FEATVIS_DECODED,
+                         columns=columns, max_rows=MAX_FEATVIS_ROWS)
     cols = {k: table.column(k).to_pylist() for k in ("layer", "height", "width", "channels", "steps", "seed")}
     if table.num_rows and any(len(set(v)) != 1 for v in cols.values()):
         raise InputError(f"{path.name} mixes layers or settings.")
@@ -162,21 +166,21 @@ def read_table(directory: Path, path: Path, layer: str, *, expect: Optional[dict
     return table
 
 
-def decode_png(blob: bytes, size: Sequence[int], c: int) -> np.ndarray:
-    """A stored PNG as uint8 (H, W, C), checked against the recorded size (no decompression bombs)."""
-    from PIL import Image
+def decode_png(blob: bytes, size: Sequence[int], c: int, budget: Any = None) -> np.ndarray:
+    """A stored PNG as uint8 (H, W, C), checked against the recorded size, decoded by the one image
+    decoder within a pixel budget (:class:`vizlib.images.budget.PixelBudget`; no decompression bombs)."""
+    from vizlib.images.budget import PixelBudget
+    from vizlib.images.decode import declared_size
 
-    if len(blob) > MAX_PNG_BYTES or not blob.startswith(b"\x89PNG"):
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) > MAX_PNG_BYTES or not bytes(blob).startswith(b"\x89PNG"):
         raise InputError("A stored feature visualisation is not a PNG of an allowed size.")
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            if im.size != (int(size[1]), int(size[0])) or im.mode != ("L" if c == 1 else "RGB"):
-                raise InputError("A stored feature visualisation has another size or mode than recorded.")
-            arr = np.asarray(im.convert(im.mode), dtype=np.uint8)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"A stored feature visualisation is not a readable PNG ({exc}).") from exc
+    h, w = int(size[0]), int(size[1])
+    label = "A stored feature visualisation"
+    if declared_size(bytes(blob), label, MAX_SIDE * MAX_SIDE) != (w, h):
+        raise InputError("A stored feature visualisation has another size than recorded.")
+    budget = budget or PixelBudget(what="the stored feature visualisations")
+    image = budget.decode(bytes(blob), label, max_side=MAX_SIDE, max_pixels=MAX_SIDE * MAX_SIDE)
+    arr = np.asarray(image.convert("L") if c == 1 else image, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -202,14 +206,21 @@ class Reader:
     def _load(self, layer: str) -> tuple[dict[int, int], Any, dict]:
         if layer not in self._tables:
             e = self.entries[layer]
-            table = read_table(self.directory, layer_path(self.directory, layer), layer)
+            from vizlib.atlas.store import MAX_PICTURE_GROUP_BYTES, PICTURE_BATCH_BYTES, open_parquet
+
+            path = layer_path(self.directory, layer)
+            table = read_table(self.directory, path, layer, columns=list(_SETTINGS))
             channels = table.column("channel").to_pylist()
             if channels != list(range(e["channels_count"])):
                 raise InputError(f"The stored feature visualisations of {layer!r} don't cover its channels in order.")
             info = {"size": [table.column("height")[0].as_py(), table.column("width")[0].as_py()],
                     "channels": table.column("channels")[0].as_py(), "steps": table.column("steps")[0].as_py(),
                     "seed": table.column("seed")[0].as_py()}
-            self._tables[layer] = ({c: i for i, c in enumerate(channels)}, table.column("png"), info)
+            # The PNGs are fetched one at a time, never a whole row group decoded for one channel.
+            pngs = open_parquet(self.directory, path, MAX_FEATVIS_BYTES, schema(), what="featvis", columns=["png"],
+                                max_rows=MAX_FEATVIS_ROWS, max_group_bytes=MAX_PICTURE_GROUP_BYTES,
+                                batch_bytes=PICTURE_BATCH_BYTES)
+            self._tables[layer] = ({c: i for i, c in enumerate(channels)}, pngs, info)
         return self._tables[layer]
 
     def get(self, layer: str, channel: int) -> Optional[np.ndarray]:
@@ -219,7 +230,7 @@ class Reader:
         i = index.get(int(channel))
         if i is None:
             return None
-        return decode_png(pngs[i].as_py(), info["size"], info["channels"])
+        return decode_png(pngs.row_values(i, "png").as_py(), info["size"], info["channels"])
 
     def settings(self, layer: str) -> Optional[dict]:
         return None if layer not in self.entries else dict(self._load(layer)[2])
