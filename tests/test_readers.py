@@ -225,3 +225,87 @@ def test_zipfile_is_opened_in_one_module_only():
     hits = [str(p.relative_to(ROOT)) for p in list((ROOT / "vizlib").rglob("*.py")) + list((ROOT / "ui").rglob("*.py"))
             + [ROOT / "app.py"] if "zipfile.ZipFile(" in p.read_text(encoding="utf-8")]
     assert hits == ["vizlib/archives.py"], hits
+
+
+# --------------------------------------------------------------------------- cache entries (class 8)
+
+
+def npy_declaring(shape, dtype: str = "|u1", payload: bytes = b"") -> bytes:
+    """A .npy file whose header declares ``shape`` (a tuple, or the text of one) of ``dtype``, then ``payload``."""
+    shape_text = shape if isinstance(shape, str) else repr(tuple(shape))
+    header = f"{{'descr': {dtype!r}, 'fortran_order': False, 'shape': {shape_text}, }}".encode("latin1")
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
+
+
+#: Damaged cache files: (id, bytes for the image entry of an 8x8x1 visualisation).
+DAMAGED_ENTRIES = [
+    ("declares-a-terabyte", npy_declaring((2**40,))),
+    ("declares-1e18-elements", npy_declaring((10**9, 10**9))),
+    ("wrong-shape", npy_declaring((4, 4, 1), payload=b"\0" * 16)),
+    ("wrong-dtype", npy_declaring((8, 8, 1), "<f8", payload=b"\0" * 512)),
+    ("truncated", npy_declaring((8, 8, 1), payload=b"\0" * 10)),
+    ("trailing-bytes", npy_declaring((8, 8, 1), payload=b"\0" * 100)),
+    ("pickled-object", npy_declaring((3,), "|O", payload=b"\0" * 24)),
+    ("huge-header-length", b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{"),
+    ("3900-digit-dimension", npy_declaring("(" + "9" * 3900 + ",)")),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize("raw", [d[1] for d in DAMAGED_ENTRIES], ids=[d[0] for d in DAMAGED_ENTRIES])
+def test_a_damaged_cache_entry_is_dropped_not_allocated(tmp_path, raw):
+    from vizlib.featvis import STATS, DiskCache
+
+    cache = DiskCache(tmp_path, max_bytes=10**6)
+    img = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
+    stats = np.ones((len(STATS), 4), np.float32)
+    key = cache.key("m", "layer", 0)
+    cache.put(key, img, stats)
+    (tmp_path / f"{key}.img.npy").write_bytes(raw)
+    assert cache.get(key, (8, 8, 1), 4) is None  # a miss, never a MemoryError
+    assert cache.entries() == []  # ... and the entry is gone, so the next visit recomputes it
+    cache.put(key, img, stats)
+    got = cache.get(key, (8, 8, 1), 4)
+    assert got is not None and np.array_equal(got[0], img)
+
+
+def test_load_npy_checks_the_header_against_the_file(tmp_path):
+    p = tmp_path / "a.npy"
+    np.save(p, np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert np.array_equal(archives.load_npy(p, max_bytes=24), np.arange(6, dtype=np.float32).reshape(2, 3))
+    refused(lambda: archives.load_npy(p, max_bytes=23), "over the")
+    refused(lambda: archives.load_npy(p, max_bytes=24, shape=(3, 2)), "shape")
+    p.write_bytes(npy_declaring((2**40,)))
+    refused(lambda: archives.load_npy(p, max_bytes=2**50), "corrupt")
+
+
+def test_feature_visualisation_recomputes_a_corrupted_cache_entry(tmp_path):
+    """Through the real path: the entry of a channel is damaged on disk; the next visit recomputes and heals it."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import vizlib
+        from vizlib import featvis, models
+        m = models.load_bundled_model()
+        cache = featvis.DiskCache({str(tmp_path)!r}, max_bytes=10**8)
+        run = lambda: featvis.render(m, "conv2d_1", [0, 1], steps=4, size=16, cache=cache)
+        first = run()
+        (key,) = [k for k, _, _ in cache.entries()][:1]
+        import pathlib, struct
+        p = pathlib.Path({str(tmp_path)!r}) / (key + ".img.npy")
+        h = repr(dict(descr="|u1", fortran_order=False, shape=(2**40,))).encode()
+        h += b" " * (63 - (10 + len(h)) % 64) + b"\\n"
+        p.write_bytes(b"\\x93NUMPY\\x01\\x00" + struct.pack("<H", len(h)) + h)
+        second = run()
+        third = run()
+        print(json.dumps({{"first": first.cached, "second": second.cached, "third": third.cached,
+                           "same": bool((second.images == first.images).all())}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["first"] == [False, False]
+    assert sorted(out["second"]) == [False, True]  # the damaged channel was recomputed, the other served
+    assert out["third"] == [True, True]  # and the recomputed entry was stored again
+    assert out["same"]  # seeded: the recomputed image is the one first computed

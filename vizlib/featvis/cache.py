@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vizlib import archives
+from vizlib.errors import InputError
 from vizlib.featvis.engine import STATS
 from vizlib.files import atomic_write_bytes
 
@@ -40,9 +42,9 @@ class DiskCache:
     An entry is two ``.npy`` files (the image, and its statistics of every
     channel of the layer) named by the SHA-256 of the key. Files are written to
     a temporary name and renamed, so a reader never sees half a file; reads
-    load with ``allow_pickle=False`` and check dtype and shape, and a bad
-    entry is deleted and counts as a miss. A hit touches the files' mtime;
-    after each write the oldest entries go until the folder is under
+    check each header (dtype, shape, bytes) against the file before allocating
+    (:func:`vizlib.archives.load_npy`), and a bad entry is deleted and counts
+    as a miss (so it is recomputed). A hit touches the files' mtime; after each write the oldest entries go until the folder is under
     ``max_bytes``.
     """
 
@@ -70,15 +72,20 @@ class DiskCache:
             ) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """(image uint8 ``shape``, stats float32 (len(STATS), layer_channels)) or None."""
         img_path, stats_path = self._paths(key)
-        try:
-            img = np.load(img_path, allow_pickle=False)
-            stats = np.load(stats_path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            if img_path.exists() or stats_path.exists():
-                self._drop(key)
+        if not img_path.exists() and not stats_path.exists():
             return None
-        if (img.dtype != np.uint8 or tuple(img.shape) != tuple(shape) or stats.dtype != np.float32
-                or stats.shape != (len(STATS), int(layer_channels)) or not np.all(np.isfinite(stats))):
+        want_stats = (len(STATS), int(layer_channels))
+        try:
+            # Headers are checked against the expected arrays and the files' lengths before anything is
+            # allocated: a corrupted or crafted entry is dropped, never a MemoryError on every visit.
+            want_img = tuple(int(d) for d in shape)
+            img = archives.load_npy(img_path, dtype=np.uint8, shape=want_img, max_bytes=int(np.prod(want_img)))
+            stats = archives.load_npy(stats_path, dtype=np.float32, shape=want_stats,
+                                      max_bytes=4 * want_stats[0] * want_stats[1])
+        except (InputError, OSError):
+            self._drop(key)
+            return None
+        if not np.all(np.isfinite(stats)):
             self._drop(key)
             return None
         now = time.time()
