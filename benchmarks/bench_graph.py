@@ -6,10 +6,12 @@ Per model (built once, not timed), median of ``--rounds`` interleaved rounds:
   (g) ``vizlib.layer_graph``: nodes and edges from the traced model (the trace itself is cached per
       model object, as in the app, so this is the edge extraction);
   (l) ``graph_layout`` of the whole graph, and (lc) of the graph with its blocks collapsed;
-  (f) ``graph_figure`` from a graph and its layout, and (j) its JSON as Streamlit sends it
-      (``plotly.io.to_json``), bytes = the payload;
-  (c) the cached path of the page: the figure comes out of ``st.cache_data`` (a pickle round trip)
-      and is serialised again.
+  (f) ``graph_figure`` from a graph and its layout, and (j) what ``st.plotly_chart`` does with it
+      (``plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)`` +
+      ``plotly.io.to_json``), bytes = the payload;
+  (c) the cached path of the page: the same figure object out of ``st.cache_resource``, through
+      (j) again. (i) info: the same through a pickle round trip, as ``st.cache_data`` would return
+      it (unpickling a Figure re-validates every property: why the page caches the object).
 Paint (uncached) = g + l + f + j for the view the page opens on (blocks collapsed from 120 layers);
 target for DenseNet121 <= 2 s, and the cached path <= 0.2 s. Ratio c / paint in one run.
 SVG and PNG exports are timed once per model (e).
@@ -23,20 +25,27 @@ import pickle
 
 import _common as C
 
+
+def st_json(fig) -> str:
+    """What st.plotly_chart does with a figure before it goes to the browser."""
+    import plotly.io as pio
+    import plotly.tools
+
+    return pio.to_json(plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True), validate=False)
+
+
 TARGET_PAINT_S = 2.0
 TARGET_CACHED_S = 0.2
 COLLAPSE_FROM = 120  # as ui/graph.py
 
 
 def measure(name: str, rounds: int) -> dict:
-    import plotly.io as pio
-
     import vizlib
     from vizlib import graph as vg
 
     m = vizlib.load_model(name, weights=None if name != "emotion_cnn" else "imagenet")
     m.layers  # the trace, as the page has it before the view opens
-    rows: dict[str, list[float]] = {k: [] for k in ("g", "l", "lc", "f", "j", "c", "fx", "jx")}
+    rows: dict[str, list[float]] = {k: [] for k in ("g", "l", "lc", "f", "j", "c", "i", "fx", "jx")}
     for _ in range(rounds):
         t, g = C.timed(lambda: vg.layer_graph(m))
         rows["g"].append(t)
@@ -48,14 +57,16 @@ def measure(name: str, rounds: int) -> dict:
         shown, shown_lay = (c, lay_c) if len(g.nodes) >= COLLAPSE_FROM else (g, lay)
         t, fig = C.timed(lambda: vg.graph_figure(shown, layout=shown_lay, title=m.label))
         rows["f"].append(t)
-        t, js = C.timed(lambda: pio.to_json(fig, validate=False))
+        t, js = C.timed(lambda: st_json(fig))
         rows["j"].append(t)
-        blob = pickle.dumps(fig)
-        t, _ = C.timed(lambda: pio.to_json(pickle.loads(blob), validate=False))
+        t, _ = C.timed(lambda: st_json(fig))
         rows["c"].append(t)
+        blob = pickle.dumps(fig)
+        t, _ = C.timed(lambda: st_json(pickle.loads(blob)))
+        rows["i"].append(t)
         t, figx = C.timed(lambda: vg.graph_figure(g, layout=lay, title=m.label))  # everything expanded
         rows["fx"].append(t)
-        t, jsx = C.timed(lambda: pio.to_json(figx, validate=False))
+        t, jsx = C.timed(lambda: st_json(figx))
         rows["jx"].append(t)
     t_svg, svg = C.timed(lambda: vg.graph_svg(shown, layout=shown_lay, title=m.label))
     t_png, png = C.timed(lambda: vg.graph_png(shown, layout=shown_lay, title=m.label))
@@ -63,7 +74,7 @@ def measure(name: str, rounds: int) -> dict:
     paint = med["g"] + (med["lc"] if shown is c else med["l"]) + med["f"] + med["j"]
     out = {
         "model": name, "layers": len(g.nodes), "edges": len(g.edges), "blocks": len(g.blocks),
-        "shown_nodes": len(shown.nodes), "median_s": med, "paint_s": paint, "cached_s": med["c"],
+        "shown_nodes": len(shown.nodes), "median_s": med, "first_graph_s": rows["g"][0], "paint_s": paint, "cached_s": med["c"],
         "payload_bytes": len(js), "payload_expanded_bytes": len(jsx),
         "paint_expanded_s": med["g"] + med["l"] + med["fx"] + med["jx"],
         "svg_s": t_svg, "svg_bytes": len(svg), "png_s": t_png, "png_bytes": len(png),
@@ -87,7 +98,7 @@ def main() -> None:
     results = []
     print(f"{'model':16} {'nodes':>5} {'edges':>5} {'blocks':>6} {'shown':>5} {'graph':>7} {'layout':>7} "
           f"{'coll.':>7} {'figure':>7} {'json':>7} {'paint':>7} {'cached':>7} {'c/p':>5} {'payload':>9} "
-          f"{'expanded':>9} {'exp.paint':>9} {'svg':>6} {'png':>6}")
+          f"{'expanded':>9} {'exp.paint':>9} {'pickled':>7} {'svg':>6} {'png':>6}")
     for name in args.models.split(","):
         r = measure(name, args.rounds)
         results.append(r)
@@ -96,7 +107,7 @@ def main() -> None:
               f"{C.ms(med['g']):>7} {C.ms(med['l']):>7} {C.ms(med['lc']):>7} {C.ms(med['f']):>7} "
               f"{C.ms(med['j']):>7} {C.ms(r['paint_s']):>7} {C.ms(r['cached_s']):>7} "
               f"{r['cached_s'] / r['paint_s']:5.2f} {r['payload_bytes'] / 1024:7.0f}kB "
-              f"{r['payload_expanded_bytes'] / 1024:7.0f}kB {C.ms(r['paint_expanded_s']):>9} "
+              f"{r['payload_expanded_bytes'] / 1024:7.0f}kB {C.ms(r['paint_expanded_s']):>9} {C.ms(med['i']):>7} "
               f"{C.ms(r['svg_s']):>6} {C.ms(r['png_s']):>6}", flush=True)
     dense = next((r for r in results if r["model"] == "densenet121"), None)
     if dense:

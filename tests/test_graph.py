@@ -361,3 +361,34 @@ def test_every_catalogue_model_graph_equals_keras_own_description():
     assert blocks["densenet121"] == 6 + 12 + 24 + 16
     assert blocks["inception_v3"] == 11
     assert blocks["vgg16"] == blocks["vgg19"] == 0
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def test_architecture_view_paints_colours_collapses_and_exports(offline, downloads):
+    from test_app import assert_clean, charts, make_app
+
+    g = layer_graph(vizlib.load_model("emotion_cnn"))
+    at = make_app(view="graph").run()
+    assert_clean(at)
+    graph = next(spec for title, spec in charts(at).items() if "data flows down" in title)
+    layers = next(t for t in graph["data"] if t.get("name") == "layers")
+    assert [d[1] for d in layers["customdata"]] == [n.name for n in g.nodes]  # 46 boxes: nothing collapsed
+    at.toggle(key="graph-blocks").set_value(True).run()
+    at.selectbox(key="graph-color").set_value("dead channels").run()
+    at.selectbox(key="graph-search").set_value("conv2d_5").run()
+    assert_clean(at)
+    graph = next(spec for title, spec in charts(at).items() if "data flows down" in title)
+    layers = next(t for t in graph["data"] if t.get("name") == "layers")
+    assert len(layers["customdata"]) == len(g.nodes) - 4 * 9 + 4  # four residual modules of 9 layers: a box each
+    assert any(t.get("marker", {}).get("showscale") for t in graph["data"])  # the colour bar
+    assert graph["layout"]["shapes"]  # the found layer outlined
+    files = downloads(at)
+    svg = files["Graph (SVG)"]
+    assert svg.startswith(b"<svg") and svg.count(b"<polyline") == len(layers["customdata"]) - 1
+    assert files["Graph (PNG)"][:8] == b"\x89PNG\r\n\x1a\n"
+    kernels_chart = next(t for t in charts(at).values() if any(d.get("name") == "channels" for d in t["data"]))
+    cells = next(d for d in kernels_chart["data"] if d.get("name") == "channels")
+    assert sorted(cells["customdata"]) == sorted(list(range(8)) * 2)  # conv2d_1: 8 kernels, trained and untrained
+    assert files["Kernels (PNG)"][:4] == b"\x89PNG"

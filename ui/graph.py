@@ -1,0 +1,169 @@
+"""Architecture: the model as a graph of layers, and its kernels as pictures (trained beside untrained)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+
+from vizlib import graph as vg
+from vizlib.contract import VizModel
+from vizlib.errors import InputError
+from ui.caches import CHART_CONFIG, compute, get_untrained_twin
+from ui.explain import profiled
+
+#: Collapse repeated blocks by default from this many layers on (DenseNet121 has ~430).
+COLLAPSE_FROM = 120
+KERNEL_MODES = {"auto": "Pictures", "grid": "Per input channel", "norms": "Kernel norms"}
+GRAPH_CHART = "graph-chart"
+KERNEL_CHART = "kernel-chart"
+
+
+# --------------------------------------------------------------------------- cached computations
+
+
+# Graphs, layouts and figures are immutable once made: cached as objects (st.cache_resource), not
+# pickled copies (unpickling a Plotly figure re-validates it: ~0.1-0.5 s, benchmarks/README.md).
+@st.cache_resource(max_entries=8, show_spinner="Reading the model's layers and connections…")
+def graph_of(model_key: str, _m: VizModel) -> vg.LayerGraph:
+    return vg.layer_graph(_m)
+
+
+@st.cache_resource(max_entries=32, show_spinner="Laying out the graph…")
+def laid_out(model_key: str, nested: bool, blocks: bool, _m: VizModel) -> tuple[vg.LayerGraph, vg.GraphLayout]:
+    """The (collapsed) graph and its layered layout, computed once per model and collapse setting."""
+    graph = vg.collapse(graph_of(model_key, _m), nested=nested, blocks=blocks)
+    return graph, vg.graph_layout(graph)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def figure_of(model_key: str, nested: bool, blocks: bool, color_by: str, image_key: str, highlight: str,
+              _m: VizModel, _image: Any):
+    graph, layout = laid_out(model_key, nested, blocks, _m)
+    profile = profiled(model_key, image_key, _m, _image) if vg.COLOR_BY[color_by] else None
+    return vg.graph_figure(graph, layout=layout, color_by=color_by, profile=profile, highlight=highlight or None,
+                           title=f"{_m.label}: {len(graph.nodes)} boxes, data flows down")
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the kernels…")
+def kernels_of(model_key: str, layer: str, _m: VizModel) -> dict:
+    return vg.kernels(_m, layer)
+
+
+# --------------------------------------------------------------------------- clicks
+
+
+def on_graph_click() -> None:
+    """A click on a box opens its layer in the Layer explorer (as the depth profile's click does)."""
+    event = st.session_state.get(GRAPH_CHART)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(data, (list, tuple)) and len(data) == 2:
+            opens, name = str(data[0] or ""), str(data[1])
+            if opens:
+                st.session_state["layer"] = opens
+                st.session_state["view"] = "explore"
+            else:
+                st.session_state.setdefault("_notices", []).append(
+                    f"{name} has no 2D maps to open; click a convolution, pooling or block box.")
+            return
+
+
+def on_kernel_click(layer: str, first: str) -> None:
+    """A click on a kernel opens its output channel's activation map."""
+    event = st.session_state.get(KERNEL_CHART)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is None:
+            continue
+        channel = int(data[0] if isinstance(data, (list, tuple)) else data)
+        st.session_state["channel"] = channel
+        if layer == first:  # the first conv layer is inspected in the side-by-side view
+            st.session_state["inspect"] = layer
+            st.session_state["view"] = "compare"
+        else:
+            st.session_state["layer"] = layer
+            st.session_state["view"] = "explore"
+        return
+
+
+# --------------------------------------------------------------------------- the view
+
+
+def _controls(m: VizModel, g: vg.LayerGraph) -> tuple[str, str, bool, bool]:
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+    names = [n.name for n in g.nodes] + [b for b, _ in g.blocks]
+    found = c1.selectbox("Find a layer", names, index=None, placeholder="Type a layer name…",
+                         key="graph-search", help="Outlines the layer (or the block holding it) and moves to it.")
+    color_by = c2.selectbox("Colour boxes by", list(vg.COLOR_BY), key="graph-color",
+                            help="Type: what kind of layer. The others are this image's depth profile: "
+                                 "map height, receptive field, share of dead channels, mean activation.")
+    blocks = c3.toggle("Collapse repeated blocks", value=len(g.nodes) >= COLLAPSE_FROM, key="graph-blocks",
+                       disabled=not g.blocks,
+                       help=f"{len(g.blocks)} blocks found: stretches that branch and merge again "
+                            "(residual units, dense layers, Inception modules).")
+    nested = c4.toggle("Collapse nested models", value=False, key="graph-nested", disabled=not g.containers,
+                       help="Draw each model inside the model as one box." if g.containers
+                       else "This model has no nested models.")
+    return found or "", color_by, bool(blocks and g.blocks), bool(nested and g.containers)
+
+
+def _kernels_section(m: VizModel) -> None:
+    convs = [i.name for i in m.layers if i.is_conv]
+    if not convs:
+        st.info("This model has no convolution layers, so there are no kernels to draw.")
+        return
+    st.subheader("Kernels as pictures")
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    layer = c1.selectbox("Kernels of", convs, key="graph-kernel-layer",
+                         help="The first convolution's kernels look at the image's pixels directly.")
+    mode = c2.segmented_control("Draw", list(KERNEL_MODES), format_func=KERNEL_MODES.get, default="auto",
+                                key="graph-kernel-mode", required=True)
+    k = kernels_of(m.key, layer, m)
+    twin = None if m.untrained else get_untrained_twin(m.key, m)
+    u = kernels_of(twin.key, layer, twin) if twin is not None else None
+    shown = vg.kernel_canvas(k, mode)[1]["mode"]
+    fig = vg.kernel_figure(k, untrained=u, mode=mode)
+    st.plotly_chart(fig, key=KERNEL_CHART, config=CHART_CONFIG, on_select=partial(on_kernel_click, layer, convs[0]),
+                    selection_mode="points")
+    pair = (" Left: the trained weights; right: the same architecture with random weights (seed 0). Trained "
+            "first-layer kernels are smooth edge and colour detectors; random ones are noise."
+            if u is not None else " This model is untrained: choose ImageNet weights to see learned kernels.")
+    st.caption(vg.kernel_caption(k, shown) + pair + " Click a kernel to open its channel's activation map.")
+    st.download_button("Kernels (PNG)", key="dl-graph-kernels", mime="image/png", on_click="ignore",
+                       file_name=f"{m.key.split(':')[0]}_{layer.replace('/', '_')}_kernels.png",
+                       data=lambda: vg.kernel_png(k, untrained=u, mode=mode, title=m.label))
+
+
+def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_img) -> Optional[np.ndarray]:
+    """The Architecture view: the layer graph to explore, and the kernels as pictures."""
+    _, output = compute(m.key, image_key, (), m, image)
+    g = graph_of(m.key, m)
+    found, color_by, blocks, nested = _controls(m, g)
+    try:
+        fig = figure_of(m.key, nested, blocks, color_by, image_key if vg.COLOR_BY[color_by] else "", found, m,
+                        image)
+    except InputError as exc:
+        st.error(str(exc))
+        return output
+    st.plotly_chart(fig, key=GRAPH_CHART, config={**CHART_CONFIG, "scrollZoom": True}, on_select=on_graph_click,
+                    selection_mode="points")
+    st.caption("Each box is a layer: its type and output shape (height × width × channels). Arrows carry the "
+               "data down; where they fork and meet again the model branches (a residual addition, a "
+               "concatenation). Drag to move, scroll to zoom, double-click to see everything; click a box "
+               "to open that layer in the Layer explorer.")
+    graph, layout = laid_out(m.key, nested, blocks, m)
+    stem = f"{m.key.split(':')[0]}_architecture".replace("/", "_")
+    profile = profiled(m.key, image_key, m, image) if vg.COLOR_BY[color_by] else None
+    opts = dict(layout=layout, color_by=color_by, profile=profile, title=m.label)
+    d1, d2, _ = st.columns([1, 1, 4])
+    d1.download_button("Graph (SVG)", key="dl-graph-svg", mime="image/svg+xml", on_click="ignore",
+                       file_name=f"{stem}.svg", data=lambda: vg.graph_svg(graph, **opts).encode())
+    d2.download_button("Graph (PNG)", key="dl-graph-png", mime="image/png", on_click="ignore",
+                       file_name=f"{stem}.png", data=lambda: vg.graph_png(graph, **opts))
+    _kernels_section(m)
+    return output
