@@ -16,6 +16,7 @@ from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
 from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
 from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
 from ui import caches, explain, sidebar, views  # noqa: E402
+from ui.graph import view_graph  # noqa: E402
 from ui.touch import install_touch_select  # noqa: E402
 from ui.state import current_state, init_state, sync_url  # noqa: E402
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
@@ -114,6 +115,8 @@ def page() -> None:
             output = explain.view_why(m, image_key, image_name, image, view_img)
         elif view == "depth":
             output = explain.view_depth(m, image_key, image_name, image, view_img)
+        elif view == "graph":
+            output = view_graph(m, image_key, image_name, image, view_img)
         elif view == "atlas":
             output = views.view_atlas(m, uploads, image_key, image_name, image, view_img)
         else:

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-VIEWS = ("compare", "explore", "across", "why", "depth", "atlas")
+VIEWS = ("compare", "explore", "across", "why", "depth", "atlas", "graph")
 VIEW_TITLES = {
     "compare": "First vs last conv layer",
     "explore": "Layer explorer",
@@ -25,6 +25,7 @@ VIEW_TITLES = {
     "why": "Why this prediction?",
     "depth": "Depth profile",
     "atlas": "Dataset atlas",
+    "graph": "Architecture",
 }
 MODES = ("first", "top", "contrib")
 SCALES = ("shared", "channel")
@@ -78,6 +79,7 @@ VIEW_PARAMS: dict[str, tuple[str, ...]] = {
     "why": ("cls", "camlayer", "opacity", "twin", "cmap", "mode", "n", "scale", "channel"),
     "depth": (),
     "atlas": ("layer", "channel", "atlas", "cmap"),
+    "graph": (),
 }
 
 
