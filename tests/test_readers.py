@@ -309,3 +309,230 @@ def test_feature_visualisation_recomputes_a_corrupted_cache_entry(tmp_path):
     assert sorted(out["second"]) == [False, True]  # the damaged channel was recomputed, the other served
     assert out["third"] == [True, True]  # and the recomputed entry was stored again
     assert out["same"]  # seeded: the recomputed image is the one first computed
+
+
+# --------------------------------------------------------------------------- JSON a user controls (class 4)
+
+
+@pytest.fixture(scope="module")
+def atlas_dir(tmp_path_factory) -> Path:
+    """A real atlas of the sample images (bundled model, first and last conv layer)."""
+    import vizlib.atlas
+
+    out = tmp_path_factory.mktemp("atlas") / "samples"
+    vizlib.atlas.build("emotion_cnn", str(ROOT / "assets" / "samples"), str(out), top=3)
+    return out
+
+
+def _edited(m: dict, path: str, value) -> dict:
+    m = json.loads(json.dumps(m))
+    keys = path.split(".")
+    node = m
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    if isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+    return m
+
+
+def _raw_with(path: str, raw: str, base: dict) -> bytes:
+    """The manifest with ``path`` replaced by the raw JSON text ``raw`` (which json.dumps could not write)."""
+    marker = "__RAW_VALUE__"
+    return json.dumps(_edited(base, path, marker)).replace(f'"{marker}"', raw).encode()
+
+
+#: (id, edit(manifest dict) -> bytes, words): hostile manifests -- nesting, digits, size, types of fields.
+HOSTILE_MANIFESTS = [
+    ("deep-nesting", lambda m: _raw_with("images.source", "[" * 100_000 + "]" * 100_000, m), ("nested too deeply",)),
+    ("deep-dicts", lambda m: _raw_with("runs", '{"a":' * 50_000 + "1" + "}" * 50_000, m), ("nested too deeply",)),
+    ("5000-digit-top-k", lambda m: _raw_with("top_k", "9" * 5000, m), ("5,000-digit",)),
+    ("5000-digit-exponent", lambda m: _raw_with("top_k", "1e" + "9" * 5000, m), ("number",)),
+    ("nan", lambda m: _raw_with("runs.0.seconds", "NaN", m), ("NaN",)),
+    ("duplicate-key", lambda m: json.dumps(m).replace('"top_k":', '"top_k": 1, "top_k":').encode(), ("twice",)),
+    ("layers-a-string", lambda m: json.dumps(_edited(m, "layers", "conv")).encode(), ('"layers"', "list")),
+    ("model-a-list", lambda m: json.dumps(_edited(m, "model", [1, 2])).encode(), ('"model"', "object")),
+    ("tables-a-list", lambda m: json.dumps(_edited(m, "tables", [])).encode(), ('"tables"',)),
+    ("table-rows-text", lambda m: json.dumps(_edited(m, "tables.top.rows", "75")).encode(), ("tables.top.rows",)),
+    ("counts-text", lambda m: json.dumps(_edited(m, "counts", {"decoded": "many"})).encode(), ("counts.decoded",)),
+    ("runs-seconds-text", lambda m: json.dumps(_edited(m, "runs.0.seconds", "5s")).encode(), ("seconds",)),
+    ("failures-numbers", lambda m: json.dumps(_edited(m, "failures", [1, 2])).encode(), ("failures",)),
+    ("featvis-a-list", lambda m: json.dumps(_edited(m, "featvis", [])).encode(), ('"featvis"',)),
+    ("featvis-layers-list", lambda m: json.dumps(_edited(m, "featvis", {"layers": {"conv2d_1": []}})).encode(),
+     ("featvis.layers.conv2d_1",)),
+    ("layer-name-number", lambda m: json.dumps(_edited(m, "layers.0.name", 7)).encode(), ("layers[0].name",)),
+    ("input-size-floats", lambda m: json.dumps(_edited(m, "model.input_size", [64.5, 64])).encode(),
+     ("input_size",)),
+    ("receptive-field-text", lambda m: json.dumps(_edited(m, "layers.0.receptive_field", "all")).encode(),
+     ("receptive_field",)),
+    ("top-level-list", lambda m: b"[1, 2, 3]", ("not a JSON object",)),
+    ("not-utf8", lambda m: b"\xff\xfe{}", ("UTF-8",)),
+    ("17-MB", lambda m: json.dumps(_edited(m, "images.source", "x" * (17 * 2**20))).encode(), ("over the",)),
+]
+MANIFEST_IDS = [c[0] for c in HOSTILE_MANIFESTS]
+
+
+def _hostile_atlas(atlas_dir: Path, where: Path, edit) -> Path:
+    import shutil
+
+    if where.exists():
+        shutil.rmtree(where)
+    shutil.copytree(atlas_dir, where)
+    base = json.loads((atlas_dir / "manifest.json").read_text())
+    (where / "manifest.json").write_bytes(edit(base))
+    return where
+
+
+@pytest.mark.parametrize("case", HOSTILE_MANIFESTS, ids=MANIFEST_IDS)
+def test_hostile_atlas_manifests_are_refused_by_the_library(atlas_dir, tmp_path, case):
+    import vizlib.atlas
+
+    _, edit, words = case
+    bad = _hostile_atlas(atlas_dir, tmp_path / "bad", edit)
+    refused(lambda: vizlib.atlas.load(bad), *words)
+    refused(lambda: vizlib.atlas.load("bad", root=tmp_path), *words)
+
+
+def test_the_unedited_manifest_still_opens(atlas_dir):
+    import vizlib.atlas
+
+    assert vizlib.atlas.load(atlas_dir).top("conv2d_7", 0)
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE_MANIFESTS if c[0] in ("5000-digit-top-k", "featvis-layers-list")],
+                         ids=["5000-digit-top-k", "featvis-layers-list"])
+def test_hostile_atlas_manifests_are_refused_by_the_command_line(atlas_dir, tmp_path, case):
+    _, edit, words = case
+    bad = _hostile_atlas(atlas_dir, tmp_path / "bad", edit)
+    cli_refused("featvis", "--out", str(bad), "--model", "emotion_cnn", words=words)
+
+
+def test_hostile_manifest_refused_when_a_build_resumes_from_the_command_line(atlas_dir, tmp_path):
+    bad = _hostile_atlas(atlas_dir, tmp_path / "bad", HOSTILE_MANIFESTS[0][1])
+    cli_refused("build", "--model", "emotion_cnn", "--images", str(ROOT / "assets" / "samples"), "--out", str(bad),
+                "--quiet", words=("nested too deeply",))
+
+
+def test_model_configs_go_through_the_bounded_reader(tmp_path):
+    from vizlib.modelcheck import check_model_file
+
+    for raw, words in ((b'{"class_name": "Functional", "config": {"layers": [], "x": ' + b"9" * 5000 + b"}}",
+                        ("5,000-digit",)),
+                       (b'{"class_name": "Functional", "config": ' + b"[" * 300 + b"]" * 300 + b"}",
+                        ("nested too deeply",))):
+        p = tmp_path / "m.keras"
+        p.write_bytes(zip_bytes({"metadata.json": b'{"keras_version": "3.0"}', "config.json": raw,
+                                 "model.weights.h5": b"\x89HDF\r\n\x1a\n"}, zipfile.ZIP_STORED))
+        refused(lambda: check_model_file(p), *words, "Upload")
+    assert schema.parse_json(b'{"a": [1, 2.5, "x", null, true]}', what="x", max_bytes=100) == \
+        {"a": [1, 2.5, "x", None, True]}
+
+
+# --------------------------------------------------------------------------- the page (AppTest)
+
+
+def _page_errors(at) -> str:
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.error, "the page showed no error"
+    return " ".join(e.value for e in at.error)
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE_MANIFESTS if c[0] in ("deep-nesting", "5000-digit-top-k",
+                                                                            "tables-a-list", "featvis-a-list")],
+                         ids=["deep-nesting", "5000-digit-top-k", "tables-a-list", "featvis-a-list"])
+def test_page_refuses_a_hostile_atlas_manifest_under_the_root(offline, atlas_dir, tmp_path, monkeypatch, case):
+    from test_app import make_app
+
+    _, edit, words = case
+    _hostile_atlas(atlas_dir, tmp_path / "bad", edit)
+    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(tmp_path))
+    at = make_app(view="atlas", atlas="bad").run()
+    text = _page_errors(at)
+    assert all(w.lower() in text.lower() for w in words), text
+    assert str(tmp_path) not in text  # no server path reaches the visitor
+
+
+def _zipped(directory: Path, manifest: bytes | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(directory.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(directory).as_posix()
+                zf.writestr("atlas/" + rel, manifest if (rel == "manifest.json" and manifest is not None)
+                            else p.read_bytes())
+    return buf.getvalue()
+
+
+def _upload_atlas(data: bytes):
+    from test_app import make_app
+
+    from ui.atlas import UPLOADED
+
+    at = make_app(view="atlas").run()
+    at.selectbox(key="atlas-name").set_value(UPLOADED).run()
+    at.file_uploader(key="atlas-zip").set_value(("atlas.zip", data, "application/zip")).run()
+    return at
+
+
+@pytest.mark.parametrize("which", ["bad-crc", "aes", "overlap", "deep-nesting-manifest", "wrong-type-manifest"])
+def test_page_refuses_a_hostile_zipped_atlas(offline, atlas_dir, tmp_path, monkeypatch, which):
+    monkeypatch.setenv("CNN_VIZ_CACHE_DIR", str(tmp_path / "cache"))
+    cases = {c[0]: c for c in HOSTILE_ZIPS}
+    manifests = {c[0]: c for c in HOSTILE_MANIFESTS}
+    base = json.loads((atlas_dir / "manifest.json").read_text())
+    if which == "deep-nesting-manifest":
+        data, words = _zipped(atlas_dir, manifests["deep-nesting"][1](base)), ("nested too deeply",)
+    elif which == "wrong-type-manifest":
+        data, words = _zipped(atlas_dir, manifests["tables-a-list"][1](base)), ('"tables"',)
+    else:
+        data, words = cases[which][2]("manifest.json"), cases[which][3]
+    at = _upload_atlas(data)
+    text = _page_errors(at)
+    assert all(w.lower() in text.lower() for w in words), text
+    # The page keeps working: the next run has no exception either.
+    at.run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize("which", ["bad-crc", "broken-deflate", "aes", "encrypted", "billion-entries"])
+def test_page_refuses_a_hostile_zip_of_images(offline, which):
+    from test_app import make_app
+
+    _, _, make, words = next(c for c in HOSTILE_ZIPS if c[0] == which)
+    at = make_app().run()
+    at.radio(key="source").set_value("upload").run()
+    at.file_uploader(key="image_files").set_value(("folder.zip", make("a.png"), "application/zip")).run()
+    text = _page_errors(at)
+    assert all(w.lower() in text.lower() for w in words), text
+
+
+# --------------------------------------------------------------------------- dataset ZIPs: library and command line
+
+
+@pytest.mark.parametrize("which", ["aes", "overlap"])
+def test_hostile_dataset_zips_are_refused_by_the_command_line(tmp_path, which):
+    _, _, make, words = next(c for c in HOSTILE_ZIPS if c[0] == which)
+    z = tmp_path / "images.zip"
+    z.write_bytes(make("a.png"))
+    cli_refused("build", "--model", "emotion_cnn", "--images", str(z), "--out", str(tmp_path / "out"), "--quiet",
+                words=words)
+
+
+def test_a_damaged_member_of_a_dataset_zip_is_skipped_with_its_reason(tmp_path):
+    """Library: the damaged image is a recorded failure (never fatal), the others are in the atlas."""
+    import vizlib.atlas
+    from PIL import Image
+
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(good, format="PNG")
+    data = bytearray(zip_bytes({"good.png": good.getvalue(), "bad.png": b"\x89PNG\r\n\x1a\n" + b"x" * 400},
+                               zipfile.ZIP_STORED))
+    at = data.index(b"x" * 10)
+    data[at] ^= 0xFF
+    z = tmp_path / "images.zip"
+    z.write_bytes(bytes(data))
+    atlas = vizlib.atlas.build("emotion_cnn", str(z), str(tmp_path / "out"), top=1)
+    failures = atlas.manifest["failures"]
+    assert [f["path"] for f in failures] == ["bad.png"] and "crc" in failures[0]["error"].lower(), failures
+    assert atlas.manifest["counts"]["decoded"] == 1

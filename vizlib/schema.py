@@ -129,7 +129,9 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true/false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, int):
         return "a number"
     if isinstance(value, str):
         return "text"
