@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import vizlib
+import vizlib.permodel
 from vizlib import explain as E
 from vizlib import explain_figures as F
 from vizlib.errors import InputError
@@ -159,7 +160,7 @@ def test_class_switch_reuses_the_forward_pass(bundled, face):
     switched = E.explain_class(bundled, other, class_index=5, layer=layer)
     assert switched.reused_features
     assert first.class_index == 1
-    E._model_cache(bundled.model)["features"].clear()
+    vizlib.permodel.clear()
     fresh = E.explain_class(bundled, other, class_index=5, layer=layer)
     assert not fresh.reused_features
     np.testing.assert_array_equal(fresh.cam, switched.cam)
@@ -169,45 +170,6 @@ def test_class_switch_reuses_the_forward_pass(bundled, face):
 
 # --------------------------------------------------------------------------- a model where the answer is known
 
-S, K = 32, 7  # image side, object side
-
-
-def _shape(kind: int) -> np.ndarray:
-    a = np.zeros((K, K), bool)
-    if kind == 0:
-        a[:] = True  # filled square
-    elif kind == 1:
-        a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True  # ring
-    elif kind == 2:
-        a[K // 2, :] = True  # plus
-        a[:, K // 2] = True
-    else:  # the distractor in every image: an X
-        np.fill_diagonal(a, True)
-        a[np.arange(K), K - 1 - np.arange(K)] = True
-    return a
-
-
-def _synthetic(n: int, rng: np.random.Generator, single: bool = False):
-    """Noisy 32x32 images; which shapes (square, ring, plus) they hold decides the labels; an X in every image."""
-    x = rng.uniform(0, 60, size=(n, S, S, 1)).astype("float32")
-    y = np.zeros((n, 3), "float32")
-    boxes = []
-    for i in range(n):
-        taken: list = []
-        kinds = [int(rng.integers(0, 3))] if single else [k for k in range(3) if rng.random() < 0.4]
-        for k in kinds + [3]:
-            while True:
-                p = rng.integers(0, S - K + 1, 2)
-                if all(abs(p[0] - q[0]) >= K + 1 or abs(p[1] - q[1]) >= K + 1 for q in taken):
-                    break
-            taken.append(p)
-            x[i, p[0]:p[0] + K, p[1]:p[1] + K, 0][_shape(k)] = rng.uniform(180, 255)
-            if k < 3:
-                y[i, k] = 1
-                boxes.append((int(p[0]), int(p[1]), int(p[0]) + K, int(p[1]) + K))
-    return x, y, boxes
-
-
 @pytest.fixture(scope="module")
 def known():
     """A tiny CNN trained for a few seconds: does the image hold a square, a ring, a plus (sigmoid each)?
@@ -215,24 +177,9 @@ def known():
     Each class needs positive evidence (an image may hold none), so "where did it
     look for the ring" has one right answer: the ring, not the X beside it.
     """
-    import keras
+    from shapes_model import train_shapes_model
 
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x, y, _ = _synthetic(3000, rng)
-    L = keras.layers
-    km = keras.Sequential([
-        keras.Input((S, S, 1)), L.Rescaling(1 / 255.0),
-        L.Conv2D(8, 3, padding="same", activation="relu"), L.MaxPooling2D(),
-        L.Conv2D(16, 3, padding="same", activation="relu"), L.MaxPooling2D(),
-        L.Conv2D(32, 3, padding="same", activation="relu", name="features"),
-        L.GlobalAveragePooling2D(), L.Dense(3, activation="sigmoid"),
-    ], name="shapes")
-    km.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
-    km.fit(x, y, epochs=4, batch_size=64, verbose=0)
-    xt, yt, boxes = _synthetic(64, np.random.default_rng(1), single=True)
-    m = vizlib.load_model(km, preprocess="raw", class_names=["square", "ring", "plus"])
-    return m, xt, yt.argmax(axis=1), boxes
+    return train_shapes_model()
 
 
 def _pointing(model, images, classes, boxes, tolerance: int = 2):
@@ -405,7 +352,9 @@ def test_depth_profile_equals_a_direct_computation(bundled, face):
 
 def test_depth_profile_is_one_forward_pass(bundled, face, monkeypatch):
     calls = []
-    real = E._profile_extractor
+    from vizlib.explain import profile as P
+
+    real = P.profile_extractor
 
     def counting(m):
         ext, names, with_pred = real(m)
@@ -416,7 +365,7 @@ def test_depth_profile_is_one_forward_pass(bundled, face, monkeypatch):
 
         return run, names, with_pred
 
-    monkeypatch.setattr(E, "_profile_extractor", counting)
+    monkeypatch.setattr(P, "profile_extractor", counting)
     prof = E.depth_profile(bundled, face)
     assert len(calls) == 1 and len(prof) == len(vizlib.spatial_layers(bundled))
 

@@ -76,7 +76,7 @@ def curves(m: Any, raw: np.ndarray, saliency: np.ndarray, class_index: Optional[
         c = int(class_index)
         if not 0 <= c < n_classes:
             raise InputError(f"Class index {c} is out of range: this model has classes 0 to {n_classes - 1}.")
-    return {"fractions": counts / float(h * w), "deletion": probs[: steps + 1, c],
+    return {"fractions": np.arange(steps + 1) / float(steps), "deletion": probs[: steps + 1, c],
             "insertion": probs[steps + 1:, c], "class_index": c}
 
 

@@ -36,6 +36,8 @@ from vizlib.extract import BATCH_SIZE, FORWARD_BATCH_BYTES, images_per_call, run
 #: Model inputs per gradient call are sized so the largest layer output stays under this
 #: (the backward pass keeps the forward pass's activations, so it is half the forward budget).
 GRADIENT_BATCH_BYTES = FORWARD_BATCH_BYTES // 2
+#: Images per forward-only call at most (masks, patches, curves); the byte budget decides for big models.
+FORWARD_IMAGES = 64
 #: Score-CAM masks at most this many channels (those whose maps vary most, as "Faster Score-CAM").
 SCORECAM_MAX_CHANNELS = 128
 
@@ -52,7 +54,7 @@ def _km(m: Any) -> Any:
 def class_scores_of(m: Any, x: np.ndarray, classes: Optional[np.ndarray] = None) -> np.ndarray:
     """Class scores (N, classes) of model inputs ``x``, in batches; ``classes`` given: (N,) the picked ones."""
     n = len(x)
-    step = images_per_call(m, BATCH_SIZE, FORWARD_BATCH_BYTES)
+    step = images_per_call(m, FORWARD_IMAGES, FORWARD_BATCH_BYTES)
     parts = []
     km = _km(m)
     for start in range(0, n, step):
@@ -273,7 +275,7 @@ class ScoreCAM(Attribution):
         black = baseline_batch(m, x, "black")
         base_scores = class_scores_of(m, black, classes)
         k = acts.shape[-1]
-        step = images_per_call(m, BATCH_SIZE, FORWARD_BATCH_BYTES)
+        step = images_per_call(m, FORWARD_IMAGES, FORWARD_BATCH_BYTES)
         out, passes = [], 1
         for i in range(len(x)):
             a = acts[i]
@@ -379,7 +381,7 @@ class Occlusion(Attribution):
         stride = max(1, int(self.stride) if self.stride else win // 2 or 1)
         base = baseline_batch(m, x, baseline, seed)
         patches = [(r, c) for r in self._starts(h, win, stride) for c in self._starts(w, win, stride)]
-        step = images_per_call(m, BATCH_SIZE, FORWARD_BATCH_BYTES)
+        step = images_per_call(m, FORWARD_IMAGES, FORWARD_BATCH_BYTES)
         full = class_scores_of(m, x, classes)
         out = []
         for i in range(len(x)):
