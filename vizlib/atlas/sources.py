@@ -330,6 +330,8 @@ def _image_column(schema: Any, location: str) -> tuple[str, Optional[str]]:
     import pyarrow as pa
 
     def binary(t: Any) -> bool:
+        if pa.types.is_dictionary(t):
+            t = t.value_type
         return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
     candidates = []
