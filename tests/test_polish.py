@@ -319,3 +319,121 @@ def test_fetch_command_names_the_command_offline(offline, capsys):
     assert main(["vgg16"]) == 1
     err = capsys.readouterr().err
     assert "--weights untrained" in err and "python -m vizlib.fetch vgg16" in err and "Pick '" not in err
+
+
+# --------------------------------------------------------------------------- the dataset atlas view
+
+
+@pytest.fixture(scope="module")
+def atlas_root(tmp_path_factory):
+    import shutil
+
+    import vizlib.atlas
+
+    base = tmp_path_factory.mktemp("polish-atlas-root")
+    images = base.parent / (base.name + "-images")
+    images.mkdir()
+    for name in ("astronaut_face", "cat", "coins", "coffee", "camera", "grass"):
+        shutil.copy(vizlib.images.sample_path(name), images)
+    vizlib.atlas.build("emotion_cnn", images, base / "faces" / "v1", top=3)
+    return base
+
+
+@pytest.fixture()
+def atlas_env(atlas_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(atlas_root))
+    monkeypatch.setenv("CNN_VIZ_CACHE_DIR", str(tmp_path / "cache"))
+    return atlas_root
+
+
+def _atlas_page(uploads: bool = False) -> None:
+    """The atlas panel as the page lays it out: the channel widget first, then the panel."""
+    import streamlit as st
+
+    import vizlib
+    from ui import atlas as ua
+
+    @st.cache_resource
+    def model():
+        return vizlib.load_model("emotion_cnn")
+
+    st.session_state.setdefault("channel", 0)
+    channel = st.number_input("Channel", 0, 7, key="channel")
+    ups = [(n, n, vizlib.load_sample(n)) for n in ("cat", "coins", "astronaut_face")] if uploads else []
+    ua.atlas_panel(model(), ups, layer="conv2d_1", channel=int(channel))
+
+
+def _atlas_app(**kwargs):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(_atlas_page, kwargs=kwargs, default_timeout=120)
+
+
+def _peaks(root) -> np.ndarray:
+    """Each conv2d_1 channel's strongest response in the test atlas, read from its top-k table."""
+    import vizlib.atlas
+
+    atlas = vizlib.atlas.load("faces/v1", root=root)
+    n = atlas.layer("conv2d_1")["shape"][2]
+    return np.array([atlas.top("conv2d_1", c)[0]["value"] for c in range(n)], dtype=np.float64)
+
+
+def _atlas_view(root):
+    """The whole page in the atlas view on the bundled model's first layer, the test atlas picked."""
+    from test_app import assert_clean, make_app
+
+    at = make_app(view="atlas", layer="conv2d_1").run()
+    assert_clean(at)
+    at.selectbox(key="atlas-name").select("faces/v1").run()
+    assert_clean(at)
+    return at
+
+
+def _atlas_title(at) -> str:
+    from test_app import titles
+
+    return next(t for t in titles(at) if "conv2d_1 · channel" in t)
+
+
+def test_atlas_opens_on_the_most_active_live_channel(offline, atlas_env):
+    peaks = _peaks(atlas_env)
+    assert peaks[0] < 1e-6 * peaks.max()  # the bundled model's conv2d_1 channel 0: 8e-34 at best
+    best = int(np.argmax(peaks))
+    at = _atlas_view(atlas_env)
+    assert at.number_input(key="channel").value == best
+    assert f"channel {best}: the 3 of 6 images" in _atlas_title(at) and "dead" not in _atlas_title(at)
+    assert at.query_params["channel"] == [str(best)] and at.query_params["atlas"] == ["faces/v1"]
+
+
+def test_atlas_marks_a_dead_channel_and_offers_a_live_one(offline, atlas_env):
+    best = int(np.argmax(_peaks(atlas_env)))
+    at = _atlas_view(atlas_env)
+    at.number_input(key="channel").set_value(0).run()  # the visitor goes to channel 0 on purpose
+    assert not at.exception and at.number_input(key="channel").value == 0
+    assert any("dead" in w.value and "Channel 0" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "channel 0 (dead" in _atlas_title(at)
+    assert any("Dead channels of conv2d_1" in c.value and ": 0" in c.value for c in at.caption)
+    go = [b for b in at.button if b.label == f"Show channel {best}, the most active"]
+    assert go
+    go[0].click().run()
+    assert at.number_input(key="channel").value == best and not any("dead" in w.value for w in at.warning)
+
+
+def test_atlas_picker_names_the_atlas_on_screen_and_says_its_k(atlas_env):
+    at = _atlas_app(uploads=True).run()
+    at.selectbox[0].select("faces/v1").run()
+    assert any("keeps each channel's top 3" in c.value for c in at.caption)
+    # the page's k and the command's k are both said
+    assert any("top 9 images" in c.value and "keeps 49" in c.value for c in at.caption), [c.value for c in at.caption]
+    [b for b in at.button if "Build an atlas" in b.label][0].click().run()
+    assert not at.exception and not at.error
+    box = at.selectbox[0]
+    built = [o for o in box.options if o.startswith("Built here")]
+    assert built == ["Built here: 3 uploaded images (top 3)"], box.options
+    # the picker names the atlas on screen (AppTest gives the value; the page shows its label)
+    assert str(box.value).startswith("built:") and at.session_state["_atlases"][box.value][0] == built[0]
+    assert "Upload a zipped atlas…" in box.options and "faces/v1" in box.options
+    assert any("keeps each channel's top 3" in c.value and "3 images, 0 skipped" in c.value for c in at.caption)
+    box.select("faces/v1").run()  # and with two atlases, each is named when shown
+    assert at.selectbox[0].value == "faces/v1"
+    assert any("6 images, 0 skipped" in c.value for c in at.caption)

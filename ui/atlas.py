@@ -18,8 +18,10 @@ from typing import Any, Optional, Sequence
 
 import streamlit as st
 
+import numpy as np
+
 from vizlib.atlas import Atlas, load
-from vizlib.atlas.figure import top_mosaic
+from vizlib.atlas.figure import top_mosaic, top_png
 from vizlib.atlas.job import build_from_images
 from vizlib.atlas.store import MANIFEST, extract_zip
 from vizlib.errors import InputError
@@ -33,6 +35,11 @@ PAGE_TOP = 9
 #: How deep under the root atlases are looked for.
 MAX_DEPTH = 3
 UPLOADED = "Upload a zipped atlas…"
+#: k of ``python -m vizlib.atlas build`` when ``--top`` is not given (said on the page beside PAGE_TOP).
+COMMAND_TOP = 49
+#: A channel whose strongest response over the whole atlas is at most this share of the layer's
+#: strongest (or not positive) is dead: nothing in these images excites it (8e-34 is "0").
+DEAD_SHARE = 1e-6
 CHART_CONFIG = {"displayModeBar": False, "displaylogo": False}
 
 
@@ -94,28 +101,60 @@ def mismatch(atlas: Atlas, model: Any) -> Optional[str]:
     return atlas.model_mismatch(model)
 
 
+def _session_atlases() -> dict[str, tuple[str, Atlas]]:
+    """Atlases this session uploaded or built in the page: picker value -> (label, atlas)."""
+    return st.session_state.setdefault("_atlases", {})
+
+
+def remember(value: str, label: str, atlas: Atlas, *, key: str = "atlas") -> None:
+    """List an uploaded or page-built atlas in the picker and pick it, so the picker names what is shown."""
+    _session_atlases()[value] = (label, atlas)
+    st.session_state[f"{key}-pick"] = value
+
+
+def atlas_label(value: Optional[str]) -> str:
+    """How the picker names an option: a folder under the root as itself, a session atlas by its label."""
+    if value in _session_atlases():
+        return _session_atlases()[value][0]
+    return str(value)
+
+
 def choose_atlas(model: Any, *, key: str = "atlas", name: Optional[str] = None) -> Optional[Atlas]:
-    """Pick an atlas under the root (``name`` preselects one, e.g. from the link) or upload a zipped one.
+    """Pick an atlas under the root (``name`` preselects one, e.g. from the link), one this session uploaded
+    or built, or upload a zipped one.
 
     Shows a clear message and returns None when it can't be opened or was built
     with another model than ``model``.
     """
     options = list_atlases()
-    choices = options + [UPLOADED]
+    session = list(_session_atlases())
+    choices = options + session + [UPLOADED]
     widget = f"{key}-name"
-    if name and name in options and st.session_state.get(widget) is None:
+    pick = st.session_state.pop(f"{key}-pick", None)
+    if pick in choices:
+        st.session_state[widget] = pick
+    elif name and name in options and st.session_state.get(widget) is None:
         st.session_state[widget] = name
-    extra = {} if widget in st.session_state else {"index": None if options else len(choices) - 1}
-    picked = st.selectbox("Atlas", choices, key=widget, placeholder="Choose an atlas", **extra,
+    if st.session_state.get(widget) not in (None, *choices):
+        st.session_state[widget] = None
+    extra = {} if widget in st.session_state else {"index": None if options or session else len(choices) - 1}
+    picked = st.selectbox("Atlas", choices, key=widget, placeholder="Choose an atlas", format_func=atlas_label,
+                          **extra,
                           help="Atlases are built with `python -m vizlib.atlas build` into the folder the host "
-                               "configured, or uploaded as a .zip of an atlas folder.")
+                               "configured, uploaded as a .zip of an atlas folder, or built here from your "
+                               "uploads; the ones of this session are listed too.")
     atlas: Optional[Atlas] = None
     try:
         if picked == UPLOADED:
             up = st.file_uploader("Zipped atlas", type=["zip"], key=f"{key}-zip")
             if up is None:
                 return None
-            atlas = open_uploaded(up.getvalue())
+            data = up.getvalue()
+            atlas = open_uploaded(data)
+            remember(f"upload:{hashlib.sha256(data).hexdigest()[:16]}", f"Uploaded: {up.name}", atlas, key=key)
+            st.rerun()  # the picker now names the uploaded atlas
+        elif picked in _session_atlases():
+            atlas = _session_atlases()[picked][1]
         elif picked:
             atlas = open_named(picked)
     except InputError as exc:
@@ -128,6 +167,47 @@ def choose_atlas(model: Any, *, key: str = "atlas", name: Optional[str] = None) 
         st.warning(problem)
         return None
     return atlas
+
+
+# --------------------------------------------------------------------------- live and dead channels
+
+
+def channel_peaks(atlas: Atlas, layer: str) -> np.ndarray:
+    """Each channel's strongest response over the atlas's images (its top-1 value; NaN when it has none)."""
+    n = int(atlas.layer(layer)["shape"][2])
+    peaks = np.full(n, np.nan)
+    for c in range(n):
+        rows = atlas.top(layer, c)
+        if rows and rows[0]["value"] is not None:
+            peaks[c] = float(rows[0]["value"])
+    return peaks
+
+
+def dead_channels(peaks: np.ndarray) -> list[int]:
+    """Channels nothing in the atlas excites: no value, not positive, or under :data:`DEAD_SHARE` of the
+    layer's strongest."""
+    finite = peaks[np.isfinite(peaks)]
+    best = float(finite.max()) if finite.size else 0.0
+    return [int(c) for c, v in enumerate(peaks)
+            if not np.isfinite(v) or v <= 0 or (best > 0 and v <= DEAD_SHARE * best)]
+
+
+def most_active(peaks: np.ndarray) -> Optional[int]:
+    """The live channel with the strongest response (None when every channel is dead)."""
+    dead = set(dead_channels(peaks))
+    live = [c for c in range(len(peaks)) if c not in dead]
+    return max(live, key=lambda c: (peaks[c], -c)) if live else None
+
+
+def apply_jump() -> None:
+    """Before the channel widget is drawn: take the channel an atlas asked to open on (see :func:`atlas_panel`)."""
+    goto = st.session_state.pop("_atlas_goto", None)
+    if goto is not None:
+        st.session_state["channel"] = int(goto)
+
+
+def _go_to(channel: int) -> None:
+    st.session_state["channel"] = int(channel)
 
 
 # --------------------------------------------------------------------------- showing a channel
@@ -163,8 +243,22 @@ def show_top(atlas: Atlas, layer: str, channel: int, *, key: str = "atlas-top", 
         return None
     rows = atlas.top(layer, channel)
     counts = atlas.manifest["counts"]
-    title = f"{layer} · channel {channel}: the {len(rows)} of {counts.get('decoded', 0)} images that excite it most"
-    fig = top_mosaic(atlas.crops(layer, channel), rows, cols=cols, title=title, highlight=highlight)
+    peaks = channel_peaks(atlas, layer)
+    dead = dead_channels(peaks)
+    if channel in dead:
+        best = most_active(peaks)
+        peak = "none" if not np.isfinite(peaks[channel]) else f"{peaks[channel]:.3g}"
+        st.warning(f"Channel {channel} of {layer} is **dead** in this atlas: its strongest response over "
+                   f"{counts.get('decoded', 0)} images is {peak}, zero for practical purposes, so its "
+                   "\"top\" images are arbitrary.")
+        if best is not None:
+            st.button(f"Show channel {best}, the most active", key=f"{key}-best", on_click=_go_to, args=(best,))
+        title = f"{layer} · channel {channel} (dead: nothing in these {counts.get('decoded', 0)} images excites it)"
+    else:
+        title = (f"{layer} · channel {channel}: the {len(rows)} of {counts.get('decoded', 0)} images that "
+                 "excite it most")
+    crops = atlas.crops(layer, channel)
+    fig = top_mosaic(crops, rows, cols=cols, title=title, highlight=highlight)
     stored = stored_feature_visualization(atlas, layer, channel)
     if stored is not None:
         left, right = st.columns([1, 4])
@@ -179,8 +273,17 @@ def show_top(atlas: Atlas, layer: str, channel: int, *, key: str = "atlas-top", 
     else:
         event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", config=CHART_CONFIG)
     failed = counts.get("failed", 0)
+    dead_note = ""
+    if dead:
+        listed = ", ".join(map(str, dead[:24])) + (" …" if len(dead) > 24 else "")
+        dead_note = f" Dead channels of {layer} here ({len(dead)} of {len(peaks)}): {listed}."
     st.caption(f"Crops: the part of each image the unit at the maximum sees (its receptive field). "
-               f"{counts.get('images', 0)} images, {failed} skipped as unreadable. Click one to open it.")
+               f"{counts.get('images', 0)} images, {failed} skipped as unreadable. This atlas keeps each channel's "
+               f"top {atlas.top_k}. Click one to open it.{dead_note}")
+    if rows:
+        st.download_button("Top images (PNG)", key=f"{key}-png", mime="image/png", on_click="ignore",
+                           file_name=f"atlas_{layer.replace('/', '_')}_channel{channel}.png",
+                           data=lambda: top_png(crops, rows, title=title))
     return picked_item(event, atlas, rows)
 
 
@@ -224,12 +327,14 @@ def build_small(model: Any, images: Sequence[tuple[str, Any]], *, layers: Option
 
 
 def build_panel(model: Any, images: Sequence[tuple[str, Any]], *, key: str = "atlas-build",
-                layers: Optional[Sequence[str]] = None) -> Optional[Atlas]:
+                layers: Optional[Sequence[str]] = None, picker_key: str = "atlas") -> Optional[Atlas]:
     """A button that builds a small atlas of ``images`` (the uploads) with a progress bar; returns it when built."""
     if not images:
         st.caption("Upload images (or a ZIP of a folder) to build an atlas of them here.")
         return None
     top = min(PAGE_TOP, len(images))
+    st.caption(f"An atlas built here keeps each channel's top {PAGE_TOP} images; the command "
+               f"`python -m vizlib.atlas build` keeps {COMMAND_TOP} unless `--top` says otherwise.")
     if not st.button(f"Build an atlas of the {len(images)} uploaded images", key=key):
         return st.session_state.get(f"{key}-built")
     bar = st.progress(0.0, text="Reading the images…")
@@ -245,6 +350,10 @@ def build_panel(model: Any, images: Sequence[tuple[str, Any]], *, key: str = "at
         return None
     bar.progress(1.0, text=f"Done: {atlas.manifest['counts']['images']} images")
     st.session_state[f"{key}-built"] = atlas
+    remember(f"built:{hashlib.sha256(str(atlas.directory).encode()).hexdigest()[:16]}",
+             f"Built here: {atlas.manifest['counts']['images']} uploaded images (top {atlas.top_k})", atlas,
+             key=picker_key)
+    st.rerun()  # the picker now lists and names the new atlas
     return atlas
 
 
@@ -263,17 +372,40 @@ def atlas_panel(model: Any, uploads: Sequence[tuple[str, str, Any]], *, layer: s
         atlas = choose_atlas(model, key=key, name=name)
     with right:
         with st.expander("Build one from your uploads", expanded=atlas is None and bool(uploads)):
-            built = build_panel(model, [(n, img) for _, n, img in uploads], key=f"{key}-build")
-    atlas = atlas or built
+            build_panel(model, [(n, img) for _, n, img in uploads], key=f"{key}-build", picker_key=key)
     if atlas is None:
         return None
+    _open_on_most_active(atlas, layer, channel, key=key, name=name)
     return show_top(atlas, layer, channel, key=f"{key}-top")
 
 
+def _open_on_most_active(atlas: Atlas, layer: str, channel: int, *, key: str, name: Optional[str]) -> None:
+    """The first time an atlas (and layer) is shown, open it on its most active live channel.
+
+    Kept as is only when a link named this atlas and a channel that is live in it (it reopens that view).
+    The page's channel widget is already drawn, so the jump is asked for (:func:`apply_jump`) and the page rerun.
+    """
+    if layer not in atlas.layers:
+        return
+    picked = st.session_state.get(f"{key}-name")
+    ident = f"{picked}|{Path(atlas.directory).name}|{layer}"
+    if st.session_state.get(f"{key}-opened") == ident:
+        return
+    st.session_state[f"{key}-opened"] = ident
+    peaks = channel_peaks(atlas, layer)
+    live = 0 <= channel < len(peaks) and channel not in dead_channels(peaks)
+    if live and name and picked == name:
+        return  # a link to this atlas and channel: reopen exactly that
+    best = most_active(peaks)
+    if best is not None and best != channel:
+        st.session_state["_atlas_goto"] = best
+        st.rerun()
+
+
 def chosen_name(key: str = "atlas") -> str:
-    """The atlas picked under the root, for the link ("" for none or an uploaded one)."""
+    """The atlas picked under the root, for the link ("" for none, or one uploaded or built in this session)."""
     value = st.session_state.get(f"{key}-name")
-    return value if isinstance(value, str) and value != UPLOADED else ""
+    return value if isinstance(value, str) and value != UPLOADED and value not in _session_atlases() else ""
 
 
 def image_from_link(name: str, path: str) -> Any:

@@ -200,11 +200,11 @@ def view_atlas(m: VizModel, uploads: list[tuple[str, str, Any]], image_key: str,
     from vizlib.images import image_digest
 
     _, output = compute(m.key, image_key, (), m, image)  # the prediction for the current image
+    atlas_ui.apply_jump()  # an atlas opened last run asked for its most active channel
     info = pick_layer_and_channel(m)
     ss = st.session_state
     item = atlas_ui.atlas_panel(m, uploads, layer=info.name, channel=int(ss.channel), name=ss.get("atlas") or None)
-    picked = ss.get("atlas-name")
-    ss["atlas"] = picked if picked and picked != atlas_ui.UPLOADED else ""
+    ss["atlas"] = atlas_ui.chosen_name()  # a folder under the root; an uploaded or built one can't travel
     if ss.get("fv") == "on":
         fv_ui.what_it_looks_for(m, info, int(ss.channel), key="featvis-atlas")
     if item is not None:
