@@ -15,14 +15,10 @@ Importing vizlib before TensorFlow turns TensorFlow's oneDNN kernels off
 on CPU and oneDNN on, some input gradients (a 1x1 stride-2 convolution on an
 even-sized input, as in the bundled model) corrupt the heap and abort the
 process. Forward passes cost about the same either way (benchmarks/README.md).
+That process set-up lives in :mod:`vizlib.tfsetup`.
 """
 
-import os as _os
-import sys as _sys
-
-if "tensorflow" not in _sys.modules:
-    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
+from vizlib import tfsetup as _tfsetup  # noqa: F401  (oneDNN off before TensorFlow loads: vizlib/tfsetup.py)
 from vizlib.errors import InputError
 from vizlib.images import image_digest, load_image, load_images, load_sample, SAMPLES, to_batch
 from vizlib.models import CATALOGUE, LoadedModel, load_model, imagenet_weights_cached

@@ -106,6 +106,7 @@ import numpy as np
 import vizlib.extract  # noqa: F401
 from vizlib import wire
 from vizlib.errors import InputError
+from vizlib.settings import environment_subset
 from vizlib.layers import LayerInfo
 
 __all__ = ["IsolatedModel", "STOPPED_MESSAGE", "MEMORY_MESSAGE"]
@@ -334,7 +335,7 @@ _ENV_PREFIXES = ("LC_", "TF_", "KERAS_", "OMP_", "KMP_", "MKL_", "ONEDNN_", "DNN
 
 
 def _child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+    return environment_subset(_ENV_NAMES, _ENV_PREFIXES)
 
 
 def _signal_name(returncode: Optional[int]) -> str:

@@ -13,6 +13,13 @@ never an exception at import.
 | ``CNN_VIZ_CACHE_DIR``      | ``~/.cache/cnn-viz`` | on-disk caches (feature visualisations)                |
 | ``CNN_VIZ_ATLAS_ROOT``     | unset            | folder under which the page may open dataset atlases       |
 | ``CNN_VIZ_RESULTS_CACHE_MB``| ``1024``        | memory for cached activations, shared by all sessions      |
+| ``CNN_VIZ_FEATVIS_CACHE_MB``| see featvis.cache | disk for cached feature visualisations                   |
+| ``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS`` | unset    | ``1``: allow gradients although oneDNN is on (at your risk) |
+| ``TF_ENABLE_ONEDNN_OPTS``  | ``0`` (set by vizlib) | TensorFlow's oneDNN kernels (:mod:`vizlib.tfsetup`)   |
+| ``OMP_NUM_THREADS``        | unset            | copied from the driver into Ray workers (:mod:`vizlib.tfsetup`) |
+| ``PYTHONPATH``, ``RAY_AUTH_MODE`` | unset     | read by the Ray engine to start workers / word a hint      |
+
+Uploaded models' child processes get a filtered copy of the environment (:mod:`vizlib.isolation`).
 """
 
 from __future__ import annotations
@@ -55,6 +62,41 @@ def _number(name: str, default: float, low: float, high: float) -> float:
         log.warning("%s=%r is outside %g..%g; using %g", name, raw, low, high, default)
         return default
     return value
+
+
+#: The variables :mod:`vizlib.tfsetup` sets for TensorFlow.
+ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
+THREADS_VAR = "OMP_NUM_THREADS"
+
+
+def env(name: str) -> Optional[str]:
+    """The raw value of one of the variables in the table above (None if unset): one place that reads them."""
+    return os.environ.get(name)
+
+
+def environment_subset(names: frozenset[str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    """The variables of this process named in ``names`` or starting with ``prefixes`` (what a child inherits)."""
+    return {k: v for k, v in os.environ.items() if k in names or k.startswith(prefixes)}
+
+
+def onednn_requested() -> bool:
+    """Whether the environment asks TensorFlow for oneDNN kernels (TensorFlow's own default is on)."""
+    return (env(ONEDNN_VAR) or "") not in ("0", "false", "False")
+
+
+def allow_onednn_gradients() -> bool:
+    """``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS=1``: run gradients even with oneDNN on."""
+    return env("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1"
+
+
+def omp_num_threads() -> Optional[str]:
+    """``OMP_NUM_THREADS`` of this process, or None."""
+    return env(THREADS_VAR)
+
+
+def featvis_cache_mb() -> str:
+    """``CNN_VIZ_FEATVIS_CACHE_MB`` as given ("" if unset; :mod:`vizlib.featvis.cache` parses it)."""
+    return (env("CNN_VIZ_FEATVIS_CACHE_MB") or "").strip()
 
 
 def _home_dir() -> Path:

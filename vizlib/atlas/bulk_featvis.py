@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from vizlib import tfsetup
 from vizlib.errors import InputError
 
 FEATVIS_DIR = "featvis"
@@ -372,7 +373,7 @@ def _run_ray(jobs: list, spec: Optional[dict], steps: int, seed: int,
     ray, started_here = connect(address, init_kwargs)
     try:
         model_ref = ray.put(Path(spec["file"]).read_bytes()) if "file" in spec else None
-        spec = dict(spec, omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+        spec = dict(spec, omp_num_threads=tfsetup.thread_count())
         task = ray.remote(num_cpus=1, max_retries=2)(_ray_chunk)
         limit = max(1, int(workers or 0) or int(ray.cluster_resources().get("CPU", 1)))
         pending: dict = {}
@@ -396,8 +397,5 @@ def _run_ray(jobs: list, spec: Optional[dict], steps: int, seed: int,
 def _ray_chunk(spec: dict, model_bytes: Any, layer: str, channels: list[int], size: list[int], steps: int,
                seed: int) -> list[bytes]:
     # As in the atlas's model actors: the driver's thread setting, so sums round the same way.
-    if spec.get("omp_num_threads"):
-        os.environ["OMP_NUM_THREADS"] = str(spec["omp_num_threads"])
-    else:
-        os.environ.pop("OMP_NUM_THREADS", None)
+    tfsetup.use_thread_count(spec.get("omp_num_threads"))
     return compute_chunk(load_spec(spec, model_bytes), layer, channels, tuple(size), steps, seed)

@@ -29,7 +29,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from vizlib import tfsetup
 from vizlib.errors import InputError
+from vizlib.settings import env as read_env
 
 #: Ray's logical CPUs reserved by one decode task. A model actor reserves 3/4 of the smallest
 #: node's CPUs (see :func:`actor_cpus`): two never share a node, so the pool spreads over the
@@ -112,11 +114,9 @@ class _Infer:
 
         # Ray sets OMP_NUM_THREADS from the actor's CPU share; TensorFlow would then run single-threaded
         # (and, with another thread count, its sums may round differently). Take the driver's setting.
-        if spec.get("omp_num_threads"):
-            os.environ["OMP_NUM_THREADS"] = str(spec["omp_num_threads"])
-        else:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        import vizlib  # noqa: F401  (TensorFlow's environment before TensorFlow)
+        import vizlib  # noqa: F401  (TensorFlow's environment before TensorFlow: vizlib.tfsetup)
+
+        tfsetup.use_thread_count(spec.get("omp_num_threads"))
         from vizlib.contract import as_model
 
         if isinstance(model_bytes, ray.ObjectRef):
@@ -204,13 +204,13 @@ def connect(address: Optional[str] = None, init_kwargs: Optional[dict] = None,
         env.pop("working_dir", None)
         env.pop("excludes", None)
         env["env_vars"]["PYTHONPATH"] = os.pathsep.join(
-            [str(_REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+            [str(_REPO)] + ([read_env("PYTHONPATH")] if read_env("PYTHONPATH") else []))
     kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False, "runtime_env": env}
     kwargs.update(init_kwargs or {})
     try:
         ray.init(address=address or "local", **kwargs)  # "local": a new instance, never a stray one
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        hint = ("" if not address or os.environ.get("RAY_AUTH_MODE") else
+        hint = ("" if not address or read_env("RAY_AUTH_MODE") else
                 " A cluster started with `ray start` may require token authentication: set RAY_AUTH_MODE=token "
                 "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN).")
         raise InputError(f"Could not connect to Ray{' at ' + address if address else ''}: {exc}.{hint}") from exc
@@ -240,7 +240,7 @@ def run_ray(job: Any, spec: Optional[dict], todo: Sequence[int], commit: Callabl
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
         n_actors = max(1, int(workers or len(nodes) or 1))
         cpus = actor_cpus([float(n["Resources"]["CPU"]) for n in nodes], n_actors)
-        spec = dict(spec, omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+        spec = dict(spec, omp_num_threads=tfsetup.thread_count())
         model_ref = None
         if "file" in spec:
             model_ref = ray.put(Path(spec["file"]).read_bytes())

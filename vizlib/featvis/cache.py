@@ -51,7 +51,9 @@ class DiskCache:
     def __init__(self, folder: Optional[str | Path] = None, max_bytes: Optional[int] = None):
         self.folder = Path(folder) if folder is not None else cache_dir()
         if max_bytes is None:
-            raw = os.environ.get("CNN_VIZ_FEATVIS_CACHE_MB", "").strip()
+            from vizlib.settings import featvis_cache_mb
+
+            raw = featvis_cache_mb()
             try:
                 max_bytes = int(float(raw) * 2**20) if raw else CACHE_MB * 2**20
             except ValueError:

@@ -1,0 +1,48 @@
+"""TensorFlow process set-up, in one place: what must be true of a process before TensorFlow loads.
+
+* **oneDNN off** (``TF_ENABLE_ONEDNN_OPTS=0``, unless the user chose otherwise):
+  with TensorFlow 2.21 on CPU and oneDNN on, some input gradients (a 1x1
+  stride-2 convolution on an even-sized input, as in the bundled model) corrupt
+  the heap and abort the process. Forward passes cost about the same either way
+  (benchmarks/README.md). Importing :mod:`vizlib` (or this module) does it.
+* **Thread count of a worker** (:func:`use_thread_count`): Ray sets
+  ``OMP_NUM_THREADS`` from a task's CPU share; a worker computing what the
+  driver computes takes the driver's setting, so TensorFlow uses the same
+  threads and its sums round the same way.
+
+The environment variables themselves are named and read in :mod:`vizlib.settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+from vizlib.settings import ONEDNN_VAR, THREADS_VAR
+
+__all__ = ["configure_process", "thread_count", "use_thread_count"]
+
+
+def configure_process() -> None:
+    """Set the environment TensorFlow reads at import (a no-op once TensorFlow is loaded)."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault(ONEDNN_VAR, "0")
+
+
+def thread_count() -> Optional[str]:
+    """This process's ``OMP_NUM_THREADS`` (None if unset): what a worker should copy."""
+    from vizlib.settings import omp_num_threads
+
+    return omp_num_threads()
+
+
+def use_thread_count(value: Optional[str]) -> None:
+    """In a worker, before TensorFlow loads: take the driver's ``OMP_NUM_THREADS`` (None: unset it)."""
+    if value:
+        os.environ[THREADS_VAR] = str(value)
+    else:
+        os.environ.pop(THREADS_VAR, None)
+
+
+configure_process()
