@@ -55,13 +55,13 @@ def _cost(name: str, rounds: int) -> dict:
     final = E.final_layer(m)
     spatial = [i.name for i in vizlib.spatial_layers(m)]
     km = m.model
-    cache = E._model_cache(km)
+    from vizlib.explain.cam import clear_features
 
     def bare():
         return km(batch, training=False)
 
     def gradcam_first(c):
-        cache["features"].clear()
+        clear_features()
         return E.explain_class(m, img, class_index=c)
 
     def gradcam_switch(c):

@@ -8,13 +8,11 @@ graph and runs in batches, so memory holds one channel at a time.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from vizlib import permodel
 from vizlib.errors import InputError
 from vizlib.layers import find_layer, trace
 from vizlib.ops import op
@@ -34,9 +32,7 @@ FORWARD_BATCH_BYTES = 64 * 2**20
 #: layer output for one call stays under this, whatever TensorFlow's allocator does.
 CHANNEL_BATCH_BYTES = 32 * 2**20
 
-_EXTRACTORS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
-_EXTRACTOR_LOCK = threading.Lock()
-_RUN_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_EXTRACTORS = permodel.Slot("extract.extractors")
 
 
 def _model(model: Any) -> Any:
@@ -45,13 +41,8 @@ def _model(model: Any) -> Any:
     return as_model(model)
 
 
-def run_lock(km: Any) -> threading.Lock:
-    """One lock per Keras model: sessions share cached models; calls on one model run one at a time."""
-    with _EXTRACTOR_LOCK:
-        lock = _RUN_LOCKS.get(km)
-        if lock is None:
-            lock = _RUN_LOCKS[km] = threading.Lock()
-        return lock
+#: One lock per Keras model: sessions share cached models; calls on one model run one at a time.
+run_lock = permodel.run_lock
 
 
 def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
@@ -59,18 +50,9 @@ def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
     import keras
 
     km = getattr(model, "model", model)
-    with _EXTRACTOR_LOCK:
-        per_model = _EXTRACTORS.setdefault(km, OrderedDict())
-        found = per_model.get(key)
-        if found is not None:
-            per_model.move_to_end(key)
-            return found
-    built = keras.Model(trace(km).input, list(outputs), name="vizlib_extractor")
-    with _EXTRACTOR_LOCK:
-        per_model[key] = built
-        while len(per_model) > MAX_EXTRACTORS_PER_MODEL:
-            per_model.popitem(last=False)
-    return built
+    return permodel.cached(km, _EXTRACTORS, key,
+                           lambda: keras.Model(trace(km).input, list(outputs), name="vizlib_extractor"),
+                           max_entries=MAX_EXTRACTORS_PER_MODEL)
 
 
 def _images(model: Any, images: Any) -> tuple[np.ndarray, bool]:
@@ -145,7 +127,7 @@ def _forward_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], predictions
     outs = [tr.outputs[n] for n in names]
     with_pred = bool(predictions) and len(m.model.outputs) == 1
     if with_pred:
-        outs = outs + [_final_output(m)]
+        outs = outs + [final_output(m)]
     ext = extractor(m, outs, ("forward", tuple(names), with_pred))
     arrays = call_in_batches(m.model, ext, batch, images_per_call(m, batch_size, FORWARD_BATCH_BYTES))
     result: dict = {"names": names}
@@ -185,7 +167,7 @@ def forward(model: Any, images: Any, layers: Sequence[str], *, predictions: bool
     return acts, (out if isinstance(out, np.ndarray) else None)
 
 
-def _final_output(m: Any) -> Any:
+def final_output(m: Any) -> Any:
     """The model's own output, reached through the traced graph."""
     from keras import tree
 
