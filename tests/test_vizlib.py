@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import vizlib
+import vizlib.permodel
 from vizlib.extract import (
     channel_across_images, channel_stats, decode, forward, pick_channels, top_channels,
 )
@@ -74,7 +75,7 @@ def test_one_forward_pass_builds_one_extractor(bundled, monkeypatch):
             super().__init__(*a, **k)
 
     monkeypatch.setattr(keras, "Model", Counting)
-    mod._EXTRACTORS.clear()
+    vizlib.permodel.clear()
     img = vizlib.load_sample("cat")
     names = [i.name for i in spatial_layers(bundled)]
     forward(bundled, [img], names)

@@ -9,11 +9,10 @@ addressable from the outer input. The trace is cached per model object.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from vizlib import permodel
 from vizlib.errors import InputError
 
 #: Input height / width used for models that leave them open (None).
@@ -62,8 +61,7 @@ class Trace:
     final: Any = None  # the model's own output(s), reached through the traced graph
 
 
-_TRACES: "weakref.WeakKeyDictionary[Any, Trace]" = weakref.WeakKeyDictionary()
-_TRACE_LOCK = threading.Lock()
+_TRACES = permodel.Slot("layers.trace")
 
 
 def _keras_model(model: Any) -> Any:
@@ -160,12 +158,8 @@ def _trace(model: Any) -> Trace:
 def trace(model: Any) -> Trace:
     """The cached :class:`Trace` of ``model`` (a ``keras.Model`` or a ``LoadedModel``)."""
     km = _keras_model(model)
-    with _TRACE_LOCK:
-        found = _TRACES.get(km)
-        if found is None:
-            found = _trace(km)
-            _TRACES[km] = found
-        return found
+    # Built outside the store's lock; if two threads race, the first stored trace is the one everyone gets.
+    return permodel.cached(km, _TRACES, "trace", lambda: _trace(km))
 
 
 def _infos(model: Any) -> list[LayerInfo]:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from vizlib import permodel
 from vizlib.errors import InputError
 from vizlib.images.limits import UPLOAD_MAX_SIDE
 from vizlib.ops import op
@@ -132,22 +131,20 @@ def decode_batch(ref: Any, ids: Sequence[int], names: Sequence[str], size: tuple
 
 # --------------------------------------------------------------------------- the model call
 
-_STATS_MODELS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-_STATS_LOCK = threading.Lock()
+_STATS_MODELS = permodel.Slot("atlas.stats_models")
 
 
 def _stats_model(m: Any, names: tuple[str, ...]) -> Any:
     """One cached keras.Model: input -> per layer (max, argmax, mean) over the map, shape (N, C) each."""
+    return permodel.cached(m.model, _STATS_MODELS, names, lambda: _build_stats_model(m, names), max_entries=8)
+
+
+def _build_stats_model(m: Any, names: tuple[str, ...]) -> Any:
     import keras
 
     from vizlib.layers import find_layer, trace
 
-    km = m.model
-    with _STATS_LOCK:
-        found = _STATS_MODELS.setdefault(km, {}).get(names)
-    if found is not None:
-        return found
-    tr = trace(km)
+    tr = trace(m.model)
     outs = []
     for name in names:
         info = find_layer(m, name)
@@ -155,13 +152,7 @@ def _stats_model(m: Any, names: tuple[str, ...]) -> Any:
         t = tr.outputs[name]
         flat = keras.ops.reshape(t, (-1, h * w, c))
         outs += [keras.ops.max(flat, axis=1), keras.ops.argmax(flat, axis=1), keras.ops.mean(flat, axis=1)]
-    built = keras.Model(tr.input, outs, name="vizlib_atlas_stats")
-    with _STATS_LOCK:
-        per_model = _STATS_MODELS.setdefault(km, {})
-        if len(per_model) >= 8:
-            per_model.clear()
-        per_model[names] = built
-    return built
+    return keras.Model(tr.input, outs, name="vizlib_atlas_stats")
 
 
 @op(STATS_OP)

@@ -15,9 +15,7 @@ feature visualisation refuses with :class:`vizlib.explain.GradientsUnsafe`
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -58,8 +56,9 @@ def gradients_safe() -> bool:
     import tensorflow as tf  # noqa: F401 - oneDNN is decided when TensorFlow is imported
 
     from vizlib.explain import onednn_enabled
+    from vizlib.settings import allow_onednn_gradients
 
-    return os.environ.get("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1" or not onednn_enabled()
+    return allow_onednn_gradients() or not onednn_enabled()
 
 
 def require_safe_gradients() -> None:
@@ -132,8 +131,8 @@ class Graph:
     final: Any = None  # eager: the finished images and their statistics
 
 
-_GRAPHS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
-_GRAPH_LOCK = threading.Lock()
+from vizlib.permodel import LOCK as _GRAPH_LOCK, Slot  # noqa: E402 - the one per-model store
+_GRAPHS = Slot("featvis.graphs")
 
 
 def clear() -> None:
