@@ -264,7 +264,7 @@ _OWN_PATHS = {
     ("vizlib/atlas/store.py", "p"): "vizlib.atlas.load(path) without a root: the caller's own folder",
     ("vizlib/isolation.py", "path"): "a model file path the caller passed",
     ("vizlib/tables.py", "path"): "a Parquet column path, not a file",
-    ("vizlib/modelcheck.py", "link.filename"): "the file name an uploaded HDF5 file links to (its own text)",
+    ("vizlib/modelcheck/hdf5.py", "link.filename"): "the file name an uploaded HDF5 file links to (its own text)",
     ("vizlib/atlas/store.py", "path"): "a dataset path stored in the atlas, relative to its images",
 }
 

@@ -4,7 +4,7 @@ Which Keras classes, functions, ``keras.ops`` operations, optimizers, losses
 and metrics an uploaded model may name, which it may not (and why, in words
 for the page), which layers carry weights (and how their size is estimated),
 and which HDF5 filters may be used. Data only: the audit is in
-:mod:`vizlib.modelcheck`.
+:mod:`vizlib.modelcheck.audit`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ _INITIALIZERS = frozenset(
 _REGULARIZERS = frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"})
 _CONSTRAINTS = frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"})
 _DTYPE_POLICIES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
-_MODELS = frozenset({"Functional", "Sequential", "Model"})
+MODELS = frozenset({"Functional", "Sequential", "Model"})
 
 #: Classes defined inside Keras (not exported under ``keras.layers``) that the
 #: Keras Applications serialise with their internal module path.  Each was
@@ -122,7 +122,7 @@ def _build_allowed() -> frozenset[tuple[str, str]]:
     for module in ("keras", "keras.dtype_policies"):
         allowed |= {(module, name) for name in _DTYPE_POLICIES}
     for module in ("keras", "keras.models"):
-        allowed |= {(module, name) for name in _MODELS}
+        allowed |= {(module, name) for name in MODELS}
     allowed |= _KERAS_INTERNAL_CLASSES
     for module, names in _KERAS_OPS.items():
         allowed |= {(module, name) for name in names}
@@ -150,7 +150,7 @@ ALLOWED_CLASSES: frozenset[tuple[str, str]] = _build_allowed()
 
 #: Bare class names accepted where a config gives no module (legacy ``.h5``).
 #: ``Policy`` is TF-Keras' mixed-precision policy object.
-_BARE_NAMES = frozenset(
+BARE_NAMES = frozenset(
     name for module, name in ALLOWED_CLASSES if not module.startswith("keras.src.")
 ) | {"Policy"}
 
@@ -197,10 +197,10 @@ _COMPILE_MODULE_CLASSES = {
         }
     ),
 }
-_COMPILE_CLASSES = frozenset(
+COMPILE_CLASSES = frozenset(
     (module, name) for module, names in _COMPILE_MODULE_CLASSES.items() for name in names
 )
-_COMPILE_BARE_NAMES = frozenset(name for _, name in _COMPILE_CLASSES) | {
+COMPILE_BARE_NAMES = frozenset(name for _, name in COMPILE_CLASSES) | {
     # TF-Keras / Keras 2 spellings seen in legacy training configs
     "MeanMetricWrapper", "SGD", "RMSprop", "Adam", "Adagrad", "Adadelta", "Adamax",
     "Nadam", "Custom>Adam",
@@ -209,7 +209,7 @@ _COMPILE_BARE_NAMES = frozenset(name for _, name in _COMPILE_CLASSES) | {
 #: Keras' built-in activation names; Keras 3 writes a function-valued
 #: activation as ``{"module": "builtins", "class_name": "function",
 #: "config": "<name>"}`` and resolves it inside ``keras.activations`` only.
-_ACTIVATION_NAMES = frozenset(
+ACTIVATION_NAMES = frozenset(
     {
         "celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid",
         "hard_silu", "hard_swish", "hard_tanh", "leaky_relu", "linear",
@@ -219,7 +219,7 @@ _ACTIVATION_NAMES = frozenset(
         "tanh_shrink", "threshold",
     }
 )
-_LOSS_METRIC_FUNCTIONS = frozenset(
+LOSS_METRIC_FUNCTIONS = frozenset(
     {
         "binary_accuracy", "binary_crossentropy", "binary_focal_crossentropy",
         "categorical_accuracy", "categorical_crossentropy",
@@ -231,13 +231,13 @@ _LOSS_METRIC_FUNCTIONS = frozenset(
         "squared_hinge", "top_k_categorical_accuracy",
     }
 )
-_FUNCTION_MODULES = frozenset(
+FUNCTION_MODULES = frozenset(
     {"builtins", "keras.activations", "keras.losses", "keras.metrics"}
 )
 
 #: Serialisation markers that only carry data (tensors, slices, bytes); the
 #: last two are legacy (TF-Keras JSON) spellings of a tuple and a shape.
-_DATA_MARKERS = frozenset(
+DATA_MARKERS = frozenset(
     {
         "__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__",
         "__slice__", "__tuple__", "TensorShape",
@@ -246,7 +246,7 @@ _DATA_MARKERS = frozenset(
 
 
 #: Classes refused with a specific explanation, whatever module they claim.
-_REFUSED_CLASSES = {
+REFUSED_CLASSES = {
     "Lambda": "a Lambda layer{where}, which holds Python code",
     "TFOpLambda": "a TensorFlow-op Lambda layer{where} (TF-Keras 'TFOpLambda'), which calls arbitrary TensorFlow functions",
     "SlicingOpLambda": "a TensorFlow-op Lambda layer{where} (TF-Keras 'SlicingOpLambda'), which calls arbitrary TensorFlow functions",
@@ -263,18 +263,18 @@ _REFUSED_CLASSES = {
 
 
 # Weighted layers: (class_name) -> estimator kind.
-_CONV = {
+CONV = {
     "Conv1D": 1, "Conv2D": 2, "Conv3D": 3,
     "Convolution1D": 1, "Convolution2D": 2, "Convolution3D": 3,
 }
-_CONV_T = {
+CONV_T = {
     "Conv1DTranspose": 1, "Conv2DTranspose": 2, "Conv3DTranspose": 3,
     "Convolution2DTranspose": 2,
 }
-_SEPARABLE = {"SeparableConv1D": 1, "SeparableConv2D": 2, "SeparableConvolution2D": 2}
-_DEPTHWISE = {"DepthwiseConv1D": 1, "DepthwiseConv2D": 2}
-_WEIGHTED = (
-    set(_CONV) | set(_CONV_T) | set(_SEPARABLE) | set(_DEPTHWISE)
+SEPARABLE = {"SeparableConv1D": 1, "SeparableConv2D": 2, "SeparableConvolution2D": 2}
+DEPTHWISE = {"DepthwiseConv1D": 1, "DepthwiseConv2D": 2}
+WEIGHTED = (
+    set(CONV) | set(CONV_T) | set(SEPARABLE) | set(DEPTHWISE)
     | {
         "Dense", "BatchNormalization", "LayerNormalization", "GroupNormalization",
         "PReLU", "Normalization", "MultiHeadAttention", "LayerScale",
@@ -283,4 +283,4 @@ _WEIGHTED = (
 
 # Allowed HDF5 filters: deflate, shuffle, fletcher32, szip, nbit, scaleoffset,
 # lzf.  Any other filter id makes HDF5 look for a plugin shared library.
-_HDF5_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+HDF5_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
