@@ -13,6 +13,7 @@ from vizlib.contract import VizModel
 from vizlib.errors import InputError
 from vizlib.export import grid_png
 from vizlib.layers import find_layer, first_conv, spatial_layers
+from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
@@ -201,6 +202,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     cmap, scale = ss.cmap, ss.scale
     arrays = {"cam": ex.cam[None], "layer_cam": ex.layer_cam[None], "contributions": ex.contributions[None],
               ex.layer: maps[None]}
+    arrays.update(attribution_scoreboard(m, image_key, image, ex.class_index, ex.class_name, base, opacity))
     share_and_export(m, "why", image_key, image_name, image, arrays, {ex.layer: shown},
                      {"grad-cam": lambda: xf.gradcam_png(base, ex.cam, opacity=opacity, class_name=ex.class_name,
                                                          method=ex.method_title, layer=ex.layer),

@@ -17,6 +17,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from vizlib.attribution.methods import METHODS as ATTRIBUTION_METHODS
+
 VIEWS = ("compare", "explore", "across", "why", "depth", "atlas", "graph")
 VIEW_TITLES = {
     "compare": "First vs last conv layer",
@@ -64,6 +66,7 @@ class ViewState:
     cell: str = ""  # "row,col" of the inspected map position (its receptive field), "" = none
     fv: str = "off"  # "on": feature visualisations beside the maps
     atlas: str = ""  # an atlas folder, relative to the host's atlas root
+    method: str = "gradcam"  # the attribution method shown big on the Why view's scoreboard
 
 
 DEFAULT = ViewState()
@@ -76,7 +79,7 @@ VIEW_PARAMS: dict[str, tuple[str, ...]] = {
     "compare": ("inspect", "channel", "mode", "n", "scale", "cmap", "fv", "cell"),
     "explore": ("layer", "channel", "mode", "n", "scale", "cmap", "fv", "cell"),
     "across": ("layer", "channel", "cmap", "images"),
-    "why": ("cls", "camlayer", "opacity", "twin", "cmap", "mode", "n", "scale", "channel"),
+    "why": ("cls", "camlayer", "opacity", "twin", "cmap", "mode", "n", "scale", "channel", "method"),
     "depth": (),
     "atlas": ("layer", "channel", "atlas", "cmap"),
     "graph": (),
@@ -197,6 +200,7 @@ _PARSERS = {
     "fv": _choice(TOGGLES, "use on or off"),
     "cell": _cell,
     "atlas": _atlas,
+    "method": _choice(ATTRIBUTION_METHODS, f"use one of {', '.join(ATTRIBUTION_METHODS)}"),
 }
 
 
