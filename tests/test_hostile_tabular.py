@@ -69,6 +69,41 @@ def zstd_bomb_parquet(path: Path, n_bytes: int = 8 * MB) -> Path:
     return path
 
 
+def _varint(v: int, length: int = 0) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            break
+    while len(out) < length:  # a longer (non-canonical) encoding of the same value
+        out[-1] |= 0x80
+        out.append(0)
+    return bytes(out)
+
+
+def lying_footer_parquet(path: Path, n_bytes: int = 8 * MB, claim: int = 1000) -> Path:
+    """A zstd page of ``n_bytes`` whose footer declares its column chunk and row group ``claim`` bytes."""
+    import struct
+
+    import pyarrow.parquet as pq
+
+    zstd_bomb_parquet(path, n_bytes)
+    real = pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size
+    data = bytearray(path.read_bytes())
+    (flen,) = struct.unpack("<i", data[-8:-4])
+    start = len(data) - 8 - flen
+    needle = _varint(2 * real)  # thrift compact i64: zigzag varint
+    footer = bytes(data[start:start + flen])
+    assert footer.count(needle) == 2  # the column chunk's and the row group's sizes
+    data[start:start + flen] = footer.replace(needle, _varint(2 * claim, len(needle)))
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size == claim
+    return path
+
+
 def compressed_arrow(path: Path, n_bytes: int = 8 * MB) -> Path:
     import pyarrow as pa
     import pyarrow.feather as feather
@@ -156,6 +191,32 @@ def test_a_zstd_page_bigger_than_allowed_is_refused_before_decoding(tmp_path, mo
     monkeypatch.setattr(tables, "MAX_PAGE_BYTES", 4 * MB)  # the page header is checked too
     with pytest.raises(InputError, match="page"):
         tables.open_table(path, "parquet", columns=["image"])
+
+
+def test_a_footer_that_understates_its_pages_is_refused_before_decoding(tmp_path):
+    path = lying_footer_parquet(tmp_path / "liar.parquet")
+    with pytest.raises(InputError, match="pages hold more"):
+        sources.list_source(path)
+
+
+def test_no_single_page_of_an_image_column_may_exceed_one_image(tmp_path):
+    path = zstd_bomb_parquet(tmp_path / "big.parquet", 48 * MB)  # 48 MB in one page, under the row-group cap
+    with pytest.raises(InputError, match="page"):
+        sources.list_source(path)
+
+
+def test_all_null_row_groups_are_skipped_and_rows_keep_their_numbers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [hc.small_png((10 + i, 10)) for i in range(5)]
+    with pq.ParquetWriter(tmp_path / "t.parquet", pa.schema([("image", pa.binary())])) as w:
+        w.write_table(pa.table({"image": pa.nulls(1000, pa.binary())}))
+        w.write_table(pa.table({"image": pa.array(images, pa.binary())}))
+    listing = sources.list_source(tmp_path / "t.parquet")
+    assert listing.names == [str(1000 + i) for i in range(5)]
+    for i, name in enumerate(listing.names):
+        assert sources.read_bytes(listing.ref, i, name) == images[i]
 
 
 def test_a_compressed_arrow_batch_is_sized_from_its_buffers_before_reading(tmp_path, monkeypatch):
@@ -332,6 +393,40 @@ def test_a_top_table_longer_than_its_manifest_allows_is_refused_unread(small_atl
     pq.write_table(pa.concat_tables([t] * 50), bad / "top.parquet")
     with pytest.raises(InputError, match="rows"):
         vizlib.atlas.load(bad)
+
+
+def _variant(root: Path, name: str, edit) -> None:
+    target = root / name
+    if not target.exists():
+        shutil.copytree(root / "good", target)
+        edit(target)
+
+
+def _long_top(d: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(d / "top.parquet")
+    pq.write_table(pa.concat_tables([t] * 50), d / "top.parquet")
+
+
+def _crops_linked_out(d: Path) -> None:
+    outside = d.parent.parent / f"{d.parent.name}-outside.parquet"
+    shutil.copy(d / "crops.parquet", outside)
+    (d / "crops.parquet").unlink()
+    os.symlink(outside, d / "crops.parquet")
+
+
+@pytest.mark.parametrize("name, edit, words", [("longtop", _long_top, "rows"),
+                                               ("linked", _crops_linked_out, "regular file")])
+def test_the_page_refuses_hostile_atlas_tables_with_a_message(offline, small_atlas, monkeypatch, name, edit, words):
+    from test_app import make_app
+
+    _variant(small_atlas, name, edit)
+    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(small_atlas))
+    at = make_app(view="atlas", atlas=name, layer="conv2d_7", channel="3").run(timeout=120)
+    assert not at.exception, at.exception
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_the_page_shows_a_pixel_bomb_atlas_as_a_message(offline, small_atlas, monkeypatch):

@@ -406,7 +406,7 @@ def _struct(buf: bytes, pos: int, depth: int = 0) -> tuple[dict[int, int], int]:
             pos = _skip(buf, pos, ctype, depth)
 
 
-def _check_pages(source: Any, chunk: Any, label: str) -> None:
+def _check_pages(source: Any, chunk: Any, label: str, max_page: int = MAX_PAGE_BYTES) -> None:
     """Walk the page headers of one column chunk: no page may declare more than its chunk did."""
     start = chunk.data_page_offset
     if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None and chunk.dictionary_page_offset > 0:
@@ -429,9 +429,9 @@ def _check_pages(source: Any, chunk: Any, label: str) -> None:
         unc, comp = fields.get(2, -1), fields.get(3, -1)
         if unc < 0 or comp < 0:
             raise InputError(f"{_label(label)} is damaged: a page header has no sizes.")
-        if unc > MAX_PAGE_BYTES:
+        if unc > max_page:
             raise InputError(f"{_label(label)} has a page of {fmt_bytes(unc)} decoded, over the "
-                             f"{fmt_bytes(MAX_PAGE_BYTES)} limit per page.")
+                             f"{fmt_bytes(max_page)} limit per page.")
         total += unc + used
         pages += 1
         if total > declared + 1024 + 64 * pages:
@@ -441,7 +441,8 @@ def _check_pages(source: Any, chunk: Any, label: str) -> None:
 
 
 def _open_parquet(source: Any, label: str, columns: Optional[list[str]], null_column: Optional[str],
-                  max_rows: Optional[int], max_group_bytes: int, check_pages: bool) -> TableReader:
+                  max_rows: Optional[int], max_group_bytes: int, check_pages: bool,
+                  max_page: int = MAX_PAGE_BYTES) -> TableReader:
     import pyarrow.parquet as pq
 
     _parquet_footer(source, label)
@@ -491,7 +492,7 @@ def _open_parquet(source: Any, label: str, columns: Optional[list[str]], null_co
                 raise InputError(f"{_label(label)} stores {path!r} with DELTA_BYTE_ARRAY (shared prefixes), which "
                                  "can expand without bound; rewrite it with pyarrow's default encodings.")
             if check_pages:
-                _check_pages(source, chunk, label)
+                _check_pages(source, chunk, label, max_page)
             nbytes += unc
             if null_column is not None and path == null_column:
                 st = chunk.statistics
@@ -704,7 +705,7 @@ def _open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column
 def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", columns: Optional[Sequence[str]] = None,
                null_column: Optional[str] = None, max_rows: Optional[int] = None,
                max_group_bytes: int = 512 * 2**20, check_pages: bool = True,
-               batch_bytes: int = BATCH_BYTES) -> TableReader:
+               batch_bytes: int = BATCH_BYTES, max_page_bytes: Optional[int] = None) -> TableReader:
     """Open a Parquet (``kind="parquet"``) or Arrow IPC (``"arrow"``) table, checked from its metadata.
 
     ``columns``: the top-level columns that will be read (None: all); only
@@ -713,7 +714,9 @@ def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", 
     nothing without reading them). ``max_rows``: refuse a table declaring more
     rows. ``max_group_bytes``: refuse a row group / record batch whose columns
     declare more decoded bytes (one column chunk, for Parquet). ``batch_bytes``:
-    the declared bytes one Parquet batch may hold (small for one-picture fetches). Raises
+    the declared bytes one Parquet batch may hold (small for one-picture fetches).
+    ``max_page_bytes``: the decoded size one Parquet page may declare (a value never
+    spans pages, so this bounds one value; default :data:`MAX_PAGE_BYTES`). Raises
     :class:`InputError` for anything unreadable or over a limit.
     """
     label = label or f"The table {os.path.basename(os.fspath(location))}"
@@ -721,7 +724,8 @@ def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", 
     try:
         cols = list(columns) if columns is not None else None
         if kind == "parquet":
-            reader = _open_parquet(source, label, cols, null_column, max_rows, max_group_bytes, check_pages)
+            reader = _open_parquet(source, label, cols, null_column, max_rows, max_group_bytes, check_pages,
+                                   int(max_page_bytes or MAX_PAGE_BYTES))
             reader.budget = int(batch_bytes)
             return reader
         if kind == "arrow":

@@ -38,6 +38,9 @@ TABLE_EXTENSIONS = frozenset({".parquet", ".pq", ".arrow", ".feather", ".ipc"})
 IMAGE_COLUMNS = ("image", "bytes", "img", "data", "content", "jpeg", "png")
 #: A Parquet row group of image bytes bigger than this is refused (a reader holds one at a time).
 MAX_ROW_GROUP_BYTES = 512 * 2**20
+#: Largest decoded Parquet page of an image column: one image at most, plus room (writers make 1 MB pages;
+#: a value never spans pages), so no single row can decode to more, whatever its row group declares.
+MAX_PAGE_BYTES = 2 * MAX_IMAGE_BYTES + 2**20
 #: Most entries a dataset ZIP's directory may list (counted from its end record before it is parsed:
 #: every listed entry costs memory while the listing is built).
 MAX_ZIP_ENTRIES = 1_000_000
@@ -366,7 +369,8 @@ def _open_source_table(ref: SourceRef, *, max_rows: Optional[int] = None) -> Any
     return tables.open_table(ref.location, ref.kind, label=f"The table {display_name(ref.location)}",
                              columns=[ref.column] if ref.column else None,
                              null_column=f"{ref.column}.{ref.field}" if ref.field else ref.column,
-                             max_rows=max_rows, max_group_bytes=MAX_ROW_GROUP_BYTES)
+                             max_rows=max_rows, max_group_bytes=MAX_ROW_GROUP_BYTES,
+                             max_page_bytes=MAX_PAGE_BYTES)
 
 
 def _list_table(kind: str, location: str, cap: int) -> tuple[SourceRef, Any, list[Any]]:
