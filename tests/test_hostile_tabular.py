@@ -205,6 +205,18 @@ def test_no_single_page_of_an_image_column_may_exceed_one_image(tmp_path):
         sources.list_source(path)
 
 
+def test_an_ordinary_table_with_a_big_dictionary_page_is_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # pyarrow's defaults put the first write batch's values in one dictionary page: 45 MB here.
+    rng = np.random.default_rng(0)
+    blobs = [rng.bytes(100_000) for _ in range(450)]
+    pq.write_table(pa.table({"image": pa.array(blobs, pa.binary())}), tmp_path / "t.parquet")
+    listing = sources.list_source(tmp_path / "t.parquet")
+    assert len(listing) == 450 and sources.read_bytes(listing.ref, 449, listing.names[449]) == blobs[449]
+
+
 def test_all_null_row_groups_are_skipped_and_rows_keep_their_numbers(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -406,6 +406,20 @@ def _struct(buf: bytes, pos: int, depth: int = 0) -> tuple[dict[int, int], int]:
             pos = _skip(buf, pos, ctype, depth)
 
 
+def _page_header(source: Any, pos: int, end: int, label: str) -> tuple[dict[int, int], int]:
+    """The page header at ``pos`` (read 4 KB first, more only when it is longer: statistics can be)."""
+    for size in (4096, 64 * 1024, 2**20, 16 * 2**20):
+        source.seek(pos)
+        head = source.read(min(size, end - pos))
+        try:
+            return _struct(head, 0)
+        except (ValueError, IndexError) as exc:
+            short = isinstance(exc, IndexError) or "truncated" in str(exc)
+            if len(head) < min(size, end - pos) or size == 16 * 2**20 or not short:
+                raise InputError(f"{_label(label)} is damaged: a page header can't be read ({exc}).") from exc
+    raise AssertionError("unreachable")
+
+
 def _check_pages(source: Any, chunk: Any, label: str, max_page: int = MAX_PAGE_BYTES) -> None:
     """Walk the page headers of one column chunk: no page may declare more than its chunk did."""
     start = chunk.data_page_offset
@@ -420,16 +434,13 @@ def _check_pages(source: Any, chunk: Any, label: str, max_page: int = MAX_PAGE_B
     total = 0
     pages = 0
     while pos < end:
-        source.seek(pos)
-        head = source.read(min(64 * 1024, end - pos))
-        try:
-            fields, used = _struct(head, 0)
-        except (ValueError, IndexError) as exc:
-            raise InputError(f"{_label(label)} is damaged: a page header can't be read ({exc}).") from exc
+        fields, used = _page_header(source, pos, end, label)
         unc, comp = fields.get(2, -1), fields.get(3, -1)
         if unc < 0 or comp < 0:
             raise InputError(f"{_label(label)} is damaged: a page header has no sizes.")
-        if unc > max_page:
+        # Data pages hold whole values, so their cap bounds one value; a dictionary page is read once per
+        # column chunk and kept as it is (never expanded per row), bounded by the chunk's own limit.
+        if fields.get(1) != 2 and unc > max_page:
             raise InputError(f"{_label(label)} has a page of {fmt_bytes(unc)} decoded, over the "
                              f"{fmt_bytes(max_page)} limit per page.")
         total += unc + used

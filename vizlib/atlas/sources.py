@@ -361,7 +361,7 @@ def _image_column(schema: Any, location: str) -> tuple[str, Optional[str]]:
 
 #: Fewer declared bytes than this per image row means the rows repeat or hold nothing (a dictionary
 #: value referenced by every row, null rows): refused before anything is read per row.
-MIN_BYTES_PER_IMAGE = 24
+MIN_BYTES_PER_IMAGE = 64
 
 
 def _open_source_table(ref: SourceRef, *, max_rows: Optional[int] = None) -> Any:
