@@ -26,6 +26,7 @@ from vizlib.atlas.job import build_from_images
 from vizlib.atlas.store import MANIFEST, extract_zip
 from vizlib.errors import InputError
 from vizlib.settings import settings
+from ui.clicks import selected_points
 
 #: Images an atlas built in the page may hold, and their total size (as for uploads).
 PAGE_MAX_IMAGES = 200
@@ -215,11 +216,7 @@ def _go_to(channel: int) -> None:
 
 def picked_item(event: Any, atlas: Atlas, rows: Sequence[dict]) -> Optional[dict]:
     """The row a plotly selection event points at, with its stored picture as ``image``."""
-    try:
-        points = event["selection"]["points"] if isinstance(event, dict) else event.selection.points
-    except (AttributeError, KeyError, TypeError):
-        return None
-    for point in points or []:
+    for point in selected_points(event):
         rank = point.get("customdata")
         if isinstance(rank, list):
             rank = rank[0] if rank else None

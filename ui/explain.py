@@ -9,12 +9,14 @@ import streamlit as st
 
 from vizlib import explain
 from vizlib import explain_figures as xf
+from vizlib.attribution.faithfulness import rank_correlation
 from vizlib.contract import VizModel
 from vizlib.errors import InputError
 from vizlib.export import grid_png
 from vizlib.layers import find_layer, first_conv, spatial_layers
 from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
+from ui.clicks import selected_points
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
@@ -116,7 +118,7 @@ def class_options(m: VizModel, probs: np.ndarray) -> tuple[list[int], Any]:
 
 def on_contribution_click() -> None:
     event = st.session_state.get("contributions")
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data is not None:
@@ -164,7 +166,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
                                   layer_cams=[ex.layer_cam, tex.layer_cam], opacity=opacity,
                                   method=ex.method_title, layer=ex.layer,
                                   title=f"Where the model looked for <b>{ex.class_name}</b>")
-            rho = _rank_correlation(ex.cam, tex.cam)
+            rho = rank_correlation(ex.cam, tex.cam)
             st.plotly_chart(fig, key="cam-pair", config=CHART_CONFIG)
             st.caption(f"Rank correlation between the two maps: {rho:.2f} (near 1: the map doesn't depend on "
                        "training; near 0: it does).")
@@ -189,8 +191,8 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
                         selection_mode="points")
         st.caption(f"Which channels of {ex.layer} carried **{ex.class_name}** ({ex.probability:.1%}): mean of "
                    "gradient × activation. Click a bar to inspect that channel below.")
-    acts, output = compute(m.key, image_key, (ex.layer,), m, image)
-    maps = acts[ex.layer][0]
+    # The Grad-CAM pass already holds the layer's maps and the prediction: no second forward pass.
+    maps, output = ex.activations, ex.output[None]
     st.subheader(f"Channels of {ex.layer}, most contributing first")
     g, d = st.columns([3, 2])
     with g:
@@ -212,21 +214,12 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     return output
 
 
-def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a.ravel(), kind="stable"), kind="stable").astype(np.float64)
-    rb = np.argsort(np.argsort(b.ravel(), kind="stable"), kind="stable").astype(np.float64)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum())) or 1.0
-    return float((ra * rb).sum() / denom)
-
-
 # --------------------------------------------------------------------------- the depth profile
 
 
 def on_depth_click() -> None:
     event = st.session_state.get("depth-profile")
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data:

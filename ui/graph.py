@@ -12,6 +12,7 @@ from vizlib import graph as vg
 from vizlib.contract import VizModel
 from vizlib.errors import InputError
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
+from ui.clicks import selected_points
 from ui.explain import profiled
 
 #: Collapse repeated blocks by default from this many layers on (DenseNet121 has ~430).
@@ -58,7 +59,7 @@ def kernels_of(model_key: str, layer: str, _m: VizModel) -> dict:
 def on_graph_click() -> None:
     """A click on a box opens its layer in the Layer explorer (as the depth profile's click does)."""
     event = st.session_state.get(GRAPH_CHART)
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if isinstance(data, (list, tuple)) and len(data) == 2:
@@ -75,7 +76,7 @@ def on_graph_click() -> None:
 def on_kernel_click(layer: str, first: str) -> None:
     """A click on a kernel opens its output channel's activation map."""
     event = st.session_state.get(KERNEL_CHART)
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data is None:

@@ -9,11 +9,12 @@ import streamlit as st
 
 from vizlib.contract import VizModel
 from vizlib.export import bundle, manifest, manifest_json, npz_bytes
-from vizlib.extract import channel_stats, pick_channels, probabilities
+from vizlib.extract import channel_stats, pick_channels, ranked_classes
 from vizlib.figures import MAX_CLICKABLE_CELLS, channel_detail, channel_grid, prediction_bars
 from vizlib.links import as_dict
 from vizlib.models import BUNDLED_NAME
 from ui.caches import CHART_CONFIG
+from ui.clicks import selected_points
 from ui.state import current_state, image_sha256, share_url
 
 
@@ -31,7 +32,7 @@ def grid_title(info, role: str) -> str:
 def on_grid_click(chart_key: str, layer_key: str, layer: str, channel_key: str = "channel") -> None:
     """A click on a grid cell (or a bar) picks that layer and channel."""
     event = st.session_state.get(chart_key)
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data is not None:
@@ -127,7 +128,7 @@ def show_detail(m: VizModel, info, maps: np.ndarray, channel: int, view_img, lab
 def on_detail_click(chart_key: str) -> None:
     """A click on a cell of a channel's heatmap: show what that cell sees (its receptive field)."""
     event = st.session_state.get(chart_key)
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if isinstance(data, (list, tuple)) and len(data) >= 2:
@@ -146,18 +147,13 @@ def clamp_channel(key: str, n_channels: int) -> None:
 
 def top_classes(m: VizModel, output: np.ndarray, top: int = 5) -> list[tuple[int, str, float]]:
     """(class index, name, probability) of the top classes for the first image."""
-    out = np.asarray(output)
-    if out.ndim != 2 or out.shape[1] < 2:
-        return []
-    probs = probabilities(out)[0]
-    names = m.class_names if m.class_names and len(m.class_names) == len(probs) else None
-    order = np.argsort(-probs, kind="stable")[:top]
-    return [(int(i), names[i] if names else f"class {i}", float(probs[i])) for i in order]
+    ranked = ranked_classes(m, output, top)
+    return ranked[0] if ranked else []
 
 
 def on_prediction_click() -> None:
     event = st.session_state.get("predictions")
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    points = selected_points(event)
     for point in points:
         data = point.get("customdata") if isinstance(point, dict) else None
         if data is not None:

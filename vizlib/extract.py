@@ -207,8 +207,12 @@ def probabilities(output: np.ndarray) -> np.ndarray:
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
-def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
-    """Turn a classifier's output rows into top-``top`` (class name, probability) lists."""
+def ranked_classes(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[int, str, float]]]:
+    """Per output row, the top-``top`` (class index, class name, probability), most likely first.
+
+    ``output`` is a classifier's output (N, classes), softmax applied if it is not one
+    already; a model whose output is not class scores gives [].
+    """
     m = _model(model)
     out = np.asarray(output, dtype=np.float64)
     if out.ndim != 2 or out.shape[1] < 2:
@@ -218,8 +222,13 @@ def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str,
     result = []
     for row in probs:
         idx = np.argsort(-row, kind="stable")[:top]
-        result.append([(names[i] if names else f"class {i}", float(row[i])) for i in idx])
+        result.append([(int(i), names[i] if names else f"class {i}", float(row[i])) for i in idx])
     return result
+
+
+def decode(model: Any, output: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
+    """Turn a classifier's output rows into top-``top`` (class name, probability) lists."""
+    return [[(name, p) for _, name, p in row] for row in ranked_classes(model, output, top)]
 
 
 @op("extract.channel")

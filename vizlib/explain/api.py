@@ -68,6 +68,10 @@ class ClassExplanation:
     description: str
     reused_features: bool = False  # True when the forward pass up to ``layer`` came from the cache
     empty: bool = field(default=False)  # True when the map is all zero (no positive evidence)
+    #: The maps of ``layer`` for this image (h, w, channels) and the model's output (classes,), from the
+    #: same forward pass: what the page shows beside the map, with no second forward pass.
+    activations: Optional[np.ndarray] = field(default=None, repr=False)
+    output: Optional[np.ndarray] = field(default=None, repr=False)
 
     def ranked_channels(self, n: Optional[int] = None) -> list[dict]:
         """Channels of ``layer`` by contribution to the class, largest first."""
@@ -116,6 +120,8 @@ def explain_class(model: Any, image: Any, class_index: Optional[int] = None, lay
         weights=np.asarray(r["weights"][0], dtype=np.float32),
         mean_activation=np.asarray(r["mean_activation"][0], dtype=np.float32), description=r["description"],
         reused_features=bool(r.get("reused_features", False)), empty=float(r["raw_peak"][0]) <= 0.0, _names=names,
+        activations=np.asarray(r["activations"][0], dtype=np.float32) if "activations" in r else None,
+        output=np.asarray(r["output"][0], dtype=np.float32) if "output" in r else None,
     )
 
 

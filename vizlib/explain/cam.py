@@ -113,6 +113,17 @@ def _apply_finish(score: _Score, pre: Any) -> Any:
     return z
 
 
+def _model_output(score: _Score, logits: Any) -> np.ndarray:
+    """The model's output from the class scores, as the model's last layer computes it (float32)."""
+    from keras import ops
+
+    if score.squash == "softmax":
+        return np.asarray(ops.softmax(logits, axis=-1), dtype=np.float32)
+    if score.squash == "sigmoid":
+        return np.asarray(ops.sigmoid(logits), dtype=np.float32)
+    return np.asarray(logits, dtype=np.float32)
+
+
 def _probabilities(score: _Score, logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     if score.squash == "softmax":
@@ -339,6 +350,9 @@ def _gradcam_op(m: Any, batch: np.ndarray, *, layer: Optional[str] = None, class
     cam = _normalise(_resize(np.maximum(raw, 0.0), tuple(m.input_size)))
     logits_np = np.asarray(logits, dtype=np.float32)
     return {
+        # What this one forward pass already holds, so the page needs no second one for the same image:
+        # the layer's maps and the model's own output (its final softmax / sigmoid on the class scores).
+        "activations": acts, "output": _model_output(score, logits),
         **desc,
         "cam": cam, "layer_cam": layer_cam, "raw_peak": np.maximum(raw, 0).reshape(len(raw), -1).max(axis=1),
         "class_index": [int(c) for c in chosen],
