@@ -441,6 +441,18 @@ def test_the_page_refuses_hostile_atlas_tables_with_a_message(offline, small_atl
     assert any(words in e.value for e in at.error), [e.value for e in at.error]
 
 
+def test_a_loop_of_links_in_the_atlas_root_is_refused(offline, small_atlas, monkeypatch):
+    from test_app import make_app
+
+    if not (small_atlas / "loop").is_symlink():
+        os.symlink(small_atlas / "loop", small_atlas / "loop")
+    with pytest.raises(InputError, match="loop"):
+        vizlib.atlas.load("loop", root=small_atlas)
+    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(small_atlas))
+    at = make_app(view="atlas", atlas="loop", layer="conv2d_7", channel="3").run(timeout=120)
+    assert not at.exception, at.exception
+
+
 def test_the_page_shows_a_pixel_bomb_atlas_as_a_message(offline, small_atlas, monkeypatch):
     from test_app import make_app
 

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, Sequence
 from vizlib.errors import InputError
 from vizlib.units import fmt_bytes
 
-__all__ = ["BATCH_BYTES", "Group", "TableReader", "expanded_values", "open_input", "open_table", "plain"]
+__all__ = ["BATCH_BYTES", "Group", "TableReader", "open_input", "open_table", "plain"]
 
 #: Decoded bytes one batch may hold (what a reader keeps in memory at a time).
 BATCH_BYTES = 64 * 2**20
@@ -271,34 +271,6 @@ def plain(table: Any, max_bytes: int, label: str = "") -> Any:
         cols.append(col)
         fields.append(fld)
     return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
-
-
-def expanded_values(array: Any, max_bytes: int, label: str = "") -> list:
-    """``array`` as Python values, refused when its values would expand past ``max_bytes``.
-
-    Dictionary arrays are expanded by reference (each distinct value decoded once),
-    so a dictionary value repeated by a million rows costs one value, not a million.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(array, pa.ChunkedArray):
-        out: list = []
-        for chunk in array.chunks:
-            out += expanded_values(chunk, max_bytes, label)
-        return out
-    if pa.types.is_dictionary(array.type):
-        dictionary = array.dictionary
-        if _binary(dictionary.type) and len(array) and len(dictionary):
-            lengths = pc.binary_length(dictionary).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            idx = array.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            if len(lengths) and int(lengths[idx].sum()) > max_bytes:
-                raise InputError(f"{_label(label)} repeats its values to more than {fmt_bytes(max_bytes)}.")
-        values = np.asarray(dictionary.to_pylist() + [None], dtype=object)
-        idx = array.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)
-        return list(values[idx])
-    return array.to_pylist()
 
 
 # --------------------------------------------------------------------------- Parquet

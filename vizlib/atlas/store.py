@@ -444,7 +444,7 @@ def _confine(path: str | os.PathLike[str], root: Optional[str | os.PathLike[str]
         p = Path(path)
         if not p.is_dir():
             raise InputError(f"There is no atlas directory at {p}.")
-        return p.resolve()
+        return _resolve(p)
     text = os.fspath(path)
     if "\x00" in text:
         raise InputError("An atlas name can't contain NUL.")
@@ -453,13 +453,21 @@ def _confine(path: str | os.PathLike[str], root: Optional[str | os.PathLike[str]
         raise InputError("Give the atlas as a folder name under the atlas root, not an absolute path.")
     if any(part == ".." for part in re.split(r"[\\/]", text)):
         raise InputError("An atlas name can't contain '..'.")
-    base = Path(root).resolve()
-    full = (base / rel).resolve()
+    base = _resolve(Path(root))
+    full = _resolve(base / rel)
     if not full.is_relative_to(base):
         raise InputError("That atlas is outside the atlas root.")
     if not full.is_dir():
         raise InputError(f"There is no atlas called {text!r} under the atlas root.")
     return full
+
+
+def _resolve(p: Path) -> Path:
+    """``p`` with its links resolved; a symlink loop (RuntimeError before Python 3.13) is a refusal."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"The atlas path {p.name!r} is a loop of links or can't be resolved.") from exc
 
 
 def _float(v: Any) -> float:
@@ -716,7 +724,9 @@ class Atlas:
         channels = [s[2] for s in shapes]
         for path in self.shard_files():
             shard = int(_SHARD_RE.match(path.name).group(1))  # type: ignore[union-attr]
-            table = read_shard(self.directory, shard, channels)
+            ss = int(self.manifest["job"]["shard_size"])
+            expect = np.arange(shard * ss, min(int(self.manifest["images"]["count"]), (shard + 1) * ss))
+            table = read_shard(self.directory, shard, channels, expect_ids=expect)
             ids, per_layer = shard_stats(table, channels, shapes)
             ok = np.asarray(table.column("error").is_null().to_numpy(zero_copy_only=False), bool)
             paths = np.asarray(table.column("path").to_pylist(), dtype=object)[ok]
