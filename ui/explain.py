@@ -17,6 +17,7 @@ from vizlib.layers import find_layer, first_conv, spatial_layers
 from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
+from ui.state import check_cell, check_class, choice, number
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
@@ -63,15 +64,18 @@ def _set_cell(info_name: str) -> None:
 def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel: int) -> None:
     """The input region one cell of the inspected map sees; for the first conv layer, the arithmetic too."""
     h, w = info.output_shape[0], info.output_shape[1]
-    cell = str(st.session_state.get("cell") or "")
+    cell = check_cell(st.session_state.get("cell"), (h, w))
     r0, c0 = (int(v) for v in cell.split(",")) if cell else (h // 2, w // 2)
     r0, c0 = min(r0, h - 1), min(c0, w - 1)
     for key, value in ((f"cell-row-{info.name}", r0), (f"cell-col-{info.name}", c0)):
-        if st.session_state.get(key) is None or (cell and st.session_state.get(key) != value):
+        if cell and st.session_state.get(key) != value:
             st.session_state[key] = value
     c1, c2 = st.columns([1, 1])
-    row = c1.number_input("Row", 0, h - 1, key=f"cell-row-{info.name}", on_change=_set_cell, args=(info.name,))
-    col = c2.number_input("Column", 0, w - 1, key=f"cell-col-{info.name}", on_change=_set_cell, args=(info.name,))
+    # number() keeps a value left by another model's layer of the same name inside this map.
+    row = number(c1, "Row", 0, h - 1, key=f"cell-row-{info.name}", default=r0, on_change=_set_cell,
+                 args=(info.name,))
+    col = number(c2, "Column", 0, w - 1, key=f"cell-col-{info.name}", default=c0, on_change=_set_cell,
+                 args=(info.name,))
     rf = field_of(m.key, info.name, int(row), int(col), m)
     left, right = st.columns([1, 2])
     with left:
@@ -133,35 +137,35 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
         return None
     spatial = spatial_layers(m)
     names = [i.name for i in spatial]
-    if ss.get("camlayer") not in ("", *names):
-        ss.camlayer = ""
     top = explained(m.key, image_key, -1, "", m, image)
     probs = top.probabilities
-    if not -1 <= int(ss.get("cls", -1)) < len(probs):
-        ss.cls = -1
+    check_class(m, len(probs))  # checked against this model's classes (the page checked it by name already)
     options, label = class_options(m, probs)
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
-    c1.selectbox("Explain the class", options, key="cls", persist_state="session", format_func=label,
+    # The labels carry this image's probabilities: choice() re-sends the value every run, so the
+    # browser never keeps (and sends back) a label of another model or image.
+    cls = choice(c1, "Explain the class", options, key="cls", format_func=label, default=-1,
                  help="Click a bar of the predictions, or pick any class (type to search).")
     final = top.final_layer
-    c2.selectbox("Map at layer", ["", *names], key="camlayer", persist_state="session",
-                 format_func=lambda n: f"final feature map: {final} (Grad-CAM)" if n == "" else
-                 (f"{n} (Grad-CAM)" if n == final else f"{n} (LayerCAM)"),
-                 help="Grad-CAM weighs each channel of the final feature map by its mean gradient. At earlier "
-                      "layers LayerCAM (each position weighted by its own positive gradient) stays meaningful.")
+    camlayer = choice(c2, "Map at layer", ["", *names], key="camlayer", default="",
+                      format_func=lambda n: f"final feature map: {final} (Grad-CAM)" if n == "" else
+                      (f"{n} (Grad-CAM)" if n == final else f"{n} (LayerCAM)"),
+                      help="Grad-CAM weighs each channel of the final feature map by its mean gradient. At "
+                           "earlier layers LayerCAM (each position weighted by its own positive gradient) stays "
+                           "meaningful.")
     c3.slider("Opacity", 0, 100, key="opacity", persist_state="session", help="How strongly the map covers the image.")
     c4.toggle("vs untrained", key="twin_on", value=ss.get("twin") == "on",
               help="The same architecture with random weights (seed 0): if the two maps look alike, the map "
                    "shows the architecture or the image's edges, not what training taught.")
     ss.twin = "on" if ss.get("twin_on") else "off"
-    ex = explained(m.key, image_key, int(ss.cls), ss.camlayer, m, image)
+    ex = explained(m.key, image_key, int(cls), camlayer, m, image)
     base = explain.model_view_array(m, image)
     opacity = int(ss.opacity) / 100
     left, right = st.columns([3, 2])
     with left:
         if ss.twin == "on":
             twin = get_untrained_twin(m.key, m)
-            tex = explained(twin.key, image_key, ex.class_index, ss.camlayer, twin, image)
+            tex = explained(twin.key, image_key, ex.class_index, camlayer, twin, image)
             fig = xf.gradcam_pair(base, [ex.cam, tex.cam], ["trained weights", "untrained (random) weights"],
                                   layer_cams=[ex.layer_cam, tex.layer_cam], opacity=opacity,
                                   method=ex.method_title, layer=ex.layer,
@@ -199,7 +203,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
         shown = show_grid(info, maps, "", "grid-why", "_why_layer", int(ss.channel), width_hint=460,
                           contributions=ex.contributions, mode="contrib", labels=class_labels(m, info))
     with d:
-        st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+        number(st, "Channel", 0, info.channels - 1, key="channel")
         show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
     cmap, scale = ss.cmap, ss.scale
     arrays = {"cam": ex.cam[None], "layer_cam": ex.layer_cam[None], "contributions": ex.contributions[None],

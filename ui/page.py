@@ -7,18 +7,22 @@ in the other ``ui`` modules; the work is done by ``vizlib``.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
+import numpy as np
 import streamlit as st
 
 import vizlib  # noqa: E402,F401  (first: it turns TensorFlow's oneDNN off before TensorFlow loads)
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
 from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
-from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS, validate_for_model  # noqa: E402
+from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS  # noqa: E402
 from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.graph import view_graph  # noqa: E402
 from ui.touch import install_touch_select  # noqa: E402
-from ui.state import current_state, init_state, sync_url  # noqa: E402
+from ui.state import (  # noqa: E402
+    check_display, checked_state, current_state, init_state, mark_failed, on_screen, sync_url,
+)
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
 
 log = logging.getLogger("cnn_viz")
@@ -47,9 +51,21 @@ def current_image(uploads, current):
     return next(u for u in uploads if u[0] == current)
 
 
+def explained_class(view: str, output) -> Optional[int]:
+    """The class the Why view explains (its picker's class, or the top prediction), else None."""
+    if view != "why" or output is None:
+        return None
+    cls = st.session_state.get("cls", -1)
+    if isinstance(cls, int) and cls >= 0:
+        return cls
+    out = np.asarray(output)
+    return int(np.argmax(out[0])) if out.ndim == 2 and out.shape[1] > 1 else None
+
+
 def page() -> None:
     first_run = not st.session_state.get("_seeded")
     init_state()
+    check_display()
     for notice in st.session_state.pop("_notices", []):
         st.toast(notice, icon="ℹ️" if notice.startswith("Reopened") else "⚠️")
     st.title("What does each layer of a CNN see?")
@@ -77,7 +93,7 @@ def page() -> None:
         image_slot.image(image, width=200, caption=image_name)
         if failure is not None:
             show_model_error(failure)
-        sync_url(current_state())
+        sync_url(on_screen(current_state(), image_key, model_shown=False))
         return
 
     try:
@@ -85,17 +101,12 @@ def page() -> None:
     except InputError as exc:
         pred_slot.empty()
         st.error(str(exc))
-        sync_url(current_state())
+        sync_url(on_screen(current_state(), image_key, model_shown=False))
         return
-    spatial = spatial_layers(m)
-    state, notices = validate_for_model(current_state(), [i.name for i in spatial],
-                                        {i.name: i.channels for i in spatial}, default_layer=first.name,
-                                        final_layer=last_conv(m).name)
-    if first_run:  # later, a switch of model just resets what doesn't fit, without a warning
-        for notice in notices:
-            st.toast(notice, icon="⚠️")
-    for key in ("layer", "inspect", "channel", "camlayer"):
-        st.session_state[key] = getattr(state, key)
+    # Every view control checked against this model (a value from another model is dropped or mapped).
+    state, notices = checked_state(m, first.name, last_conv(m).name, from_link=first_run)
+    for notice in notices:
+        st.toast(notice, icon="⚠️")
 
     view_img = model_view(image, m.input_size, m.channels)
     image_slot.image(view_img, width=200,
@@ -126,9 +137,9 @@ def page() -> None:
         st.error(str(exc))
     else:
         with pred_slot.container():
-            show_predictions(m, output)
+            show_predictions(m, output, explained=explained_class(view, output))
     install_touch_select()
-    sync_url(current_state())
+    sync_url(on_screen(current_state(), image_key))
 
 
 def main() -> None:
@@ -140,5 +151,6 @@ def main() -> None:
         st.error(str(exc))
     except Exception:  # noqa: BLE001 - the page must survive anything; details go to the server log
         log.exception("unexpected error while drawing the page")
+        mark_failed()  # the next run resets the view's controls: no stale state survives an error
         st.error("Something went wrong while drawing this view. Try another setting; "
                  "the details are in the server log.")

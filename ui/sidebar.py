@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 from typing import Any, Optional
 
@@ -20,7 +21,9 @@ from ui.caches import (
     MODEL_TITLES, UPLOAD_MODEL, decode_bundle, decode_upload, decode_zip, get_bundled_model, get_catalogue_model,
     get_uploaded_model, model_options,
 )
-from ui.state import current_state
+from ui.state import choice, current_state
+
+log = logging.getLogger("cnn_viz")
 
 class ModelUnavailable(InputError):
     """The chosen model can't be shown; ``offers`` are the (label, session-state update) ways out that apply."""
@@ -59,30 +62,42 @@ def sidebar_model() -> Optional[VizModel]:
                                    [USE_BUNDLED]) from None
     entry = CATALOGUE[name]
     cached = imagenet_weights_cached(name)
+    if st.session_state.get("weights") not in ("imagenet", "untrained"):
+        st.session_state.weights = "imagenet"
+    # Fetched before the weights radio is drawn: where they can't be had, the radio falls back to
+    # untrained weights (with a notice) instead of staying on ImageNet beside an error.
+    fell_back = False
+    if st.session_state.weights == "imagenet" and not cached:
+        bar = st.progress(0.0, text=f"Downloading ImageNet weights for {entry.title}…")
+
+        def show(done: int, total: Optional[int]) -> None:
+            frac = min(1.0, done / total) if total else 0.0
+            bar.progress(frac, text=f"Downloading {entry.title} weights: {done / 2**20:.0f}"
+                                    + (f" of {total / 2**20:.0f} MB" if total else " MB"))
+
+        try:
+            fetch_imagenet_weights(name, progress=show)
+            cached = True
+        except InputError as exc:
+            log.warning("ImageNet weights for %s unavailable, showing untrained weights: %s", name, exc)
+            st.session_state.weights = "untrained"
+            fell_back = True
+        finally:
+            bar.empty()
     st.sidebar.radio(
         "Weights", ["imagenet", "untrained"], key="weights", persist_state="session", horizontal=True,
         format_func={"imagenet": "ImageNet (pretrained)", "untrained": "untrained (random)"}.get)
     note = st.sidebar.empty()
-    if st.session_state.weights == "imagenet":
+    if fell_back:
+        note.caption(f"ImageNet weights for {entry.title} are not cached and can't be downloaded from here, "
+                     "so untrained weights are shown. Untrained weights work offline.")
+        st.warning(f"The ImageNet weights for {entry.title} aren't on this server and can't be downloaded from "
+                   f"here, so this is {entry.title} with **untrained (random) weights**: its predictions are "
+                   "random. The bundled model is trained and works offline.")
+        st.button(USE_BUNDLED[0], on_click=lambda: st.session_state.update(USE_BUNDLED[1]), key="use-bundled")
+    elif st.session_state.weights == "imagenet":
         note.caption("ImageNet weights are in the Keras cache." if cached else
                      f"ImageNet weights download once (~{entry.weights_mb} MB) into the Keras cache.")
-        if not cached:
-            bar = st.progress(0.0, text=f"Downloading ImageNet weights for {entry.title}…")
-
-            def show(done: int, total: Optional[int]) -> None:
-                frac = min(1.0, done / total) if total else 0.0
-                bar.progress(frac, text=f"Downloading {entry.title} weights: {done / 2**20:.0f}"
-                                        + (f" of {total / 2**20:.0f} MB" if total else " MB"))
-
-            try:
-                fetch_imagenet_weights(name, progress=show)
-            except InputError as exc:
-                note.caption(f"ImageNet weights for {entry.title} are not cached and can't be downloaded "
-                             "from here. Untrained weights work offline.")
-                raise ModelUnavailable(str(exc), [("Use untrained weights", {"weights": "untrained"}),
-                                                  USE_BUNDLED]) from None
-            finally:
-                bar.empty()
     else:
         note.caption("Random weights (seed 0): what the architecture alone does, before any training.")
     try:
@@ -146,9 +161,7 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     elif source == "upload":
         if uploads:
             names = {k: n for k, n, _ in uploads}
-            if st.session_state.get("upload_pick") not in names:
-                st.session_state["upload_pick"] = next(iter(names))
-            current = controls.selectbox("Show", list(names), format_func=names.get, key="upload_pick")
+            current = choice(controls, "Show", list(names), format_func=names.get, key="upload_pick")
             controls.caption(f"{len(uploads)} image{'s' if len(uploads) != 1 else ''} uploaded; "
                              "all of them join the *One channel across images* view.")
         else:

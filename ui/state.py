@@ -6,13 +6,16 @@ the same name, so a link reopens exactly the view on screen.
 
 from __future__ import annotations
 
-from dataclasses import fields
+import logging
+import re
+from dataclasses import fields, replace
+from typing import Any, Callable, Optional, Sequence
 
 import streamlit as st
 
 from vizlib.figures import COLORMAPS
 from vizlib.images import SAMPLES, file_digest, sample_path
-from vizlib.links import DEFAULT, ViewState, from_query, to_query
+from vizlib.links import DEFAULT, MAX_GRID, MODES, SCALES, TOGGLES, VIEWS, ViewState, from_query, to_query
 from vizlib.models import imagenet_weights_cached
 from ui.caches import model_options
 
@@ -83,3 +86,223 @@ def image_sha256(image_key: str) -> str:
     if kind == "sample":
         return file_digest(sample_path(rest).read_bytes())
     return rest.split(":")[0]
+
+
+# --------------------------------------------------------------------------- checked state (issue #17)
+#
+# A browser sends a selectbox's value back as its *label*. When the options change
+# between runs (another model, another image: the class labels carry probabilities),
+# Streamlit hands the page a label string the options don't contain, or a value that
+# meant something else for the previous model. So every view control is checked here,
+# against the model and image of this run, before its widget is drawn; ``choice`` draws
+# a selectbox that re-sends its value every run, so the browser never keeps a stale label.
+
+log = logging.getLogger("cnn_viz")
+
+#: Session keys that belong to a view (reset after a view failed); model/image/view/display stay.
+VIEW_KEYS = ("cls", "camlayer", "layer", "inspect", "channel", "cell", "opacity", "twin", "images")
+#: Transient per-view keys (widget keys and bookkeeping) dropped with the view keys after a failure.
+_TRANSIENT = re.compile(r"^(cell-row-|cell-col-|_why_asked$|twin_on$)")
+_CELL = re.compile(r"^(\d{1,5}),(\d{1,5})$")
+
+
+def remember_labels(key: str, labels: dict[str, Any]) -> None:
+    """Record label -> value of a selectbox as drawn this run (to map a label sent back to its meaning)."""
+    st.session_state.setdefault("_labels", {})[key] = labels
+
+
+def meaning(key: str, value: Any) -> Any:
+    """A label string the browser sent for selectbox ``key``, mapped to the value it named when drawn."""
+    if isinstance(value, str):
+        labels = st.session_state.get("_labels", {}).get(key) or {}
+        if value in labels:
+            return labels[value]
+    return value
+
+
+def _as_int(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def choice(where: Any, label: str, options: Sequence[Any], *, key: str,
+           format_func: Callable[[Any], str] = str, default: Any = None, **kwargs: Any) -> Any:
+    """A selectbox over ``options`` (of this run) that never shows or returns a value from another run.
+
+    The value in the session is mapped from a label to its meaning and checked against
+    ``options`` before the widget is drawn (else ``default``, the first option if None), and
+    written back every run, so the browser shows this run's label of it (Streamlit then sends
+    the value down). The value read back is checked again.
+    """
+    ss = st.session_state
+    options = list(options)
+    fallback = default if default in options else options[0]
+    value = meaning(key, ss.get(key))
+    if value not in options:
+        value = fallback
+    ss[key] = value
+    remember_labels(key, {format_func(o): o for o in options})
+    got = where.selectbox(label, options, key=key, format_func=format_func, persist_state="session", **kwargs)
+    return got if got in options else value
+
+
+def number(where: Any, label: str, lo: int, hi: int, *, key: str, default: int = 0, **kwargs: Any) -> int:
+    """A whole-number input whose value is in [lo, hi] before it is drawn and after it is read."""
+    ss = st.session_state
+    value = _as_int(ss.get(key))
+    ss[key] = value if value is not None and lo <= value <= hi else min(max(default, lo), hi)
+    got = _as_int(where.number_input(label, lo, hi, key=key, persist_state="session", step=1, **kwargs))
+    return got if got is not None and lo <= got <= hi else int(ss[key])
+
+
+def check_display() -> list[str]:
+    """Model-independent settings checked before the sidebar draws them (a bad value is reset, said)."""
+    ss = st.session_state
+    d: ViewState = ss.get("_default", DEFAULT)
+    notices = []
+    checks = {"mode": lambda v: v in MODES, "scale": lambda v: v in SCALES, "cmap": lambda v: v in COLORMAPS,
+              "view": lambda v: v in VIEWS, "twin": lambda v: v in TOGGLES, "fv": lambda v: v in TOGGLES,
+              "n": lambda v: _as_int(v) is not None and 1 <= _as_int(v) <= MAX_GRID,
+              "opacity": lambda v: _as_int(v) is not None and 0 <= _as_int(v) <= 100}
+    for key, ok in checks.items():
+        value = meaning(key, ss.get(key, getattr(d, key)))
+        if not ok(value):
+            log.info("reset %s=%r (not a value of this page)", key, value)
+            value = getattr(d, key)
+        if key in ("n", "opacity"):
+            value = int(value)
+        if ss.get(key) != value:
+            ss[key] = value
+    return notices
+
+
+def recover_after_failure() -> bool:
+    """After a view raised: reset every view control to its default, so the next run starts clean."""
+    ss = st.session_state
+    if not ss.pop("_failed", False):
+        return False
+    d: ViewState = ss.get("_default", DEFAULT)
+    for key in VIEW_KEYS:
+        ss[key] = list(SAMPLES) if key == "images" else getattr(d, key)
+    for key in [k for k in list(ss.keys()) if _TRANSIENT.match(str(k))]:
+        del ss[key]
+    ss.pop("_labels", None)
+    ss.pop("_cls_for", None)
+    return True
+
+
+def mark_failed() -> None:
+    """Called when a run raised: the next run resets the view's controls (see recover_after_failure)."""
+    try:
+        st.session_state["_failed"] = True
+    except Exception:  # noqa: BLE001 - never let the recovery itself fail the error page
+        log.exception("could not mark the session for recovery")
+
+
+def check_class(m: Any, n_classes: Optional[int] = None) -> tuple[int, Optional[str]]:
+    """The class to explain, checked against this model: (index or -1, a notice or None).
+
+    A class picked for another model keeps its meaning when this model has a class of
+    the same name (the ImageNet models share theirs), else the top prediction is explained.
+    """
+    ss = st.session_state
+    names = m.class_names or None
+    n = n_classes if n_classes is not None else (len(names) if names else None)
+    raw = meaning("cls", ss.get("cls", -1))
+    if isinstance(raw, str) and raw.startswith("the top prediction"):
+        raw = -1
+    value = _as_int(raw)
+    notice = None
+    previous = ss.get("_cls_for")  # (model key, class name) the class was picked for
+    if value is None and isinstance(raw, str):
+        name = re.sub(r" \([^()]*%\)$", "", raw)  # "tabby (12.3%)" -> "tabby"
+        value = names.index(name) if names and name in names else -1
+    if value is not None and value >= 0 and previous and previous[0] != m.key and previous[1]:
+        old = previous[1]
+        if names and 0 <= value < len(names) and names[value] == old:
+            pass
+        elif names and old in names:
+            value = names.index(old)
+        else:
+            value = -1
+            notice = f"Explaining the top prediction: '{old}' is not a class of {m.label}."
+    if value is None or value < -1 or (n is not None and value >= n):
+        value = -1
+    ss["_cls_for"] = (m.key, names[value] if names and 0 <= value < len(names) else "")
+    if ss.get("cls") != value:
+        ss["cls"] = value
+    return value, notice
+
+
+def check_cell(cell: Any, shape: Optional[tuple[int, int]]) -> str:
+    """A "row,col" inside a map of ``shape`` (H, W), else ""."""
+    match = _CELL.match(str(cell or ""))
+    if not match or shape is None:
+        return ""
+    r, c = int(match.group(1)), int(match.group(2))
+    return f"{r},{c}" if r < shape[0] and c < shape[1] else ""
+
+
+def checked_state(m: Any, first: str, final: str, from_link: bool = False) -> tuple[ViewState, list[str]]:
+    """This run's state: every view control checked against the model ``m`` (and written back).
+
+    Called once per run, after the model is known and before any view draws a widget.
+    Layers the model doesn't have are dropped, the channel and cell are put in range for
+    the layer on screen, the class keeps its meaning across ImageNet models or falls back
+    to the top prediction; the returned notices say what changed where a visitor would be
+    surprised (``from_link``: also what a link named that this model doesn't have).
+    """
+    from vizlib.layers import spatial_layers
+    from vizlib.links import validate_for_model
+
+    ss = st.session_state
+    notices: list[str] = []
+    if recover_after_failure():
+        notices.append("The last view failed to draw; its controls were reset.")
+    spatial = spatial_layers(m)
+    by_name = {i.name: i for i in spatial}
+    for key in ("layer", "inspect", "camlayer"):
+        value = meaning(key, ss.get(key, ""))
+        ss[key] = value if isinstance(value, str) else ""
+    channel = _as_int(ss.get("channel"))
+    ss["channel"] = channel if channel is not None and channel >= 0 else 0
+    state, dropped = validate_for_model(current_state(), list(by_name), {i.name: i.channels for i in spatial},
+                                  default_layer=first, final_layer=final)
+    if from_link:  # later, a switch of model just resets what doesn't fit, without a warning
+        notices.extend(dropped)
+    for key in ("layer", "inspect", "camlayer", "channel"):
+        if ss.get(key) != getattr(state, key):
+            ss[key] = getattr(state, key)
+    cls, notice = check_class(m) if m.is_classifier else (-1, None)
+    if notice:
+        notices.append(notice)
+    shown = {"compare": state.inspect or first, "explore": state.layer or first,
+             "why": state.camlayer or final}.get(state.view)
+    info = by_name.get(shown) if shown else None
+    cell = check_cell(ss.get("cell"), info.output_shape[:2] if info is not None else None) if info else \
+        check_cell(ss.get("cell"), (10**6, 10**6))  # views without a cell keep it for later, well-formed
+    if ss.get("cell") != cell:
+        ss["cell"] = cell
+    images = ss.get("images")
+    ss["images"] = [s for s in images if s in SAMPLES] if isinstance(images, (list, tuple)) else list(SAMPLES)
+    return replace(current_state(), cls=cls, cell=cell), notices
+
+
+def on_screen(state: ViewState, image_key: str, model_shown: bool = True) -> ViewState:
+    """``state`` as the link should carry it: what is on screen, nothing left from before.
+
+    An upload (or a snapshot) can't travel in a link, so it names no sample image;
+    with no model on screen (an error), no layer, channel, cell or class of the last one.
+    """
+    d: ViewState = st.session_state.get("_default", DEFAULT)
+    if image_key.startswith("sample:"):
+        state = replace(state, source="sample", image=image_key.split(":", 1)[1])
+    else:
+        state = replace(state, image="")
+    if not model_shown:
+        state = replace(state, **{k: getattr(d, k) for k in ("layer", "inspect", "camlayer", "channel", "cell", "cls")})
+    return state

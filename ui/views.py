@@ -16,6 +16,7 @@ from vizlib.layers import first_conv, final_feature_map_reason, last_conv, layer
 from ui import featvis as fv_ui
 from ui.caches import CHART_CONFIG, channel_over_chunk, compute
 from ui.explain import cell_panel, contributions_for
+from ui.state import choice, number
 from ui.widgets import class_labels, clamp_channel, on_grid_click, share_and_export, show_detail, show_grid
 
 
@@ -77,9 +78,9 @@ def view_compare(m: VizModel, image_key: str, image_name: str, image, view_img) 
                            highlight=ss.channel if inspected is last else None)
     st.subheader("Inspect one channel")
     c1, c2 = st.columns([2, 1])
-    c1.selectbox("Layer", [first.name, last.name], key="inspect", persist_state="session",
-                 format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
-    c2.number_input("Channel", 0, inspected.channels - 1, key="channel", persist_state="session", step=1)
+    choice(c1, "Layer", [first.name, last.name], key="inspect",
+           format_func=lambda n: f"{'first' if n == first.name else 'last'} conv layer: {n}")
+    number(c2, "Channel", 0, inspected.channels - 1, key="channel")
     label = f" ({labels[ss.channel]})" if labels and inspected is last else ""
     show_detail(m, inspected, acts[inspected.name][0], int(ss.channel), view_img, label,
                 extra=detail_extras(m, inspected, acts[inspected.name][0], int(ss.channel), image_key, image,
@@ -113,8 +114,7 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
                      expanded=True):
         st.dataframe(table, hide_index=True, width="stretch", height=260, key="layer_table",
                      on_select=on_row, selection_mode="single-row")
-    st.selectbox("Layer", names, key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
-    info = by_name[ss.layer]
+    info = by_name[choice(st, "Layer", names, key="layer", format_func=lambda n: by_name[n].describe())]
     clamp_channel("channel", info.channels)
     acts, output = compute(m.key, image_key, (info.name,), m, image)
     maps = acts[info.name][0]
@@ -126,7 +126,7 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
         feature_mosaic_for(m, info, shown, maps, "layer", "fv-grid-explore", width_hint=460,
                            highlight=int(ss.channel))
     with right:
-        st.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+        number(st, "Channel", 0, info.channels - 1, key="channel")
         show_detail(m, info, maps, int(ss.channel), view_img, stacked=True,
                     extra=detail_extras(m, info, maps, int(ss.channel), image_key, image, view_img, "explore"))
     cmap, scale = ss.cmap, ss.scale
@@ -143,10 +143,8 @@ def pick_layer_and_channel(m: VizModel):
     if ss.layer not in by_name:
         ss.layer = first_conv(m).name
     c1, c2 = st.columns([3, 1])
-    c1.selectbox("Layer", list(by_name), key="layer", persist_state="session", format_func=lambda n: by_name[n].describe())
-    info = by_name[ss.layer]
-    clamp_channel("channel", info.channels)
-    c2.number_input("Channel", 0, info.channels - 1, key="channel", persist_state="session", step=1)
+    info = by_name[choice(c1, "Layer", list(by_name), key="layer", format_func=lambda n: by_name[n].describe())]
+    number(c2, "Channel", 0, info.channels - 1, key="channel")
     return info
 
 

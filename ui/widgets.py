@@ -15,7 +15,7 @@ from vizlib.links import as_dict
 from vizlib.models import BUNDLED_NAME
 from ui.caches import CHART_CONFIG
 from ui.clicks import selected_points
-from ui.state import current_state, image_sha256, share_url
+from ui.state import current_state, image_sha256, on_screen, share_url
 
 
 def class_labels(m: VizModel, info) -> Optional[list[str]]:
@@ -162,7 +162,14 @@ def on_prediction_click() -> None:
             return
 
 
-def show_predictions(m: VizModel, output: Optional[np.ndarray]) -> None:
+#: Bar colours: the class explained (Why view) stands out; the others are lighter. Plotly's own
+#: selection dimming is off, so the highlight always follows the class explained, not the last click.
+BAR = "#4c78a8"
+BAR_DIM = "#b9cde3"
+
+
+def show_predictions(m: VizModel, output: Optional[np.ndarray], explained: Optional[int] = None) -> None:
+    """The top-5 bars; ``explained`` (a class index, Why view) is the highlighted bar."""
     if output is None or not m.is_classifier:
         st.caption("This model's output is not a single class score vector, so no predictions are shown.")
         return
@@ -171,11 +178,22 @@ def show_predictions(m: VizModel, output: Optional[np.ndarray]) -> None:
         return
     title = "Top-5 predictions" + (" — untrained: random, for comparison" if m.untrained else "")
     fig = prediction_bars([(name, p) for _, name, p in top], title=title)
-    fig.update_traces(customdata=[i for i, _, _ in reversed(top)],
+    order = [i for i, _, _ in reversed(top)]  # bars are drawn bottom-up
+    colours = [BAR if explained is None or i == explained else BAR_DIM for i in order]
+    fig.update_traces(customdata=order, marker_color=colours,
+                      marker_line=dict(color=["#1f3b57" if explained == i else "rgba(0,0,0,0)" for i in order],
+                                       width=2),
+                      selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=1.0)),
                       hovertemplate="%{y}: %{x:.1%}<br>click: where did the model look?<extra></extra>")
     st.plotly_chart(fig, key="predictions", config=CHART_CONFIG, on_select=on_prediction_click,
                     selection_mode="points")
-    st.caption("Click a bar to see where the model looked for that class (Grad-CAM).")
+    names = dict((i, name) for i, name, _ in top)
+    if explained is not None and explained not in names:
+        explained_name = m.class_names[explained] if m.class_names and 0 <= explained < len(m.class_names) \
+            else f"class {explained}"
+        st.caption(f"Explaining **{explained_name}**, which is not in the top 5. Click a bar to explain that class.")
+    else:
+        st.caption("Click a bar to see where the model looked for that class (Grad-CAM).")
 
 
 def placeholder_chart(slot, text: str) -> None:
@@ -194,7 +212,7 @@ def share_and_export(m: VizModel, view: str, image_key: str, image_name: str, im
                      pngs: dict[str, Any], images: Optional[list[dict]] = None,
                      arrays_label: str = "Activations") -> None:
     """The link to this view, and downloads of what is on screen (generated only when clicked)."""
-    state = current_state()
+    state = on_screen(current_state(), image_key)
     # Lazy: nothing below runs (or is sent) until the expander is opened, so a page load
     # doesn't fetch the code-block component for a panel most visitors never open.
     panel = st.expander("Share this view · export PNG, arrays, manifest, bundle", key=f"share-{view}",

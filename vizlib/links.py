@@ -88,7 +88,9 @@ VIEW_PARAMS: dict[str, tuple[str, ...]] = {
 
 def applies(state: ViewState, key: str) -> bool:
     """Whether ``key`` matters for ``state`` (so a link carries it)."""
-    if key in ("model", "source", "image", "view"):
+    if key == "image":  # an upload on screen names no sample (the page leaves it empty)
+        return bool(state.image)
+    if key in ("model", "source", "view"):
         return True
     if key == "weights":
         return state.model not in ("emotion_cnn",) and "/" not in state.model
