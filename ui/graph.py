@@ -83,6 +83,7 @@ def on_kernel_click(layer: str, first: str) -> None:
             continue
         channel = int(data[0] if isinstance(data, (list, tuple)) else data)
         st.session_state["channel"] = channel
+        st.session_state.pop("_auto_channel", None)  # this channel was chosen: the compare view keeps it
         if layer == first:  # the first conv layer is inspected in the side-by-side view
             st.session_state["inspect"] = layer
             st.session_state["view"] = "compare"
@@ -103,12 +104,12 @@ def _controls(m: VizModel, g: vg.LayerGraph) -> tuple[str, str, bool, bool]:
     color_by = c2.selectbox("Colour boxes by", list(vg.COLOR_BY), key="graph-color",
                             help="Type: what kind of layer. The others are this image's depth profile: "
                                  "map height, receptive field, share of dead channels, mean activation.")
-    blocks = c3.toggle("Collapse repeated blocks", value=len(g.nodes) >= COLLAPSE_FROM, key="graph-blocks",
+    blocks = c3.toggle("Collapse blocks", value=len(g.nodes) >= COLLAPSE_FROM, key="graph-blocks",
                        disabled=not g.blocks,
-                       help=f"{len(g.blocks)} blocks found: stretches that branch and merge again "
-                            "(residual units, dense layers, Inception modules).")
-    nested = c4.toggle("Collapse nested models", value=False, key="graph-nested", disabled=not g.containers,
-                       help="Draw each model inside the model as one box." if g.containers
+                       help=f"{len(g.blocks)} repeated blocks found: stretches that branch and merge again "
+                            "(residual units, dense layers, Inception modules), each drawn as one box.")
+    nested = c4.toggle("Collapse nested", value=False, key="graph-nested", disabled=not g.containers,
+                       help="Draw each nested model (a model inside the model) as one box." if g.containers
                        else "This model has no nested models.")
     return found or "", color_by, bool(blocks and g.blocks), bool(nested and g.containers)
 
