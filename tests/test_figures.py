@@ -17,7 +17,7 @@ import plotly.colors as pc
 import pytest
 from PIL import Image, ImageDraw
 
-from vizlib.export import SLIDE_TITLE_PX, _font, across_png, grid_png
+from vizlib.export import SLIDE_TITLE_PX, slide_font, across_png, grid_png
 from vizlib.figures import (
     COLORMAPS, NARROWEST_PLOT_PX, TITLE_FONT_PX, across_images, channel_detail, channel_grid, fit_title,
     plain_text, prediction_bars, wrap_plain,
@@ -166,7 +166,7 @@ def ink(img: Image.Image) -> int:
 
 
 def test_wrap_plain_keeps_every_word():
-    font = _font(18)
+    font = slide_font(18)
     text = "VGG16 (untrained) · #149 convnext_tiny_stage_3_block_2_depthwise_conv (Conv2D, 7 x 7 x 768)"
     lines = wrap_plain(text, 220, font.getlength)
     assert len(lines) > 2 and all(font.getlength(line) <= 220 for line in lines)
@@ -182,7 +182,7 @@ def test_grid_png_carries_its_whole_title(n_channels):
     png = Image.open(io.BytesIO(grid_png(maps, list(range(n_channels)), title=title, cell_px=64)))
     # The title's ink on the PNG equals the ink of the whole title drawn on an unbounded canvas:
     # nothing cut at the edge (the title used to end mid-shape).
-    font = _font(SLIDE_TITLE_PX)
+    font = slide_font(SLIDE_TITLE_PX)
     free = Image.new("L", (int(font.getlength(title)) + 40, 40), 255)
     ImageDraw.Draw(free).text((4, 4), title, fill=0, font=font)
     rgb = np.asarray(png.convert("RGB")).astype(int)
@@ -200,7 +200,7 @@ def test_across_png_carries_its_whole_title():
     title = "VGG16 · ImageNet weights · block5_conv3, channel 511 across 13 images of a rather long dataset name"
     maps = np.random.default_rng(1).uniform(size=(2, 14, 14)).astype(np.float32)
     png = Image.open(io.BytesIO(across_png(maps, ["a.jpg", "b.jpg"], title=title, cell_px=64)))
-    font = _font(SLIDE_TITLE_PX)
+    font = slide_font(SLIDE_TITLE_PX)
     free = Image.new("L", (int(font.getlength(title)) + 40, 40), 255)
     ImageDraw.Draw(free).text((4, 4), title, fill=0, font=font)
     rgb = np.asarray(png.convert("RGB")).astype(int)

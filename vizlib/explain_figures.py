@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from vizlib.errors import InputError
-from vizlib.figures import _plotly_scale, _safe_text, _title_layout, colormap_lut, png_data_uri
+from vizlib.figures import plotly_scale, safe_text, chart_title, colormap_lut, png_data_uri
 
 #: Colour scale of class activation maps (Grad-CAM papers use jet; turbo is its perceptually better cousin).
 CAM_COLORMAP = "turbo"
@@ -76,7 +76,7 @@ def _block_mean(arr: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
 def _colorbar_trace(colormap: str, title: str, lo: float = 0.0, hi: float = 1.0, **bar: Any) -> go.Scatter:
     return go.Scatter(
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
-        marker=dict(colorscale=_plotly_scale(colormap), cmin=lo, cmax=hi, color=[lo], showscale=True,
+        marker=dict(colorscale=plotly_scale(colormap), cmin=lo, cmax=hi, color=[lo], showscale=True,
                     colorbar=dict(title=dict(text=title, side="right"), thickness=12, len=0.9, **bar)),
     )
 
@@ -102,13 +102,13 @@ def _add_overlay(fig: go.Figure, base: np.ndarray, cam: np.ndarray, layer_cam: O
     sy, sx = h / lh * f, w / lw * f  # input pixels per hover cell
     rows, cols = values.shape
     cell = "cell" if f == 1 else f"cells (averaged {f}x{f})"
-    where_txt = f" of {_safe_text(layer)}" if layer else ""
+    where_txt = f" of {safe_text(layer)}" if layer else ""
     fig.add_trace(go.Heatmap(
         z=values, x0=sx / 2 - 0.5, dx=sx, y0=sy / 2 - 0.5, dy=sy, opacity=0.0, showscale=False,
-        zmin=0.0, zmax=1.0, colorscale=_plotly_scale(colormap), name="values",
+        zmin=0.0, zmax=1.0, colorscale=plotly_scale(colormap), name="values",
         customdata=np.stack(np.meshgrid(np.arange(rows) * f, np.arange(cols) * f, indexing="ij"), axis=-1),
         hovertemplate=(f"{cell} row %{{customdata[0]}}, column %{{customdata[1]}}{where_txt}"
-                       f"<br>{_safe_text(hover_label)} %{{z:.2f}}<extra></extra>"),
+                       f"<br>{safe_text(hover_label)} %{{z:.2f}}<extra></extra>"),
     ), **where)
 
 
@@ -141,7 +141,7 @@ def gradcam_overlay(image: Any, cam: np.ndarray, *, layer_cam: Optional[np.ndarr
     h, w = cam.shape
     base = _rgb_image(image, (h, w))
     title = title if title is not None else _cam_title(class_name, method, layer)
-    title_layout, top, _ = _title_layout(title, width_hint)
+    title_layout, top, _ = chart_title(title, width_hint)
     fig = go.Figure()
     _add_overlay(fig, base, cam, layer_cam, opacity=opacity, colormap=colormap, hover_label=method, layer=layer)
     fig.add_trace(_colorbar_trace(colormap, f"{method} (0 = none, 1 = strongest)"))
@@ -172,13 +172,13 @@ def gradcam_pair(image: Any, cams: Sequence[np.ndarray], titles: Sequence[str], 
     n = len(cams)
     h, w = np.asarray(cams[0]).shape
     base = _rgb_image(image, (h, w))
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[_safe_text(t) for t in titles], horizontal_spacing=0.02)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[safe_text(t) for t in titles], horizontal_spacing=0.02)
     for i, (cam, lc) in enumerate(zip(cams, layer_cams)):
         _add_overlay(fig, base, np.asarray(cam, dtype=np.float32), lc, opacity=opacity, colormap=colormap,
                      hover_label=f"{titles[i]}: {method}", layer=layer, row=1, col=i + 1)
     fig.add_trace(_colorbar_trace(colormap, f"{method} (relative)"))
     title = title if title is not None else f"{method}{' at ' + layer if layer else ''}: " + " vs ".join(titles)
-    title_layout, top, _ = _title_layout(title, width_hint)
+    title_layout, top, _ = chart_title(title, width_hint)
     for i in range(n):
         xa, ya = _image_axes(h, w)
         ya["scaleanchor"] = f"x{i + 1 if i else ''}"
@@ -245,7 +245,7 @@ def contributions_bar(contributions: Sequence[dict], *, n: int = 15, class_name:
     what = f"“{class_name}”" if class_name else "the class"
     title = title if title is not None else (
         f"Channels{' of ' + layer if layer else ''} that carried {what}: top {len(rows)}")
-    title_layout, top, _ = _title_layout(title, width_hint)
+    title_layout, top, _ = chart_title(title, width_hint)
     axis_title = axis_title_lines(f"contribution to the {_short_class(class_name)} score "
                                   "(mean of gradient × activation)", width_hint)
     lines = axis_title.count("<br>") + 1
@@ -270,7 +270,7 @@ def _short_class(class_name: Optional[str]) -> str:
     as its first name (the chart's title names it in full)."""
     if not class_name:
         return "class"
-    return f"“{_safe_text(class_name.split(',')[0].strip() or class_name)}”"
+    return f"“{safe_text(class_name.split(',')[0].strip() or class_name)}”"
 
 
 def axis_title_lines(text: str, width_hint: int) -> str:
@@ -331,7 +331,7 @@ def receptive_field_figure(image: Any, box: Sequence[int], *, layer: Optional[st
             title = f"What {cell}{where} sees: {rh} × {rw} input pixels"
         if size is not None and size > max(rh, rw):
             title += f" (its field is {size} px; the rest falls on padding)"
-    title_layout, top, _ = _title_layout(title, width_hint)
+    title_layout, top, _ = chart_title(title, width_hint)
     xa, ya = _image_axes(h, w)
     fig.update_layout(
         title=title_layout, shapes=shapes, xaxis=xa, yaxis=ya, dragmode=False, hovermode="closest",
@@ -415,7 +415,7 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
             hover = [[f"{name} {float(z[i, j]):.4g}<br>input row {rows_in[i] if i < len(rows_in) else '?'}, "
                       f"column {cols_in[j] if j < len(cols_in) else '?'}" for j in range(kw)] for i in range(kh)]
             fig.add_trace(go.Heatmap(
-                z=z, colorscale=_plotly_scale(scale), zmin=zmin, zmax=zmax, showscale=False, text=text,
+                z=z, colorscale=plotly_scale(scale), zmin=zmin, zmax=zmax, showscale=False, text=text,
                 texttemplate="%{text}", textfont=dict(size=text_size), hovertext=hover,
                 hovertemplate="%{hovertext}<extra></extra>", xgap=1, ygap=1, name=name,
             ), row=r + 1, col=c + 1)
@@ -444,15 +444,15 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
     if cin == 1 and channel_names and channel_names[0] == "grey channel":
         source = ((f"{source} · " if source else "")
                   + "grey channel: this model takes greyscale images, one channel of brightness")
-    line3 = f"<span style='color:#666'>{_safe_text(source)}</span>" if source else ""
+    line3 = f"<span style='color:#666'>{safe_text(source)}</span>" if source else ""
     if title is None:
         title = (f"How one value of {arith.get('layer', 'the layer')} is made: channel {arith.get('channel')}, "
                  f"row {arith.get('row')}, column {arith.get('col')}")
-    title_layout, top, _ = _title_layout(title, width_hint)
+    title_layout, top, _ = chart_title(title, width_hint)
     cell_px = 30 if max(kh, kw) <= 3 else 26 if max(kh, kw) <= 5 else 20
     panel = max(110, cell_px * kh)
     fig.update_annotations(font_size=11)  # the panel titles
-    fig.add_annotation(text="<br>".join(t for t in (_safe_text(line1), _safe_text(line2), line3) if t),
+    fig.add_annotation(text="<br>".join(t for t in (safe_text(line1), safe_text(line2), line3) if t),
                        xref="paper", yref="paper",
                        x=0, y=0, yshift=-12, xanchor="left", yanchor="top", showarrow=False, align="left",
                        font=dict(size=13))
@@ -487,7 +487,7 @@ def depth_profile_figure(profile: Sequence[dict], *, input_size: Optional[int] =
         raise InputError("No layers to profile.")
     x = list(range(len(rows)))
     names = [r["name"] for r in rows]
-    hover = [f"#{r['index']} {_safe_text(r['name'])} ({r['kind']}, {r['height']}×{r['width']}×{r['channels']})"
+    hover = [f"#{r['index']} {safe_text(r['name'])} ({r['kind']}, {r['height']}×{r['width']}×{r['channels']})"
              for r in rows]
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.34, 0.2, 0.26, 0.2],
                         subplot_titles=["Map height (cells) and receptive field (input pixels), log scale", "Channels",
@@ -527,9 +527,9 @@ def depth_profile_figure(profile: Sequence[dict], *, input_size: Optional[int] =
     fig.update_xaxes(showgrid=False)
     fig.update_xaxes(title_text="layer, input → output" + ("" if few else " (forward order; hover for names)"),
                      row=4, col=1,
-                     **(dict(tickmode="array", tickvals=x, ticktext=[_safe_text(n) for n in names], tickangle=-60)
+                     **(dict(tickmode="array", tickvals=x, ticktext=[safe_text(n) for n in names], tickangle=-60)
                         if few else {}))
-    title_layout, top, _ = _title_layout(title or "Depth profile: what each layer sees, from input to output",
+    title_layout, top, _ = chart_title(title or "Depth profile: what each layer sees, from input to output",
                                          width_hint)
     fig.update_layout(
         title=title_layout, height=height or (760 + (160 if few else 0)), plot_bgcolor="white",
@@ -557,7 +557,7 @@ def depth_profile_png(profile: Sequence[dict], *, title: str = "", width: int = 
     and the shares of dead channels and zero activations, layers in forward order."""
     from PIL import ImageDraw
 
-    from vizlib.export import _font, slide_png
+    from vizlib.export import slide_font, slide_png
 
     rows = list(profile)
     if not rows:
@@ -566,7 +566,7 @@ def depth_profile_png(profile: Sequence[dict], *, title: str = "", width: int = 
     height = 3 * panel_h + 2 * gap + 60
     img = Image.new("RGB", (int(width), height), "white")
     draw = ImageDraw.Draw(img)
-    font, small = _font(14), _font(11)
+    font, small = slide_font(14), slide_font(11)
     n = len(rows)
     xs = [left + (width - left - right) * (i / max(n - 1, 1)) for i in range(n)]
     titles = ("map height and receptive field (log scale)", "channels", "for this image: share that is zero")

@@ -44,7 +44,8 @@ MAX_BUNDLE_MEMBERS = 64
 MAX_BUNDLE_ARRAY_BYTES = 256 * 2**20
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def slide_font(size: int) -> ImageFont.ImageFont:
+    """The font of every exported picture at ``size`` pixels (the bitmap font where FreeType is missing)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: the bitmap font, fixed size
@@ -96,7 +97,7 @@ def slide_png(body: Any, *, title: str, colour_bar: Optional[ColourBar] = None,
             k = -(-room // pic.width)
             pic = pic.resize((pic.width * k, pic.height * k), Image.NEAREST)
     width = max(int(min_width), pic.width + 2 * SLIDE_MARGIN + bar_w)
-    font = _font(SLIDE_TITLE_PX)
+    font = slide_font(SLIDE_TITLE_PX)
     text = plain_text(title or "").strip()
     lines = wrap_plain(text, width - 2 * SLIDE_MARGIN, font.getlength) if text else []
     line_h = int(SLIDE_TITLE_PX * 1.35)
@@ -121,7 +122,7 @@ def _draw_colour_bar(out: Image.Image, draw: ImageDraw.ImageDraw, bar: ColourBar
     ramp = lut[np.linspace(255, 0, height).round().astype(int)]
     out.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[:, None, :], BAR_STRIP_PX, axis=1))), (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x0 + BAR_STRIP_PX, y0 + height), outline=(120, 120, 120))
-    small = _font(SLIDE_TEXT_PX)
+    small = slide_font(SLIDE_TEXT_PX)
     lo, hi = float(bar.lo), float(bar.hi)
     widest = 0
     for i in range(5):
@@ -180,7 +181,7 @@ def grid_png(maps: np.ndarray, channels: Optional[Sequence[int]] = None, *, colo
     names = [f"{ch} {labels[ch]}" if labels is not None and ch < len(labels) else str(ch) for ch in chosen]
     if scale != "shared":
         title = f"{title} (each map on its own colour scale)" if title else "Each map on its own colour scale"
-    return _annotated_png(canvas, geo, names, title, colormap, colorbar=scale == "shared")
+    return annotated_png(canvas, geo, names, title, colormap, colorbar=scale == "shared")
 
 
 def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAULT_COLORMAP,
@@ -190,10 +191,10 @@ def across_png(maps: np.ndarray, titles: Sequence[str], *, colormap: str = DEFAU
     if arr.ndim != 3 or len(arr) != len(titles) or len(arr) == 0:
         raise InputError(f"Expected (N, H, W) maps with N titles; got {arr.shape} and {len(titles)} titles.")
     canvas, geo = mosaic(arr, scale="shared", colormap=colormap, cell_px=_slide_cell_px(len(arr), None, cell_px))
-    return _annotated_png(canvas, geo, list(titles), title, colormap, colorbar=True)
+    return annotated_png(canvas, geo, list(titles), title, colormap, colorbar=True)
 
 
-def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: str, colormap: str,
+def annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: str, colormap: str,
                    colorbar: bool, bar_label: str = "activation") -> bytes:
     """A mosaic (:func:`vizlib.figures.mosaic` or alike) with each cell's name on it, as a :func:`slide_png`.
 
@@ -209,7 +210,7 @@ def _annotated_png(canvas: np.ndarray, geo: dict, names: Sequence[str], title: s
     k = -(-room // w) if w < room else 1
     pic = Image.fromarray(np.ascontiguousarray(canvas)).resize((w * k, h * k), Image.NEAREST)
     draw = ImageDraw.Draw(pic)
-    label_font = _font(max(12, min(20, cw * k // 8)))
+    label_font = slide_font(max(12, min(20, cw * k // 8)))
     for i, name in enumerate(names):
         y0, x0 = cell_origin(i, cols, (ch, cw))
         x, y = x0 * k + 3, y0 * k + 2

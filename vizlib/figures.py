@@ -78,7 +78,8 @@ def plotly_colorscale(name: str) -> tuple[tuple[float, str], ...]:
     return tuple((float(pos), "rgb({},{},{})".format(*_rgb(color))) for pos, color in scale)
 
 
-def _plotly_scale(name: str) -> list:
+def plotly_scale(name: str) -> list:
+    """A named colormap as a Plotly colorscale ([[position, colour], ...]), for every figure module."""
     return [list(stop) for stop in plotly_colorscale(name)]
 
 
@@ -86,7 +87,7 @@ def _plotly_scale(name: str) -> list:
 _ST_PLACEHOLDER = re.compile(r"#(?=0000[0-4][0-9])")
 
 
-def _safe_text(text: str) -> str:
+def safe_text(text: str) -> str:
     """Text for a chart, with Streamlit's colour placeholders (``#000001``...) defused by a zero-width space."""
     return _ST_PLACEHOLDER.sub("#\u200b", text)
 
@@ -267,11 +268,11 @@ def _trim_visible(line: str, n: int) -> str:
     return out + "".join(_closing(t) for t in reversed(stack))
 
 
-def _title_layout(title: Optional[str], width_px: int) -> tuple[Optional[dict], int, Optional[str]]:
+def chart_title(title: Optional[str], width_px: int) -> tuple[Optional[dict], int, Optional[str]]:
     """(layout title, top margin in px, the full plain title when the shown one is abbreviated)."""
     if not title:
         return None, 0, None
-    text, abbreviated = fit_title(_safe_text(title), min(int(width_px), NARROWEST_PLOT_PX) - 4)  # - pad
+    text, abbreviated = fit_title(safe_text(title), min(int(width_px), NARROWEST_PLOT_PX) - 4)  # - pad
     lines = text.count("<br>") + 1
     # Plotly.js (3.8, Streamlit's) draws a top-anchored title of several lines ~10 px higher than one
     # of one line (above the chart's top edge with the same pad): the pad makes up for it.
@@ -279,7 +280,7 @@ def _title_layout(title: Optional[str], width_px: int) -> tuple[Optional[dict], 
     # width it was wrapped for is the width it has.
     layout = dict(text=text, x=0, xanchor="left", xref="container", y=1, yref="container", yanchor="top",
                   pad=dict(t=10 if lines == 1 else 20, l=2), font=dict(size=TITLE_FONT_PX))
-    return layout, 22 + 18 * lines, _safe_text(plain_text(title)) if abbreviated else None
+    return layout, 22 + 18 * lines, safe_text(plain_text(title)) if abbreviated else None
 
 
 def _as_maps(maps: np.ndarray) -> np.ndarray:
@@ -400,8 +401,8 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
     height_px, width_px = geo["size"]
     ch, cw = geo["cell"]
     cols = geo["cols"]
-    title_layout, top, full_title = _title_layout(title, width_hint)
-    hover = [_safe_text(h) for h in hover]
+    title_layout, top, full_title = chart_title(title, width_hint)
+    hover = [safe_text(h) for h in hover]
     if full_title:  # the title is abbreviated on the chart: hovering any cell names it in full
         hover = [f"{full_title}<br>{h}" for h in hover]
     fig = go.Figure()
@@ -421,14 +422,14 @@ def _mosaic_figure(canvas: np.ndarray, geo: dict, labels: Sequence[str], hover: 
         lx = [x0 + 3 for _, x0 in corners]
         ly = [y0 + 2 for y0, _ in corners]
         fig.add_trace(go.Scatter(
-            x=lx, y=ly, mode="text", text=[_safe_text(t) for t in labels], textposition="bottom right",
+            x=lx, y=ly, mode="text", text=[safe_text(t) for t in labels], textposition="bottom right",
             hoverinfo="skip", name="labels", showlegend=False,
             textfont=dict(size=11 if cw >= 40 else 8, color="white", shadow=LABEL_HALO),
         ))
     if colorbar:
         fig.add_trace(go.Scatter(
             x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
-            marker=dict(colorscale=_plotly_scale(colormap), cmin=geo["lo"], cmax=geo["hi"], color=[geo["lo"]],
+            marker=dict(colorscale=plotly_scale(colormap), cmin=geo["lo"], cmax=geo["hi"], color=[geo["lo"]],
                         showscale=True, colorbar=dict(title=dict(text=colorbar_title, side="right"),
                                                       thickness=12, len=0.9)),
         ))
@@ -518,11 +519,11 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
         raise InputError(f"Expected one 2D map, got shape {arr.shape}.")
     arr = np.nan_to_num(arr)
     h, w = arr.shape
-    title_layout, top, full_title = _title_layout(title, width_hint)
+    title_layout, top, full_title = chart_title(title, width_hint)
     hover = "row %{y}, column %{x}<br>activation %{z:.4g}<extra></extra>"
     points = clickable and h * w <= MAX_CLICKABLE_CELLS
     fig = go.Figure(go.Heatmap(
-        z=arr, colorscale=_plotly_scale(colormap), zmin=zmin, zmax=zmax,
+        z=arr, colorscale=plotly_scale(colormap), zmin=zmin, zmax=zmax,
         hovertemplate=f"{full_title}<br>{hover}" if full_title else hover,
         hoverinfo="skip" if points else None,
         colorbar=dict(title=dict(text="activation", side="right"), thickness=12),
@@ -619,7 +620,7 @@ def prediction_bars(predictions: Sequence[tuple[str, float]], *, title: Optional
         selected=dict(marker=dict(opacity=1.0)),
         unselected=dict(marker=dict(opacity=0.35), textfont=dict(color="#262730")),
     ))
-    title_layout, top, _ = _title_layout(title, 420)
+    title_layout, top, _ = chart_title(title, 420)
     fig.update_layout(
         title=title_layout,
         height=height or (60 + (top - 40 if top else 0) + 32 * max(1, len(names))),

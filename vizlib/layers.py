@@ -259,7 +259,7 @@ def _passes_on(kind: str) -> bool:
     return any(mark in kind for mark in _PASS_ON_MARKS)
 
 
-def _containers(infos: list[LayerInfo]) -> set[str]:
+def container_names(infos: list[LayerInfo]) -> set[str]:
     """Names of nested models: "base" when "base/conv1" is listed (its output is its last layer's)."""
     out: set[str] = set()
     for info in infos:
@@ -282,7 +282,7 @@ def final_feature_map(model: Any) -> LayerInfo:
     """
     infos = list(_infos(model))
     spatial = spatial_layers(model)
-    containers = _containers(infos)
+    containers = container_names(infos)
     found = [i for i in spatial if not _passes_on(i.kind) and i.name not in containers]
     maps = [i for i in found if int(i.output_shape[0]) * int(i.output_shape[1]) > 1]
     return (maps or found or conv_layers(model))[-1]

@@ -54,13 +54,13 @@ def top_png(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, tit
             cols: Optional[int] = None, cell_px: int = 2 * CELL_PX) -> bytes:
     """The top-k crops as a PNG for slides: each labelled with its rank and value, under its title."""
     from vizlib.errors import InputError
-    from vizlib.export import _annotated_png
+    from vizlib.export import annotated_png
 
     if not rows:
         raise InputError("No images for this channel, so there is nothing to export.")
     canvas, geo = crops_mosaic(crops, len(rows), cols=cols, cell_px=cell_px)
     names = [f"#{int(r['rank']) + 1}  {float(r['value']):.3g}" for r in rows]
-    return _annotated_png(canvas, geo, names, title, "gray", colorbar=False)
+    return annotated_png(canvas, geo, names, title, "gray", colorbar=False)
 
 
 def top_mosaic(crops: Sequence[Optional[Image.Image]], rows: Sequence[dict], *, cols: Optional[int] = None,

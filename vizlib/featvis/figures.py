@@ -108,7 +108,7 @@ def feature_grid(vis: Any, channels: Optional[Sequence[int]] = None, *, labels: 
 def feature_png(vis: Any, channels: Optional[Sequence[int]] = None, *, title: str = "",
                 labels: Optional[Sequence[str]] = None, cell_px: int = 128, cols: Optional[int] = None) -> bytes:
     """Feature visualisations as a labelled PNG mosaic for slides (the layout of :func:`vizlib.export.grid_png`)."""
-    from vizlib.export import _annotated_png
+    from vizlib.export import annotated_png
 
     if isinstance(vis, FeatureVisualization):
         images, chosen = vis.images, list(vis.channels)
@@ -120,7 +120,7 @@ def feature_png(vis: Any, channels: Optional[Sequence[int]] = None, *, title: st
     if len(chosen) != len(images):
         raise InputError(f"{len(images)} images but {len(chosen)} channels.")
     canvas, geo = image_mosaic(images, cols=cols, cell_px=cell_px)
-    return _annotated_png(canvas, geo, _names(chosen, labels), title, "gray", colorbar=False)
+    return annotated_png(canvas, geo, _names(chosen, labels), title, "gray", colorbar=False)
 
 
 def image_png(image: np.ndarray, *, scale: int = 1) -> bytes:

@@ -231,11 +231,11 @@ def graph_figure(model_or_graph: Any, *, collapse_nested: Any = False, collapse_
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
     ))
     if COLOR_BY[color_by]:
-        from vizlib.figures import _plotly_scale
+        from vizlib.figures import plotly_scale
 
         fig.add_trace(go.Scatter(
             x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
-            marker=dict(colorscale=_plotly_scale(colormap), cmin=sc.lo, cmax=sc.hi, color=[sc.lo], showscale=True,
+            marker=dict(colorscale=plotly_scale(colormap), cmin=sc.lo, cmax=sc.hi, color=[sc.lo], showscale=True,
                         colorbar=dict(title=dict(text=COLOR_TITLES[color_by], side="right"), thickness=12,
                                       len=0.6))))
     else:  # a legend of the families on screen
@@ -331,14 +331,14 @@ def graph_png(model_or_graph: Any, *, collapse_nested: Any = False, collapse_blo
     titled (and with its colour bar) by the project's one PNG renderer, :func:`vizlib.export.slide_png`."""
     from PIL import Image, ImageDraw
 
-    from vizlib.export import BAR_AREA_PX, SLIDE_MARGIN, ColourBar, _font, slide_png
+    from vizlib.export import BAR_AREA_PX, SLIDE_MARGIN, ColourBar, slide_font, slide_png
 
     graph, sc = _export_scene(model_or_graph, collapse_nested, collapse_blocks, layout, color_by, profile, colormap)
     w, h = sc.size
     s = min(1.0, math.sqrt(MAX_PNG_PIXELS / max(w * h, 1)))
     img = Image.new("RGB", (max(1, int(w * s)), max(1, int(h * s))), "white")
     draw = ImageDraw.Draw(img)
-    font = _font(max(4, round(FONT_PX * s)))
+    font = slide_font(max(4, round(FONT_PX * s)))
 
     def p(x: float, y: float) -> tuple[float, float]:
         return x * s, y * s

@@ -108,11 +108,11 @@ def _layer_graph_op(m: Any, batch: Any) -> dict:
     """Nodes and edges of the traced model, as plain lists (they cross the process boundary)."""
     from keras import tree
 
-    from vizlib.layers import _containers, trace
+    from vizlib.layers import container_names, trace
 
     tr = trace(m.model)
     g = tensor_graph(m.model)
-    containers = _containers(tr.layers)
+    containers = container_names(tr.layers)
     infos = [i for i in tr.layers if i.name not in containers]
     first_in = tree.flatten(m.model.inputs)[0] if getattr(m.model, "inputs", None) else None
     hist = getattr(first_in, "_keras_history", None)

@@ -125,11 +125,12 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
         ) from exc
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, label: str = "The image") -> Image.Image:
     """A new ``RGB`` copy of ``image``, converting any Pillow mode faithfully.
 
     Transparency is composited over white; 16-bit, 32-bit and float greyscale
     are scaled (never clipped) to 0..255; LAB goes through a real colour
-    transform.  Raises InputError for a mode Pillow cannot convert.
+    transform.  Raises InputError (naming the image by ``label``) for a mode
+    Pillow cannot convert.
     """
-    return _to_rgb(image, "The image")
+    return _to_rgb(image, label)

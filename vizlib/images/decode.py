@@ -32,7 +32,7 @@ from PIL import Image, ImageFile
 
 from vizlib.errors import InputError
 from vizlib.images import limits, structure
-from vizlib.images.colour import _to_rgb
+from vizlib.images.colour import to_rgb
 from vizlib.images.limits import ImageSource, advice, reason
 from vizlib.images.limits import label as _label
 from vizlib.units import fmt_bytes, fmt_mp
@@ -296,7 +296,7 @@ def decode(
                         f"{label} could not be decoded ({reason(exc)}). Re-save it as JPEG or PNG and "
                         "upload it again."
                     ) from exc
-            rgb = _to_rgb(im, label)
+            rgb = to_rgb(im, label)
     if max_side and max(rgb.size) > max_side:
         # Keep what is held in memory small: a model sees at most a few hundred pixels a side.
         rgb.thumbnail((int(max_side), int(max_side)), Image.BILINEAR, reducing_gap=2.0)
