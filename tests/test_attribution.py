@@ -215,6 +215,19 @@ def test_faithfulness_curves_start_and_end_at_the_two_images(small_cnn):
     assert f["deletion_auc"] == pytest.approx(float(np.trapezoid(f["deletion"], f["fractions"])), abs=1e-6)
 
 
+def test_links_carry_the_method():
+    from vizlib import links
+
+    state, notices = links.from_query({"view": "why", "method": "gradcam++"})
+    assert state.method == "gradcam++" and not notices
+    assert links.to_query(state)["method"] == "gradcam++"
+    assert links.from_query(links.to_query(state))[0] == state
+    assert links.as_dict(state)["method"] == "gradcam++"  # the export manifest's view
+    bad, notices = links.from_query({"view": "why", "method": "guided_backprop"})
+    assert bad.method == "gradcam" and "integrated_gradients" in notices[0]
+    assert "method" not in links.to_query(links.ViewState(view="compare", method="occlusion"))  # why view only
+
+
 # --------------------------------------------------------------------------- a model where the answer is known
 
 

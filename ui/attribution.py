@@ -18,6 +18,7 @@ from vizlib.attribution import METHOD_TITLES, METHODS, forward_seconds, score_me
 from vizlib.attribution.figures import thumbnail
 from vizlib.contract import VizModel
 from vizlib.errors import InputError
+from vizlib.explain import GradientsUnsafe
 from ui.caches import CHART_CONFIG, get_untrained_twin
 
 #: Above this rank correlation with the untrained twin's map, a method fails the randomisation check.
@@ -73,7 +74,7 @@ def scoreboard(m: VizModel, image_key: str, image: Any, class_index: int, class_
         progress.progress(i / len(METHODS), text=f"{METHOD_TITLES[name]} ({i + 1} of {len(METHODS)})…")
         try:
             scores[name] = _scored(m.key, image_key, int(class_index), name, m, image, unit)
-        except InputError as exc:
+        except (InputError, GradientsUnsafe) as exc:  # e.g. no layer to cut at; gradients unsafe here
             scores[name] = str(exc)
     progress.empty()
     big = scores.get(method)
