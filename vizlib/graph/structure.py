@@ -96,10 +96,8 @@ class GraphLayout:
 
 def tensor_graph(km: Any) -> Any:
     """The traced tensor graph (tensors, their producers and inputs) of the receptive-field engine."""
-    try:
-        from vizlib.receptive import layer_graph as build
-    except ImportError:  # the engine's older home
-        from vizlib.receptive import layer_graph as build
+    from vizlib.receptive import layer_graph as build
+
     return build(km)
 
 
