@@ -55,3 +55,21 @@ def test_a_worker_takes_the_drivers_thread_count(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "2"
     tfsetup.use_thread_count(None)
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_tensorflows_retracing_warning_about_our_step_functions_is_filtered_once():
+    import logging
+
+    from vizlib import tfsetup
+
+    tfsetup.configure_process()
+    tfsetup.configure_process()
+    logger = logging.getLogger("tensorflow")
+    assert logger.filters.count(tfsetup._FILTER) == 1
+    ours = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1,
+                             "5 out of the last 5 calls to %s triggered tf.function retracing.",
+                             ("<function compile_step.<locals>.step at 0x1>",), None)
+    other = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1,
+                              "5 out of the last 5 calls to %s triggered tf.function retracing.",
+                              ("<function my_model_fn at 0x1>",), None)
+    assert not logger.filter(ours) and logger.filter(other)

@@ -5,6 +5,10 @@
   stride-2 convolution on an even-sized input, as in the bundled model) corrupt
   the heap and abort the process. Forward passes cost about the same either way
   (benchmarks/README.md). Importing :mod:`vizlib` (or this module) does it.
+* **TensorFlow's log**: its "frequent retracing" warning about vizlib's own
+  feature-visualisation step functions is dropped (one step function is
+  compiled per model, layer and image size, each traced once; TensorFlow counts
+  them together and warns as if one were retraced). Other warnings pass.
 * **Thread count of a worker** (:func:`use_thread_count`): Ray sets
   ``OMP_NUM_THREADS`` from a task's CPU share; a worker computing what the
   driver computes takes the driver's setting, so TensorFlow uses the same
@@ -15,6 +19,7 @@ The environment variables themselves are named and read in :mod:`vizlib.settings
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Optional
@@ -24,10 +29,25 @@ from vizlib.settings import ONEDNN_VAR, THREADS_VAR
 __all__ = ["configure_process", "thread_count", "use_thread_count"]
 
 
+class _OwnTracingNoise(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning about vizlib's feature-visualisation step functions."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not ("triggered tf.function retracing" in text and "compile_step.<locals>" in str(record.args or "")
+                    + text)
+
+
+_FILTER = _OwnTracingNoise()
+
+
 def configure_process() -> None:
-    """Set the environment TensorFlow reads at import (a no-op once TensorFlow is loaded)."""
+    """Set the environment TensorFlow reads at import (a no-op once TensorFlow is loaded); filter its log."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault(ONEDNN_VAR, "0")
+    logger = logging.getLogger("tensorflow")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
 
 
 def thread_count() -> Optional[str]:

@@ -14,7 +14,6 @@ feature visualisation refuses with :class:`vizlib.explain.GradientsUnsafe`
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,21 +30,7 @@ LEARNING_RATE = 0.1
 MAX_GRAPHS_PER_MODEL = 8
 
 
-class _OwnTracingNoise(logging.Filter):
-    """Drop TensorFlow's "frequent retracing" warning about this module's step functions.
-
-    One step function is compiled per (model, layer, image size), each traced
-    once (fixed input signatures); TensorFlow counts them together and warns
-    as if one function were retraced. Other functions' warnings pass.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        return not ("triggered tf.function retracing" in text and "compile_step.<locals>" in str(record.args or "")
-                    + text)
-
-
-logging.getLogger("tensorflow").addFilter(_OwnTracingNoise())
+# TensorFlow's "frequent retracing" warning about the step functions below is filtered in vizlib.tfsetup.
 
 
 def gradients_safe() -> bool:
