@@ -536,3 +536,84 @@ def test_a_damaged_member_of_a_dataset_zip_is_skipped_with_its_reason(tmp_path):
     failures = atlas.manifest["failures"]
     assert [f["path"] for f in failures] == ["bad.png"] and "crc" in failures[0]["error"].lower(), failures
     assert atlas.manifest["counts"]["decoded"] == 1
+
+
+# --------------------------------------------------------------------------- models Keras cannot load (class 9)
+
+
+def _deep_keras(tmp_path: Path, n: int) -> Path:
+    import hostile_corpus as hc
+
+    p = tmp_path / f"deep{n}.keras"
+    p.write_bytes(hc.keras_archive(hc.deep_functional(n)))
+    return p
+
+
+def test_load_depth_follows_keras_graph_walk():
+    """The depth Keras recurses to, not the number of layers: a chain is as deep as it is long."""
+    import hostile_corpus as hc
+    from vizlib.modelcheck.audit import load_depth
+
+    assert load_depth(hc.deep_functional(10)) == 11  # ten ReLUs after the input
+    assert load_depth(hc.deep_functional(1999)) == 2000
+    assert load_depth(hc.long_sequential(140)) == 141
+    assert load_depth(hc.nested_sequentials(100, 50)) == 100  # each nested model is rebuilt on its own
+
+
+@pytest.mark.parametrize("n", [850, 1999])
+def test_a_chain_too_deep_for_keras_is_refused_in_the_users_terms(tmp_path, n):
+    from vizlib.modelcheck import MAX_MODEL_DEPTH, check_model_file
+
+    assert n > MAX_MODEL_DEPTH
+    msg = refused(lambda: check_model_file(_deep_keras(tmp_path, n)), f"chains {n + 1:,} layers", "Rebuild")
+    assert "recursion" not in msg.lower()
+
+
+def test_a_chain_keras_can_load_is_accepted(tmp_path):
+    from vizlib.modelcheck import check_model_file
+
+    assert check_model_file(_deep_keras(tmp_path, 700)).n_layers == 701
+
+
+def test_keras_running_out_of_stack_is_said_in_the_users_terms(tmp_path):
+    """Past the vetting (check=False), Keras itself fails on a 1,100-layer chain: the message is ours, not Python's."""
+    from vizlib.models import load_model_file
+
+    msg = refused(lambda: load_model_file(_deep_keras(tmp_path, 1100), check=False), "layers one after another",
+                  "Rebuild")
+    assert "maximum recursion depth" not in msg
+
+
+def test_a_too_deep_model_is_refused_by_the_command_line(tmp_path):
+    cli_refused("build", "--model", str(_deep_keras(tmp_path, 900)), "--images", str(ROOT / "assets" / "samples"),
+                "--out", str(tmp_path / "out"), "--quiet", words=("chains 901 layers",))
+
+
+@pytest.mark.parametrize("key, value", [("strides", [100_000, 1]), ("pool_size", 5000), ("dilation_rate", [1, 10**6])])
+def test_absurd_strides_windows_and_dilations_are_refused(tmp_path, key, value):
+    import hostile_corpus as hc
+    from vizlib.modelcheck import MAX_WINDOW, check_model_file
+    from vizlib.receptive import MAX_WINDOW as RF_MAX_WINDOW
+
+    assert MAX_WINDOW == RF_MAX_WINDOW  # one bound for the vetting and the receptive-field arithmetic
+    layer = {"module": "keras.layers", "class_name": "MaxPooling2D" if key == "pool_size" else "Conv2D",
+             "registered_name": None, "name": "odd",
+             "config": {"name": "odd", "trainable": True, "dtype": "float32", key: value,
+                        **({"filters": 2, "kernel_size": [3, 3]} if key != "pool_size" else {})},
+             "inbound_nodes": []}
+    config = hc.deep_functional(1)
+    config["config"]["layers"].append(layer)
+    p = tmp_path / "odd.keras"
+    p.write_bytes(hc.keras_archive(config))
+    refused(lambda: check_model_file(p), key, f"{MAX_WINDOW:,}")
+
+
+def test_page_refuses_a_too_deep_uploaded_model(offline, tmp_path):
+    from test_app import make_app
+
+    at = make_app().run()
+    at.selectbox(key="model").set_value("upload").run()
+    at.file_uploader(key="model_file").set_value(("deep.keras", _deep_keras(tmp_path, 900).read_bytes(),
+                                                  "application/octet-stream")).run()
+    text = _page_errors(at)
+    assert "chains 901 layers" in text and "Rebuild" in text, text

@@ -70,3 +70,8 @@ __all__ = [
     "LayerGraph", "layer_graph", "collapse", "graph_layout", "graph_figure", "graph_svg", "graph_png", "kernels",
     "kernel_pixels", "kernel_figure", "kernel_png", "attribution", "faithfulness",
 ]
+
+# Every public function checks its arguments' types first: a wrong type is an InputError naming it.
+from vizlib.arguments import check_namespace as _check_namespace  # noqa: E402
+
+_check_namespace(globals())

@@ -444,3 +444,10 @@ def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, max_side: Opt
             out = {str(keymap.get(key, key)): value for key, value in found.items()}
     return Bundle(image=image, image_name=str(image_info.get("name") or "bundle image"), manifest=meta,
                   arrays=out)
+
+
+# Arguments of the wrong type are InputErrors naming them (vizlib.arguments).
+from vizlib.arguments import check_namespace as _check_namespace  # noqa: E402
+
+_check_namespace(globals(), [n for n, v in list(globals().items()) if not n.startswith("_") and callable(v)
+                             and getattr(v, "__module__", "") == __name__])

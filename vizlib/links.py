@@ -283,3 +283,10 @@ def from_dict(d: Mapping[str, Any], **kwargs: Any) -> tuple[ViewState, list[str]
     """Inverse of :func:`as_dict`, as forgiving as :func:`from_query`."""
     params = {k: (",".join(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}
     return from_query(params, **kwargs)
+
+
+# Arguments of the wrong type are InputErrors naming them (vizlib.arguments).
+from vizlib.arguments import check_namespace as _check_namespace  # noqa: E402
+
+_check_namespace(globals(), [n for n, v in list(globals().items()) if not n.startswith("_") and callable(v)
+                             and getattr(v, "__module__", "") == __name__])

@@ -580,6 +580,10 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except InputError:
         raise
+    except RecursionError as exc:  # a chain of layers longer than Python's stack (modelcheck caps the depth)
+        from vizlib.modelcheck.rules import too_deep
+
+        raise too_deep(title or path.name) from exc
     except Exception as exc:  # Keras raises many types for a bad file; all are the user's file.
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.info("keras could not load %s: %s", path, exc)
@@ -614,5 +618,10 @@ def load_model(model: Any, weights: Optional[str] = "imagenet", **kwargs: Any) -
             return loaded.untrained_copy(0) if weights in (None, "untrained") else loaded
         known = ", ".join([BUNDLED_NAME, *CATALOGUE])
         raise InputError(f"Unknown model '{text}'. Use one of {known}, or a path to a .keras or .h5 file.")
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise InputError(f"A model must be a catalogue name ({BUNDLED_NAME}, {', '.join(CATALOGUE)}), a path to a "
+                         f".keras or .h5 file, or a keras.Model -- not a {type(model).__name__}.")
     loaded = describe_keras_model(model, **kwargs)
     return loaded.untrained_copy(0) if weights in (None, "untrained") else loaded

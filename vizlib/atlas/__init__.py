@@ -25,3 +25,8 @@ from vizlib.atlas.job import DEFAULT_TOP, build, default_layers
 from vizlib.atlas.store import Atlas, load
 
 __all__ = ["Atlas", "DEFAULT_TOP", "build", "default_layers", "load"]
+
+# Arguments of the wrong type are InputErrors naming them (vizlib.arguments).
+from vizlib.arguments import check_namespace as _check_namespace  # noqa: E402
+
+_check_namespace(globals())

@@ -12,8 +12,9 @@ from typing import Any
 
 from vizlib import schema
 from vizlib.errors import InputError
-from vizlib.modelcheck.rules import (LOCAL_HINT, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_LAYERS, MAX_MODEL_NESTING,
-                                     MAX_SEQUENTIAL_COST, MAX_SEQUENTIAL_LAYERS, UNCHANGED, damaged, in_layer)
+from vizlib.modelcheck.rules import (LOCAL_HINT, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_LAYERS, MAX_MODEL_DEPTH,
+                                     MAX_MODEL_NESTING, MAX_SEQUENTIAL_COST, MAX_SEQUENTIAL_LAYERS, UNCHANGED, damaged,
+                                     in_layer, too_deep)
 from vizlib.modelcheck.sizes import (build_input_shape, check_geometry, check_hyperparameters, dtype_name,
                                      estimate_params, valid_shape)
 from vizlib.modelcheck.tables import (ACTIVATION_NAMES, ALLOWED_CLASSES, BARE_NAMES, COMPILE_BARE_NAMES, COMPILE_CLASSES,
@@ -42,6 +43,7 @@ class ConfigAudit:
         self.estimated_bytes = 0
         self.input_shapes: list[tuple[int | None, ...]] = []
         self.compiled = False
+        self.depth = 0
 
     # -- entry points -----------------------------------------------------
 
@@ -55,6 +57,9 @@ class ConfigAudit:
                 "written by model.save() for a keras.Model or keras.Sequential."
             )
         self._walk(config, in_compile=False)
+        self.depth = load_depth(config)
+        if self.depth > MAX_MODEL_DEPTH:
+            raise too_deep(self.file_name, self.depth)
 
     def run_compile(self, training_config: Any) -> None:
         self._walk(training_config, in_compile=True, owner=None)
@@ -332,3 +337,87 @@ def _object_name(d: dict) -> str | None:
     if isinstance(name, str) and name:
         return name[:80]
     return None
+
+
+
+def _parents(inbound: Any) -> list[str]:
+    """Names of the layers a layer's ``inbound_nodes`` read from, in order (Keras 3 and legacy Keras 2 forms)."""
+    found: list[str] = []
+    stack = [inbound]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            history = node.get("keras_history")
+            if isinstance(history, list) and history and isinstance(history[0], str):
+                found.append(history[0])
+            else:
+                stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            if len(node) >= 3 and isinstance(node[0], str) and type(node[1]) is int and type(node[2]) is int:
+                found.append(node[0])  # legacy: [layer name, node index, tensor index, kwargs]
+            else:
+                stack.extend(reversed(node))
+    return found
+
+
+def _layer_name(layer: dict) -> Any:
+    name = layer.get("name")
+    if not isinstance(name, str) and isinstance(layer.get("config"), dict):
+        name = layer["config"].get("name")
+    return name
+
+
+def load_depth(config: Any, nesting: int = 0) -> int:
+    """How deep Keras recurses while rebuilding this model config: the deepest its graph walk goes.
+
+    Keras rebuilds a functional model's graph with a recursive depth-first walk from the outputs
+    (``keras.src.ops.function._build_map_helper``: inputs in order, each layer once), so the stack
+    it needs is the deepest path that walk takes -- not the number of layers (DenseNet201 has 709
+    layers and a walk ~100 deep). A Sequential is a chain; a nested model is rebuilt on its own.
+    Computed here by the same walk, iteratively.
+    """
+    if not isinstance(config, dict) or nesting > MAX_MODEL_NESTING:
+        return 0
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    if not isinstance(layers, list):
+        return 0
+    nested = max((load_depth(layer, nesting + 1) for layer in layers
+                  if isinstance(layer, dict) and layer.get("class_name") in MODELS), default=0)
+    if config.get("class_name") == "Sequential":
+        return max(len(layers), nested)
+    by_name = {}
+    for layer in layers:
+        if isinstance(layer, dict) and isinstance(_layer_name(layer), str):
+            by_name.setdefault(_layer_name(layer), layer)
+    parents = {name: [p for p in _parents(layer.get("inbound_nodes")) if p in by_name]
+               for name, layer in by_name.items()}
+    outputs = [o[0] for o in _output_names(inner)] or list(by_name)[-1:]
+    deepest = 0
+    done: set[str] = set()
+    for out in outputs:
+        if out not in by_name or out in done:
+            continue
+        stack = [(out, 0)]  # (layer, index of the next input to visit): the recursion, made explicit
+        active = {out}
+        while stack:
+            deepest = max(deepest, len(stack))
+            name, i = stack[-1]
+            if i < len(parents[name]):
+                stack[-1] = (name, i + 1)
+                nxt = parents[name][i]
+                if nxt not in done and nxt not in active:
+                    stack.append((nxt, 0))
+                    active.add(nxt)
+            else:
+                stack.pop()
+                active.discard(name)
+                done.add(name)
+    return max(deepest, nested)
+
+
+def _output_names(inner: Any) -> list[list]:
+    outs = inner.get("output_layers") if isinstance(inner, dict) else None
+    if isinstance(outs, list) and len(outs) == 3 and isinstance(outs[0], str):
+        outs = [outs]  # a single output may be written unwrapped
+    return [o for o in outs if isinstance(o, list) and o and isinstance(o[0], str)] if isinstance(outs, list) else []

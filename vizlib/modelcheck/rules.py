@@ -47,6 +47,13 @@ MAX_UPSAMPLING = 256  # product of UpSampling size / transposed-conv strides
 MAX_PADDING = 4096
 MAX_RESIZE_SIDE = 8192
 MAX_DIM = 2**31  # any single tensor dimension
+#: Largest kernel, stride, pool or dilation on one axis (vizlib.receptive.MAX_WINDOW: the same bound).
+MAX_WINDOW = 4096
+#: How deep Keras may recurse while rebuilding a model's graph (its depth-first walk from the outputs,
+#: see vizlib.modelcheck.audit.load_depth). Python's default stack gives out at ~985 levels (measured:
+#: a chain of 960 layers loads, 1,000 fails with RecursionError); Keras Applications models need at
+#: most a few hundred (benchmarks/README.md, "Hostile inputs, round 3").
+MAX_MODEL_DEPTH = 800
 
 UNCHANGED = "Upload the file written by model.save('model.keras') unchanged."
 LOCAL_HINT = (
@@ -72,3 +79,14 @@ def not_a_model(name: str, why: str) -> InputError:
     )
 
 
+
+
+def too_deep(name: str, depth: int | None = None) -> InputError:
+    """The refusal of a model whose chain of layers is too long for Keras to load (``depth`` if known)."""
+    what = (f"chains {depth:,} layers one after another" if depth is not None
+            else "chains too many layers one after another")
+    return InputError(
+        f"'{name}' {what}. Keras loads a model by recursing along its chains of layers, and more than "
+        f"{MAX_MODEL_DEPTH:,} in a row exhaust Python's call stack, so it cannot be loaded here. "
+        f"Rebuild it with fewer layers in a row (real CNNs have a few hundred), {LOCAL_HINT}."
+    )

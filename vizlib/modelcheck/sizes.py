@@ -11,7 +11,7 @@ from typing import Any
 
 from vizlib.errors import InputError
 from vizlib.modelcheck.rules import (LOCAL_HINT, MAX_DEPTH_MULTIPLIER, MAX_DIM, MAX_HEADS, MAX_KERNEL_ELEMENTS,
-                                     MAX_PADDING, MAX_RESIZE_SIDE, MAX_UNITS, MAX_UPSAMPLING)
+                                     MAX_PADDING, MAX_RESIZE_SIDE, MAX_UNITS, MAX_UPSAMPLING, MAX_WINDOW)
 from vizlib.modelcheck.tables import CONV, CONV_T, DEPTHWISE, SEPARABLE
 
 
@@ -72,6 +72,12 @@ def check_geometry(
     def refuse(key: str, limit: int) -> InputError:
         return _hp_error(cls, key, where, file_name, limit)
 
+    # Windows, strides and dilations on any axis: beyond MAX_WINDOW nothing is a CNN any more, and the
+    # receptive-field arithmetic (vizlib.receptive, the same bound) would refuse the model later anyway.
+    for key in ("kernel_size", "strides", "pool_size", "dilation_rate"):
+        value = cfg.get(key)
+        if value is not None and (_ints(value) is None or max(_ints(value) or [0]) > MAX_WINDOW):
+            raise refuse(key, MAX_WINDOW)
     if cls.startswith("UpSampling"):
         size = _ints(cfg.get("size"))
         if size is None or math.prod(size) > MAX_UPSAMPLING:
