@@ -365,6 +365,18 @@ def test_a_directory_of_another_job_is_refused(built, data, tmp_path):
         vizlib.atlas.build("emotion_cnn", data, tmp_path / "busy", top=K)
 
 
+def test_an_atlas_decoded_the_old_way_still_opens_but_is_not_resumed(built, data, tmp_path):
+    """Rows of the older decoding (DCT scale of the model's input) must not be mixed with the page's decoding."""
+    old = tmp_path / "old"
+    shutil.copytree(built.directory, old)
+    manifest = json.loads((old / store.MANIFEST).read_text())
+    manifest["decode"] = {"max_side": 1024, "draft": "JPEG decoded at the smallest scale >= the model's input"}
+    (old / store.MANIFEST).write_text(json.dumps(manifest))
+    assert vizlib.atlas.load(old).top(built.layers[0], 0) == built.top(built.layers[0], 0)
+    with pytest.raises(InputError, match="decoding"):
+        vizlib.atlas.build("emotion_cnn", data, old, top=K, batch_size=BATCH, shard_size=SHARD)
+
+
 def test_cli_errors_are_messages(tmp_path):
     r = subprocess.run(_cli("--model", "emotion_cnn", "--images", str(tmp_path / "nothing"), "--out",
                             str(tmp_path / "o")), env=dict(os.environ, PYTHONPATH=str(REPO)),
