@@ -16,6 +16,7 @@ from vizlib.layers import first_conv, final_feature_map_reason, last_conv, layer
 from ui import featvis as fv_ui
 from ui.caches import CHART_CONFIG, channel_over_chunk, compute
 from ui.explain import cell_panel, contributions_for
+from ui.scroll import scroll_to_row
 from ui.state import choice, number
 from ui.widgets import class_labels, clamp_channel, on_grid_click, share_and_export, show_detail, show_grid
 
@@ -105,15 +106,24 @@ def view_explore(m: VizModel, image_key: str, image_name: str, image, view_img) 
         ss.layer = names[0]
     table = layer_table(m)
 
+    # The layer shown is the selected row, in view, however it was chosen (the table, the picker, the
+    # depth profile): one table per layer, so its selection starts at that layer's row.
+    shown_row = next((i for i, r in enumerate(table) if r["name"] == ss.layer), None)
+    table_key = f"layer_table-{shown_row}"
+
     def on_row() -> None:
-        rows = st.session_state["layer_table"].selection.rows
+        rows = st.session_state[table_key].selection.rows
         if rows and table[rows[0]]["name"] in by_name:
             st.session_state["layer"] = table[rows[0]]["name"]
 
     with st.expander(f"All {len(table)} layers, in forward order (click a row with maps to show it)",
                      expanded=True):
-        st.dataframe(table, hide_index=True, width="stretch", height=260, key="layer_table",
-                     on_select=on_row, selection_mode="single-row")
+        st.dataframe(table, hide_index=True, width="stretch", height=260, key=table_key,
+                     on_select=on_row, selection_mode="single-row",
+                     selection_default={"selection": {"rows": [] if shown_row is None else [shown_row],
+                                                      "columns": []}})
+        if shown_row is not None:
+            scroll_to_row(table_key, shown_row)
     info = by_name[choice(st, "Layer", names, key="layer", format_func=lambda n: by_name[n].describe())]
     clamp_channel("channel", info.channels)
     acts, output = compute(m.key, image_key, (info.name,), m, image)
