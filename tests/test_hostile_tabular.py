@@ -242,6 +242,26 @@ def test_a_compressed_arrow_batch_is_sized_from_its_buffers_before_reading(tmp_p
         sources.list_source(path)
 
 
+def test_an_uncompressed_arrow_batch_is_read_in_place_and_bad_offsets_are_refused(tmp_path, monkeypatch):
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    blobs = [bytes([65 + i]) * 1000 for i in range(3)] + [b"\0" * (6 * MB)]
+    feather.write_feather(pa.table({"image": pa.array(blobs, pa.binary())}), tmp_path / "plain.arrow",
+                          compression="uncompressed")
+    monkeypatch.setattr(sources, "MAX_ROW_GROUP_BYTES", 4 * MB)  # the batch is 6 MB, mapped: nothing allocated
+    listing = sources.list_source(tmp_path / "plain.arrow")
+    assert sources.read_bytes(listing.ref, 1, listing.names[1]) == blobs[1]
+    data = (tmp_path / "plain.arrow").read_bytes()
+    offsets = struct.pack("<5i", 0, 1000, 2000, 3000, 3000 + 6 * MB)
+    assert data.count(offsets) == 1
+    (tmp_path / "bad.arrow").write_bytes(data.replace(offsets, struct.pack("<5i", 0, 1000, 2000, 2**30, 2**31 - 1)))
+    with pytest.raises(InputError, match="could not be read"):
+        sources.ItemReader(sources.list_source(tmp_path / "bad.arrow").ref).read(0, "0")
+
+
 def test_damaged_footers_are_refused(tmp_path):
     good = zstd_bomb_parquet(tmp_path / "g.parquet", 1000)
     data = bytearray(good.read_bytes())

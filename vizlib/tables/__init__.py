@@ -60,6 +60,7 @@ class Group:
     nbytes: int  # declared decoded bytes of the columns read
     nulls: Optional[int] = None  # declared nulls of the ``null_column`` (None: not declared)
     start: int = 0  # index of its first row in the table
+    alloc: Optional[int] = None  # bytes reading it allocates (None: nbytes; 0 for uncompressed mapped Arrow)
 
 
 def _label(label: str) -> str:
@@ -168,15 +169,17 @@ class TableReader:
                         yield start, batch
                         start += batch.num_rows
                 else:
-                    if g.nbytes > self.budget:
+                    alloc = g.nbytes if g.alloc is None else g.alloc
+                    if alloc > self.budget:
                         raise InputError(
-                            f"{_label(self.label)} has a record batch of {fmt_bytes(g.nbytes)} decoded, over the "
+                            f"{_label(self.label)} has a record batch of {fmt_bytes(alloc)} decoded, over the "
                             f"{fmt_bytes(self.budget)} a reader holds at a time: write it in smaller batches "
                             "(pyarrow: max_chunksize=...).")
                     batch = self._ipc.get_batch(gi)
                     if batch.num_rows != g.rows:
                         raise InputError(f"{_label(self.label)} is damaged: a record batch has another row count "
                                          "than its metadata says.")
+                    batch.validate(full=True)  # offsets inside their buffers before any value is touched
                     yield g.start, batch
             except InputError:
                 raise
@@ -307,7 +310,8 @@ def open_table(location: str | os.PathLike[str], kind: str, *, label: str = "", 
         if kind == "arrow":
             from vizlib.tables.ipc import open_ipc
 
-            return open_ipc(source, label, cols, null_column, max_rows, max_group_bytes)
+            return open_ipc(source, label, cols, null_column, max_rows, max_group_bytes,
+                            mapped="://" not in os.fspath(location))
         raise InputError(f"Unknown table kind {kind!r}.")
     except InputError:
         source.close()

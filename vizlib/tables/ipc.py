@@ -65,6 +65,7 @@ class _Batch:
     rows: int
     nodes: list[tuple[int, int]] = field(default_factory=list)  # (length, null count) per field node
     decoded: int = 0
+    compressed: bool = False
 
 
 def _read_message(source: Any, offset: int, meta_len: int, body_len: int, size: int, label: str) -> _Batch:
@@ -104,7 +105,7 @@ def _read_message(source: Any, offset: int, meta_len: int, body_len: int, size: 
             decoded += blen
     if rows < 0 or any(n < 0 or nc < 0 or nc > n for n, nc in nodes):
         raise ValueError("negative lengths")
-    return _Batch(int(rows), [(int(a), int(b)) for a, b in nodes], int(decoded))
+    return _Batch(int(rows), [(int(a), int(b)) for a, b in nodes], int(decoded), compressed)
 
 
 def _node_count(t: Any) -> int:
@@ -131,7 +132,11 @@ def _node_index(schema: Any, path: str) -> Optional[int]:
 
 
 def open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column: Optional[str],
-              max_rows: Optional[int], max_group_bytes: int) -> TableReader:
+             max_rows: Optional[int], max_group_bytes: int, mapped: bool = False) -> TableReader:
+    """A :class:`~vizlib.tables.TableReader` over an Arrow IPC file, every batch sized from its metadata.
+
+    ``mapped``: the file is memory-mapped, so uncompressed buffers are the file's own
+    bytes (read in place, nothing allocated); compressed ones are decoded, and sized."""
     import pyarrow as pa
 
     size = source.size()
@@ -173,8 +178,10 @@ def open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column:
     null_node = _node_index(schema, null_column) if null_column else None
     parent_node = _node_index(schema, null_column.split(".")[0]) if null_column and "." in null_column else None
     try:
-        dict_bytes = sum(_read_message(source, o, m, b, size, label).decoded for o, m, b in dictionaries)
-        if dict_bytes > max_group_bytes:
+        dict_infos = [_read_message(source, o, m, b, size, label) for o, m, b in dictionaries]
+        dict_bytes = sum(d.decoded for d in dict_infos)
+        dict_alloc = sum(d.decoded for d in dict_infos if d.compressed or not mapped)
+        if dict_alloc > max_group_bytes:
             raise InputError(f"{_label(label)} has dictionaries of {fmt_bytes(dict_bytes)} decoded, over the "
                              f"{fmt_bytes(max_group_bytes)} limit.")
         groups: list[Group] = []
@@ -183,8 +190,9 @@ def open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column:
             info = _read_message(source, o, m, b, size, label)
             if max_rows is not None and start + info.rows > max_rows:
                 raise InputError(f"{_label(label)} declares more than {max_rows:,} rows; the limit is {max_rows:,}.")
-            if info.decoded > max_group_bytes:
-                raise InputError(f"{_label(label)} has a record batch of {fmt_bytes(info.decoded)} decoded, over the "
+            alloc = (info.decoded if info.compressed or not mapped else 0) + dict_alloc
+            if alloc > max_group_bytes:
+                raise InputError(f"{_label(label)} has a record batch of {fmt_bytes(alloc)} decoded, over the "
                                  f"{fmt_bytes(max_group_bytes)} limit: write it in smaller batches.")
             nulls = None
             if null_node is not None and null_node < len(info.nodes):
@@ -192,7 +200,7 @@ def open_ipc(source: Any, label: str, columns: Optional[list[str]], null_column:
                 if parent_node is not None and parent_node < len(info.nodes):
                     nulls = max(nulls, info.nodes[parent_node][1])
             groups.append(Group(rows=info.rows, nbytes=max(info.decoded + dict_bytes, info.rows * 8),
-                                nulls=nulls, start=start))
+                                nulls=nulls, start=start, alloc=alloc))
             start += info.rows
     except InputError:
         raise

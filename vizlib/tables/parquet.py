@@ -167,6 +167,8 @@ def _check_pages(source: Any, chunk: Any, label: str, max_page: Optional[int] = 
 def open_parquet(source: Any, label: str, columns: Optional[list[str]], null_column: Optional[str],
                   max_rows: Optional[int], max_group_bytes: int, check_pages: bool,
                   max_page: Optional[int] = None) -> TableReader:
+    """A :class:`~vizlib.tables.TableReader` over a Parquet file, every chunk of ``columns`` sized from the footer
+    (and its page headers, with ``check_pages``) before anything is decoded."""
     import pyarrow.parquet as pq
 
     _parquet_footer(source, label)
