@@ -58,13 +58,13 @@ MAX_LISTED_FAILURES = 10_000
 PICTURE_ROWS = 16
 #: Decoded bytes the tables of an atlas may declare when read (checked from their metadata first).
 MAX_SHARD_DECODED = 512 * 2**20
-MAX_TOP_DECODED = 512 * 2**20
-MAX_TOP_ROWS = 4_000_000
+MAX_TOP_DECODED = 256 * 2**20
+MAX_TOP_ROWS = 2_000_000
 #: Declared bytes of one row group's picture column (one picture fetch reads at most this, in
 #: batches of :data:`PICTURE_BATCH_BYTES`), and of a picture table's key columns in all.
 MAX_PICTURE_GROUP_BYTES = 32 * 2**20
 PICTURE_BATCH_BYTES = 2 * 2**20
-MAX_PICTURE_KEY_BYTES = 256 * 2**20
+MAX_PICTURE_KEY_BYTES = 64 * 2**20
 
 
 # --------------------------------------------------------------------------- atomic writes
