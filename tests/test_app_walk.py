@@ -36,8 +36,6 @@ def class_in_label(label: str) -> str:
 
 def highlighted_bar(at) -> tuple[list[str], "str | None"]:
     """(bar labels, the highlighted one) of the top-5 chart: the bar in the full colour."""
-    from ui.widgets import BAR
-
     spec = next((s for t, s in charts(at).items() if t.startswith("Top-5")), None)
     if spec is None:
         return [], None
@@ -46,7 +44,7 @@ def highlighted_bar(at) -> tuple[list[str], "str | None"]:
     labels = list(trace["y"])
     if not isinstance(colours, list) or len(set(colours)) == 1:
         return labels, None
-    lit = [y for y, c in zip(labels, colours) if c == BAR]
+    lit = [y for y, c in zip(labels, colours) if colours.count(c) == 1]  # the one bar in its own colour
     return labels, lit[0] if len(lit) == 1 else None
 
 
@@ -62,8 +60,9 @@ def assert_names_agree(at, where: str = "") -> None:
         return
     opts = cls.options
     label = cls.format_func(cls.value) if cls.format_func else str(cls.value)
-    name = class_in_label(label)
-    cam = [re.sub(r"\s*<br>\s*", " ", t) for t in charts(at) if t.startswith("Where the model looked for")]
+    name = re.sub(r"\s+", " ", class_in_label(label))
+    cam = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", t)) for t in charts(at)
+           if t.startswith("Where the model looked for")]  # the title as read: tags and wrapping out
     assert cam and name in cam[0], (where, label, cam)
     assert lit == (name if name in labels else None), (where, name, labels, lit)
     assert label in opts

@@ -18,6 +18,7 @@ from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
 from ui.state import check_cell, check_class, choice, number
+from ui.state import check_cell, check_class, choice, number
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
@@ -107,13 +108,18 @@ def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel:
 # --------------------------------------------------------------------------- the "why" view
 
 
-def class_options(m: VizModel, probs: np.ndarray) -> tuple[list[int], Any]:
+def class_options(m: VizModel, probs: np.ndarray, top: Optional[int] = None) -> tuple[list[int], Any]:
+    """The picker's classes, most likely first, after -1 ("the top prediction").
+
+    ``top`` is the class the explanation takes as the top prediction: with near-equal
+    scores (an untrained model) the label must name that one, not another of the ties.
+    """
     names = m.class_names if m.class_names and len(m.class_names) == len(probs) else None
     order = [int(i) for i in np.argsort(-probs, kind="stable")]
+    top = order[0] if top is None else int(top)
 
     def label(i: int) -> str:
         if i < 0:
-            top = order[0]
             return f"the top prediction: {names[top] if names else f'class {top}'}"
         return f"{names[i] if names else f'class {i}'} ({probs[i]:.1%})"
 
@@ -140,7 +146,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     top = explained(m.key, image_key, -1, "", m, image)
     probs = top.probabilities
     check_class(m, len(probs))  # checked against this model's classes (the page checked it by name already)
-    options, label = class_options(m, probs)
+    options, label = class_options(m, probs, top.class_index)
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
     # The labels carry this image's probabilities: choice() re-sends the value every run, so the
     # browser never keeps (and sends back) a label of another model or image.
@@ -159,6 +165,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
                    "shows the architecture or the image's edges, not what training taught.")
     ss.twin = "on" if ss.get("twin_on") else "off"
     ex = explained(m.key, image_key, int(cls), camlayer, m, image)
+    ss["_explained"] = ex.class_index  # the top-5 chart highlights the class explained (ui/page.py)
     base = explain.model_view_array(m, image)
     opacity = int(ss.opacity) / 100
     left, right = st.columns([3, 2])

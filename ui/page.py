@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-import numpy as np
 import streamlit as st
 
 import vizlib  # noqa: E402,F401  (first: it turns TensorFlow's oneDNN off before TensorFlow loads)
@@ -51,15 +50,10 @@ def current_image(uploads, current):
     return next(u for u in uploads if u[0] == current)
 
 
-def explained_class(view: str, output) -> Optional[int]:
-    """The class the Why view explains (its picker's class, or the top prediction), else None."""
-    if view != "why" or output is None:
-        return None
-    cls = st.session_state.get("cls", -1)
-    if isinstance(cls, int) and cls >= 0:
-        return cls
-    out = np.asarray(output)
-    return int(np.argmax(out[0])) if out.ndim == 2 and out.shape[1] > 1 else None
+def explained_class(view: str) -> Optional[int]:
+    """The class the Why view explained in this run (the one its picker names), else None."""
+    value = st.session_state.pop("_explained", None)
+    return int(value) if view == "why" and value is not None else None
 
 
 def page() -> None:
@@ -137,7 +131,7 @@ def page() -> None:
         st.error(str(exc))
     else:
         with pred_slot.container():
-            show_predictions(m, output, explained=explained_class(view, output))
+            show_predictions(m, output, explained=explained_class(view))
     install_touch_select()
     sync_url(on_screen(current_state(), image_key))
 
