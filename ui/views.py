@@ -16,7 +16,6 @@ from vizlib.layers import first_conv, final_feature_map_reason, last_conv, layer
 from ui import featvis as fv_ui
 from ui.caches import CHART_CONFIG, channel_over_chunk, compute
 from ui.explain import cell_panel, contributions_for
-from ui.state import choice, number
 from ui.scroll import scroll_to_row
 from ui.state import choice, number
 from ui.widgets import class_labels, clamp_channel, on_grid_click, share_and_export, show_detail, show_grid
