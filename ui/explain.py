@@ -18,7 +18,6 @@ from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
 from ui.state import check_cell, check_class, choice, number
-from ui.state import check_cell, check_class, choice, number
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
