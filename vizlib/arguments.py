@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from vizlib.errors import InputError
 
-__all__ = ["check_namespace", "checked", "require"]
+__all__ = ["check_namespace", "checked", "fits", "hints", "require"]
 
 #: Items of a list, tuple or mapping looked at (a wrong type is almost always in the first few).
 MAX_ITEMS_CHECKED = 1000
@@ -208,6 +208,17 @@ def _hints(fn: Callable) -> dict[str, Any]:
                 continue
         out[name] = hint
     return out
+
+
+def fits(value: Any, hint: Any) -> Optional[bool]:
+    """Whether ``value`` fits the type ``hint``; None when the hint is not one this checker judges."""
+    result = _fits(value, hint)
+    return None if result is _UNKNOWN else bool(result)
+
+
+def hints(fn: Callable) -> dict[str, Any]:
+    """The parameter hints of ``fn`` this module can resolve (what :func:`checked` checks)."""
+    return _hints(fn)
 
 
 def require(value: Any, hint: Any, name: str, where: str = "") -> None:

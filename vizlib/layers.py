@@ -9,6 +9,8 @@ addressable from the outer input. The trace is cached per model object.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +166,10 @@ def trace(model: Any) -> Trace:
 
 def _infos(model: Any) -> list[LayerInfo]:
     """Layer list of a model: a :class:`vizlib.contract.VizModel` says it; a bare ``keras.Model`` is traced."""
-    from vizlib.contract import VizModel
+    from vizlib.contract import VizModel, as_model
 
+    if isinstance(model, (str, os.PathLike)):  # a catalogue name or a model file, as every vizlib function takes
+        model = as_model(model)
     if isinstance(model, VizModel):
         return list(model.layers)
     return trace(model).layers
