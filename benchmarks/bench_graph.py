@@ -15,6 +15,13 @@ Per model (built once, not timed), median of ``--rounds`` interleaved rounds:
 Paint (uncached) = g + l + f + j for the view the page opens on (blocks collapsed from 120 layers);
 target for DenseNet121 <= 2 s, and the cached path <= 0.2 s. Ratio c / paint in one run.
 SVG and PNG exports are timed once per model (e).
+
+``--browser``: the page itself in Chromium (``streamlit run app.py``, DenseNet121 untrained, the
+Architecture view), times taken inside the page with ``performance.now()`` until the graph's boxes
+are drawn and the page is idle: (b1) first load on a cold server, (b2) a fresh session on the
+warm server, (b3) "Collapse blocks" off (a new layout of all 429 layers) and (b4) on again (the
+cached layout and figure): click to repaint, the whole page's rerun included; (b5) the baseline, a
+rerun of the same page that leaves the graph as it is (the kernels' drawing mode).
 """
 
 from __future__ import annotations
@@ -87,13 +94,94 @@ def measure(name: str, rounds: int) -> dict:
     return out
 
 
+_PAINTED = """
+() => {
+  const idle = !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-stale="true"]');
+  const graph = document.querySelector('.st-key-graph-chart .js-plotly-plot');
+  if (!idle || !graph || !graph.querySelectorAll('.scatterlayer .js-fill').length) return null;
+  const title = (graph.querySelector('.gtitle') || {}).textContent || '';
+  return [performance.now(), title];
+}
+"""
+
+
+_BUSY = """() => !!document.querySelector('[data-stale="true"]')
+                  || !!document.querySelector('[data-testid="stStatusWidget"]')"""
+
+
+def browser_times(repeats: int) -> dict:
+    """Navigation / a toggle click -> the graph drawn and the page idle, in Chromium, in ms."""
+    from playwright.sync_api import sync_playwright
+
+    from bench_browser import CHROMIUM, CHROMIUM_ARGS, Server, free_port
+
+    port = free_port()
+    server = Server(port, C.OUT / "bench_graph_server.log")
+    C.OUT.mkdir(parents=True, exist_ok=True)
+    server.wait_healthy()
+    url = f"http://localhost:{port}/?model=densenet121&weights=untrained&view=graph"
+    out: dict = {"load": [], "expand": [], "collapse_cached": [], "baseline": []}
+
+    def wait(page, title_has: str) -> float:
+        page.wait_for_function(f"""() => {{ const r = ({_PAINTED})(); return r && r[1].includes('{title_has}')
+                                        ? r[0] : null; }}""", timeout=300_000, polling=50)
+        return page.evaluate(f"({_PAINTED})()")[0]
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for i in range(repeats + 1):
+                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = ctx.new_page()
+                page.goto(url, wait_until="commit")
+                out["load"].append(wait(page, "81 boxes"))
+                page.wait_for_timeout(1500)
+                toggle = page.locator(".st-key-graph-blocks label")
+                t0 = page.evaluate("performance.now()")
+                toggle.click()
+                out["expand"].append(wait(page, "429 boxes") - t0)
+                page.wait_for_timeout(1500)
+                t0 = page.evaluate("performance.now()")
+                toggle.click()
+                out["collapse_cached"].append(wait(page, "81 boxes") - t0)
+                page.wait_for_timeout(1500)
+                # the baseline: a rerun of the same page that leaves the graph as it is (the kernels'
+                # drawing mode changes: its figure is rebuilt, the graph's comes out of the cache)
+                mode = "Kernel norms" if i % 2 == 0 else "Pictures"
+                t0 = page.evaluate("performance.now()")
+                page.locator(".st-key-graph-kernel-mode").get_by_role("radio", name=mode, exact=True).click()
+                page.wait_for_function(_BUSY, timeout=30_000, polling=20)
+                out["baseline"].append(wait(page, "81 boxes") - t0)
+                ctx.close()
+            browser.close()
+    finally:
+        server.stop()
+    return {"cold_load_ms": out["load"][0], "load_ms": out["load"][1:], "expand_ms": out["expand"],
+            "collapse_cached_ms": out["collapse_cached"][1:], "baseline_ms": out["baseline"][1:]}
+
+
 def main() -> None:
     import vizlib
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default=",".join(["emotion_cnn", *vizlib.CATALOGUE]))
+    ap.add_argument("--browser", action="store_true", help="only the page in Chromium (DenseNet121)")
     args = ap.parse_args()
+    if args.browser:
+        C.header("Architecture graph in Chromium: DenseNet121, navigation / click -> graph drawn, page idle")
+        b = browser_times(args.rounds)
+        print(f"cold first load  {b['cold_load_ms']:.0f} ms (server start excluded; model build included)")
+        print(f"warm load        median {C.median(b['load_ms']):.0f} ms  {[round(x) for x in b['load_ms']]}")
+        print(f"expand (layout)  median {C.median(b['expand_ms']):.0f} ms  {[round(x) for x in b['expand_ms']]}")
+        print(f"collapse, cached median {C.median(b['collapse_cached_ms']):.0f} ms  "
+              f"{[round(x) for x in b['collapse_cached_ms']]}")
+        print(f"baseline rerun   median {C.median(b['baseline_ms']):.0f} ms  "
+              f"{[round(x) for x in b['baseline_ms']]}  (the same page, graph unchanged)")
+        print(f"cached collapse / baseline rerun: {C.median(b['collapse_cached_ms']) / C.median(b['baseline_ms']):.2f}")
+        C.save("graph_browser", b)
+        return
     C.header("Architecture graph: layout time and payload per model")
     results = []
     print(f"{'model':16} {'nodes':>5} {'edges':>5} {'blocks':>6} {'shown':>5} {'graph':>7} {'layout':>7} "

@@ -260,10 +260,13 @@ def graph_figure(model_or_graph: Any, *, collapse_nested: Any = False, collapse_
     x_lo = min(max(focus_x - view_w / 2, 0), max(width - view_w, 0)) if width > view_w else (width - view_w) / 2
     y_lo = min(max(focus_y, 0), max(total_h - height, 0))
     fig.update_layout(
-        title=dict(text=html.escape(title), x=0, xanchor="left", font=dict(size=14)) if title else None,
-        height=height, margin=dict(l=0, r=0, t=40 if title else 8, b=0), hovermode="closest",
+        # The title on top, the legend on its own line below it, then the plot: never on each other.
+        title=dict(text=html.escape(title), x=0, xanchor="left", yref="container", y=1 - 8 / height,
+                   yanchor="top", font=dict(size=14)) if title else None,
+        height=height, margin=dict(l=0, r=0, t=(62 if title else 34), b=0), hovermode="closest",
         dragmode="pan", plot_bgcolor="white", paper_bgcolor="white", shapes=shapes, clickmode="event+select",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right", font=dict(size=11)),
+        legend=dict(orientation="h", yref="container", yanchor="top", y=1 - (32 if title else 6) / height, x=0,
+                    xanchor="left", font=dict(size=11)),
         xaxis=dict(visible=False, range=[x_lo, x_lo + view_w]),
         yaxis=dict(visible=False, range=[y_lo + height, y_lo], scaleanchor="x", scaleratio=1),
     )
