@@ -75,8 +75,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
     cases = [
-        ("1 tabular: dictionary value x 20,000 rows (1 MB file)", "read",
+        ("1 tabular: one 1 MB dictionary value x 20,000 rows (1 MB file)", "read",
          str(t.repeated_dictionary_parquet(tmp / "dict.parquet", rows=20_000))),
+        ("1 tabular: one 1 MB dictionary value x 5,000 rows, first row read", "read",
+         str(t.repeated_dictionary_parquet(tmp / "dict5k.parquet", rows=5_000))),
         ("2 row count: 300M null rows, no statistics", "read",
          str(t.nulls_parquet(tmp / "nulls.parquet", statistics=False))),
         ("6 paths: file:// folder, symlink loop + links out", "read", t.linked_folder(tmp / "links").as_uri()),
