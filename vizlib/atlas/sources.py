@@ -93,18 +93,22 @@ def _kind_of(location: str) -> str:
         import pyarrow.fs as pafs
 
         fs, path = _fs_and_path(location)
-        info = fs.get_file_info(path)
+        try:
+            info = fs.get_file_info(path)
+        except Exception as exc:  # permissions, unreachable buckets
+            raise InputError(f"Can't look at {display_name(location)} ({exc}).") from exc
         if info.type == pafs.FileType.Directory:
             return "folder"
         if info.type == pafs.FileType.NotFound:
-            raise InputError(f"There is nothing at {location}.")
+            raise InputError(f"There is nothing at {display_name(location)}.")
         suffix = posixpath.splitext(path)[1].lower()
     else:
         p = Path(location)
         if p.is_dir():
             return "folder"
         if not p.exists():
-            raise InputError(f"There is nothing at {location}: give a folder of images, a ZIP, or a Parquet/Arrow file.")
+            raise InputError(f"There is nothing at {display_name(location)}: give a folder of images, a ZIP, or a "
+                             "Parquet/Arrow file.")
         suffix = p.suffix.lower()
     if suffix == ".zip":
         return "zip"
@@ -113,14 +117,17 @@ def _kind_of(location: str) -> str:
     if suffix in (".arrow", ".feather", ".ipc"):
         return "arrow"
     raise InputError(
-        f"{location} is not a folder, a .zip, or a .parquet/.arrow table of images; "
+        f"{display_name(location)} is not a folder, a .zip, or a .parquet/.arrow table of images; "
         "give one of those as the images."
     )
 
 
 def display_name(name: str) -> str:
     """``name`` fit to show and store: undecodable bytes (kept by ``os.fsdecode`` as surrogates) become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        return name.encode("utf-8", "replace").decode("utf-8")
 
 
 def list_source(location: str | os.PathLike[str], *, max_images: Optional[int] = None) -> Listing:
