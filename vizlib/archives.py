@@ -231,15 +231,16 @@ def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str
     if info.compress_type not in ALLOWED_METHODS:
         raise InputError(_end(f"{name} uses compression method {info.compress_type}; only stored and deflate "
                               "are read.", what or "Re-create the archive with an ordinary ZIP tool."))
+    bomb = info.file_size > ratio_floor and info.file_size > max_ratio * max(info.compress_size, 1)
+    ratio = (f"compressed suspiciously well ({info.file_size // max(info.compress_size, 1)}:1, more than "
+             f"{max_ratio:g}:1), which is how zip bombs work")
     if info.file_size > max_bytes:
         raise InputError(
-            f"{name} is {fmt_bytes(info.file_size)}, over the {fmt_bytes(limit or max_bytes)} limit. {what}".strip()
+            f"{name} is {fmt_bytes(info.file_size)}, over the {fmt_bytes(limit or max_bytes)} limit"
+            + (f", and {ratio}." if bomb else ".") + f" {what}".rstrip()
         )
-    if info.file_size > ratio_floor and info.file_size > max_ratio * max(info.compress_size, 1):
-        raise InputError(
-            f"{name} is compressed suspiciously well ({info.file_size // max(info.compress_size, 1)}:1, "
-            f"more than {max_ratio:g}:1), which is how zip bombs work, so the archive was refused."
-        )
+    if bomb:
+        raise InputError(f"{name} is {ratio}, so the archive was refused.")
 
 
 def _unreadable(name: str, exc: BaseException, what: str) -> InputError:
@@ -248,12 +249,14 @@ def _unreadable(name: str, exc: BaseException, what: str) -> InputError:
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, where: str, max_bytes: int,
-                what: str = "", limit: int | None = None, max_ratio: float = MAX_RATIO) -> bytes:
+                what: str = "", limit: int | None = None, max_ratio: float = MAX_RATIO,
+                ratio_floor: int = RATIO_FLOOR_BYTES) -> bytes:
     """The member's bytes after :func:`check_member`, reading at most one byte past ``max_bytes``.
 
     Every error of a damaged member (bad CRC, zlib, truncation, ...) is an InputError naming it.
     """
-    check_member(info, where=where, max_bytes=max_bytes, what=what, limit=limit, max_ratio=max_ratio)
+    check_member(info, where=where, max_bytes=max_bytes, what=what, limit=limit, max_ratio=max_ratio,
+                 ratio_floor=ratio_floor)
     name = f'"{_short(info.filename)}" in {where}'
     try:
         with zf.open(info) as fh:

@@ -141,25 +141,10 @@ def images_from_zip(
                 f"{label} contains {len(members)} images; the limit is {max_count}. "
                 "Zip fewer images."
             )
-        for path, info in members:
-            if (
-                info.file_size > limits.RATIO_CHECK_MIN_BYTES
-                and info.file_size > limits.MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
-            ):
-                raise InputError(
-                    f'"{_shown(path)}" in {where} is compressed '
-                    f"suspiciously well ({info.file_size // max(info.compress_size, 1)}:1, more than "
-                    f"{limits.MAX_COMPRESSION_RATIO}:1), which is how zip bombs work, so the archive was refused."
-                )
-            if info.file_size > limits.MAX_IMAGE_BYTES:
-                raise InputError(
-                    f'"{_shown(path)}" in {where} is {fmt_bytes(info.file_size)}; the limit is '
-                    f"{fmt_bytes(limits.MAX_IMAGE_BYTES)} per image. Zip smaller images."
-                )
-            if info.flag_bits & 0x1:
-                raise InputError(
-                    f'"{_shown(path)}" in {where} is password-protected. Zip the images without a password.'
-                )
+        for path, info in members:  # the one archive policy: encryption, method, zip-bomb ratio, size
+            archives.check_member(info, where=where, max_bytes=limits.MAX_IMAGE_BYTES,
+                                  max_ratio=limits.MAX_COMPRESSION_RATIO, ratio_floor=limits.RATIO_CHECK_MIN_BYTES,
+                                  what="Zip smaller images.")
         total = sum(info.file_size for _, info in members)
         if total > max_total_bytes:
             raise InputError(
@@ -182,18 +167,9 @@ def images_from_zip(
         pixels_seen = 0
         for name, path, info in named:
             member_label = f'"{_shown(path)}" in {where}'
-            try:
-                with zf.open(info) as f:
-                    blob = f.read(limits.MAX_IMAGE_BYTES + 1)
-            except Exception as exc:  # bad CRC, unsupported compression, encryption, zlib.error ...
-                raise InputError(
-                    f"{member_label} could not be extracted ({limits.reason(exc)}). "
-                    "Re-create the ZIP file and upload it again."
-                ) from exc
-            if len(blob) > limits.MAX_IMAGE_BYTES:
-                raise InputError(
-                    f"{member_label} is larger than {fmt_bytes(limits.MAX_IMAGE_BYTES)}, the limit per image."
-                )
+            blob = archives.read_member(zf, info, where=where, max_bytes=limits.MAX_IMAGE_BYTES,
+                                        max_ratio=limits.MAX_COMPRESSION_RATIO, ratio_floor=limits.RATIO_CHECK_MIN_BYTES,
+                                        what="Re-create the ZIP file and upload it again.")
             if not blob:
                 raise InputError(f"{member_label} is empty (0 bytes). Remove it and zip the folder again.")
             w, h = declared_size(blob, member_label, max_pixels)
