@@ -474,6 +474,22 @@ def test_a_loop_of_links_in_the_atlas_root_is_refused(offline, small_atlas, monk
     assert not at.exception, at.exception
 
 
+def test_the_page_shows_an_atlas_of_names_that_are_not_utf8(offline, small_atlas, monkeypatch, tmp_path):
+    from test_app import assert_clean, make_app, titles
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for raw, size in ((b"\xff\xfe.png", (16, 12)), (b"ok.png", (20, 20))):
+        with open(os.path.join(os.fsencode(folder), raw), "wb") as fh:
+            fh.write(hc.small_png(size))
+    if not (small_atlas / "odd").exists():
+        vizlib.atlas.build("emotion_cnn", folder, small_atlas / "odd", top=2)
+    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(small_atlas))
+    at = make_app(view="atlas", atlas="odd", layer="conv2d_7", channel="3").run(timeout=120)
+    assert_clean(at)
+    assert any("the 2 of 2 images" in t for t in titles(at)), titles(at)
+
+
 def test_the_page_shows_a_pixel_bomb_atlas_as_a_message(offline, small_atlas, monkeypatch):
     from test_app import make_app
 
