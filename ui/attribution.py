@@ -94,10 +94,11 @@ def scoreboard(m: VizModel, image_key: str, image: Any, class_index: int, class_
             st.image(thumbnail(base, s.map, opacity=opacity), width="stretch")
             rho = "n/a" if s.randomisation is None else f"{s.randomisation:.2f}"
             flag = " ⚠ fails" if s.randomisation is not None and s.randomisation > RANDOMISATION_LIMIT else ""
-            units = "" if s.forward_units is None else f" · {s.forward_units:.0f} fwd"
+            units = "" if s.forward_units is None else f" = {s.forward_units:.0f} forward passes"
             st.caption(f"deletion {s.deletion_auc:.3f} · insertion {s.insertion_auc:.3f} · "
                        f"ρ untrained {rho}{flag} · {s.seconds:.2f} s{units}")
-            st.button(("▶ " if name == method else "") + METHOD_TITLES[name], key=f"attr-pick-{name.replace('+', 'p')}",
+            key = f"attr-pick-{name.replace('+', 'p')}"  # widget keys become CSS classes: no "+"
+            st.button(("▶ " if name == method else "") + METHOD_TITLES[name], key=key,
                       on_click=_set_method, args=(name,), width="stretch",
                       type="primary" if name == method else "secondary")
     good = {k: v for k, v in scores.items() if not isinstance(v, str)}
