@@ -146,11 +146,14 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     probs = top.probabilities
     check_class(m, len(probs))  # checked against this model's classes (the page checked it by name already)
     options, label = class_options(m, probs, top.class_index)
-    c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
+    # Two controls a row: the class picker wide enough that its help opens over the page, not past
+    # its left edge (at a quarter of the width it was cut off there).
+    c1, c2 = st.columns(2)
+    c3, c4 = st.columns(2)
     # The labels carry this image's probabilities: choice() re-sends the value every run, so the
     # browser never keeps (and sends back) a label of another model or image.
     cls = choice(c1, "Explain the class", options, key="cls", format_func=label, default=-1,
-                 help="Click a bar of the predictions, or pick any class (type to search).")
+                 help="Or click a bar of the top-5. Type to search.")
     final = top.final_layer
     camlayer = choice(c2, "Map at layer", ["", *names], key="camlayer", default="",
                       format_func=lambda n: f"final feature map: {final} (Grad-CAM)" if n == "" else

@@ -54,3 +54,90 @@ def test_depth_click_opens_the_layer_selected_and_in_view(app):
     assert layer in found["visible"][0], (layer, found)
     app.screenshot("polish-depth-click-layer-row", anchor_key="view")
     app.assert_clean()
+
+
+_TOOLTIP_JS = """
+() => {
+  const tip = document.querySelector('[data-testid="stTooltipContent"]');
+  const main = document.querySelector('[data-testid="stMain"]');
+  if (!tip || !main) return null;
+  const t = tip.getBoundingClientRect(), m = main.getBoundingClientRect();
+  return {tip: [t.left, t.right], main: [m.left, m.right], width: innerWidth};
+}
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1400, 1024])
+def test_explain_class_help_opens_inside_the_page(browser, server, playwright_api, width):
+    """The help of "Explain the class" opened left of its control: past the page's left edge (over the
+    sidebar, or cut off by the window) when the picker had a quarter of the width."""
+    from conftest import AppPage
+
+    context = browser.new_context(viewport={"width": width, "height": 1000})
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    try:
+        app = AppPage(context.new_page(), server.url, playwright_api.expect)
+        app.open("?view=why", n_charts=3)
+        icon = app.page.locator('.st-key-cls [data-testid="stTooltipHoverTarget"]').first
+        icon.scroll_into_view_if_needed()
+        icon.hover()
+        app.page.wait_for_selector('[data-testid="stTooltipContent"]')
+        app.page.wait_for_timeout(300)  # the popover settles into place
+        box = app.page.evaluate(_TOOLTIP_JS)
+        assert box["tip"][0] >= box["main"][0] - 1 and box["tip"][1] <= box["main"][1] + 1, box
+        if width == 1024:
+            app.page.screenshot(path=str(app_screens() / "polish-explain-help-1024.png"))
+        app.assert_clean()
+    finally:
+        context.close()
+
+
+def app_screens():
+    from conftest import SCREENSHOTS
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+_FOCUS_KEY_JS = """
+() => { const e = document.activeElement; if (!e) return '';
+        const keyed = e.closest('[class*="st-key-"]');
+        const key = keyed ? [...keyed.classList].find(c => c.startsWith('st-key-')) : '';
+        return key + '|' + (e.getAttribute('data-testid') || e.tagName); }
+"""
+
+
+def _tab_to(app, key: str, testid: str = "stBaseButton-secondary", most: int = 150) -> int:
+    """Press Tab until the focus is on the ``testid`` element (an uploader's button) inside the element keyed
+    ``key``; the number of presses it took."""
+    for i in range(1, most + 1):
+        app.page.keyboard.press("Tab")
+        if app.page.evaluate(_FOCUS_KEY_JS) == f"st-key-{key}|{testid}":
+            return i
+    raise AssertionError(f"{most} Tab presses never reached the {testid} of {key}")
+
+
+@pytest.mark.browser
+def test_upload_controls_work_from_the_keyboard_alone(app):
+    """The image uploader (sidebar) and the page's own uploader (a zipped atlas) are reached with Tab and
+    opened with Enter; an image chosen that way is shown."""
+    from conftest import ROOT
+
+    app.open()
+    app.page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); }")
+    _tab_to(app, "image_files")
+    with app.page.expect_file_chooser() as chooser:
+        app.page.keyboard.press("Enter")
+    chooser.value.set_files(str(ROOT / "assets" / "samples" / "cat.jpg"))
+    app.page.wait_for_function("() => document.body.innerText.includes('cat.jpg')", timeout=ACTION_TIMEOUT_MS)
+    app.wait_painted(3)
+    # the atlas view's own uploader, in the page (no atlas folder here: it is offered at once)
+    app.page.goto(f"{app.base_url}/?view=atlas", wait_until="domcontentloaded")
+    app.page.wait_for_selector(".st-key-atlas-zip", timeout=ACTION_TIMEOUT_MS)
+    app.page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); }")
+    _tab_to(app, "atlas-zip")
+    with app.page.expect_file_chooser() as chooser:
+        app.page.keyboard.press("Enter")
+    assert chooser.value.element.get_attribute("accept") and ".zip" in chooser.value.element.get_attribute("accept")
+    app.assert_clean()
