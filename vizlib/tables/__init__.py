@@ -39,7 +39,7 @@ __all__ = ["BATCH_BYTES", "Group", "TableReader", "open_input", "open_table", "p
 #: Decoded bytes one batch may hold (what a reader keeps in memory at a time).
 BATCH_BYTES = 64 * 2**20
 #: Largest Parquet footer / Arrow footer parsed (bytes).
-MAX_FOOTER_BYTES = 64 * 2**20
+MAX_FOOTER_BYTES = 16 * 2**20
 #: Largest Arrow message metadata (one record batch's flatbuffer).
 MAX_MESSAGE_BYTES = 16 * 2**20
 #: Most columns (leaf columns for Parquet, fields for Arrow) a table may have.
@@ -131,6 +131,7 @@ class TableReader:
         self._parquet = parquet
         self._ipc = ipc
         self.num_rows = sum(g.rows for g in groups)
+        self._starts: Optional[list[int]] = None
 
     def close(self) -> None:
         """Release the file."""
@@ -213,8 +214,9 @@ class TableReader:
         """(group, row within it) of table row ``row``."""
         import bisect
 
-        starts = [g.start for g in self.groups]
-        gi = bisect.bisect_right(starts, row) - 1
+        if self._starts is None:
+            self._starts = [g.start for g in self.groups]
+        gi = bisect.bisect_right(self._starts, row) - 1
         if not 0 <= row < self.num_rows or gi < 0:
             raise InputError(f"Row {row} is not in {_label(self.label).lower()}.")
         return gi, row - self.groups[gi].start

@@ -192,6 +192,9 @@ def open_parquet(source: Any, label: str, columns: Optional[list[str]], null_col
         if missing:
             raise InputError(f"{_label(label)} has no column {missing[0]!r}: not the columns expected.")
     binary_leaves = set(_leaves(schema, columns))
+    # The leaf columns read, found once: each row group then costs only those.
+    wanted = [ci for ci in range(meta.num_columns)
+              if columns is None or pf0.schema.column(ci).path.split(".")[0] in columns]
     groups: list[Group] = []
     start = 0
     for gi in range(meta.num_row_groups):
@@ -200,12 +203,11 @@ def open_parquet(source: Any, label: str, columns: Optional[list[str]], null_col
             raise InputError(f"{_label(label)} is damaged: a row group has a negative row count.")
         nbytes = 0
         nulls: Optional[int] = None
-        for ci in range(rg.num_columns):
+        if rg.num_columns != meta.num_columns:
+            raise InputError(f"{_label(label)} is damaged: a row group has another number of columns.")
+        for ci in wanted:
             chunk = rg.column(ci)
             path = chunk.path_in_schema
-            top = path.split(".")[0]
-            if columns is not None and top not in columns:
-                continue
             unc = chunk.total_uncompressed_size
             if unc < 0 or chunk.total_compressed_size < 0:
                 raise InputError(f"{_label(label)} is damaged: a column declares a negative size.")
