@@ -31,9 +31,10 @@ def _unit(model_key: str, image_key: str, _m: VizModel, _image: Any) -> float:
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def _scored(model_key: str, image_key: str, cls: int, method: str, _m: VizModel, _image: Any, unit: float):
+def _scored(model_key: str, image_key: str, cls: int, method: str, _m: VizModel, _image: Any, _unit: float):
+    """One scoreboard row, keyed by content (the measured unit is not part of the key)."""
     twin = get_untrained_twin(model_key, _m)
-    return score_method(_m, _image, method, cls, twin=twin, unit_seconds=unit)
+    return score_method(_m, _image, method, cls, twin=twin, unit_seconds=_unit)
 
 
 def _set_method(method: str) -> None:
