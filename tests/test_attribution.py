@@ -106,7 +106,7 @@ def test_every_cam_of_a_one_channel_model_is_that_channel(one_channel, method):
     assert np.all(vizlib.attribution(m, x, method, class_index=1) == 0)
 
 
-def test_gradcam_is_the_why_views_map(one_channel, linear):
+def test_gradcam_is_the_why_views_map(one_channel):
     m, x = one_channel
     np.testing.assert_allclose(vizlib.attribution(m, x, "gradcam", class_index=0), vizlib.gradcam(m, x, 0),
                                atol=1e-6)
