@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 if sys.argv[1:2] == ["refused"]:
     import tensorflow  # noqa: F401  (first, with oneDNN on: the case vizlib must refuse)
@@ -78,13 +79,19 @@ def layer_report(m, layer: str, imgs: list, steps: int, cache) -> dict:
     acts = vizlib.activations(m, imgs, [layer])[layer]
     fired_samples = np.maximum(acts, 0).mean(axis=(1, 2)).max(axis=0)  # (C,) the most any sample image gets
     mean_samples = acts.mean(axis=(1, 2)).max(axis=0)
+    from vizlib.featvis.score import specificity
+
     return {
         "layer": layer,
         "shape": list(vis.images.shape), "dtype": str(vis.images.dtype),
         "flat": vis.flat(),
+        "specificity": specificity(vis.stats["fired"], vis.channels),
+        "failed": vis.failed(),
+        "vs_samples": [float(v) for v in vis.vs_samples()],
         "rank_fired": vis.rank("fired"), "rank_mean": vis.rank("mean"),
         "own_fired": vis.own("fired").tolist(), "own_mean": vis.own("mean").tolist(),
         "samples_fired": fired_samples.tolist(), "samples_mean": mean_samples.tolist(),
+        "reference": [float(v) for v in vis.reference], "fired": vis.stats["fired"].tolist(),
         "cached": vis.cached,
         "digest": featvis.DiskCache.key(vis.images.tobytes().hex()),
     }
@@ -117,6 +124,67 @@ def task_specificity(cache_dir: str) -> dict:
     pinned = vizlib.featvis.feature_visualization(sm, "c2", [0, 5, 9], size=40, steps=3)
     out["small_pinned"] = [list(pinned.shape), str(pinned.dtype)]
     return out
+
+
+def sweep_layer(m, layer: str, channels: list, steps: int) -> dict:
+    """The default method and plain gradient ascent on the same channels and steps, scored alike."""
+    from vizlib.featvis.engine import State
+    from vizlib.featvis.graph import PLAIN
+    from vizlib.featvis.score import specificity
+
+    size = featvis.default_size(m, layer)
+    out: dict = {"layer": layer, "channels": channels, "size": list(size)}
+    for name, recipe in (("new", None), ("plain", PLAIN)):
+        st = State(m, layer, channels, size, steps, 0, None, recipe)
+        st.advance(steps)
+        _, stats = st.finish()
+        fired = stats[:, 1, :]
+        peak, floor = stats[:, 3, :], stats[:, 4, :]
+        out[name] = {"specificity": specificity(fired, channels),
+                     "own": [float(fired[i, c]) for i, c in enumerate(channels)],
+                     "flat": [bool(peak[i, c] - floor[i, c] <= 1e-6 * max(1.0, abs(peak[i, c])))
+                              for i, c in enumerate(channels)]}
+    return out
+
+
+def task_sweep(names: list) -> dict:
+    """Small models trained here (grey/RGB, 28-48 px, BN or not, three scalings) and the bundled one, every conv."""
+    import _featvis_models as M
+
+    out = {}
+    for spec in M.SPECS:
+        if spec.name not in names:
+            continue
+        m, acc, layers = M.train(spec)
+        out[spec.name] = {"accuracy": acc, "layers": [
+            sweep_layer(m, layer, M.sample_channels(vizlib.find_layer(m, layer).channels, 6, seed=i), 96)
+            for i, layer in enumerate(layers)]}
+    if "bundled" in names:
+        m = vizlib.load_model("emotion_cnn")
+        convs = [info.name for info in vizlib.spatial_layers(m) if info.kind == "Conv2D"]
+        out["bundled"] = {"accuracy": 1.0, "layers": [
+            sweep_layer(m, layer, M.sample_channels(vizlib.find_layer(m, layer).channels, 6, seed=i), 96)
+            for i, layer in enumerate(convs[:2] + convs[-1:])]}
+    return out
+
+
+def task_cell_and_convergence() -> dict:
+    """The neuron objective on one map cell, and a long optimisation that stops when it has converged."""
+    from vizlib.featvis.engine import State
+
+    m = vizlib.load_model("emotion_cnn")
+    layer, cell, channel = "conv2d_4", (2, 3), 3
+    one = featvis.render(m, layer, [channel], steps=96, cache=False, cell=cell)
+    whole = featvis.render(m, layer, [channel], steps=96, cache=False, size=one.size)
+    from PIL import Image
+
+    whole_maps = vizlib.activations(m, [Image.fromarray(whole.images[0][..., 0], mode="L")], [layer])[layer][0]
+    st = State(m, "conv2d_7", [0, 3], (64, 64), 2000, 0)
+    st.advance(2000)
+    return {"cell_size": list(one.size), "cell_value": float(one.own("peak")[0]),
+            "whole_at_cell": float(whole_maps[cell[0], cell[1], channel]),
+            "cell_vs_samples": float(one.vs_samples()[0]), "cell_shape": list(one.images.shape),
+            "ran": st.ran, "done": st.done, "converged_at": st.converged_at.tolist()}
 
 
 def task_restart(cache_dir: str) -> dict:
@@ -279,6 +347,7 @@ def task_ui() -> dict:
     lonely = featvis.Job(m, "conv2d_7", [1], steps=4000, cache=False, abandon_after=1.0)
     lonely.wait(120)
     out["lonely"] = [lonely.state, lonely.steps_done < 4000]
+    out["lonely_preview"] = None if lonely.preview is None else list(lonely.preview.shape)
     return out
 
 
@@ -287,7 +356,7 @@ def main() -> None:
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
               "refused": task_refused, "ui": task_ui,
-              "redirect": task_redirect}[task]()
+              "redirect": task_redirect, "sweep": lambda: task_sweep(args), "cell": task_cell_and_convergence}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -51,7 +51,7 @@ _JOBS_LOCK = threading.Lock()
 
 
 def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int] = None, size: Any = None,
-            seed: int = 0, slot: Optional[str] = None) -> Job:
+            seed: int = 0, slot: Optional[str] = None, cell: Optional[tuple[int, int]] = None) -> Job:
     """The job computing these visualisations: an existing one (any session's) or a new one.
 
     ``slot`` names a place on this session's page (e.g. ``"detail"``): when the
@@ -59,13 +59,14 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
     finished, so a user clicking through channels doesn't queue a job per click.
     """
     key = (str(m.key), str(layer), tuple(int(c) for c in channels), steps,
-           None if size is None else str(size), int(seed))
+           None if size is None else str(size), int(seed), cell)
     with _JOBS_LOCK:
         job = _JOBS.get(key)
         if job is not None and job.state in ("cancelled", "abandoned"):
             job = None
         if job is None:
-            job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed, abandon_after=ABANDON_SECONDS)
+            job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed, abandon_after=ABANDON_SECONDS,
+                      cell=cell)
             _JOBS[key] = job
         job.touch()
         _JOBS.move_to_end(key)
@@ -119,6 +120,9 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
         if job.done:
             st.rerun()
         st.progress(job.fraction, text=_progress_text(job, what))
+        shown = job.preview
+        if shown is not None and len(shown):
+            st.image(_enlarged(shown[0], DETAIL_PX // 2), caption="so far: refined while you watch")
 
     st.fragment(poll, run_every=POLL_SECONDS)()
 
@@ -130,53 +134,87 @@ def _enlarged(image: np.ndarray, px: int) -> np.ndarray:
     return big[..., 0] if big.shape[2] == 1 else big
 
 
+def parse_cell(cell: Any) -> Optional[tuple[int, int]]:
+    """The page's ``cell`` state ("row,col" or a pair) as (row, col), or None."""
+    if cell is None or cell == "":
+        return None
+    try:
+        parts = [int(v) for v in (str(cell).split(",") if isinstance(cell, str) else cell)]
+    except (TypeError, ValueError):
+        return None
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def score_lines(vis: FeatureVisualization, i: int = 0) -> list[str]:
+    """Markdown lines: the image's strength against the strongest sample image, and its rank in the layer."""
+    vs = vis.vs_samples()
+    rank = vis.rank("fired")[i]
+    n = vis.stats["fired"].shape[1]
+    lines = []
+    if vs is not None:
+        lines.append(f"**{vs[i]:.1f}×** the strongest sample image's activation of this "
+                     f"{'cell' if vis.cell is not None else 'channel'}")
+    lines.append(f"rank **{rank} of {n}** channels of the layer on this image"
+                 + (" (no other channel fires more on it)" if rank == 1 else " (other channels fire more on it)"))
+    return lines
+
+
 def comparison(vis: FeatureVisualization, maps: Optional[np.ndarray]) -> str:
-    """Markdown: the channel's mean activation on its visualisation against the image's, and its rank there."""
+    """Markdown: the score (vs the strongest sample, rank in the layer) and the channel on the page's image."""
     c = vis.channels[0]
-    own = float(vis.own("mean")[0])
-    rank = vis.rank("fired")[0]
-    n = vis.stats["mean"].shape[1]
-    lines = [f"mean activation of channel {c} on this image made for it: **{own:.3g}**"]
-    if maps is not None:
-        mine = float(np.asarray(maps)[:, :, c].mean())
+    own = float(vis.own("fired")[0])
+    lines = score_lines(vis)
+    if maps is not None and vis.cell is None:
+        mine = float(np.maximum(np.asarray(maps)[:, :, c], 0).mean())
         if mine > 0 and own > 0:
             lines.append(f"on your image: {mine:.3g}, so the made image excites it **{own / mine:.1f}×** as much")
         else:
             lines.append(f"on your image: {mine:.3g}")
-    lines.append("on the made image it fires more than any other channel of the layer" if rank == 1 else
-                 f"on the made image it ranks {rank} of {n} channels (some channels respond to "
-                 "almost anything; this one's pattern excites them too)")
     return "  \n".join(lines)
 
 
 def what_it_looks_for(m: Any, info: Any, channel: int, maps: Optional[np.ndarray] = None, *,
-                      steps: Optional[int] = DETAIL_STEPS, key: str = "featvis-detail") -> None:
-    """The detail's "What this channel looks for": an image made to excite the channel, and how much it does.
+                      steps: Optional[int] = DETAIL_STEPS, key: str = "featvis-detail", cell: Any = None) -> None:
+    """The detail's "What this channel looks for": an image made to excite the channel, and its score.
 
-    ``maps`` are the layer's maps (H, W, C) for the image on the page, for the comparison.
+    ``maps`` are the layer's maps (H, W, C) for the image on the page, for the
+    comparison. ``cell`` (the page's clicked map cell, "row,col"): offer "this
+    cell only" (the neuron objective) beside the whole channel.
     """
     st.markdown("**What this channel looks for**")
-    job = job_for(m, info.name, [int(channel)], steps=steps, slot=key)
+    where = parse_cell(cell)
+    target = None
+    if where is not None:
+        choice = st.radio("Optimise for", ["the whole channel", f"cell ({where[0]}, {where[1]}) only"],
+                          horizontal=True, key=f"{key}-target")
+        target = where if choice != "the whole channel" else None
+    job = job_for(m, info.name, [int(channel)], steps=steps, slot=key, cell=target)
 
     def draw(vis: FeatureVisualization) -> None:
         if vis.flat()[0]:
             st.info(f"Nothing moves channel {channel}: its map stays one value whatever the input (a kernel of "
                     "zeros, or a unit that never switches on), so there is no pattern to show.")
             return
+        failed = vis.failed()[0]
         col_img, col_text = st.columns([1, 1])
         h, w = vis.size
+        what = f"cell ({vis.cell[0]}, {vis.cell[1]}) of channel {channel}" if vis.cell else f"channel {channel}"
         col_img.image(_enlarged(vis.images[0], DETAIL_PX),
-                      caption=f"made for channel {channel} · {h}×{w} px")
+                      caption=(f"FAILED: not what {what} looks for" if failed else f"made for {what}")
+                      + f" · {h}×{w} px")
         with col_text:
+            if failed:
+                st.warning("This optimisation failed its own check (a real image excites the channel more, or "
+                           "another channel responds more to it), so it does not show what the channel looks for.")
             st.markdown(comparison(vis, maps))
             st.download_button("Download PNG", mime="image/png",  # for slides: enlarged, titled
                                data=feature_png(vis, title=f"{m.label} · {info.name}, channel {channel}: "
                                                            "an image made to excite it"),
                                file_name=f"{info.name.replace('/', '_')}_channel{channel}.png",
                                key=f"{key}-png")
-        st.caption("Made by gradient ascent from noise: Fourier-space pixels, decorrelated colour, the model's "
-                   "own preprocessing, and random jitter, scaling and rotation at every step, so only patterns "
-                   "the channel responds to robustly survive (Olah et al., Distill 2017).")
+        st.caption("Made by gradient ascent from noise: Fourier-space pixels (decorrelated colour for RGB), the "
+                   "model's own preprocessing, jitter, scaling and rotation scaled to the image for the first half, "
+                   "then the pixels themselves (Olah et al., Distill 2017).")
 
     show_when_ready(job, draw, f"Making an image for channel {channel}")
 
@@ -204,6 +242,10 @@ def feature_mosaic(m: Any, info: Any, channels: Sequence[int], *, labels: Option
             st.plotly_chart(fig, key=key, config=chart_config or {})
         flat = [c for c, f in zip(vis.channels, vis.flat()) if f]
         note = f" Channels {', '.join(map(str, flat))} never respond (grey)." if flat else ""
+        failed = [c for c, f, fl in zip(vis.channels, vis.failed(), vis.flat()) if f and not fl]
+        if failed:
+            note += (f" FAILED for channels {', '.join(map(str, failed))} (weaker than a sample image, or not "
+                     "rank 1 in the layer): those images don't show what the channel looks for.")
         st.caption(f"Images made to excite each of these {len(channels)} channels, optimised together "
                    f"({vis.steps} steps, {vis.size[0]}×{vis.size[1]} px). Hover for how strongly each "
                    f"excites its channel; click one to inspect that channel.{note}")

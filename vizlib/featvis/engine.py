@@ -17,7 +17,7 @@ import numpy as np
 
 from vizlib.errors import InputError
 from vizlib.featvis import param, transform
-from vizlib.featvis.graph import Graph, graph, require_safe_gradients, run_lock
+from vizlib.featvis.graph import Graph, Recipe, graph, require_safe_gradients, run_lock
 from vizlib.ops import op
 
 #: Optimisation steps when the caller gives none (see benchmarks/README.md, "Feature visualisation").
@@ -34,6 +34,9 @@ MAX_CHANNELS = 1024
 #: Optimisations kept between calls in one process (a page polls them step by step).
 MAX_STATES = 8
 STATE_BYTES = 256 * 2**20
+#: A polished image has converged when its objective rose less than this (relative) over PATIENCE steps.
+CONVERGED = 0.002
+PATIENCE = 16
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
 STATS = ("mean", "fired", "activity", "peak", "floor")
 
@@ -57,22 +60,28 @@ class State:
     """One optimisation in progress in this process: parameters, Adam's moments, steps done."""
 
     def __init__(self, m: Any, layer: str, channels: list[int], size: tuple[int, int], steps: int, seed: int,
-                 cell: Optional[tuple[int, int]] = None):
+                 cell: Optional[tuple[int, int]] = None, recipe: Optional[Recipe] = None):
         import tensorflow as tf
 
-        self.g = graph(m, layer, size, cell)
+        self.g = graph(m, layer, size, cell, recipe)
+        r = self.g.recipe
         self.km = m.model
         self.steps = int(steps)
         self.done = 0
+        self.ran = 0  # steps computed (fewer than ``steps`` when every image converged early)
         self.channels = tf.constant(np.asarray(channels, dtype=np.int32))
-        spec = np.stack([param.initial_spectrum(seed, ch, int(m.channels), size[0], size[1]) for ch in channels])
+        spec = np.stack([param.initial_params(seed, ch, int(m.channels), size[0], size[1], r.fourier)
+                         for ch in channels])
         self.spec = tf.constant(spec)
         self.m1 = tf.zeros_like(self.spec)
         self.m2 = tf.zeros_like(self.spec)
         self.transforms = tf.constant(transform.transforms(seed, self.steps, self.g.size, self.g.canvas,
-                                                           self.g.ratio))
+                                                           self.g.ratio, r.jitter, r.polish))
         self.nbytes = spec.nbytes * 3
         self.lock = threading.Lock()
+        # A pixel-space polish: the last steps continue from the image so far, on its pixels.
+        self.switch_at = self.steps - int(round(self.steps * r.polish)) if r.polish_pixels else None
+        self.m, self.layer, self.cell = m, layer, cell
 
     def advance(self, n: int) -> None:
         """Run up to ``n`` more steps (never past ``steps``)."""
@@ -80,11 +89,72 @@ class State:
 
         with self.lock:
             for _ in range(max(0, min(int(n), self.steps - self.done))):
-                t = tf.constant(float(self.done + 1))
+                if self.switch_at is not None and self.done == self.switch_at:
+                    self._to_pixels()
+                t = tf.constant(float(self.done + 1 - (self.switch_at if self.polishing else 0)))
                 with run_lock(self.km):
-                    self.spec, self.m1, self.m2, _ = self.g.step(
+                    spec, m1, m2, obj = self.g.step(
                         self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
+                if self.polishing:
+                    spec, m1, m2 = self._converge(spec, m1, m2, np.asarray(obj, dtype=np.float64))
+                self.spec, self.m1, self.m2 = spec, m1, m2
                 self.done += 1
+                self.ran += 1
+                if self.frozen is not None and self.frozen.all():
+                    self.done = self.steps  # every image has converged: the rest of the steps would not move it
+                    break
+
+    polishing = False
+    frozen: Optional[np.ndarray] = None  # per row: converged, its pixels no longer change
+    converged_at: Optional[np.ndarray] = None  # per row: the step it converged at (0: not yet)
+    history: Optional[list] = None
+
+    def _converge(self, spec: Any, m1: Any, m2: Any, obj: np.ndarray) -> tuple:
+        """Freeze each row whose objective rose less than :data:`CONVERGED` over :data:`PATIENCE` polish steps.
+
+        Judged per row from its own objective, so a channel's image never depends
+        on its batch-mates; a frozen row keeps its pixels (and Adam's moments).
+        """
+        import tensorflow as tf
+
+        if self.frozen is None:
+            self.frozen = np.zeros(len(obj), dtype=bool)
+            self.converged_at = np.zeros(len(obj), dtype=np.int64)
+            self.history = []
+        self.history.append(obj)
+        if len(self.history) > PATIENCE:
+            old = self.history[-1 - PATIENCE]
+            gain = (obj - old) / np.maximum(np.abs(old), 1e-6)
+            newly = ~self.frozen & (gain < CONVERGED)
+            self.converged_at[newly] = self.done + 1
+            keep = self.frozen.copy()
+            self.frozen |= newly
+            if keep.any():
+                mask = tf.constant(keep.reshape((-1,) + (1,) * (len(spec.shape) - 1)))
+                spec = tf.where(mask, self.spec, spec)
+                m1, m2 = tf.where(mask, self.m1, m1), tf.where(mask, self.m2, m2)
+            del self.history[0]
+        return spec, m1, m2
+
+    def _to_pixels(self) -> None:
+        import tensorflow as tf
+
+        from vizlib.featvis.graph import polish_recipe
+
+        with run_lock(self.km):
+            img = self.g.pixels(self.spec)
+        self.g = graph(self.m, self.layer, self.g.size, self.cell, polish_recipe(self.g.recipe))
+        self.spec = tf.constant(np.asarray(img, dtype=np.float32))
+        self.m1, self.m2 = tf.zeros_like(self.spec), tf.zeros_like(self.spec)
+        self.transforms = tf.constant(transform.transforms(0, self.steps, self.g.size, self.g.canvas, self.g.ratio,
+                                                           0.0))
+        self.polishing = True
+
+    def preview(self) -> np.ndarray:
+        """The images as they are now (uint8), without statistics: cheap enough for every progress update."""
+        with run_lock(self.km):
+            img = self.g.pixels(self.spec)
+        return np.asarray(np.round(np.clip(np.asarray(img), 0.0, 1.0) * 255.0), dtype=np.uint8)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """The current images (uint8) and their statistics of every channel (float32 (B, len(STATS), C))."""
@@ -198,7 +268,10 @@ def _plan_op(m: Any, batch: Optional[np.ndarray], *, layer: str, size: Optional[
     info = find_layer(m, layer)
     cell_t = check_cell(m, layer, cell)
     rf = receptive_field(m, layer)
-    hw = resolve_size(size) or default_side(m, rf)
+    if cell_t is not None:  # one position of the map: the whole input it lives in
+        hw = resolve_size(size) or resolve_size([min(MAX_SIDE, max(MIN_SIDE, int(v))) for v in m.input_size[:2]])
+    else:
+        hw = resolve_size(size) or default_side(m, rf)
     g = graph(m, layer, hw, cell_t)
     per_row = bytes_per_row(m, layer, g)
     return {"size": list(hw), "receptive_field": rf, "canvas": list(g.canvas), "free_size": g.free_size,
@@ -207,10 +280,12 @@ def _plan_op(m: Any, batch: Optional[np.ndarray], *, layer: str, size: Optional[
 
 @op("featvis.optimise")
 def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: list, size: list, steps: int,
-                 seed: int, job: str, advance: Optional[int] = None, cell: Optional[list] = None) -> dict:
+                 seed: int, job: str, advance: Optional[int] = None, cell: Optional[list] = None,
+                 preview: bool = False) -> dict:
     """Advance one optimisation by ``advance`` steps (all when None); its state stays in this process.
 
-    Returns ``done`` and ``steps``; once done, ``images`` (uint8 (B, H, W, C))
+    Returns ``done`` and ``steps``; with ``preview``, while running, the
+    current ``preview`` images; once done, ``images`` (uint8 (B, H, W, C))
     and ``stats`` (float32 (B, len(STATS), layer channels): each image's
     statistics of every channel's map, see :data:`STATS`).
     """
@@ -222,11 +297,13 @@ def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: l
         raise InputError(f"steps must lie between 1 and {MAX_STEPS}, not {steps}.")
     st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell))
     st.advance(steps if advance is None else int(advance))
-    out: dict = {"done": st.done, "steps": st.steps}
+    out: dict = {"done": st.done, "steps": st.steps, "ran": st.ran}
     if st.done >= st.steps:
         out["images"], out["stats"] = st.finish()
         with _STATES_LOCK:
             _STATES.pop(str(job), None)
+    elif preview:
+        out["preview"] = st.preview()
     return out
 
 

@@ -76,8 +76,10 @@ def feature_grid(vis: Any, channels: Optional[Sequence[int]] = None, *, labels: 
     """
     from vizlib import figures
 
+    scores: Optional[tuple] = None
     if isinstance(vis, FeatureVisualization):
         images, chosen, own = vis.images, list(vis.channels), vis.own("mean")
+        scores = (vis.vs_samples(), vis.rank("fired"), vis.failed())
     else:
         images = _as_images(vis)
         if channels is None:
@@ -90,6 +92,13 @@ def feature_grid(vis: Any, channels: Optional[Sequence[int]] = None, *, labels: 
     hover = []
     for i, name in enumerate(names):
         text = f"channel {name}<br>the image made to excite it"
+        if scores is not None:
+            vs, ranks, failed = scores
+            if failed[i]:
+                text = f"channel {name}<br><b>FAILED</b>: not what it looks for"
+            if vs is not None:
+                text += f"<br>{vs[i]:.1f}× the strongest sample image"
+            text += f"<br>rank {ranks[i]} in the layer"
         if own is not None:
             text += f"<br>its mean activation here: {own[i]:.3g}"
             if reference is not None and chosen[i] < len(reference):

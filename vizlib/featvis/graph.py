@@ -30,6 +30,49 @@ LEARNING_RATE = 0.1
 MAX_GRAPHS_PER_MODEL = 8
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The choices of one method, all in one place (benchmarks compare recipes on the same models and steps).
+
+    ``fourier``: Fourier parameterisation + sigmoid (else pixels, clipped);
+    ``decorrelate``: Lucid's colour decorrelation for RGB models; ``jitter``:
+    transformation strength (1 = Lucid's amounts scaled to the image, 0 =
+    none); ``margin``: a grey margin around the image during optimisation
+    (Lucid's padding) instead of the model's own padding colour; ``hinge``:
+    the rival-channel penalty's weight; ``polish``: the share of final steps
+    run without transforms (they optimise exactly what is measured);
+    ``plain``: Lucid's plain objective (mean activation) instead of
+    :func:`~vizlib.featvis.objectives.channel`; ``polish_pixels``: the polish
+    steps work on the pixels themselves (the image so far becomes the
+    starting point of plain ascent), not on the spectrum.
+    """
+
+    fourier: bool = True
+    decorrelate: bool = True
+    jitter: float = 1.0
+    margin: bool = True
+    hinge: float = objectives.HINGE
+    polish: float = 0.0
+    lr: float = LEARNING_RATE
+    plain: bool = False
+    polish_pixels: bool = False
+    polish_lr: float = 0.05
+    name: str = "fv1"
+
+
+#: Lucid's recipe as this project ran it before issue 20.
+LUCID = Recipe()
+#: Plain gradient ascent: pixels, no transforms, the channel's mean (the literature's baseline).
+#: The default since issue 20 (benchmarks/README.md, "Feature visualisation on any CNN"): Lucid's Fourier
+#: parameterisation and transforms scaled to the image for the first half, against the model's own padding
+#: colour instead of a grey margin, no rival hinge; then the second half polishes the pixels themselves without
+#: transforms (plain ascent from a robust start), so the image is as strong as the plain baseline's.
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, name="fv2")
+DEFAULT = FV2
+PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
+               name="plain")
+
+
 # TensorFlow's "frequent retracing" warning about the step functions below is filtered in vizlib.tfsetup.
 
 
@@ -112,8 +155,10 @@ class Graph:
     ratio: float  # image pixels per canvas pixel at scale 1
     free_size: bool  # the layer's graph runs at any input size
     cell: Optional[tuple[int, int]] = None  # the neuron objective's map position, or None: the whole channel
+    recipe: Any = None  # the Recipe it was compiled for
     step: Any = None  # compiled: one optimisation step for a batch
     final: Any = None  # eager: the finished images and their statistics
+    pixels: Any = None  # parameters -> images in 0..1
 
 
 from vizlib.permodel import LOCK as _GRAPH_LOCK, Slot  # noqa: E402 - the one per-model store
@@ -150,10 +195,12 @@ def _runs_at(ext: Any, km: Any, shape: tuple[int, int], c: int) -> bool:
     return len(out.shape) == 4 and all(int(d) > 0 for d in out.shape[1:3])
 
 
-def graph(m: Any, layer: str, size: tuple[int, int], cell: Optional[tuple[int, int]] = None) -> Graph:
+def graph(m: Any, layer: str, size: tuple[int, int], cell: Optional[tuple[int, int]] = None,
+          recipe: Optional["Recipe"] = None) -> Graph:
     """The compiled :class:`Graph` for ``layer`` of ``m`` at image ``size`` (built once, kept with the model)."""
+    recipe = recipe or DEFAULT
     km = m.model
-    key = (layer, size, cell)
+    key = (layer, size, cell, recipe)
     with _GRAPH_LOCK:
         per = _GRAPHS.setdefault(km, OrderedDict())
         found = per.get(key)
@@ -166,18 +213,19 @@ def graph(m: Any, layer: str, size: tuple[int, int], cell: Optional[tuple[int, i
     ext = extractor(m, layer)
     c = int(m.channels)
     h, w = size
+    pad_h, pad_w = (transform.margin(h), transform.margin(w)) if recipe.margin else (0, 0)
     if cell is not None:  # a map position is only defined at the model's own input size
         canvas, free = (int(m.input_size[0]), int(m.input_size[1])), False
     else:
-        canvas = (h + transform.margin(h), w + transform.margin(w))
+        canvas = (h + pad_h, w + pad_w)
         free = _runs_at(ext, m.model, canvas, c) and _runs_at(ext, m.model, size, c)
     if free:
         ratio = 1.0
     else:  # a fixed-size graph: the image (plus its margin) is resampled onto the model's input
         canvas = (int(m.input_size[0]), int(m.input_size[1]))
-        ratio = max((h + transform.margin(h)) / canvas[0], (w + transform.margin(w)) / canvas[1])
+        ratio = max((h + pad_h) / canvas[0], (w + pad_w) / canvas[1])
     g = Graph(extractor=ext, layer_channels=info.channels, size=size, canvas=canvas, ratio=ratio, free_size=free,
-              cell=cell)
+              cell=cell, recipe=recipe)
     compile_step(m, g)
     with _GRAPH_LOCK:
         per[key] = g
@@ -186,37 +234,67 @@ def graph(m: Any, layer: str, size: tuple[int, int], cell: Optional[tuple[int, i
     return g
 
 
+def padding_colour(m: Any) -> np.ndarray:
+    """The pixel (0..1 per channel) the model's preprocessing maps to zero: what its zero padding looks like.
+
+    Outside the image the network sees this colour during optimisation, as it
+    sees zeros around the image at its own padding: so the image's border is
+    optimised against what the model really sees there (black for x/255,
+    mid-grey for -1..1, the mean colour for caffe).
+    """
+    a, b = affine_preprocess(m)
+    diag = np.diag(a) if a.ndim == 2 else a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(np.abs(diag) > 1e-12, -b / (diag * 255.0), 0.5)
+    if a.ndim == 2 and a.shape[0] == 3 and not np.allclose(a, np.diag(np.diag(a))):  # a channel swap (BGR)
+        x = np.linalg.solve(a.T * 255.0, -b)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
 def compile_step(m: Any, g: Graph) -> None:
-    """Fill ``g.step`` (one Adam step on a batch of spectra, traced once) and ``g.final`` (images + stats)."""
+    """Fill ``g.step`` (one Adam step on a batch of parameters, traced once) and ``g.final`` (images + stats)."""
     import tensorflow as tf
 
+    recipe = g.recipe or DEFAULT
     a, b = affine_preprocess(m)
     a_t, b_t = tf.constant(a), tf.constant(b)
     c = int(m.channels)
     h, w = g.size
-    pixels = param.fourier_image(c, h, w)
+    pixels = param.fourier_image(c, h, w, decorrelate=recipe.decorrelate) if recipe.fourier else param.identity
+    fill = [0.5] * c if recipe.margin else [float(v) for v in padding_colour(m)]
     ext = g.extractor
 
     def model_input(x01: Any) -> Any:
         return tf.tensordot(x01 * 255.0, a_t, axes=[[3], [0]]) + b_t
 
-    spec_sig = tf.TensorSpec([None, *param.spectrum_shape(c, h, w)], tf.float32)
+    def objective(acts: Any, channels: Any) -> Any:
+        if recipe.plain:
+            if g.cell is not None:
+                acts = acts[:, g.cell[0]:g.cell[0] + 1, g.cell[1]:g.cell[1] + 1, :]
+            return tf.reduce_mean(tf.gather(acts, channels, axis=3, batch_dims=1), axis=[1, 2])
+        return objectives.objective(acts, channels, g.layer_channels, g.cell, hinge=recipe.hinge)
 
+    spec_sig = tf.TensorSpec([None, *param.param_shape(c, h, w, recipe.fourier)], tf.float32)
+
+    # autograph=False: the step has no Python control flow on tensors, and AutoGraph's source lookup confuses
+    # the closures of functions compiled more than once here ("closure mismatch").
     @tf.function(input_signature=[spec_sig, spec_sig, spec_sig, tf.TensorSpec([], tf.float32),
-                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32)])
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32)], autograph=False)
     def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, tr: Any) -> Any:
         with redirected_relu(t):  # the body runs only while tracing: the override is this graph's alone
             img = pixels(spec)
-            x = transform.resample(img, tr, g.canvas)
+            x = transform.resample(img, tr, g.canvas, fill)
             acts = ext(model_input(x), training=False)
-            obj = objectives.objective(acts, channels, g.layer_channels, g.cell)
+            obj = objective(acts, channels)
             loss = -tf.reduce_sum(obj)
         grad = tf.gradients(loss, spec)[0]
         beta1, beta2 = 0.9, 0.999
         m1 = beta1 * m1 + (1 - beta1) * grad
         m2 = beta2 * m2 + (1 - beta2) * grad * grad
-        lr = LEARNING_RATE * tf.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        lr = recipe.lr * tf.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
         spec = spec - lr * m1 / (tf.sqrt(m2) + 1e-8)
+        if not recipe.fourier:
+            spec = tf.clip_by_value(spec, 0.0, 1.0)
         return spec, m1, m2, obj
 
     def final(spec: Any) -> Any:
@@ -234,4 +312,10 @@ def compile_step(m: Any, g: Graph) -> None:
                           tf.reduce_min(acts, axis=[1, 2])], axis=1)
         return tf.cast(quantised, tf.uint8), stats
 
-    g.step, g.final = traced_step, final
+    g.step, g.final, g.pixels = traced_step, final, pixels
+
+
+def polish_recipe(recipe: Recipe) -> Recipe:
+    """The recipe of a pixel-space polish after ``recipe``'s robust phase: no transforms, no margin."""
+    return Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=recipe.hinge, polish=0.0,
+                  lr=recipe.polish_lr, plain=recipe.plain, name=recipe.name + "+polish")

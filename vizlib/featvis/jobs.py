@@ -45,7 +45,7 @@ class Job:
 
     def __init__(self, model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
                  steps: Optional[int] = None, seed: int = 0, cache: "bool | DiskCache | None" = True,
-                 abandon_after: Optional[float] = None):
+                 abandon_after: Optional[float] = None, cell: Any = None):
         self.layer = layer
         self.channels = [int(c) for c in channels]
         self.steps_done, self.steps_total = 0, max(1, len(self.channels)) * (steps or DEFAULT_STEPS)
@@ -56,10 +56,16 @@ class Job:
         self.abandon_after = abandon_after
         self._seen = time.monotonic()
         self._stop = threading.Event()
+        #: The images so far (uint8 (K, H, W, C) for ``preview_channels``), refined while the job runs.
+        self.preview: Optional[Any] = None
+        self.preview_channels: list[int] = []
         self._ended = threading.Event()
 
         def progress(done: int, total: int) -> None:
             self.steps_done, self.steps_total = int(done), max(1, int(total))
+
+        def on_preview(chans: list[int], images: Any) -> None:
+            self.preview, self.preview_channels = images, list(chans)
 
         def should_stop() -> bool:
             if self._stop.is_set():
@@ -78,7 +84,7 @@ class Job:
             self.started = time.monotonic()
             try:
                 out = render(model, layer, self.channels, size=size, steps=steps, seed=seed, cache=cache,
-                             progress=progress, should_stop=should_stop)
+                             progress=progress, should_stop=should_stop, cell=cell, preview=on_preview)
                 self.state = "done"
                 return out
             except Cancelled:

@@ -38,17 +38,19 @@ def _rival(fired: Any, channels: Any, layer_channels: int) -> Any:
     return tf.where(tf.math.is_finite(rival), rival, tf.zeros_like(rival))
 
 
-def channel(acts: Any, channels: Any, layer_channels: int) -> Any:
+def channel(acts: Any, channels: Any, layer_channels: int, hinge: float = HINGE) -> Any:
     """Per row: how strongly the channel fires, less a hinge when another channel comes close."""
     import tensorflow as tf
 
     fired = tf.reduce_mean(tf.nn.relu(acts), axis=[1, 2])  # (B, C)
     own = tf.gather(fired, channels, axis=1, batch_dims=1)
     signed = tf.reduce_mean(tf.gather(acts, channels, axis=3, batch_dims=1), axis=[1, 2])
-    return own + SIGNED_WEIGHT * signed - HINGE * tf.nn.relu(_rival(fired, channels, layer_channels) - MARGIN * own)
+    if not hinge:
+        return own + SIGNED_WEIGHT * signed
+    return own + SIGNED_WEIGHT * signed - hinge * tf.nn.relu(_rival(fired, channels, layer_channels) - MARGIN * own)
 
 
-def neuron(acts: Any, channels: Any, layer_channels: int, cell: tuple[int, int]) -> Any:
+def neuron(acts: Any, channels: Any, layer_channels: int, cell: tuple[int, int], hinge: float = HINGE) -> Any:
     """Per row: the channel's value at map position ``cell`` (row, col), less a hinge for rivals there."""
     import tensorflow as tf
 
@@ -57,11 +59,14 @@ def neuron(acts: Any, channels: Any, layer_channels: int, cell: tuple[int, int])
     signed = tf.gather(here, channels, axis=1, batch_dims=1)
     fired = tf.nn.relu(here)
     own = tf.nn.relu(signed)
-    return own + SIGNED_WEIGHT * signed - HINGE * tf.nn.relu(_rival(fired, channels, layer_channels) - MARGIN * own)
+    if not hinge:
+        return own + SIGNED_WEIGHT * signed
+    return own + SIGNED_WEIGHT * signed - hinge * tf.nn.relu(_rival(fired, channels, layer_channels) - MARGIN * own)
 
 
-def objective(acts: Any, channels: Any, layer_channels: int, cell: Optional[tuple[int, int]] = None) -> Any:
+def objective(acts: Any, channels: Any, layer_channels: int, cell: Optional[tuple[int, int]] = None,
+              hinge: float = HINGE) -> Any:
     """The channel objective, or the neuron objective when ``cell`` is given."""
     if cell is None:
-        return channel(acts, channels, layer_channels)
-    return neuron(acts, channels, layer_channels, cell)
+        return channel(acts, channels, layer_channels, hinge)
+    return neuron(acts, channels, layer_channels, cell, hinge)

@@ -46,13 +46,31 @@ def spectrum_shape(c: int, h: int, w: int) -> tuple[int, int, int, int]:
     return (int(c), int(h), int(w) // 2 + 1, 2)
 
 
+def param_shape(c: int, h: int, w: int, fourier: bool = True) -> tuple[int, ...]:
+    """Shape of one image's parameters: a spectrum, or pixels (h, w, channels)."""
+    return spectrum_shape(c, h, w) if fourier else (int(h), int(w), int(c))
+
+
 def initial_spectrum(seed: int, channel: int, c: int, h: int, w: int) -> np.ndarray:
     """A small random spectrum from a generator of its own per ``(seed, channel)``."""
     rng = np.random.default_rng([int(seed), int(channel), 104729])
     return (INITIAL_SD * rng.standard_normal(spectrum_shape(c, h, w))).astype(np.float32)
 
 
-def fourier_image(c: int, h: int, w: int) -> Any:
+def initial_params(seed: int, channel: int, c: int, h: int, w: int, fourier: bool = True) -> np.ndarray:
+    """The starting parameters: a small random spectrum, or mid-grey pixels with a little noise."""
+    if fourier:
+        return initial_spectrum(seed, channel, c, h, w)
+    rng = np.random.default_rng([int(seed), int(channel), 104729])
+    return (0.5 + INITIAL_SD * rng.standard_normal((h, w, c))).astype(np.float32)
+
+
+def identity(params: Any) -> Any:
+    """The pixel parameterisation: the parameters are the image (0..1, kept there by clipping)."""
+    return params
+
+
+def fourier_image(c: int, h: int, w: int, *, decorrelate: bool = True) -> Any:
     """A TensorFlow function: spectra ``(B, C, h, w//2+1, 2)`` -> images ``(B, h, w, C)`` in 0..1."""
     import tensorflow as tf
 
@@ -63,7 +81,7 @@ def fourier_image(c: int, h: int, w: int) -> Any:
         z = tf.complex(spec[..., 0] * scale, spec[..., 1] * scale)
         img = tf.signal.irfft2d(z, fft_length=[h, w])  # (B, C, h, w)
         img = tf.transpose(img, [0, 2, 3, 1]) / SPECTRUM_DIVISOR
-        if c == 3:
+        if c == 3 and decorrelate:
             img = tf.reshape(tf.reshape(img, [-1, 3]) @ color, tf.shape(img))
         return tf.sigmoid(img)
 

@@ -20,10 +20,13 @@ import numpy as np
 
 from vizlib.errors import InputError
 from vizlib.featvis.cache import DiskCache
-from vizlib.featvis.engine import DEFAULT_STEPS, MAX_CHANNELS, MAX_STEPS, STATS, check_layer_channels, resolve_size
+from vizlib.featvis.engine import (
+    DEFAULT_STEPS, MAX_CHANNELS, MAX_STEPS, STATS, check_cell, check_layer_channels, resolve_size,
+)
+from vizlib.featvis.score import reference
 
 #: Bump when the algorithm changes: it is part of every cache key.
-ALGORITHM = "fv1"
+ALGORITHM = "fv2"
 
 ProgressFn = Callable[[int, int], None]
 
@@ -48,6 +51,9 @@ class FeatureVisualization:
     steps: int
     seed: int
     cached: list[bool] = field(default_factory=list)  # which came from the disk cache
+    #: Per channel of the layer: the most a real image excites it (:func:`vizlib.featvis.score.reference`).
+    reference: Optional[np.ndarray] = None
+    cell: Optional[tuple[int, int]] = None  # the neuron objective's map position, or None: whole channels
 
     def own(self, stat: str = "mean") -> np.ndarray:
         """``stat`` of each image's own channel: float32 (K,)."""
@@ -59,6 +65,21 @@ class FeatureVisualization:
         arr = self.stats[stat]
         own = self.own(stat)
         return [1 + int(np.sum(arr[i] > own[i])) for i in range(len(self.channels))]
+
+    def vs_samples(self) -> Optional[np.ndarray]:
+        """Each image's activation of its channel relative to the strongest real image's (None: no reference)."""
+        if self.reference is None:
+            return None
+        ref = np.asarray(self.reference, np.float64)[self.channels]
+        return (self.own("fired").astype(np.float64) / np.maximum(ref, 1e-6)).astype(np.float32)
+
+    def failed(self) -> list[bool]:
+        """True where the image is not its channel's (another channel fires more on it: rank > 1), or a
+        real image excites the channel more (:meth:`vs_samples` < 1), or nothing moves the channel."""
+        vs = self.vs_samples()
+        ranks = self.rank("fired")
+        flat = self.flat()
+        return [bool(flat[i] or ranks[i] != 1 or (vs is not None and vs[i] < 1.0)) for i in range(len(self.channels))]
 
     def flat(self) -> list[bool]:
         """True where the channel's map stays constant on its own image: nothing found that moves it.
@@ -79,17 +100,18 @@ _PLANS: "OrderedDict[tuple, dict]" = OrderedDict()
 _PLANS_LOCK = threading.Lock()
 
 
-def _plan(m: Any, layer: str, size: Optional[tuple[int, int]]) -> dict:
+def _plan(m: Any, layer: str, size: Optional[tuple[int, int]], cell: Optional[tuple[int, int]] = None) -> dict:
     # What a plan says (sizes, batch) depends on the architecture, not the weights: the model's key will do.
     from vizlib.layers import find_layer
 
     key = (str(m.key), m.preprocess_name, tuple(m.input_size), layer, find_layer(m, layer).output_shape,
-           len(m.layers), size)
+           len(m.layers), size, cell)
     with _PLANS_LOCK:
         found = _PLANS.get(key)
         if found is not None:
             return found
-    plan = m.run("featvis.plan", None, layer=layer, size=None if size is None else list(size))
+    plan = m.run("featvis.plan", None, layer=layer, size=None if size is None else list(size),
+                 cell=None if cell is None else list(cell))
     try:
         checked = {"size": (int(plan["size"][0]), int(plan["size"][1])), "batch": max(1, int(plan["batch"])),
                    "layer_channels": int(plan["layer_channels"]), "canvas": [int(v) for v in plan["canvas"]],
@@ -103,14 +125,21 @@ def _plan(m: Any, layer: str, size: Optional[tuple[int, int]]) -> dict:
     return checked
 
 
-def cache_key(m: Any, digest: str, layer: str, channel: int, size: tuple[int, int], steps: int, seed: int) -> str:
-    return DiskCache.key(ALGORITHM, digest, m.preprocess_name, list(m.input_size), int(m.channels), layer,
-                         int(channel), list(size), int(steps), int(seed))
+def cache_key(m: Any, digest: str, layer: str, channel: int, size: tuple[int, int], steps: int, seed: int,
+              cell: Optional[tuple[int, int]] = None) -> str:
+    """The disk cache's key of one channel's visualisation (the same for the page, the CLI and the atlas)."""
+    parts = [ALGORITHM, digest, m.preprocess_name, list(m.input_size), int(m.channels), layer, int(channel),
+             list(size), int(steps), int(seed)]
+    if cell is not None:
+        parts.append(["cell", int(cell[0]), int(cell[1])])
+    return DiskCache.key(*parts)
 
 
 def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None, steps: Optional[int] = None,
            seed: int = 0, cache: "bool | DiskCache | None" = True, progress: Optional[ProgressFn] = None,
-           should_stop: Optional[Callable[[], bool]] = None) -> FeatureVisualization:
+           should_stop: Optional[Callable[[], bool]] = None, cell: Any = None, score: bool = True,
+           reference_images: Optional[Sequence[Any]] = None,
+           preview: Optional[Callable[[list[int], np.ndarray], None]] = None) -> FeatureVisualization:
     """Feature visualisations of ``channels`` of ``layer``, with what each does to the whole layer.
 
     Like :func:`feature_visualization`, plus: ``cache`` (True: the default
@@ -118,7 +147,14 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     ``progress(steps done, steps in all)`` after every few steps, and
     ``should_stop()``, polled between chunks of steps (True raises
     :class:`Cancelled`). Channels missing from the cache are optimised
-    together, in as few batches as memory allows.
+    together, in as few batches as memory allows. ``cell`` (row, col) of the
+    layer's map: optimise that one position (a neuron) instead of the whole
+    map. ``score``: attach the reference of real images
+    (``reference_images``, default the bundled samples), so the result says
+    how strong each image is and whether it failed
+    (:meth:`FeatureVisualization.failed`). ``preview(channels, images)`` is
+    called with the images as they are after every chunk of steps (a page
+    shows them while it waits).
     """
     from vizlib.contract import as_model
 
@@ -130,7 +166,8 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     if len(set(wanted)) > MAX_CHANNELS:
         raise InputError(f"At most {MAX_CHANNELS} channels at a time.")
     hw = resolve_size(size)
-    plan = _plan(m, layer, hw)
+    cell_t = check_cell(m, layer, cell)
+    plan = _plan(m, layer, hw, cell_t)
     hw, layer_channels = plan["size"], plan["layer_channels"]
     store = DiskCache() if cache is True else (cache or None)
     shape = (hw[0], hw[1], int(m.channels))
@@ -139,7 +176,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     keys: dict[int, str] = {}
     if store is not None:
         digest = m.weights_digest()
-        keys = {c: cache_key(m, digest, layer, c, hw, steps, seed) for c in unique}
+        keys = {c: cache_key(m, digest, layer, c, hw, steps, seed, cell_t) for c in unique}
         for c in unique:
             hit = store.get(keys[c], shape, layer_channels)
             if hit is not None:
@@ -154,7 +191,8 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
         images, stats = _optimise(m, layer, chunk, hw, steps, seed, progress=(
             None if progress is None else
             (lambda d, _t, base=done_before + steps * start, k=len(chunk): progress(base + d * k, total))),
-            should_stop=should_stop)
+            should_stop=should_stop, cell=cell_t,
+            preview=None if preview is None else (lambda imgs, ch=chunk: preview(ch, imgs)))
         for i, c in enumerate(chunk):
             found[c] = (images[i], stats[i], False)
             if store is not None:
@@ -165,7 +203,8 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
         model_key=str(getattr(m, "key", "")), layer=layer, channels=list(wanted),
         images=np.stack([o[0] for o in order]),
         stats={name: np.ascontiguousarray(stats_all[:, k, :]) for k, name in enumerate(STATS)},
-        size=hw, steps=steps, seed=int(seed), cached=[o[2] for o in order])
+        size=hw, steps=steps, seed=int(seed), cached=[o[2] for o in order], cell=cell_t,
+        reference=reference(m, layer, reference_images, cell_t) if score else None)
 
 
 #: Seconds one call of the optimisation should take, so progress moves and a cancel is heard.
@@ -174,18 +213,19 @@ CHUNK_SECONDS = 0.5
 
 def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], steps: int, seed: int, *,
               progress: Optional[ProgressFn] = None, should_stop: Optional[Callable[[], bool]] = None,
+              cell: Optional[tuple[int, int]] = None, preview: Optional[Callable[[np.ndarray], None]] = None,
               ) -> tuple[np.ndarray, np.ndarray]:
     """Run one batch of channels to the end, a few steps per call, where the model lives."""
     job = uuid.uuid4().hex
     advance, done, restarts = 4, 0, 0
     params = dict(layer=layer, channels=[int(c) for c in channels], size=list(size), steps=int(steps),
-                  seed=int(seed), job=job)
+                  seed=int(seed), job=job, cell=None if cell is None else list(cell))
     try:
         while True:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             t0 = time.perf_counter()
-            r = m.run("featvis.optimise", None, advance=int(advance), **params)
+            r = m.run("featvis.optimise", None, advance=int(advance), preview=preview is not None, **params)
             spent = time.perf_counter() - t0
             now = int(r.get("done", -1))
             if now < done:  # the model's process started afresh and lost the state: it restarts from 0
@@ -196,6 +236,10 @@ def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], st
             done = now
             if progress is not None:
                 progress(min(done, steps), steps)
+            shown = r.get("preview")
+            if preview is not None and isinstance(shown, np.ndarray) and shown.dtype == np.uint8 \
+                    and shown.shape == (len(channels), size[0], size[1], int(m.channels)):
+                preview(shown)
             if done >= steps:
                 images, stats = r.get("images"), r.get("stats")
                 k = len(channels)
@@ -215,7 +259,7 @@ def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], st
 
 
 def feature_visualization(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
-                          steps: Optional[int] = None, seed: int = 0) -> np.ndarray:
+                          steps: Optional[int] = None, seed: int = 0, cell: Any = None) -> np.ndarray:
     """Images that excite ``channels`` of ``layer`` most: uint8 ``(len(channels), H, W, C)``.
 
     ``model`` is anything :func:`vizlib.load_model` accepts or returns (an
@@ -225,9 +269,11 @@ def feature_visualization(model: Any, layer: str, channels: Sequence[int], *, si
     pixels and at most the model's input size. ``steps`` of optimisation
     (default :data:`DEFAULT_STEPS`); the same ``seed`` gives the same images.
     Finished images are cached on disk (:class:`DiskCache`); :func:`render`
-    gives more control and the statistics of every channel.
+    gives more control, the statistics of every channel and the scores.
+    ``cell=(row, col)``: what makes that one position of the map fire (a
+    neuron), at the model's input size unless ``size`` says otherwise.
     """
-    return render(model, layer, channels, size=size, steps=steps, seed=seed).images
+    return render(model, layer, channels, size=size, steps=steps, seed=seed, cell=cell, score=False).images
 
 
 def default_size(model: Any, layer: str) -> tuple[int, int]:

@@ -31,17 +31,26 @@ def jitter(side: int) -> int:
     return max(1, int(round(6 * side / 128)))
 
 
-def transforms(seed: int, steps: int, size: tuple[int, int], canvas: tuple[int, int], ratio: float) -> np.ndarray:
-    """Per step, the 8 numbers of a projective transform from canvas to image (jitter, scale, rotation)."""
+def transforms(seed: int, steps: int, size: tuple[int, int], canvas: tuple[int, int], ratio: float,
+               strength: float = 1.0, polish: float = 0.0) -> np.ndarray:
+    """Per step, the 8 numbers of a projective transform from canvas to image (jitter, scale, rotation).
+
+    ``strength`` scales every amount (0: none); the last ``polish`` share of
+    the steps gets none (they optimise exactly the image that is measured).
+    """
     rng = np.random.default_rng([int(seed), 7919])
     h, w = size
     ch, cw = canvas
-    jy, jx = jitter(h), jitter(w)
+    jy, jx = int(round(jitter(h) * strength)), int(round(jitter(w) * strength))
+    still = int(round(steps * float(polish)))
     out = np.zeros((steps, 8), dtype=np.float32)
     for i in range(steps):
         dy, dx = rng.integers(-jy, jy + 1), rng.integers(-jx, jx + 1)
-        s = SCALES[rng.integers(len(SCALES))]
-        th = ANGLES[rng.integers(len(ANGLES))]
+        s = 1 + (SCALES[rng.integers(len(SCALES))] - 1) * strength
+        th = ANGLES[rng.integers(len(ANGLES))] * strength
+        if i >= steps - still:
+            dy = dx = th = 0
+            s = 1.0
         k = ratio / s
         a0, a1 = k * math.cos(th), k * math.sin(th)
         b0, b1 = -k * math.sin(th), k * math.cos(th)
@@ -50,11 +59,20 @@ def transforms(seed: int, steps: int, size: tuple[int, int], canvas: tuple[int, 
     return out
 
 
-def resample(images: Any, transform: Any, canvas: tuple[int, int]) -> Any:
-    """TensorFlow: ``images`` (B, h, w, C) in 0..1 seen through one ``transform`` on a ``canvas`` (grey outside)."""
+def resample(images: Any, transform: Any, canvas: tuple[int, int], fill: Any = None) -> Any:
+    """TensorFlow: ``images`` (B, h, w, C) in 0..1 seen through one ``transform`` on a ``canvas``.
+
+    Outside the image: ``fill`` (one value per channel; default mid-grey).
+    """
     import tensorflow as tf
 
     n = tf.shape(images)[0]
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=tf.tile(transform[None, :], [n, 1]), output_shape=list(canvas),
-        fill_value=0.5, interpolation="BILINEAR", fill_mode="CONSTANT")
+    c = images.shape[-1]
+    fill = [0.5] * int(c) if fill is None else [float(v) for v in fill]
+    base = fill[0] if len(set(fill)) == 1 else 0.0
+    # The op fills with one scalar; a per-channel colour is the image minus it, resampled, plus it.
+    shift = tf.constant(np.asarray(fill, np.float32) - base)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images - shift, transforms=tf.tile(transform[None, :], [n, 1]), output_shape=list(canvas),
+        fill_value=base, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return out + shift

@@ -1,0 +1,84 @@
+"""Pre-compute feature visualisations into the shared disk cache, so the page serves them instantly.
+
+    python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3,block4_conv3
+    python -m vizlib.featvis precompute --model emotion_cnn            # the first and last conv layer
+    python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3 --channels 0-48 --steps 256
+
+Images land in ``$CNN_VIZ_CACHE_DIR/featvis`` (:class:`vizlib.featvis.DiskCache`)
+under the keys the page uses (same model, layer, channel, size, steps, seed),
+so a host can fill the cache before a lecture. Run it with the settings the
+page uses: the detail's default steps (``--steps`` omitted), and, for the
+grid's mosaics, ``--steps 128`` (``ui/featvis.py`` ``GRID_STEPS``). Finished
+channels are skipped, so an interrupted run continues where it stopped. For
+a dataset atlas with stored visualisations, see ``python -m vizlib.atlas featvis``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Optional, Sequence
+
+from vizlib.errors import InputError
+
+
+def _channels(text: Optional[str], n: int) -> list[int]:
+    if not text:
+        return list(range(n))
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, _, hi = part.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        except ValueError:
+            raise InputError(f"--channels: '{part}' is not a channel number or a range like 0-15.") from None
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (2 for anything the user got wrong, with one line)."""
+    ap = argparse.ArgumentParser(prog="python -m vizlib.featvis", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("precompute", help="fill the disk cache with chosen models' and layers' visualisations")
+    p.add_argument("--model", required=True, help="catalogue name, emotion_cnn, or a .keras/.h5 file")
+    p.add_argument("--weights", default="imagenet", choices=["imagenet", "untrained"])
+    p.add_argument("--preprocess", default=None, help="for model files: unit, symmetric, raw, caffe, torch")
+    p.add_argument("--layers", default="", help="comma-separated layer names (default: first and last conv)")
+    p.add_argument("--channels", default="", help="e.g. 0-48 or 1,5,9 (default: every channel)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the page's detail)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: from the layer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    import vizlib
+    from vizlib.featvis import render
+
+    try:
+        kwargs = {} if args.preprocess is None else {"preprocess": args.preprocess}
+        m = vizlib.load_model(args.model, weights=None if args.weights == "untrained" else "imagenet", **kwargs)
+        layers = [s.strip() for s in args.layers.split(",") if s.strip()] or list(
+            dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
+        for layer in layers:
+            channels = _channels(args.channels, vizlib.find_layer(m, layer).channels)
+            t0 = time.monotonic()
+
+            def progress(done: int, total: int, layer: str = layer) -> None:
+                if not args.quiet:
+                    print(f"\r{layer}: {done}/{total} steps", end="", file=sys.stderr, flush=True)
+
+            vis = render(m, layer, channels, size=args.size, steps=args.steps, seed=args.seed, progress=progress)
+            failed = sum(vis.failed())
+            if not args.quiet:
+                print(file=sys.stderr)
+            print(f"{layer}: {len(channels)} channels ({sum(vis.cached)} already cached) in "
+                  f"{time.monotonic() - t0:.0f} s; {failed} failed their check")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
