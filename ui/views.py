@@ -27,7 +27,7 @@ def detail_extras(m: VizModel, info, maps: np.ndarray, channel: int, image_key: 
     def extra() -> None:
         ss = st.session_state
         if ss.get("fv") == "on":
-            fv_ui.what_it_looks_for(m, info, channel, maps, key=f"featvis-detail-{view}")
+            fv_ui.what_it_looks_for(m, info, channel, maps, key=f"featvis-detail-{view}", cell=ss.get("cell"))
         # Lazy: computed only while open (a link with cell=row,col opens it).
         box = st.expander("What does one cell of this map see? (receptive field)", expanded=bool(ss.get("cell")),
                           key=f"cell-panel-{view}", on_change="rerun")
