@@ -16,12 +16,13 @@ Paint (uncached) = g + l + f + j for the view the page opens on (blocks collapse
 target for DenseNet121 <= 2 s, and the cached path <= 0.2 s. Ratio c / paint in one run.
 SVG and PNG exports are timed once per model (e).
 
-``--browser``: the page itself in Chromium (``streamlit run app.py``, DenseNet121 untrained, the
-Architecture view), times taken inside the page with ``performance.now()`` until the graph's boxes
-are drawn and the page is idle: (b1) first load on a cold server, (b2) a fresh session on the
-warm server, (b3) "Collapse blocks" off (a new layout of all 429 layers) and (b4) on again (the
-cached layout and figure): click to repaint, the whole page's rerun included; (b5) the baseline, a
-rerun of the same page that leaves the graph as it is (the kernels' drawing mode).
+``--browser``: the page itself in Chromium (``streamlit run app.py``, the Architecture view of
+DenseNet121 untrained and of the bundled model), times taken inside the page with
+``performance.now()`` until the graph's boxes are drawn and the page is idle: (b1) first load on a
+cold server, (b2) a fresh session on the warm server, (b3) a click on "Collapse blocks" (a new
+layout: DenseNet121 expands to 429 boxes, the bundled model collapses to 14) and (b4) a click back
+(layout and figure cached): click to repaint, the whole page's rerun included. The bundled model's
+page is the baseline: the same page and controls around a small graph.
 """
 
 from __future__ import annotations
@@ -106,10 +107,6 @@ _PAINTED = """
 """
 
 
-_BUSY = """() => !!document.querySelector('[data-stale="true"]')
-                  || !!document.querySelector('[data-testid="stStatusWidget"]')"""
-
-
 def browser_times(repeats: int) -> dict:
     """Navigation / a toggle click -> the graph drawn and the page idle, in Chromium, in ms."""
     from playwright.sync_api import sync_playwright
@@ -117,11 +114,13 @@ def browser_times(repeats: int) -> dict:
     from bench_browser import CHROMIUM, CHROMIUM_ARGS, Server, free_port
 
     port = free_port()
-    server = Server(port, C.OUT / "bench_graph_server.log")
     C.OUT.mkdir(parents=True, exist_ok=True)
+    server = Server(port, C.OUT / "bench_graph_server.log")
     server.wait_healthy()
-    url = f"http://localhost:{port}/?model=densenet121&weights=untrained&view=graph"
-    out: dict = {"load": [], "expand": [], "collapse_cached": [], "baseline": []}
+    # (page, boxes as it opens, boxes after the toggle): DenseNet121 opens collapsed; the bundled model expanded.
+    pages = {"densenet121": ("?model=densenet121&weights=untrained&view=graph", "81 boxes", "429 boxes"),
+             "emotion_cnn": ("?view=graph", "46 boxes", "14 boxes")}
+    out: dict = {name: {"load": [], "toggle": [], "toggle_back_cached": []} for name in pages}
 
     def wait(page, title_has: str) -> float:
         page.wait_for_function(f"""() => {{ const r = ({_PAINTED})(); return r && r[1].includes('{title_has}')
@@ -131,34 +130,25 @@ def browser_times(repeats: int) -> dict:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for i in range(repeats + 1):
-                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = ctx.new_page()
-                page.goto(url, wait_until="commit")
-                out["load"].append(wait(page, "81 boxes"))
-                page.wait_for_timeout(1500)
-                toggle = page.locator(".st-key-graph-blocks label")
-                t0 = page.evaluate("performance.now()")
-                toggle.click()
-                out["expand"].append(wait(page, "429 boxes") - t0)
-                page.wait_for_timeout(1500)
-                t0 = page.evaluate("performance.now()")
-                toggle.click()
-                out["collapse_cached"].append(wait(page, "81 boxes") - t0)
-                page.wait_for_timeout(1500)
-                # the baseline: a rerun of the same page that leaves the graph as it is (the kernels'
-                # drawing mode changes: its figure is rebuilt, the graph's comes out of the cache)
-                mode = "Kernel norms" if i % 2 == 0 else "Pictures"
-                t0 = page.evaluate("performance.now()")
-                page.locator(".st-key-graph-kernel-mode").get_by_role("radio", name=mode, exact=True).click()
-                page.wait_for_function(_BUSY, timeout=30_000, polling=20)
-                out["baseline"].append(wait(page, "81 boxes") - t0)
-                ctx.close()
+            for _ in range(repeats + 1):
+                for name, (query, opens, toggled) in pages.items():
+                    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                    page = ctx.new_page()
+                    page.goto(f"http://localhost:{port}/{query}", wait_until="commit")
+                    out[name]["load"].append(wait(page, opens))
+                    toggle = page.locator(".st-key-graph-blocks label")
+                    for key, title in (("toggle", toggled), ("toggle_back_cached", opens)):
+                        page.wait_for_timeout(1500)
+                        t0 = page.evaluate("performance.now()")
+                        toggle.click()
+                        out[name][key].append(wait(page, title) - t0)
+                    ctx.close()
             browser.close()
     finally:
         server.stop()
-    return {"cold_load_ms": out["load"][0], "load_ms": out["load"][1:], "expand_ms": out["expand"],
-            "collapse_cached_ms": out["collapse_cached"][1:], "baseline_ms": out["baseline"][1:]}
+    # The first round is cold on the server (model build, first layout): reported apart.
+    return {name: {"cold_load_ms": r["load"][0], "load_ms": r["load"][1:], "toggle_ms": r["toggle"][1:],
+                   "toggle_back_cached_ms": r["toggle_back_cached"][1:]} for name, r in out.items()}
 
 
 def main() -> None:
@@ -172,14 +162,13 @@ def main() -> None:
     if args.browser:
         C.header("Architecture graph in Chromium: DenseNet121, navigation / click -> graph drawn, page idle")
         b = browser_times(args.rounds)
-        print(f"cold first load  {b['cold_load_ms']:.0f} ms (server start excluded; model build included)")
-        print(f"warm load        median {C.median(b['load_ms']):.0f} ms  {[round(x) for x in b['load_ms']]}")
-        print(f"expand (layout)  median {C.median(b['expand_ms']):.0f} ms  {[round(x) for x in b['expand_ms']]}")
-        print(f"collapse, cached median {C.median(b['collapse_cached_ms']):.0f} ms  "
-              f"{[round(x) for x in b['collapse_cached_ms']]}")
-        print(f"baseline rerun   median {C.median(b['baseline_ms']):.0f} ms  "
-              f"{[round(x) for x in b['baseline_ms']]}  (the same page, graph unchanged)")
-        print(f"cached collapse / baseline rerun: {C.median(b['collapse_cached_ms']) / C.median(b['baseline_ms']):.2f}")
+        for name, r in b.items():
+            print(f"{name}: cold first load {r['cold_load_ms']:.0f} ms (model build included)")
+            for key in ("load_ms", "toggle_ms", "toggle_back_cached_ms"):
+                print(f"  {key:22} median {C.median(r[key]):6.0f} ms  {[round(x) for x in r[key]]}")
+        d, e = b["densenet121"], b["emotion_cnn"]
+        print("DenseNet121 / bundled model, cached toggle back (the same page rerun, a 81- vs 46-box graph): "
+              f"{C.median(d['toggle_back_cached_ms']) / C.median(e['toggle_back_cached_ms']):.2f}")
         C.save("graph_browser", b)
         return
     C.header("Architecture graph: layout time and payload per model")

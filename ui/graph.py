@@ -11,6 +11,7 @@ import streamlit as st
 from vizlib import graph as vg
 from vizlib.contract import VizModel
 from vizlib.errors import InputError
+from vizlib.graph.kernels import resolve_mode
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
 from ui.explain import profiled
@@ -51,6 +52,14 @@ def figure_of(model_key: str, nested: bool, blocks: bool, color_by: str, image_k
 @st.cache_data(max_entries=16, show_spinner="Reading the kernels…")
 def kernels_of(model_key: str, layer: str, _m: VizModel) -> dict:
     return vg.kernels(_m, layer)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def kernel_figure_of(model_key: str, twin_key: str, layer: str, mode: str, _m: VizModel, _twin: Optional[VizModel]):
+    """The kernel pictures (trained beside untrained) as one figure, made once per model, layer and mode."""
+    k = kernels_of(model_key, layer, _m)
+    u = kernels_of(twin_key, layer, _twin) if _twin is not None else None
+    return k, u, vg.kernel_figure(k, untrained=u, mode=mode)
 
 
 # --------------------------------------------------------------------------- clicks
@@ -125,11 +134,9 @@ def _kernels_section(m: VizModel) -> None:
                          help="The first convolution's kernels look at the image's pixels directly.")
     mode = c2.segmented_control("Draw", list(KERNEL_MODES), format_func=KERNEL_MODES.get, default="auto",
                                 key="graph-kernel-mode", required=True)
-    k = kernels_of(m.key, layer, m)
     twin = None if m.untrained else get_untrained_twin(m.key, m)
-    u = kernels_of(twin.key, layer, twin) if twin is not None else None
-    shown = vg.kernel_canvas(k, mode)[1]["mode"]
-    fig = vg.kernel_figure(k, untrained=u, mode=mode)
+    k, u, fig = kernel_figure_of(m.key, twin.key if twin is not None else "", layer, mode, m, twin)
+    shown = resolve_mode(k, mode)
     st.plotly_chart(fig, key=KERNEL_CHART, config=CHART_CONFIG, on_select=partial(on_kernel_click, layer, convs[0]),
                     selection_mode="points")
     pair = (" Left: the trained weights; right: the same architecture with random weights (seed 0). Trained "
