@@ -338,7 +338,7 @@ def test_channel_detail_carries_exact_values():
     assert fig.data[0].type == "heatmap"
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), m)
     assert "row %{y}" in spec["data"][0]["hovertemplate"] and "activation" in spec["data"][0]["hovertemplate"]
-    assert spec["layout"]["yaxis"]["autorange"] == "reversed"
+    assert spec["layout"]["yaxis"]["range"] == [2.5, -0.5]  # row 0 on top, exactly the map's rows
 
 
 def test_across_images_and_prediction_bars():

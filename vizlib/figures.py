@@ -497,6 +497,10 @@ def _whole_ticks(n: int, target: int = 8) -> dict:
     return dict(tickmode="linear", tick0=0, dtick=step, tickformat="d")
 
 
+#: What a detail heatmap's frame takes: across, the row labels and title and the colour bar (px); down,
+#: the column labels and title.
+DETAIL_FRAME_PX = 96
+DETAIL_AXIS_PX = 48
 #: Largest map whose cells are clickable in :func:`channel_detail` (one invisible point per cell).
 MAX_CLICKABLE_CELLS = 4096
 
@@ -526,7 +530,7 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
         z=arr, colorscale=plotly_scale(colormap), zmin=zmin, zmax=zmax,
         hovertemplate=f"{full_title}<br>{hover}" if full_title else hover,
         hoverinfo="skip" if points else None,
-        colorbar=dict(title=dict(text="activation", side="right"), thickness=12),
+        colorbar=dict(title=dict(text="activation", side="right"), thickness=10, xpad=4, outlinewidth=0),
         xgap=0, ygap=0,
     ))
     if points:
@@ -540,13 +544,17 @@ def channel_detail(map2d: np.ndarray, *, title: Optional[str] = None, colormap: 
             selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
         ))
     if height is None:
-        height = int(min(640, max(260, 40 + (top or 10) + 420 * h / max(w, 1))))
+        # the map as wide as the plot gets (the chart less its axis labels and colour bar), no band below
+        side = max(160, int(width_hint) - DETAIL_FRAME_PX)
+        height = int(min(640, max(220, (top or 10) + DETAIL_AXIS_PX + side * h / max(w, 1))))
     fig.update_layout(
         title=title_layout,
-        height=height, margin=dict(l=40, r=10, t=top or 10, b=30),
-        xaxis=dict(title="column", constrain="domain", showgrid=False, **_whole_ticks(w)),
-        yaxis=dict(title="row", autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False,
-                   **_whole_ticks(h)),
+        height=height, margin=dict(l=4, r=4, t=top or 10, b=4),
+        # exact ranges: the clickable points' markers would pad an automatic range with white
+        xaxis=dict(title=dict(text="column", standoff=4), range=[-0.5, w - 0.5], constrain="domain",
+                   showgrid=False, zeroline=False, automargin=True, **_whole_ticks(w)),
+        yaxis=dict(title=dict(text="row", standoff=4), range=[h - 0.5, -0.5], scaleanchor="x", constrain="domain",
+                   constraintoward="top", showgrid=False, zeroline=False, automargin=True, **_whole_ticks(h)),
         plot_bgcolor="white",
     )
     return fig

@@ -141,3 +141,21 @@ def test_upload_controls_work_from_the_keyboard_alone(app):
         app.page.keyboard.press("Enter")
     assert chooser.value.element.get_attribute("accept") and ".zip" in chooser.value.element.get_attribute("accept")
     app.assert_clean()
+
+
+@pytest.mark.browser
+def test_phone_inspected_heatmap_uses_the_width(browser, server, playwright_api):
+    """On a 390 px phone the inspected map was ~110-175 px wide in white space (axis margins, a padded
+    range, a height made for a desktop): it must fill most of the chart."""
+    from test_small_screens import phone
+
+    with phone(browser, server, playwright_api) as app:
+        chart = app.page.locator('[class*="st-key-detail-"] .js-plotly-plot').first
+        chart.scroll_into_view_if_needed()
+        box = app.page.evaluate("""(c) => { const r = c.getBoundingClientRect();
+            const h = c.querySelector('.heatmaplayer image').getBoundingClientRect();
+            return {chart: [r.width, r.height], heat: [h.width, h.height]}; }""", chart.element_handle())
+        assert box["heat"][0] >= 0.65 * box["chart"][0], box
+        assert box["heat"][1] >= 0.55 * box["chart"][1], box  # no band of white above or below
+        app.page.screenshot(path=str(app_screens() / "polish-phone-detail.png"))
+        app.assert_clean()
