@@ -287,6 +287,9 @@ class Walk:
             ("scale", lambda: h(".st-key-scale input:not([disabled])"),
              lambda: self.app.radio("scale", self.rng.choice(["shared", "per channel"]))),
             ("cmap", lambda: h(".st-key-cmap input"), lambda: self.pick_option("cmap")),
+            ("across images", lambda: h(".st-key-images input"), lambda: self.pick_option("images")),
+            ("share panel", lambda: h('[class*="st-key-share-"] summary'),
+             lambda: self.page.locator('[class*="st-key-share-"] summary').first.click()),
             ("opacity", lambda: h(".st-key-opacity [role=slider]"), self.opacity),
             ("twin", lambda: h(".st-key-twin_on"), lambda: self.page.locator(".st-key-twin_on label").first.click()),
             # Feature visualisations run in the background; only for the bundled model (seconds, not minutes).
