@@ -63,7 +63,7 @@ MAX_TOP_ROWS = 2_000_000
 #: Declared bytes of one row group's picture column (one picture fetch reads at most this, in
 #: batches of :data:`PICTURE_BATCH_BYTES`), and of a picture table's key columns in all.
 MAX_PICTURE_GROUP_BYTES = 32 * 2**20
-PICTURE_BATCH_BYTES = 2 * 2**20
+PICTURE_BATCH_BYTES = 512 * 1024
 MAX_PICTURE_KEY_BYTES = 64 * 2**20
 
 
