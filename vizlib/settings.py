@@ -14,7 +14,10 @@ never an exception at import.
 | ``CNN_VIZ_ATLAS_ROOT``     | unset            | folder under which the page may open dataset atlases       |
 | ``CNN_VIZ_RESULTS_CACHE_MB``| ``1024``        | memory for cached activations, shared by all sessions      |
 | ``CNN_VIZ_FEATVIS_CACHE_MB``| see featvis.cache | disk for cached feature visualisations                   |
+| ``CNN_VIZ_LIVE_STREAMS``   | ``4``            | live camera streams one process runs at once (:mod:`vizlib.live`) |
+| ``CNN_VIZ_ICE_SERVERS``    | ``[]`` (none)    | WebRTC ICE servers (STUN/TURN) as JSON, for the live view off localhost/LAN |
 | ``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS`` | unset    | ``1``: allow gradients although oneDNN is on (at your risk) |
+| ``CNN_VIZ_DEBUG``          | unset            | ``1``: command lines show the traceback of an unexpected error |
 | ``TF_ENABLE_ONEDNN_OPTS``  | ``0`` (set by vizlib) | TensorFlow's oneDNN kernels (:mod:`vizlib.tfsetup`)   |
 | ``OMP_NUM_THREADS``        | unset            | copied from the driver into Ray workers (:mod:`vizlib.tfsetup`) |
 | ``PYTHONPATH``, ``RAY_AUTH_MODE`` | unset     | read by the Ray engine to start workers / word a hint      |
@@ -89,6 +92,11 @@ def allow_onednn_gradients() -> bool:
     return env("CNN_VIZ_ALLOW_ONEDNN_GRADIENTS") == "1"
 
 
+def debug() -> bool:
+    """``CNN_VIZ_DEBUG=1``: command lines re-raise an unexpected error (traceback) instead of one line."""
+    return env("CNN_VIZ_DEBUG") == "1"
+
+
 def omp_num_threads() -> Optional[str]:
     """``OMP_NUM_THREADS`` of this process, or None."""
     return env(THREADS_VAR)
@@ -97,6 +105,35 @@ def omp_num_threads() -> Optional[str]:
 def featvis_cache_mb() -> str:
     """``CNN_VIZ_FEATVIS_CACHE_MB`` as given ("" if unset; :mod:`vizlib.featvis.cache` parses it)."""
     return (env("CNN_VIZ_FEATVIS_CACHE_MB") or "").strip()
+
+
+def live_streams() -> int:
+    """``CNN_VIZ_LIVE_STREAMS``: live camera streams one process runs at once (0 switches the live view off)."""
+    return int(_number("CNN_VIZ_LIVE_STREAMS", 4.0, 0.0, 1000.0))
+
+
+def ice_servers() -> list[dict]:
+    """``CNN_VIZ_ICE_SERVERS``: a JSON list of WebRTC ICE servers (``{"urls": ..., "username": ..., "credential": ...}``).
+
+    Default none: on localhost or a LAN the browser and the server reach each other
+    directly, and no STUN lookup leaves the machine. Invalid JSON -> none, with a warning.
+    """
+    import json
+
+    raw = (env("CNN_VIZ_ICE_SERVERS") or "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("CNN_VIZ_ICE_SERVERS is not JSON; using no ICE servers")
+        return []
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) and "urls" in v for v in value):
+        log.warning("CNN_VIZ_ICE_SERVERS must be a list of {\"urls\": ...} objects; using no ICE servers")
+        return []
+    return value
 
 
 def _home_dir() -> Path:

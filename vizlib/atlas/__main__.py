@@ -69,26 +69,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     f.add_argument("--quiet", action="store_true")
     _featvis_args(f, "--layers", "--steps", "--size")
     args = parser.parse_args(argv)
-    if args.command == "featvis":
-        return _featvis_main(args)
+    return _guarded(_featvis_main if args.command == "featvis" else _build_main, args)
 
-    import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
-    from vizlib.atlas.job import build
+
+def _guarded(run, args: argparse.Namespace) -> int:
+    """Run a sub-command; a user's mistake is one line and exit 2, anything else one line and exit 1.
+
+    No traceback reaches the terminal (set ``CNN_VIZ_DEBUG=1`` to see it); an interrupted build keeps
+    its committed shards, so the message says how to resume.
+    """
     from vizlib.errors import InputError
+    from vizlib.settings import debug
 
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    fv_layers = _names(args.featvis_layers)
     try:
-        atlas = build(args.model, args.images, args.out, layers=layers, top=args.top, engine=args.engine,
-                      address=args.address, weights=args.weights, preprocess=args.preprocess,
-                      batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
-                      progress=None if args.quiet else _progress_bar(),
-                      featvis=fv_layers or bool(args.featvis), featvis_steps=args.featvis_steps,
-                      featvis_size=args.featvis_size,
-                      featvis_progress=None if args.quiet else _progress_bar(unit="channels"))
+        return run(args)
     except InputError as exc:
         print(f"error: {exc.cli_message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the shards committed so far are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only on request
+        if debug():
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
+              "(set CNN_VIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
+
+
+def _build_main(args: argparse.Namespace) -> int:
+    import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
+    from vizlib.atlas.job import build
+
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    fv_layers = _names(args.featvis_layers)
+    atlas = build(args.model, args.images, args.out, layers=layers, top=args.top, engine=args.engine,
+                  address=args.address, weights=args.weights, preprocess=args.preprocess,
+                  batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
+                  progress=None if args.quiet else _progress_bar(),
+                  featvis=fv_layers or bool(args.featvis), featvis_steps=args.featvis_steps,
+                  featvis_size=args.featvis_size,
+                  featvis_progress=None if args.quiet else _progress_bar(unit="channels"))
     m = atlas.manifest
     c = m["counts"]
     print(f"atlas: {os.fspath(args.out)}  {c['images']} images ({c['failed']} skipped), layers "
@@ -114,16 +137,11 @@ def _featvis_args(p: argparse.ArgumentParser, layers: str, steps: str, size: str
 def _featvis_main(args: argparse.Namespace) -> int:
     import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
     from vizlib.atlas.job import add_featvis
-    from vizlib.errors import InputError
 
-    try:
-        atlas = add_featvis(args.model, args.out, layers=_names(args.layers), steps=args.steps, size=args.size,
-                            engine=args.engine, address=args.address, weights=args.weights,
-                            preprocess=args.preprocess, workers=args.workers,
-                            progress=None if args.quiet else _progress_bar(unit="channels"))
-    except InputError as exc:
-        print(f"error: {exc.cli_message}", file=sys.stderr)
-        return 2
+    atlas = add_featvis(args.model, args.out, layers=_names(args.layers), steps=args.steps, size=args.size,
+                        engine=args.engine, address=args.address, weights=args.weights,
+                        preprocess=args.preprocess, workers=args.workers,
+                        progress=None if args.quiet else _progress_bar(unit="channels"))
     print(f"atlas: {os.fspath(args.out)}  feature visualisations stored for {', '.join(atlas.featvis_layers)}")
     return 0
 
