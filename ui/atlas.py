@@ -68,12 +68,14 @@ def list_atlases(root: Optional[Path] = None) -> list[str]:
     return sorted(found)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
+# Each open atlas may hold its decoded top-k table (at most MAX_TOP_DECODED, 256 MB): 3 named + 2 uploaded
+# atlases keep the worst case near 1.3 GB, inside the server's ~3 GB budget with the models beside them.
+@st.cache_resource(max_entries=3, show_spinner=False)
 def _open_named(name: str, root: str, mtime_ns: int) -> Atlas:
     return load(name, root=root)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Unpacking the atlas…")
+@st.cache_resource(max_entries=2, show_spinner="Unpacking the atlas…")
 def _open_zip(digest: str, _data: bytes) -> Atlas:
     target = settings().cache_dir / "atlas-uploads" / digest
     return extract_zip(_data, target)
