@@ -118,23 +118,22 @@ def _fits(value: Any, hint: Any) -> Any:
     if hint is cabc.Callable or origin is cabc.Callable:
         return callable(value)
     if origin in (list, tuple, cabc.Sequence, cabc.Collection, cabc.Iterable) or hint in (list, tuple):
-        if origin is cabc.Iterable:
-            if not isinstance(value, cabc.Iterable):
-                return False
-            if not isinstance(value, (list, tuple, str, bytes, bytearray, dict, set, frozenset)):
-                return _UNKNOWN  # a generator or an iterator: not consumed here
-        elif not isinstance(value, (list, tuple)) and not (origin is cabc.Sequence and isinstance(value, cabc.Sequence)
-                                                          and not isinstance(value, (str, bytes))):
-            return _UNKNOWN if isinstance(value, np.ndarray) else False
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if isinstance(value, (str, bytes, bytearray)):
+            return False  # text where a list belongs (a layer name instead of a list of names)
+        if value is None or isinstance(value, (bool, int, float, complex, cabc.Mapping)) and origin is not cabc.Iterable:
+            return False
+        if isinstance(value, (cabc.Set, cabc.Mapping, cabc.KeysView)):
+            value = tuple(value)[:MAX_ITEMS_CHECKED]  # finite containers: their items are what is iterated
+        elif not isinstance(value, (list, tuple)):
+            # Arrays, ranges, generators: not judged (and never consumed here).
+            return False if not isinstance(value, cabc.Iterable) else _UNKNOWN
         if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(hint):
             if len(value) != len(args):
                 return False
             pairs = list(zip(value, args))
         else:
-            items = list(value)[:MAX_ITEMS_CHECKED] if not isinstance(value, (str, bytes, bytearray)) else \
-                list(value[:MAX_ITEMS_CHECKED])
-            pairs = [(v, args[0]) for v in items] if args else []
+            pairs = [(v, args[0]) for v in value[:MAX_ITEMS_CHECKED]] if args else []
         results = [_fits(v, h) for v, h in pairs]
         return False if any(r is False for r in results) else True
     if origin in (dict, cabc.Mapping) or hint in (dict, cabc.Mapping):
