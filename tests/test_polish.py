@@ -105,6 +105,7 @@ def _tiny_grey_model():
     out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(conv(inp)))
     kernel = np.full((3, 3, 1, 2), -0.0005, np.float32)
     kernel[1, 1, 0, 0] = -0.001
+    kernel[:, :, 0, 1] = -1e-30  # a dead channel's weights: decimals can't write them
     conv.set_weights([kernel, np.array([0.00003, 0.0], np.float32)])
     return as_model(keras.Model(inp, out))
 
@@ -128,6 +129,25 @@ def test_arithmetic_sum_is_visibly_right():
     assert re.sub(r"[-0.]", "", line.group(2))[:2].isdigit()  # >= 2 significant digits shown
     # "(grey)" is explained
     assert "grey channel" in text and re.search(r"grey channel: [^·]*(greyscale|one channel)", text), text
+
+
+def test_arithmetic_of_a_dead_channel_stays_readable():
+    """Weights of 1e-30 were written "0.000000" in every cell (wider than the cell) and the sum as
+    "0.000000000 + bias 0.000000000 = 0.000000000"; the worked sum ran past the chart's edge."""
+    from PIL import Image
+
+    from vizlib import explain as E
+
+    image = Image.fromarray(np.full((8, 8), 200, np.uint8))
+    arith = E.conv_arithmetic(_tiny_grey_model(), image, 3, 3, 1)
+    fig = F.conv_arithmetic_figure(arith, width_hint=420)
+    kernel_text = [t for row in fig.data[1].text for t in row]
+    assert all(len(t) <= 8 for t in kernel_text) and any("e-30" in t or "e-3" in t for t in kernel_text), kernel_text
+    note = fig.layout.annotations[-1].text
+    line = plain_text(note)
+    assert "0.000000" not in line and re.search(r"sum of products: -?[0-9.]+e-\d+", line), line
+    for piece in note.split("<br>"):
+        assert len(plain_text(piece)) * 13 * 0.5 <= 420, piece  # every line fits the chart
 
 
 # --------------------------------------------------------------------------- PNG exports for slides

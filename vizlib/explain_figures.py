@@ -344,33 +344,44 @@ def receptive_field_figure(image: Any, box: Sequence[int], *, layer: Optional[st
 # --------------------------------------------------------------------------- one convolution by hand
 
 
-def _fmt(v: float, decimals: int = 2) -> str:
+def _fmt(v: float, decimals: Optional[int] = 2) -> str:
+    """``v`` with ``decimals`` decimals ("-0.00" written "0.00"); ``None``: 3 significant digits, for
+    values too small for decimals (a dead channel's weights of 1e-34)."""
+    if decimals is None:
+        return "0" if v == 0 else f"{v:.3g}"
     text = f"{v:.{int(decimals)}f}"
     return text[1:] if text.startswith("-") and not any(ch in "123456789" for ch in text) else text
 
 
-def cell_decimals(values: np.ndarray, digits: int = 2, most: int = 6) -> int:
-    """Decimals that show the largest of ``values`` with ``digits`` significant digits (at least 2)."""
+def cell_decimals(values: np.ndarray, digits: int = 2, most: int = 6) -> Optional[int]:
+    """Decimals that show the largest of ``values`` with ``digits`` significant digits (at least 2);
+    None when that would take more than ``most`` (write them as 1.2e-34 instead)."""
     big = float(np.max(np.abs(values))) if np.size(values) else 0.0
     if not np.isfinite(big) or big == 0.0:
         return 2
-    return int(min(most, max(2, digits - 1 - math.floor(math.log10(big)))))
+    d = digits - 1 - math.floor(math.log10(big))
+    return None if d > most else int(max(2, d))
 
 
-def sum_decimals(terms: Sequence[float], total: float, digits: int = 3, most: int = 9) -> int:
+def sum_decimals(terms: Sequence[float], total: float, digits: int = 3, most: int = 9) -> Optional[int]:
     """Decimals at which a written sum is visibly right: the total shows ``digits`` significant
-    digits and the terms, rounded as written, add up to the total as written.
+    digits and the terms, rounded as written, add up to the total as written (None: too small for
+    decimals, write significant digits).
 
     "0.00 + bias 0.00 = -0.004753" reads as a wrong sum; "-0.00480 + bias 0.00005 = -0.00475" doesn't.
     """
     values = [float(t) for t in terms] + [float(total)]
     d = cell_decimals(np.asarray(values), digits=digits, most=most)
-    while d < most:
+    while d is not None and d <= most:
         shown = sum(round(t, d) for t in terms)
         if round(shown, d) == round(float(total), d):
-            break
+            return d
         d += 1
-    return d
+    return None
+
+
+#: Width the worked sum under the arithmetic figure is wrapped for (the figure sits in about half a page).
+ARITH_TEXT_PX = 540
 
 
 def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optional[str] = None,
@@ -412,11 +423,13 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
         ]):
             places = cell_decimals(z)  # 0.0012, not 0.00, when a whole panel is small
             text = [[_fmt(float(v), places) for v in line] for line in z]
+            longest = max((len(t) for line in text for t in line), default=1)
+            size = text_size if longest <= 5 else max(7, int(text_size * 5 / longest))
             hover = [[f"{name} {float(z[i, j]):.4g}<br>input row {rows_in[i] if i < len(rows_in) else '?'}, "
                       f"column {cols_in[j] if j < len(cols_in) else '?'}" for j in range(kw)] for i in range(kh)]
             fig.add_trace(go.Heatmap(
                 z=z, colorscale=plotly_scale(scale), zmin=zmin, zmax=zmax, showscale=False, text=text,
-                texttemplate="%{text}", textfont=dict(size=text_size), hovertext=hover,
+                texttemplate="%{text}", textfont=dict(size=size), hovertext=hover,
                 hovertemplate="%{hovertext}<extra></extra>", xgap=1, ygap=1, name=name,
             ), row=r + 1, col=c + 1)
     for i in range(1, 3 * shown + 1):
@@ -444,7 +457,6 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
     if cin == 1 and channel_names and channel_names[0] == "grey channel":
         source = ((f"{source} · " if source else "")
                   + "grey channel: this model takes greyscale images, one channel of brightness")
-    line3 = f"<span style='color:#666'>{safe_text(source)}</span>" if source else ""
     if title is None:
         title = (f"How one value of {arith.get('layer', 'the layer')} is made: channel {arith.get('channel')}, "
                  f"row {arith.get('row')}, column {arith.get('col')}")
@@ -452,14 +464,23 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
     cell_px = 30 if max(kh, kw) <= 3 else 26 if max(kh, kw) <= 5 else 20
     panel = max(110, cell_px * kh)
     fig.update_annotations(font_size=11)  # the panel titles
-    fig.add_annotation(text="<br>".join(t for t in (safe_text(line1), safe_text(line2), line3) if t),
-                       xref="paper", yref="paper",
+    # Plotly never wraps an annotation: each line is wrapped for the chart (a half-width column cut them)
+    from vizlib.figures import fit_title
+
+    room = min(int(width_hint), ARITH_TEXT_PX)
+    lines = [fit_title(t, room, font_px=13, max_lines=8)[0] for t in (safe_text(line1), safe_text(line2))]
+    if source:
+        lines.append(f"<span style='color:#666'>{fit_title(safe_text(source), room, font_px=13, max_lines=8)[0]}"
+                     "</span>")
+    text = "<br>".join(lines)
+    n_lines = text.count("<br>") + 1
+    fig.add_annotation(text=text, xref="paper", yref="paper",
                        x=0, y=0, yshift=-12, xanchor="left", yanchor="top", showarrow=False, align="left",
                        font=dict(size=13))
     fig.update_layout(
-        title=title_layout, height=(top or 8) + 40 + shown * (panel + 30) + 60,
-        margin=dict(l=6, r=6, t=(top or 8) + 18, b=84), plot_bgcolor="white", paper_bgcolor="white",
-        dragmode=False,
+        title=title_layout, height=(top or 8) + 40 + shown * (panel + 30) + 18 * n_lines,
+        margin=dict(l=6, r=6, t=(top or 8) + 18, b=30 + 18 * n_lines), plot_bgcolor="white",
+        paper_bgcolor="white", dragmode=False,
     )
     return fig
 
