@@ -75,6 +75,18 @@ def has(at, kind: str, key: str) -> bool:
         return False
 
 
+def raw_value(key: str, labels: list[str], i: int):
+    """The option value behind label ``i`` of the page's pickers (AppTest only knows the labels)."""
+    label = labels[i]
+    if key == "cls":  # options: -1 (the top prediction), then every class index
+        return -1 if i == 0 else random.Random(label).randrange(len(labels) - 1)
+    if key == "inspect":
+        return label.split(": ", 1)[1]
+    if key == "layer":
+        return label.split(" ")[1]  # "#3 conv2d_2 (Conv2D, ...)"
+    return "" if label.startswith("final feature map") else label.split(" ")[0]  # camlayer
+
+
 def step(at, rng: random.Random) -> str:
     """One random action among those the page offers now; returns what it did."""
     choices = ["model", "sample", "upload", "source", "view", "mode", "n", "scale", "cmap"]
@@ -128,9 +140,10 @@ def step(at, rng: random.Random) -> str:
         ss["cmap"] = value
         return f"cmap {value}"
     if what in ("cls", "camlayer", "layer", "inspect"):
+        # AppTest's select_index() would set the *label*; set the value the label stands for.
         box = at.selectbox(key=what)
         i = rng.randrange(min(len(box.options), 12))
-        box.select_index(i)
+        box.set_value(raw_value(what, box.options, i))
         return f"{what} #{i}"
     if what == "channel":
         box = at.number_input(key="channel")
