@@ -5,22 +5,23 @@
 Per model (built once, not timed), median of ``--rounds`` interleaved rounds:
   (g) ``vizlib.layer_graph``: nodes and edges from the traced model (the trace itself is cached per
       model object, as in the app, so this is the edge extraction);
-  (l) ``graph_layout`` of the whole graph, and (lc) of the graph with its blocks collapsed;
+  (l) ``graph_layout`` of the whole graph, and (lc) of the graph with its stages and blocks collapsed;
   (f) ``graph_figure`` from a graph and its layout, and (j) what ``st.plotly_chart`` does with it
       (``plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)`` +
       ``plotly.io.to_json``), bytes = the payload;
   (c) the cached path of the page: the same figure object out of ``st.cache_resource``, through
       (j) again. (i) info: the same through a pickle round trip, as ``st.cache_data`` would return
       it (unpickling a Figure re-validates every property: why the page caches the object).
-Paint (uncached) = g + l + f + j for the view the page opens on (blocks collapsed from 120 layers);
+Paint (uncached) = g + l + f + j for the view the page opens on (stages and blocks collapsed from 120
+layers);
 target for DenseNet121 <= 2 s, and the cached path <= 0.2 s. Ratio c / paint in one run.
 SVG and PNG exports are timed once per model (e).
 
 ``--browser``: the page itself in Chromium (``streamlit run app.py``, the Architecture view of
 DenseNet121 untrained and of the bundled model), times taken inside the page with
 ``performance.now()`` until the graph's boxes are drawn and the page is idle: (b1) first load on a
-cold server, (b2) a fresh session on the warm server, (b3) a click on "Collapse blocks" (a new
-layout: DenseNet121 expands to 429 boxes, the bundled model collapses to 14) and (b4) a click back
+cold server, (b2) a fresh session on the warm server, (b3) a click on "Draw" (a new layout:
+DenseNet121 from its 27 stage boxes to every layer, 429; the bundled model to 11) and (b4) a click back
 (layout and figure cached): click to repaint, the whole page's rerun included. The bundled model's
 page is the baseline: the same page and controls around a small graph.
 """
@@ -59,7 +60,7 @@ def measure(name: str, rounds: int) -> dict:
         rows["g"].append(t)
         t, lay = C.timed(lambda: vg.graph_layout(g))
         rows["l"].append(t)
-        c = vg.collapse(g, blocks=True)
+        c = vg.collapse(g, blocks=True, stages=True)
         t, lay_c = C.timed(lambda: vg.graph_layout(c))
         rows["lc"].append(t)
         shown, shown_lay = (c, lay_c) if len(g.nodes) >= COLLAPSE_FROM else (g, lay)
@@ -118,8 +119,9 @@ def browser_times(repeats: int) -> dict:
     server = Server(port, C.OUT / "bench_graph_server.log")
     server.wait_healthy()
     # (page, boxes as it opens, boxes after the toggle): DenseNet121 opens collapsed; the bundled model expanded.
-    pages = {"densenet121": ("?model=densenet121&weights=untrained&view=graph", "81 boxes", "429 boxes"),
-             "emotion_cnn": ("?view=graph", "46 boxes", "14 boxes")}
+    pages = {"densenet121": ("?model=densenet121&weights=untrained&view=graph", "27 boxes", "429 boxes",
+                             "Every layer", "Stages"),
+             "emotion_cnn": ("?view=graph", "46 boxes", "11 boxes", "Stages", "Every layer")}
     out: dict = {name: {"load": [], "toggle": [], "toggle_back_cached": []} for name in pages}
 
     def wait(page, title_has: str) -> float:
@@ -131,16 +133,16 @@ def browser_times(repeats: int) -> dict:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for _ in range(repeats + 1):
-                for name, (query, opens, toggled) in pages.items():
+                for name, (query, opens, toggled, click, back) in pages.items():
                     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
                     page = ctx.new_page()
                     page.goto(f"http://localhost:{port}/{query}", wait_until="commit")
                     out[name]["load"].append(wait(page, opens))
-                    toggle = page.locator(".st-key-graph-blocks label")
-                    for key, title in (("toggle", toggled), ("toggle_back_cached", opens)):
+                    detail = page.locator(".st-key-graph-detail")
+                    for key, title, label in (("toggle", toggled, click), ("toggle_back_cached", opens, back)):
                         page.wait_for_timeout(1500)
                         t0 = page.evaluate("performance.now()")
-                        toggle.click()
+                        detail.get_by_role("radio", name=label, exact=True).click()
                         out[name][key].append(wait(page, title) - t0)
                     ctx.close()
             browser.close()
@@ -167,7 +169,7 @@ def main() -> None:
             for key in ("load_ms", "toggle_ms", "toggle_back_cached_ms"):
                 print(f"  {key:22} median {C.median(r[key]):6.0f} ms  {[round(x) for x in r[key]]}")
         d, e = b["densenet121"], b["emotion_cnn"]
-        print("DenseNet121 / bundled model, cached toggle back (the same page rerun, a 81- vs 46-box graph): "
+        print("DenseNet121 / bundled model, cached toggle back (the same page rerun, a 27- vs 46-box graph): "
               f"{C.median(d['toggle_back_cached_ms']) / C.median(e['toggle_back_cached_ms']):.2f}")
         C.save("graph_browser", b)
         return

@@ -191,6 +191,15 @@ def test_blocks_are_found_from_structure_and_collapse_keeps_connectivity(bundled
     one = collapse(g, blocks=[g.blocks[1][0]])
     assert len(one.nodes) == len(g.nodes) - len(g.blocks[1][1]) + 1
     assert_collapse_keeps_connectivity(g, one)
+    # The four modules are alike and follow each other: one stage, drawn as one box.
+    assert [len(blocks) for _, blocks in g.stages] == [4]
+    s = collapse(g, stages=True)
+    stage = next(n for n in s.nodes if n.group == "stage")
+    assert set(stage.members) == {m for _, members in g.blocks for m in members}
+    assert len(s.nodes) == len(g.nodes) - 4 * 9 + 1
+    assert_collapse_keeps_connectivity(g, s)
+    with pytest.raises(InputError, match="No stage called"):
+        collapse(g, stages=["nope"])
 
 
 def test_layout_is_layered_and_routes_every_edge(bundled):
@@ -341,7 +350,7 @@ def test_an_uploaded_model_gives_the_same_graph_and_kernels(nested_model, tmp_pa
 def test_every_catalogue_model_graph_equals_keras_own_description():
     import keras
 
-    blocks = {}
+    blocks, stages = {}, {}
     for name in vizlib.CATALOGUE:
         m = vizlib.load_model(name, weights=None)
         g = layer_graph(m)
@@ -352,7 +361,9 @@ def test_every_catalogue_model_graph_equals_keras_own_description():
         c = collapse(g, blocks=True)
         assert_collapse_keeps_connectivity(g, c)
         graph_layout(c)
+        assert_collapse_keeps_connectivity(g, collapse(g, blocks=True, stages=True))
         blocks[name] = len(g.blocks)
+        stages[name] = [len(b) for _, b in g.stages]
         del m, g
         keras.backend.clear_session()
         gc.collect()
@@ -361,6 +372,12 @@ def test_every_catalogue_model_graph_equals_keras_own_description():
     assert blocks["densenet121"] == 6 + 12 + 24 + 16
     assert blocks["inception_v3"] == 11
     assert blocks["vgg16"] == blocks["vgg19"] == 0
+    # Stages: the papers' stages (ResNet 3-4-6-3, DenseNet's dense blocks 6-12-24-16, ConvNeXt 3-3-9-3,
+    # Xception's middle flow of 8).
+    assert stages["resnet50"] == [3, 4, 6, 3]
+    assert stages["densenet121"] == [6, 12, 24, 16]
+    assert stages["convnext_tiny"] == [3, 3, 9, 3]
+    assert 8 in stages["xception"]
 
 
 # --------------------------------------------------------------------------- the page
@@ -375,7 +392,7 @@ def test_architecture_view_paints_colours_collapses_and_exports(offline, downloa
     graph = next(spec for title, spec in charts(at).items() if "data flows down" in title)
     layers = next(t for t in graph["data"] if t.get("name") == "layers")
     assert [d[1] for d in layers["customdata"]] == [n.name for n in g.nodes]  # 46 boxes: nothing collapsed
-    at.toggle(key="graph-blocks").set_value(True).run()
+    at.segmented_control(key="graph-detail").set_value("blocks").run()
     at.selectbox(key="graph-color").set_value("dead channels").run()
     at.selectbox(key="graph-search").set_value("conv2d_5").run()
     assert_clean(at)

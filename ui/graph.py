@@ -34,16 +34,17 @@ def graph_of(model_key: str, _m: VizModel) -> vg.LayerGraph:
 
 
 @st.cache_resource(max_entries=32, show_spinner="Laying out the graph…")
-def laid_out(model_key: str, nested: bool, blocks: bool, _m: VizModel) -> tuple[vg.LayerGraph, vg.GraphLayout]:
+def laid_out(model_key: str, nested: bool, detail: str, _m: VizModel) -> tuple[vg.LayerGraph, vg.GraphLayout]:
     """The (collapsed) graph and its layered layout, computed once per model and collapse setting."""
-    graph = vg.collapse(graph_of(model_key, _m), nested=nested, blocks=blocks)
+    graph = vg.collapse(graph_of(model_key, _m), nested=nested, blocks=detail in ("blocks", "stages"),
+                        stages=detail == "stages")
     return graph, vg.graph_layout(graph)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def figure_of(model_key: str, nested: bool, blocks: bool, color_by: str, image_key: str, highlight: str,
+def figure_of(model_key: str, nested: bool, detail: str, color_by: str, image_key: str, highlight: str,
               _m: VizModel, _image: Any):
-    graph, layout = laid_out(model_key, nested, blocks, _m)
+    graph, layout = laid_out(model_key, nested, detail, _m)
     profile = profiled(model_key, image_key, _m, _image) if vg.COLOR_BY[color_by] else None
     return vg.graph_figure(graph, layout=layout, color_by=color_by, profile=profile, highlight=highlight or None,
                            title=f"{_m.label}: {len(graph.nodes)} boxes, data flows down")
@@ -105,22 +106,30 @@ def on_kernel_click(layer: str, first: str) -> None:
 # --------------------------------------------------------------------------- the view
 
 
-def _controls(m: VizModel, g: vg.LayerGraph) -> tuple[str, str, bool, bool]:
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
-    names = [n.name for n in g.nodes] + [b for b, _ in g.blocks]
+#: How much of the graph is drawn: every layer, each block as one box, or each stage (a run of alike blocks).
+DETAIL = {"layers": "Every layer", "blocks": "Blocks", "stages": "Stages"}
+
+
+def _controls(m: VizModel, g: vg.LayerGraph) -> tuple[str, str, str, bool]:
+    c1, c2, c3, c4 = st.columns([3, 2, 3, 2], vertical_alignment="bottom")
+    names = [n.name for n in g.nodes] + [b for b, _ in g.blocks] + [s for s, _ in g.stages]
     found = c1.selectbox("Find a layer", names, index=None, placeholder="Type a layer name…",
                          key="graph-search", help="Outlines the layer (or the block holding it) and moves to it.")
     color_by = c2.selectbox("Colour boxes by", list(vg.COLOR_BY), key="graph-color",
                             help="Type: what kind of layer. The others are this image's depth profile: "
                                  "map height, receptive field, share of dead channels, mean activation.")
-    blocks = c3.toggle("Collapse blocks", value=len(g.nodes) >= COLLAPSE_FROM, key="graph-blocks",
-                       disabled=not g.blocks,
-                       help=f"{len(g.blocks)} repeated blocks found: stretches that branch and merge again "
-                            "(residual units, dense layers, Inception modules), each drawn as one box.")
+    options = ["layers"] + (["blocks"] if g.blocks else []) + (["stages"] if g.stages else [])
+    default = options[-1] if len(g.nodes) >= COLLAPSE_FROM else "layers"
+    detail = c3.segmented_control(
+        "Draw", options, format_func=DETAIL.get, default=default, key="graph-detail", required=True,
+        disabled=len(options) == 1,
+        help=f"Blocks ({len(g.blocks)} found): stretches that branch and merge again (residual units, dense "
+             f"layers, Inception modules), one box each. Stages ({len(g.stages)}): runs of alike blocks, one box "
+             "each (ResNet's and DenseNet's stages)." if g.blocks else "This model has no blocks that branch.")
     nested = c4.toggle("Collapse nested", value=False, key="graph-nested", disabled=not g.containers,
                        help="Draw each nested model (a model inside the model) as one box." if g.containers
                        else "This model has no nested models.")
-    return found or "", color_by, bool(blocks and g.blocks), bool(nested and g.containers)
+    return found or "", color_by, detail if detail in options else "layers", bool(nested and g.containers)
 
 
 def _kernels_section(m: VizModel) -> None:
@@ -152,9 +161,9 @@ def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_im
     """The Architecture view: the layer graph to explore, and the kernels as pictures."""
     _, output = compute(m.key, image_key, (), m, image)
     g = graph_of(m.key, m)
-    found, color_by, blocks, nested = _controls(m, g)
+    found, color_by, detail, nested = _controls(m, g)
     try:
-        fig = figure_of(m.key, nested, blocks, color_by, image_key if vg.COLOR_BY[color_by] else "", found, m,
+        fig = figure_of(m.key, nested, detail, color_by, image_key if vg.COLOR_BY[color_by] else "", found, m,
                         image)
     except InputError as exc:
         st.error(str(exc))
@@ -165,7 +174,7 @@ def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_im
                "data down; where they fork and meet again the model branches (a residual addition, a "
                "concatenation). Drag to move, scroll to zoom, double-click to see everything; click a box "
                "to open that layer in the Layer explorer.")
-    graph, layout = laid_out(m.key, nested, blocks, m)
+    graph, layout = laid_out(m.key, nested, detail, m)
     stem = f"{m.key.split(':')[0]}_architecture".replace("/", "_")
     profile = profiled(m.key, image_key, m, image) if vg.COLOR_BY[color_by] else None
     opts = dict(layout=layout, color_by=color_by, profile=profile, title=m.label)

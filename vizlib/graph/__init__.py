@@ -9,11 +9,11 @@
 """
 
 from vizlib.graph.structure import (
-    GraphLayout, GraphNode, LayerGraph, collapse, find_blocks, graph_layout, layer_graph, search,
+    GraphLayout, GraphNode, LayerGraph, collapse, find_blocks, find_stages, graph_layout, layer_graph, search,
 )
 from vizlib.graph.draw import COLOR_BY, graph_figure, graph_png, graph_svg, scene
 from vizlib.graph.kernels import kernel_canvas, kernel_caption, kernel_figure, kernel_pixels, kernel_png, kernels
 
-__all__ = ["GraphLayout", "GraphNode", "LayerGraph", "collapse", "find_blocks", "graph_layout", "layer_graph",
-           "search", "COLOR_BY", "graph_figure", "graph_png", "graph_svg", "scene", "kernel_canvas",
+__all__ = ["GraphLayout", "GraphNode", "LayerGraph", "collapse", "find_blocks", "find_stages", "graph_layout",
+           "layer_graph", "search", "COLOR_BY", "graph_figure", "graph_png", "graph_svg", "scene", "kernel_canvas",
            "kernel_caption", "kernel_figure", "kernel_pixels", "kernel_png", "kernels"]

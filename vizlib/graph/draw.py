@@ -39,6 +39,7 @@ COLOR_TITLES = {"output size": "map height (px)", "receptive field": "receptive 
 FAMILY_COLOURS = {
     "input": (221, 221, 221), "conv": (174, 199, 232), "norm": (255, 221, 153), "activation": (199, 233, 192),
     "pool": (253, 208, 162), "merge": (244, 166, 166), "dense": (212, 185, 218), "block": (158, 202, 225),
+    "stage": (107, 174, 214),
     "model": (188, 189, 220), "other": (238, 238, 238),
 }
 NO_VALUE = (235, 235, 235)
@@ -128,6 +129,9 @@ def scene(graph: LayerGraph, layout: Optional[GraphLayout] = None, *, color_by: 
             fills.append(tuple(int(c) for c in lut[int(round(t * 255))]))
         if nd.group == "block":
             lines.append((_short("▣ " + nd.name.split("/")[-1]), f"{len(nd.members)} layers · {nd.shape_text}"))
+        elif nd.group == "stage":
+            lines.append((_short(f"▣ {nd.name.split('/')[-1]} ×{nd.kind.split()[0]}"),
+                          f"{nd.kind} · {nd.shape_text}"))
         elif nd.group == "model":
             lines.append((_short("▣ " + nd.name.split("/")[-1]), f"{nd.kind} · {nd.shape_text}"))
         else:
@@ -155,9 +159,11 @@ def _rgb(c: Sequence[int]) -> str:
 
 def _prepare(model_or_graph: Any, collapse_nested: Any, collapse_blocks: Any,
              layout: Optional[GraphLayout]) -> tuple[LayerGraph, GraphLayout]:
+    """``collapse_blocks``: True / block names, or ``"stages"`` (runs of alike blocks as one box each)."""
     graph = model_or_graph if isinstance(model_or_graph, LayerGraph) else layer_graph(model_or_graph)
     if collapse_nested or collapse_blocks:
-        graph = collapse(graph, nested=collapse_nested, blocks=collapse_blocks)
+        stages = collapse_blocks == "stages"
+        graph = collapse(graph, nested=collapse_nested, blocks=True if stages else collapse_blocks, stages=stages)
         layout = None
     return graph, layout or graph_layout(graph)
 
@@ -167,7 +173,7 @@ def _hover(graph: LayerGraph, values: Sequence, color_by: str) -> list[str]:
     for nd, v in zip(graph.nodes, values):
         head = f"<b>{html.escape(nd.name)}</b><br>{html.escape(nd.kind)} · output {nd.shape_text}"
         if nd.group:
-            what = "nested model" if nd.group == "model" else "block"
+            what = {"model": "nested model", "block": "block", "stage": f"stage of {nd.kind}"}[nd.group]
             head += f"<br>{what} of {len(nd.members)} layers (collapsed)"
         if COLOR_BY.get(color_by) and v is not None:
             head += f"<br>{color_by}: {v:.4g}"
@@ -191,7 +197,8 @@ def graph_figure(model_or_graph: Any, *, collapse_nested: Any = False, collapse_
     ``"receptive field"``, ``"dead channels"``, ``"mean activation"``. Hover
     names the layer; a click selects a point whose ``customdata`` is
     ``[layer to open, node name]``. ``collapse_nested`` / ``collapse_blocks``:
-    see :func:`vizlib.graph.collapse`. ``highlight`` (a node or layer name) is
+    see :func:`vizlib.graph.collapse`; ``collapse_blocks="stages"`` draws each
+    run of alike blocks (ResNet's and DenseNet's stages) as one box. ``highlight`` (a node or layer name) is
     outlined and the view starts on it; otherwise it starts at the input.
     Scroll to zoom, drag to pan, double-click for the whole graph.
     """

@@ -54,6 +54,7 @@ class LayerGraph:
     edges: tuple  # (source index, target index), unique
     title: str = ""
     blocks: tuple = ()  # detected repeated blocks: (name, member names) in forward order
+    stages: tuple = ()  # runs of alike blocks one after the other: (name, block names) in forward order
     containers: tuple = ()  # nested models as nodes to collapse into: GraphNode(group="model")
 
     def index(self, name: str) -> int:
@@ -175,7 +176,8 @@ def layer_graph(model: Any) -> LayerGraph:
                                  opens=c if c in spatial else "")
                        for c, k, s, i in r["containers"])
     graph = LayerGraph(nodes=tuple(nodes), edges=edges, title=m.label, containers=containers)
-    return replace(graph, blocks=tuple(find_blocks(graph)))
+    graph = replace(graph, blocks=tuple(find_blocks(graph)))
+    return replace(graph, stages=tuple(find_stages(graph)))
 
 
 def _common_prefix(names: Sequence[str]) -> str:
@@ -242,15 +244,69 @@ def find_blocks(graph: LayerGraph) -> list[tuple[str, tuple]]:
     return out
 
 
+def find_stages(graph: LayerGraph) -> list[tuple[str, tuple]]:
+    """Stages: runs of two or more alike blocks, each feeding the next (at most one plain layer between).
+
+    Alike: the same layer kinds in the same order (ResNet's identity blocks,
+    Inception's 35x35 modules), or names with a common prefix ("conv2" for
+    DenseNet's conv2_block1 to conv2_block6: one dense block of the paper).
+    Named by that prefix, or "first … last" when the prefix says nothing
+    (blocks named after their output) or two stages would share it.
+    """
+    pos = {nd.name: i for i, nd in enumerate(graph.nodes)}
+
+    def signature(members: tuple) -> tuple:
+        return tuple(graph.nodes[pos[m]].kind for m in members)
+
+    runs: list[list[tuple[str, tuple]]] = []
+    for block in graph.blocks:
+        run = runs[-1] if runs else None
+        if run is not None:
+            prev_members = run[-1][1]
+            gap = pos[block[1][0]] - pos[prev_members[-1]] - 1  # the next block's entry layer, and any before it
+            between = range(pos[prev_members[-1]] + 1, pos[block[1][0]])
+            same_path = all(graph.nodes[i].path == graph.nodes[pos[prev_members[-1]]].path for i in between)
+            short = [run[0][0].split("/")[-1], block[0].split("/")[-1]]
+            named = not any(n.endswith(" block") for n in short)  # not named after their output alone
+            alike = signature(prev_members) == signature(block[1]) or (named and len(_common_prefix(short)) >= 3)
+            if gap <= 2 and same_path and alike:
+                run.append(block)
+                continue
+        runs.append([block])
+    runs = [run for run in runs if len(run) >= 2]
+    prefixes = []
+    for run in runs:
+        short = [b.split("/")[-1] for b, _ in run]
+        prefix = _common_prefix(short)
+        named = len(prefix) >= 3 and not all(n.endswith(" block") for n in short)
+        prefixes.append((prefix if named else "", short))
+    counts: dict[str, int] = {}
+    for prefix, _ in prefixes:
+        counts[prefix] = counts.get(prefix, 0) + 1
+    taken = {n.name for n in graph.nodes} | {c.name for c in graph.containers} | {b for b, _ in graph.blocks}
+    out = []
+    for run, (prefix, short) in zip(runs, prefixes):
+        name = prefix if prefix and counts[prefix] == 1 else f"{short[0]} … {short[-1]}"
+        path = graph.nodes[pos[run[0][1][0]]].path
+        name = "/".join(path[-1:] + (name,)) if path else name
+        unique, k = name, 2
+        while unique in taken:
+            unique, k = f"{name} ({k})", k + 1
+        taken.add(unique)
+        out.append((unique, tuple(b for b, _ in run)))
+    return out
+
+
 def collapse(graph: LayerGraph, *, nested: Union[bool, Iterable[str]] = False,
-             blocks: Union[bool, Iterable[str]] = False) -> LayerGraph:
-    """The graph with nested models and/or repeated blocks each drawn as one node.
+             blocks: Union[bool, Iterable[str]] = False, stages: Union[bool, Iterable[str]] = False) -> LayerGraph:
+    """The graph with nested models, repeated blocks and/or stages each drawn as one node.
 
     ``nested``: True collapses every nested model (outermost wins), or give the
     names of the ones to collapse. ``blocks``: True collapses every block of
-    :attr:`LayerGraph.blocks`, or give their names. Connectivity is kept: an
-    edge between two layers becomes an edge between the nodes that stand for
-    them (none inside one node).
+    :attr:`LayerGraph.blocks`, or give their names; ``stages`` likewise for
+    :attr:`LayerGraph.stages` (a stage wins over its blocks). Connectivity is
+    kept: an edge between two layers becomes an edge between the nodes that
+    stand for them (none inside one node).
     """
     group_of: dict[int, GraphNode] = {}
     want_models = ({c.name for c in graph.containers} if nested is True
@@ -275,6 +331,23 @@ def collapse(graph: LayerGraph, *, nested: Union[bool, Iterable[str]] = False,
     if unknown:
         raise InputError(f"No block called {', '.join(sorted(unknown))} in this graph.")
     pos = {nd.name: i for i, nd in enumerate(graph.nodes)}
+    want_stages = ({st for st, _ in graph.stages} if stages is True
+                   else set() if stages is False else set(stages))
+    unknown = want_stages - {st for st, _ in graph.stages}
+    if unknown:
+        raise InputError(f"No stage called {', '.join(sorted(unknown))} in this graph.")
+    block_members = dict(graph.blocks)
+    for name, names in graph.stages:  # the blocks and the plain layers between them
+        idx = list(range(pos[block_members[names[0]][0]], pos[block_members[names[-1]][-1]] + 1))
+        members = tuple(graph.nodes[i].name for i in idx)
+        if name not in want_stages or any(i in group_of for i in idx):
+            continue
+        exit_node = graph.nodes[idx[-1]]
+        node = GraphNode(name=name, kind=f"{len(names)} blocks", output_shape=exit_node.output_shape,
+                         path=exit_node.path, members=members, group="stage", opens=exit_node.opens,
+                         index=exit_node.index)
+        for i in idx:
+            group_of[i] = node
     for name, members in graph.blocks:
         idx = [pos[s] for s in members]
         if name not in want_blocks or any(i in group_of for i in idx):
