@@ -148,6 +148,14 @@ def test_atlas_rows_equal_what_the_public_api_gives_for_each_image(bundled, tmp_
             np.testing.assert_allclose([r["value"] for r in rows], mx[order, c], rtol=1e-5, atol=1e-6)
         got = {p: m for part in atlas.stats(layer) for p, m in zip(part["path"], part["max"])}
         np.testing.assert_allclose(np.stack([got[names[i]] for i in big]), mx[big], rtol=1e-5, atol=1e-6)
+    # ... and opening a row's image in the page (the picture the atlas stores for it) shows that value too.
+    assert atlas.exact_views
+    for layer in layers:
+        for c in range(0, acts[layer].shape[-1], 3):
+            for r in atlas.top(layer, c)[:3]:
+                reopened = vizlib.activations(bundled, [atlas.picture(r["path"])], [layer])[layer][0][..., c]
+                np.testing.assert_allclose(reopened.max(), r["value"], rtol=1e-5, atol=1e-6)
+                assert np.unravel_index(int(np.argmax(reopened)), reopened.shape) == (r["row"], r["col"])
 
 
 def test_ties_go_to_the_earlier_image(built):

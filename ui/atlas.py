@@ -224,7 +224,7 @@ def picked_item(event: Any, atlas: Atlas, rows: Sequence[dict]) -> Optional[dict
             rank = rank[0] if rank else None
         if isinstance(rank, (int, float)) and 0 <= int(rank) < len(rows):
             row = dict(rows[int(rank)])
-            row["image"] = atlas.image(row["path"])
+            row["image"] = atlas.picture(row["path"])
             return row
     return None
 
@@ -409,4 +409,4 @@ def chosen_name(key: str = "atlas") -> str:
 
 def image_from_link(name: str, path: str) -> Any:
     """The picture of ``path`` in the atlas ``name`` under the root (a link's ``source=atlas``); InputError if not there."""
-    return open_named(name).image(path)
+    return open_named(name).picture(path)

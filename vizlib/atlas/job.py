@@ -24,7 +24,7 @@ import numpy as np
 from vizlib.atlas import store
 from vizlib.atlas.pipeline import (
     DECODE_MAX_SIDE, DEFAULT_SHARD_BATCHES, LayerStats, TopK, crop_bytes, default_batch_size, view_and_thumbnail,
-    view_bytes,
+    view_bytes, VIEW_FORMAT,
 )
 from vizlib.atlas.sources import Listing, list_source, read_bytes
 from vizlib.errors import InputError
@@ -261,7 +261,8 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
         "images": {"source": os.fspath(images), "kind": listing.ref.kind, "count": job.n_images},
         "job": _job_section(job, os.fspath(images)),
         "counts": {}, "failures": [], "runs": [],
-        "decode": {"max_side": DECODE_MAX_SIDE, "draft": "as vizlib.load_image: JPEG at the smallest scale >= max_side"},
+        "decode": {"max_side": DECODE_MAX_SIDE, "draft": "as vizlib.load_image: JPEG at the smallest scale >= max_side",
+                   "view": VIEW_FORMAT},
     }
     if (directory / store.MANIFEST).exists():
         old = store.read_manifest(directory)

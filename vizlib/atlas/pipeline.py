@@ -261,9 +261,15 @@ def view_and_thumbnail(data: bytes, name: str, size: tuple[int, int], channels: 
     return view, _encode(thumb, lossless=False), thumb.size
 
 
+#: How the model's view of each top image is stored (the manifest's ``decode.view``): lossless, so it is exact.
+VIEW_FORMAT = "png"
+
+
 def view_bytes(view: Any) -> bytes:
-    """The model's view, encoded for storage (JPEG; crops covering the whole view are cut from it)."""
-    return _encode(view, lossless=False)
+    """The model's view, stored losslessly (PNG): the page reopens an atlas image from exactly the pixels
+    the atlas measured, so a top-k row's value is what the page shows (crops covering the whole view are
+    cut from it too)."""
+    return _encode(view, lossless=True)
 
 
 def crop_bytes(view: Any, box: tuple[int, int, int, int]) -> bytes:

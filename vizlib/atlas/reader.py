@@ -251,6 +251,18 @@ class Atlas:
         """The model's view of an image in some top-k list (PIL image at the model's input size)."""
         return self._thumb(path, "view")
 
+    @property
+    def exact_views(self) -> bool:
+        """Whether the model's views are stored losslessly (atlases built since the page and the atlas
+        share one decode path): then :meth:`picture` gives exactly the pixels each value was measured on."""
+        decode = self.manifest.get("decode")
+        return isinstance(decode, dict) and decode.get("view") == "png"
+
+    def picture(self, path: str) -> Any:
+        """The picture to open an atlas image with in the page: the exact model view where the atlas stores
+        it losslessly (the page then reproduces the row's value), else the stored thumbnail."""
+        return self.view(path) if self.exact_views else self.image(path)
+
     def image(self, path: str) -> Any:
         """The stored thumbnail (RGB PIL image, longest side 256) of an image in some top-k list."""
         return self._thumb(path, "jpeg")
