@@ -122,6 +122,10 @@ def page() -> None:
             output = explain.view_depth(m, image_key, image_name, image, view_img)
         elif view == "graph":
             output = view_graph(m, image_key, image_name, image, view_img)
+        elif view == "live":
+            from ui.live import view_live  # streamlit-webrtc loads only when the live view opens
+
+            output = view_live(m, image_key, image_name, image, view_img)
         elif view == "atlas":
             output = views.view_atlas(m, uploads, image_key, image_name, image, view_img)
         else:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from vizlib.attribution.methods import METHODS as ATTRIBUTION_METHODS
 
-VIEWS = ("compare", "explore", "across", "why", "depth", "atlas", "graph")
+VIEWS = ("compare", "explore", "across", "why", "depth", "atlas", "graph", "live")
 VIEW_TITLES = {
     "compare": "First vs last conv layer",
     "explore": "Layer explorer",
@@ -28,6 +28,7 @@ VIEW_TITLES = {
     "depth": "Depth profile",
     "atlas": "Dataset atlas",
     "graph": "Architecture",
+    "live": "Live camera",
 }
 MODES = ("first", "top", "contrib")
 SCALES = ("shared", "channel")
@@ -83,6 +84,7 @@ VIEW_PARAMS: dict[str, tuple[str, ...]] = {
     "depth": (),
     "atlas": ("layer", "channel", "atlas", "cmap"),
     "graph": (),
+    "live": (),
 }
 
 

@@ -5,6 +5,10 @@
   stride-2 convolution on an even-sized input, as in the bundled model) corrupt
   the heap and abort the process. Forward passes cost about the same either way
   (benchmarks/README.md). Importing :mod:`vizlib` (or this module) does it.
+* **WebRTC's OpenSSL before TensorFlow's**: once TensorFlow 2.21 is loaded,
+  importing ``pylibsrtp`` (aiortc's SRTP, used by the live camera view)
+  segfaults the process; loaded first, both work. So it is preloaded here when
+  installed (a few ms).
 * **TensorFlow's log**: its "frequent retracing" warning about vizlib's own
   feature-visualisation step functions is dropped (one step function is
   compiled per model, layer and image size, each traced once; TensorFlow counts
@@ -45,6 +49,10 @@ def configure_process() -> None:
     """Set the environment TensorFlow reads at import (a no-op once TensorFlow is loaded); filter its log."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault(ONEDNN_VAR, "0")
+        try:
+            import pylibsrtp  # noqa: F401  (its OpenSSL must load before TensorFlow's: see above)
+        except ImportError:
+            pass
     logger = logging.getLogger("tensorflow")
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

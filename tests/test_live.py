@@ -1,0 +1,249 @@
+"""The live camera view's library part (vizlib.live) and its streamlit-webrtc processor (ui/live.py).
+
+Real model (the bundled, trained expression CNN), real frames (the sample faces),
+streamlit-webrtc's own async track for the drop-not-queue and start/stop tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vizlib  # noqa: F401  (oneDNN off before TensorFlow)
+from vizlib.errors import InputError
+from vizlib.extract import forward
+from vizlib.figures import mosaic
+from vizlib.images import load_sample
+from vizlib.live import LIMIT_MESSAGE, FrameProcessor, LatestFrame, StreamSlots, _fit
+
+
+def face(name: str = "astronaut_face", size=(640, 480)) -> np.ndarray:
+    return np.asarray(load_sample(name).convert("RGB").resize(size))
+
+
+def find(haystack: np.ndarray, needle: np.ndarray) -> list[tuple[int, int]]:
+    """Top-left positions where ``needle`` appears exactly in ``haystack``."""
+    h, w = needle.shape[:2]
+    ys, xs = np.nonzero(np.all(haystack[: haystack.shape[0] - h + 1, : haystack.shape[1] - w + 1]
+                               == needle[0, 0], axis=-1))
+    return [(y, x) for y, x in zip(ys, xs) if np.array_equal(haystack[y:y + h, x:x + w], needle)]
+
+
+def test_composed_frame_contains_both_grids_and_the_prediction(bundled):
+    p = FrameProcessor(bundled)
+    frame = face()
+    out = p.process(frame)
+    assert out.image.dtype == np.uint8 and out.image.shape == (540, 960, 3)
+    acts, output = forward(bundled, [Image.fromarray(frame)], list(p.layers))
+    # The prediction is the model's own on that frame.
+    assert out.top[0][0] == int(np.argmax(output[0])) and len(out.top) == 5
+    assert out.top[0][2] == pytest.approx(float(np.max(output[0])), rel=1e-4)
+    for name in p.layers:  # each layer's mosaic, as vizlib.figures draws it, is in the frame
+        maps = acts[name][0][..., : p.grid_channels]
+        canvas, _ = mosaic(np.moveaxis(maps, -1, 0), colormap="viridis", cell_px=48)
+        box_w = 960 - 480 - 8
+        box_h = (540 - 8) // 2 - 22 - 8
+        grid = np.asarray(_fit(Image.fromarray(canvas), (box_w, box_h), Image.NEAREST))
+        if name == p.layers[-1]:  # its first row holds the highlighted channel (an outline drawn over it)
+            grid = grid[grid.shape[0] // 2:]
+        spots = find(out.image, grid)
+        assert spots and all(x >= 480 for _, x in spots), name  # in the right half
+
+
+def test_frames_that_differ_give_different_grids_and_predictions(bundled):
+    p = FrameProcessor(bundled)
+    a = p.process(face("astronaut_face"))
+    b = p.process(np.ascontiguousarray(face("astronaut_face")[:, ::-1][::-1]))  # upside down
+    assert not np.array_equal(a.image[:, 480:], b.image[:, 480:])
+    assert [c for c, _, _ in a.top] != [c for c, _, _ in b.top] or a.top[0][2] != pytest.approx(b.top[0][2])
+
+
+def test_gradcam_overlay_changes_the_camera_panel_only_there(bundled):
+    frame = face()
+    plain = FrameProcessor(bundled).process(frame)
+    cam = FrameProcessor(bundled, gradcam=True).process(frame)
+    assert cam.class_index == cam.top[0][0]
+    diff = np.any(plain.image != cam.image, axis=-1)
+    assert diff[:340, :470].mean() > 0.5  # the camera panel is coloured by the heat map
+    assert not diff[:, 480:].any()  # the grids are the same
+
+
+def test_stepping_layer_channel_class(bundled):
+    p = FrameProcessor(bundled)
+    first, last = p.layers
+    assert p.step_layer(1) != last and p.layers[0] == first
+    p.step_layer(-1)
+    assert p.layers == (first, last)
+    n = p.model.layers[[i.name for i in p.model.layers].index(last)].output_shape[-1]
+    assert p.step_channel(-1) == n - 1
+    out = p.process(face())
+    assert out.channel == n - 1
+    top = out.top[0][0]
+    assert p.step_class(1) == (top + 1) % len(bundled.class_names) and p.gradcam
+
+
+def test_bad_frames_and_layers_are_refused_clearly(bundled):
+    p = FrameProcessor(bundled)
+    for bad, words in [(np.zeros((10, 10), np.uint8), "shape"), (np.zeros((10, 10, 3), np.float32), "uint8"),
+                       ("frame", "numpy"), (np.zeros((0, 10, 3), np.uint8), "pixels per side")]:
+        with pytest.raises(InputError, match=words):
+            p.process(bad)
+    with pytest.raises(InputError, match="Pick one of"):
+        FrameProcessor(bundled, layers=["dense"])
+    with pytest.raises(InputError, match="colormap"):
+        FrameProcessor(bundled, colormap="nope")
+
+
+def test_latest_frame_wins_and_old_frames_are_dropped():
+    box = LatestFrame()
+    for i in range(10):
+        box.put(i)
+    assert box.take(0) == 9 and box.dropped == 9
+    assert box.take(0.01) is None  # nothing waits: nothing is queued behind
+    got = []
+    t = threading.Thread(target=lambda: got.append(box.take(5)))
+    t.start()
+    box.put("new")
+    t.join(5)
+    assert got == ["new"]
+    box.put("x")
+    box.close()
+    assert box.take(0) is None
+
+
+def test_stream_limit_holds_with_its_message():
+    slots = StreamSlots(2)
+    assert slots.acquire("a") and slots.acquire("a") and slots.acquire("b")
+    assert not slots.acquire("c") and slots.full() and slots.in_use == 2
+    assert "2 live streams" in slots.message() and "snapshot camera" in slots.message()
+    slots.release("a")
+    assert slots.acquire("c") and not slots.acquire("d")
+
+
+def test_the_settings_bound_the_streams_and_the_visitor_beyond_is_told(bundled, monkeypatch):
+    import vizlib.live as live
+    from ui.live import LiveVideo
+
+    monkeypatch.setenv("CNN_VIZ_LIVE_STREAMS", "1")
+    monkeypatch.setattr(live, "_SLOTS", None)
+    first, second = LiveVideo(bundled), LiveVideo(bundled)
+    assert first.admitted and not second.admitted
+    refused = second.compose(face())
+    assert refused.shape == (480, 640, 3) and not np.array_equal(refused, face())  # the message, on the camera
+    assert LIMIT_MESSAGE.format(n=1).startswith("The live view is full: 1 live")
+    first.on_ended()
+    third = LiveVideo(bundled)
+    assert third.admitted and third.compose(face()).shape == (540, 960, 3)
+    third.on_ended()
+    monkeypatch.setattr(live, "_SLOTS", None)
+
+
+def test_ice_servers_setting(monkeypatch):
+    from vizlib.settings import ice_servers
+
+    monkeypatch.delenv("CNN_VIZ_ICE_SERVERS", raising=False)
+    assert ice_servers() == []  # none by default: nothing leaves the machine on localhost/LAN
+    monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", '[{"urls": "turn:turn.example:3478", "username": "u", '
+                                              '"credential": "p"}]')
+    assert ice_servers()[0]["username"] == "u"
+    for bad in ("not json", '[{"url": "x"}]', "3"):
+        monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", bad)
+        assert ice_servers() == []
+
+
+class _Camera:
+    """A MediaStreamTrack that hands out numbered frames as fast as asked (no pacing)."""
+
+    kind = "video"
+
+    def __init__(self, frames):
+        from aiortc.mediastreams import MediaStreamTrack
+
+        self.track = type("T", (MediaStreamTrack,), {"kind": "video", "recv": self._recv})()
+        self.frames, self.i = frames, 0
+
+    async def _recv(self):
+        import av
+
+        f = av.VideoFrame.from_ndarray(self.frames[self.i % len(self.frames)], format="rgb24")
+        f.pts, f.time_base = self.i, __import__("fractions").Fraction(1, 30)
+        self.i += 1
+        await asyncio.sleep(0)
+        return f
+
+
+def _one_stream(model, frames, processed_frames: int = 1):
+    """Start a stream in streamlit-webrtc's async track, take processed frames, stop it."""
+    from streamlit_webrtc.process import AsyncVideoProcessTrack
+
+    from ui.live import LiveVideo
+
+    cam = _Camera(frames)
+    video = LiveVideo(model)
+    track = AsyncVideoProcessTrack(cam.track, video, stop_timeout=10)
+
+    async def run():
+        got = []
+        for _ in range(2000):
+            out = await track.recv()
+            arr = out.to_ndarray(format="rgb24")
+            if arr.shape == (540, 960, 3):  # a composed frame (before the first, the camera's own passes)
+                got.append(arr)
+                if video.mailbox.taken >= processed_frames:
+                    break
+            await asyncio.sleep(0.005)
+        return got
+
+    got = asyncio.run(run())
+    track.stop()
+    return video, got, cam.i
+
+
+def test_stream_drops_frames_when_the_model_is_slower_than_the_camera(bundled):
+    video, got, sent = _one_stream(bundled, [face()], processed_frames=3)
+    assert got and all(g.shape == (540, 960, 3) for g in got)
+    assert video.processor is None  # stopping released it
+    # The camera sent many more frames than were processed: the rest were dropped, not queued.
+    assert video.mailbox.dropped > 0 and video.mailbox.taken >= 3
+    assert video.mailbox.taken + video.mailbox.dropped <= sent
+
+
+def test_memory_and_threads_flat_over_100_start_stop_cycles(bundled):
+    import vizlib.live as live
+
+    frames = [face()]
+    slots = live.stream_slots()
+    for _ in range(5):  # warm-up: TensorFlow's and the extractor's one-time allocations
+        _one_stream(bundled, frames)
+    gc.collect()
+    threads = threading.active_count()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for _ in range(100):
+        video, got, _ = _one_stream(bundled, frames)
+        assert got and video.processor is None  # stopping released the processor
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert slots.in_use == 0
+    assert threading.active_count() <= threads
+    # 100 streams each allocated ~2 MB of frames; what stays is a few hundred kB of caches at most.
+    assert grown < 2 * 2**20, grown
+
+
+def test_page_without_webrtc_says_why_and_offers_the_snapshot_camera(offline):
+    """AppTest has no WebRTC runtime: the live view says so and its button opens the snapshot camera."""
+    from test_app import assert_clean, make_app
+
+    at = make_app(view="live").run()
+    assert_clean(at)
+    assert any("snapshot camera" in w.value for w in at.warning)
+    at.button(key="live_to_snapshot").click().run()
+    assert_clean(at)
+    assert at.session_state["source"] == "camera" and at.session_state["view"] == "compare"

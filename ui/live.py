@@ -1,0 +1,231 @@
+"""The live view: the visitor's camera as a stream, each frame composed by :mod:`vizlib.live`.
+
+streamlit-webrtc carries the video (WebRTC, browser <-> this server). Its
+``async_processing`` worker hands :meth:`LiveVideo.recv_queued` every frame that
+arrived since the last one; the newest wins (:class:`vizlib.live.LatestFrame`),
+the rest are dropped. The composed picture goes back into the video: the page
+does not rerun per frame.
+
+Bounded: a stream takes a slot of :func:`vizlib.live.stream_slots` when it
+starts and gives it back when it stops; a visitor beyond the limit is told so
+and offered the snapshot camera (the sidebar's Camera source). ICE servers come
+from ``CNN_VIZ_ICE_SERVERS`` (default none: localhost and LAN need none, and no
+STUN lookup leaves the machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+import streamlit.components.v2  # noqa: F401  (st.components.v2)
+
+from vizlib.errors import InputError
+from vizlib.extract import forward
+from vizlib.live import FrameProcessor, LatestFrame, check_frame, stream_slots
+from vizlib.settings import ice_servers
+
+log = logging.getLogger("cnn_viz")
+
+#: Keys -> the step buttons they press (presenter mode).
+KEYS = {"ArrowUp": "live_layer_prev", "ArrowDown": "live_layer_next", "ArrowLeft": "live_ch_prev",
+        "ArrowRight": "live_ch_next", "[": "live_cls_prev", "]": "live_cls_next"}
+
+_JS = """
+export default function (component) {
+  const { data } = component;
+  window.__cnnVizLiveKeys = data.keys;
+  if (window.__cnnVizLiveKeysOn) return;
+  window.__cnnVizLiveKeysOn = true;
+  document.addEventListener("keydown", (event) => {
+    const t = event.target;
+    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+    const key = (window.__cnnVizLiveKeys || {})[event.key];
+    if (!key) return;
+    const button = document.querySelector(".st-key-" + key + " button");
+    if (button) { button.click(); event.preventDefault(); }
+  });
+}
+"""
+_CSS = ":host { display: none; }"
+
+WHY_NO_CONNECTION = (
+    "The live video needs a WebRTC connection between your browser and this server. It fails when "
+    "the page is not on **localhost or HTTPS** (browsers give cameras only to secure pages), when the "
+    "browser has no camera permission, or when the server is on another network and no STUN/TURN "
+    "server is configured (the host sets `CNN_VIZ_ICE_SERVERS`; see the README's hosting section).")
+
+
+class LiveVideo:
+    """streamlit-webrtc's video processor: newest frame -> :class:`FrameProcessor` -> composed frame."""
+
+    def __init__(self, model: Any, **options: Any) -> None:
+        self.owner = uuid.uuid4().hex
+        self.slots = stream_slots()
+        self.admitted = self.slots.acquire(self.owner)
+        self.processor: Optional[FrameProcessor] = FrameProcessor(model, **options) if self.admitted else None
+        self.mailbox = LatestFrame()
+        self.lock = threading.Lock()
+        self.error: Optional[str] = None
+
+    async def recv_queued(self, frames: list) -> list:
+        """All frames since the last call -> one composed frame (the newest input's)."""
+        import av
+
+        for f in frames:
+            self.mailbox.put(f)
+        frame = self.mailbox.take(0)
+        rgb = frame.to_ndarray(format="rgb24")
+        out = self.compose(rgb)
+        new = av.VideoFrame.from_ndarray(out, format="rgb24")
+        new.pts, new.time_base = frame.pts, frame.time_base
+        return [new]
+
+    def compose(self, rgb: np.ndarray) -> np.ndarray:
+        """One RGB frame through the processor (or the limit message when not admitted)."""
+        if self.processor is None:
+            return _banner(rgb, self.slots.message())
+        try:
+            with self.lock:
+                return self.processor.process(check_frame(rgb)).image
+        except InputError as exc:
+            self.error = str(exc)
+        except Exception:  # noqa: BLE001 - the stream must not die on one frame; details to the log
+            log.exception("live frame failed")
+            self.error = "A live frame could not be processed; the details are in the server log."
+        return _banner(rgb, self.error or "")
+
+    def on_ended(self) -> None:
+        """The stream stopped: give the slot back and drop the model's pictures."""
+        self.slots.release(self.owner)
+        self.mailbox.close()
+        if self.processor is not None:
+            self.processor.close()
+        self.processor = None
+
+
+def _banner(rgb: np.ndarray, text: str) -> np.ndarray:
+    """The camera frame with ``text`` written over a dark band (what a refused or failed stream shows)."""
+    from PIL import Image, ImageDraw
+
+    from vizlib.live import _font
+
+    img = Image.fromarray(rgb, mode="RGB")
+    draw = ImageDraw.Draw(img)
+    size = max(12, img.width // 40)
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > img.width // (size * 0.55):
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    draw.rectangle((0, 0, img.width, (len(lines) + 1) * size * 1.3), fill=(20, 24, 31))
+    for i, ln in enumerate(lines):
+        draw.text((size // 2, size // 2 + i * size * 1.3), ln, fill=(255, 200, 40), font=_font(size))
+    return np.asarray(img)
+
+
+def _snapshot_fallback(reason: str) -> None:
+    st.warning(reason)
+    st.button("Use the snapshot camera", key="live_to_snapshot",
+              on_click=lambda: st.session_state.update(source="camera", view="compare"))
+
+
+def _step(key: str, delta: int, start: int = 0) -> None:
+    value = st.session_state.get(key)
+    st.session_state[key] = (start if value is None else int(value)) + delta
+
+
+def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any) -> Optional[np.ndarray]:
+    """The live view; returns the prediction output for the image in the sidebar (the snapshot path)."""
+    from vizlib.layers import first_conv, last_conv, spatial_layers
+
+    _, output = forward(m, [image], [], predictions=True)
+    slots = stream_slots()
+    if slots.limit == 0:
+        _snapshot_fallback("The live view is switched off on this server (CNN_VIZ_LIVE_STREAMS=0).")
+        return output
+    try:
+        from streamlit_webrtc import WebRtcMode, webrtc_streamer
+    except ImportError:
+        _snapshot_fallback("The live view needs the streamlit-webrtc package, which is not installed here.")
+        return output
+
+    names = [i.name for i in spatial_layers(m)]
+    c1, c2, c3 = st.columns([2, 1, 1])
+    default = names.index(last_conv(m).name)
+    layer_i = int(st.session_state.get("live_layer", default)) % len(names)
+    layer = c1.selectbox("Second grid: layer", names, index=layer_i,
+                         help="The first grid is always the first conv layer; pick what the second shows.")
+    if names.index(layer) != layer_i:
+        st.session_state.live_layer = layer_i = names.index(layer)
+    cam = c2.toggle("Grad-CAM over the video", key="live_cam")
+    presenter = c3.toggle("Presenter mode", key="live_presenter",
+                          help="One large view with large labels; keys ↑/↓ layer, ←/→ channel, [ / ] class.")
+    channel = int(st.session_state.get("live_ch", 0))
+    cls_step = st.session_state.get("live_cls")
+    n_classes = len(m.class_names or []) or 1
+    class_index = None if cls_step is None else int(cls_step) % n_classes
+    options = dict(layers=(first_conv(m).name, names[layer_i]), channel=channel,
+                   gradcam=cam or class_index is not None, class_index=class_index, presenter=presenter,
+                   colormap=st.session_state.get("cmap", "viridis"))
+
+    was_playing = st.session_state.get("_live_ctx_playing", False)
+    if not was_playing and slots.full():
+        _snapshot_fallback(slots.message())
+        return output
+
+    servers = ice_servers()
+    try:
+        ctx = webrtc_streamer(
+            key="live", mode=WebRtcMode.SENDRECV, async_processing=True,
+            video_processor_factory=lambda: LiveVideo(m, **options),
+            rtc_configuration={"iceServers": servers},
+            media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+            video_html_attrs={"autoPlay": True, "controls": False, "muted": True,
+                              "style": {"width": "100%" if presenter else "min(100%, 960px)"}},
+        )
+    except Exception:  # noqa: BLE001 - no WebRTC here (e.g. a test runtime): say so, offer the snapshot
+        log.exception("the live stream could not start")
+        _snapshot_fallback("The live video could not start on this server (its WebRTC part failed; the "
+                           "details are in the server log). The snapshot camera works instead.")
+        return output
+    st.session_state["_live_ctx_playing"] = bool(ctx.state.playing)
+    proc = ctx.video_processor
+    if proc is not None:
+        if not proc.admitted:
+            _snapshot_fallback(slots.message())
+        elif proc.processor is not None:
+            with proc.lock:  # the page's widgets steer the running stream; no restart
+                p = proc.processor
+                p.layers, p.channel = options["layers"], channel
+                p.gradcam, p.class_index, p.presenter = options["gradcam"], class_index, presenter
+                p.colormap = options["colormap"]
+        if proc.error:
+            st.warning(proc.error)
+    elif ctx.state.signalling and not ctx.state.playing:
+        st.info("Connecting… " + WHY_NO_CONNECTION)
+    if not ctx.state.playing:
+        with st.expander("No video? Why, and the snapshot camera instead"):
+            st.markdown(WHY_NO_CONNECTION)
+            st.button("Use the snapshot camera", key="live_to_snapshot_help",
+                      on_click=lambda: st.session_state.update(source="camera", view="compare"))
+    b = st.columns(6)
+    for col, (key, label, target, delta) in zip(b, [
+            ("live_layer_prev", "↑ layer", "live_layer", -1), ("live_layer_next", "↓ layer", "live_layer", 1),
+            ("live_ch_prev", "← channel", "live_ch", -1), ("live_ch_next", "→ channel", "live_ch", 1),
+            ("live_cls_prev", "[ class", "live_cls", -1), ("live_cls_next", "] class", "live_cls", 1)]):
+        start = {"live_layer": layer_i, "live_ch": 0,
+                 "live_cls": 0 if output is None else int(np.argmax(output[0]))}[target]
+        col.button(label, key=key, on_click=_step, args=(target, delta, start), width="stretch")
+    if presenter:
+        st.components.v2.component("cnn_viz_live_keys", js=_JS, css=_CSS)(key="live-keys", data={"keys": KEYS})
+    st.caption(f"Live streams on this server: {slots.in_use} of {slots.limit}. Frames the model can't keep "
+               "up with are dropped, never queued: the picture follows you.")
+    return output
