@@ -299,12 +299,12 @@ def test_no_input_error_interpolates_a_server_path():
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[1]
     pathy = {"path", "target", "p", "root", "directory", "dir", "folder", "file", "dest", "tmp", "cache_dir",
              "workdir", "base", "full", "src", "location"}
     found = []
-    for f in sorted((root / "vizlib").rglob("*.py")):
-        rel = f.relative_to(root).as_posix()
+    for f in sorted((repo / "vizlib").rglob("*.py")):
+        rel = f.relative_to(repo).as_posix()
         for node in ast.walk(ast.parse(f.read_text())):
             if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
                 continue
@@ -352,26 +352,7 @@ def test_fetch_command_names_the_command_offline(offline, capsys):
 # --------------------------------------------------------------------------- the dataset atlas view
 
 
-@pytest.fixture(scope="module")
-def atlas_root(tmp_path_factory):
-    import shutil
-
-    import vizlib.atlas
-
-    base = tmp_path_factory.mktemp("polish-atlas-root")
-    images = base.parent / (base.name + "-images")
-    images.mkdir()
-    for name in ("astronaut_face", "cat", "coins", "coffee", "camera", "grass"):
-        shutil.copy(vizlib.images.sample_path(name), images)
-    vizlib.atlas.build("emotion_cnn", images, base / "faces" / "v1", top=3)
-    return base
-
-
-@pytest.fixture()
-def atlas_env(atlas_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("CNN_VIZ_ATLAS_ROOT", str(atlas_root))
-    monkeypatch.setenv("CNN_VIZ_CACHE_DIR", str(tmp_path / "cache"))
-    return atlas_root
+from test_atlas_ui import env, root  # noqa: E402,F401  (fixtures: the same test atlas, its folder set)
 
 
 def _atlas_page(uploads: bool = False) -> None:
@@ -397,16 +378,16 @@ def _atlas_app(**kwargs):
     return AppTest.from_function(_atlas_page, kwargs=kwargs, default_timeout=120)
 
 
-def _peaks(root) -> np.ndarray:
+def _peaks(folder) -> np.ndarray:
     """Each conv2d_1 channel's strongest response in the test atlas, read from its top-k table."""
     import vizlib.atlas
 
-    atlas = vizlib.atlas.load("faces/v1", root=root)
+    atlas = vizlib.atlas.load("faces/v1", root=folder)
     n = atlas.layer("conv2d_1")["shape"][2]
     return np.array([atlas.top("conv2d_1", c)[0]["value"] for c in range(n)], dtype=np.float64)
 
 
-def _atlas_view(root):
+def _atlas_view():
     """The whole page in the atlas view on the bundled model's first layer, the test atlas picked."""
     from test_app import assert_clean, make_app
 
@@ -423,19 +404,19 @@ def _atlas_title(at) -> str:
     return next(t for t in titles(at) if "conv2d_1 · channel" in t)
 
 
-def test_atlas_opens_on_the_most_active_live_channel(offline, atlas_env):
-    peaks = _peaks(atlas_env)
+def test_atlas_opens_on_the_most_active_live_channel(offline, env):
+    peaks = _peaks(env)
     assert peaks[0] < 1e-6 * peaks.max()  # the bundled model's conv2d_1 channel 0: 8e-34 at best
     best = int(np.argmax(peaks))
-    at = _atlas_view(atlas_env)
+    at = _atlas_view()
     assert at.number_input(key="channel").value == best
     assert f"channel {best}: the 3 of 6 images" in _atlas_title(at) and "dead" not in _atlas_title(at)
     assert at.query_params["channel"] == [str(best)] and at.query_params["atlas"] == ["faces/v1"]
 
 
-def test_atlas_marks_a_dead_channel_and_offers_a_live_one(offline, atlas_env):
-    best = int(np.argmax(_peaks(atlas_env)))
-    at = _atlas_view(atlas_env)
+def test_atlas_marks_a_dead_channel_and_offers_a_live_one(offline, env):
+    best = int(np.argmax(_peaks(env)))
+    at = _atlas_view()
     at.number_input(key="channel").set_value(0).run()  # the visitor goes to channel 0 on purpose
     assert not at.exception and at.number_input(key="channel").value == 0
     assert any("dead" in w.value and "Channel 0" in w.value for w in at.warning), [w.value for w in at.warning]
@@ -447,7 +428,7 @@ def test_atlas_marks_a_dead_channel_and_offers_a_live_one(offline, atlas_env):
     assert at.number_input(key="channel").value == best and not any("dead" in w.value for w in at.warning)
 
 
-def test_atlas_picker_names_the_atlas_on_screen_and_says_its_k(atlas_env):
+def test_atlas_picker_names_the_atlas_on_screen_and_says_its_k(env):
     at = _atlas_app(uploads=True).run()
     at.selectbox[0].select("faces/v1").run()
     assert any("keeps each channel's top 3" in c.value for c in at.caption)
