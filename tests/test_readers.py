@@ -673,7 +673,8 @@ def test_public_functions_given_wrong_types_raise_input_error(name, fn):
     # A value of the wrong type for each argument (an argument whose hint cannot be judged gets any junk).
     strategies = [_junk().filter(lambda v, h=known.get(p.name): fits(v, h) is not True) for p in required]
 
-    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
     @given(st.tuples(*strategies))
     def run(values):
         try:
