@@ -637,9 +637,8 @@ def _public_functions() -> list[tuple[str, object]]:
     return [(n, f) for n, f in out if inspect.isfunction(f)]
 
 
-#: Functions that still raise another error for some wrong values (they take vizlib's own result dicts or
-#: arrays of a given rank, which a type hint cannot say): left to their modules, named here so the list shrinks.
-NOT_YET = {"vizlib.pick_channels", "vizlib.conv_arithmetic_figure", "vizlib.kernel_figure", "vizlib.kernel_png"}
+#: Functions that still raise another error for some wrong values (none now; a function added here must say why).
+NOT_YET: set[str] = set()
 
 JUNK = None  # built lazily: hypothesis strategies
 

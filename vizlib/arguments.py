@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from vizlib.errors import InputError
 
-__all__ = ["check_namespace", "checked", "fits", "hints", "require"]
+__all__ = ["check_namespace", "checked", "fits", "hints", "require", "require_result"]
 
 #: Items of a list, tuple or mapping looked at (a wrong type is almost always in the first few).
 MAX_ITEMS_CHECKED = 1000
@@ -225,6 +225,15 @@ def require(value: Any, hint: Any, name: str, where: str = "") -> None:
     if _fits(value, hint) is False:
         place = f" of {where}()" if where else ""
         raise InputError(f"The argument {name!r}{place} should be {_describe(hint)}, not {_kind(value)}.")
+
+
+def require_result(value: Any, keys: Iterable[str], made_by: str, name: str) -> None:
+    """Raise InputError unless ``value`` is a dict holding ``keys``: what ``made_by`` returns, passed on."""
+    missing = [k for k in keys if not isinstance(value, cabc.Mapping) or k not in value]
+    if missing:
+        raise InputError(f"The argument {name!r} should be what {made_by} returns"
+                         + (f" (it lacks {', '.join(map(repr, missing[:4]))})." if isinstance(value, cabc.Mapping)
+                            else f", not {_kind(value)}."))
 
 
 def checked(fn: Callable) -> Callable:

@@ -396,6 +396,10 @@ def conv_arithmetic_figure(arith: dict, *, max_channels: int = 3, title: Optiona
     """
     from plotly.subplots import make_subplots
 
+    from vizlib.arguments import require_result
+
+    require_result(arith, ("patch", "kernel", "products", "bias", "pre_activation", "value"),
+                   "vizlib.conv_arithmetic", "arith")
     patch = np.asarray(arith["patch"], dtype=np.float32)
     kernel = np.asarray(arith["kernel"], dtype=np.float32)
     products = np.asarray(arith["products"], dtype=np.float32)

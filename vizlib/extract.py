@@ -311,7 +311,10 @@ def top_channels(maps: np.ndarray, n: int, by: str = "activity") -> list[int]:
 
 def pick_channels(maps: np.ndarray, n: int, mode: str = "first") -> list[int]:
     """The channels a grid shows: the first ``n`` (as in the tutorial) or the ``n`` most active."""
-    c = int(np.asarray(maps).shape[-1])
+    shape = np.shape(maps)
+    if not shape:
+        raise InputError("Channels are picked from maps with a channel axis (H, W, C), not from a single number.")
+    c = int(shape[-1])
     n = max(1, min(int(n), c))
     if mode == "first":
         return list(range(n))

@@ -213,6 +213,11 @@ def kernel_figure(k: dict, *, untrained: Optional[dict] = None, mode: str = "aut
     labelled with max|w|. Hover names the output channel; a click selects a point
     whose ``customdata`` is the output channel.
     """
+    from vizlib.arguments import require_result
+
+    for name, value in (("k", k), ("untrained", untrained)):
+        if value is not None or name == "k":
+            require_result(value, ("layer", "weights"), "vizlib.kernels", name)
     parts = [("trained" if untrained is not None else "", k)] + ([("untrained", untrained)] if untrained else [])
     canvases = []
     for label, kk in parts:
@@ -269,6 +274,11 @@ def kernel_png(k: dict, *, untrained: Optional[dict] = None, mode: str = "auto",
     """The kernel pictures as a PNG for slides (trained left, untrained right), titled with the caption."""
     from vizlib.export import slide_png
 
+    from vizlib.arguments import require_result
+
+    for name, value in (("k", k), ("untrained", untrained)):
+        if value is not None or name == "k":
+            require_result(value, ("layer", "weights"), "vizlib.kernels", name)
     mode = resolve_mode(k, mode)
     pics = [kernel_canvas(kk, mode, max_channels=max_channels, colormap=colormap)[0]
             for kk in ([k] + ([untrained] if untrained else []))]
