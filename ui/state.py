@@ -159,11 +159,11 @@ def number(where: Any, label: str, lo: int, hi: int, *, key: str, default: int =
     return got if got is not None and lo <= got <= hi else int(ss[key])
 
 
-def check_display() -> list[str]:
-    """Model-independent settings checked before the sidebar draws them (a bad value is reset, said)."""
+def check_display() -> None:
+    """Model-independent settings checked before the sidebar draws them (a bad value is reset and logged:
+    only a value the page itself never offers can be bad here, a link's were checked when parsed)."""
     ss = st.session_state
     d: ViewState = ss.get("_default", DEFAULT)
-    notices = []
     checks = {"mode": lambda v: v in MODES, "scale": lambda v: v in SCALES, "cmap": lambda v: v in COLORMAPS,
               "view": lambda v: v in VIEWS, "twin": lambda v: v in TOGGLES, "fv": lambda v: v in TOGGLES,
               "n": lambda v: _as_int(v) is not None and 1 <= _as_int(v) <= MAX_GRID,
@@ -177,7 +177,6 @@ def check_display() -> list[str]:
             value = int(value)
         if ss.get(key) != value:
             ss[key] = value
-    return notices
 
 
 def recover_after_failure() -> bool:
