@@ -316,7 +316,7 @@ def task_ui() -> dict:
         info = vizlib.find_layer(m, "conv2d_7")
         st.number_input("Channel", 0, 6, key="channel")
         maps = vizlib.activations(m, [vizlib.load_sample("astronaut_face")], [info.name])[info.name][0]
-        fv_ui.what_it_looks_for(m, info, int(st.session_state.channel), maps, steps=24)
+        fv_ui.what_it_looks_for(m, info, int(st.session_state.channel), maps, steps=24, cell="1,2")
         fv_ui.feature_mosaic(m, info, [0, 3, 5], labels=m.class_names, steps=16, key="grid",
                              reference=maps.mean(axis=(0, 1)))
 
@@ -335,6 +335,7 @@ def task_ui() -> dict:
     out["done_charts"] = len(at.get("plotly_chart"))
     out["markdown"] = " ".join(md.value for md in at.markdown)
     out["downloads"] = len(at.get("download_button"))
+    out["radios"] = [list(r.options) for r in at.radio]
     # Another channel: its detail computes while the grid stays drawn; the superseded job is not queued.
     at.number_input(key="channel").set_value(4).run()
     out["switch_progress"] = len(at.get("progress"))

@@ -233,6 +233,10 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     # When the jobs end: the detail's image, its comparison with the page's image, the mosaic, downloads.
     assert r["done_progress"] == 0 and r["done_images"] == 1 and r["done_charts"] == 1
     assert "What this channel looks for" in r["markdown"] and "on your image" in r["markdown"]
+    # Its score beside the image: against the strongest sample image, and its rank in the layer.
+    assert "the strongest sample image" in r["markdown"] and "channels of the layer on this image" in r["markdown"]
+    # The clicked map cell is offered as the objective (a neuron) beside the whole channel.
+    assert r["radios"] == [["the whole channel", "cell (1, 2) only"]]
     assert r["downloads"] == 2
     # Another channel: its detail computes (or, on a quiet machine, is done within the first 0.3 s)
     # while the mosaic, already done, stays on the page.
@@ -311,6 +315,40 @@ def test_no_process_wide_patch_of_tensorflow():
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert (ROOT / "app.py").read_text().count("tf.nn") == 0
     assert offenders == []
+
+
+def test_precompute_fills_the_cache_the_page_reads(tmp_path):
+    """A host's command fills the disk cache; a render with the page's settings then optimises nothing."""
+    env = {**os.environ, "CNN_VIZ_CACHE_DIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    cmd = [sys.executable, "-m", "vizlib.featvis", "precompute", "--model", "emotion_cnn", "--layers", "conv2d_7",
+           "--channels", "0-2,5", "--steps", "12", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(ROOT), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "conv2d_7: 4 channels (0 already cached)" in proc.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(ROOT), env=env)
+    assert "conv2d_7: 4 channels (4 already cached)" in again.stdout  # what the page would get: from disk
+    bad = subprocess.run([*cmd[:6], "--layers", "no_such_layer"], capture_output=True, text=True, timeout=300,
+                         cwd=str(ROOT), env=env)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    assert bad.returncode == 2 and len(errors) == 1 and "no layer named" in errors[0]
+    assert "Traceback" not in bad.stderr
+
+
+def test_scores_and_failures_from_the_statistics():
+    """vs_samples divides by the strongest sample; failed = rank > 1, weaker than a sample, or flat."""
+    fired = np.array([[4.0, 1.0, 0.5], [3.0, 2.0, 0.1], [0.2, 0.1, 0.3]], np.float32)
+    stats = {s: fired.copy() for s in featvis.STATS}
+    stats["peak"], stats["floor"] = fired + 1, fired - 1
+    vis = featvis.FeatureVisualization(model_key="m", layer="l", channels=[0, 1, 2], images=np.zeros((3, 4, 4, 1),
+                                       np.uint8), stats=stats, size=(4, 4), steps=1, seed=0,
+                                       reference=np.array([2.0, 1.0, 0.5], np.float32))
+    np.testing.assert_allclose(vis.vs_samples(), [2.0, 2.0, 0.6])
+    assert vis.rank() == [1, 2, 1]
+    assert vis.failed() == [False, True, True]  # channel 1: another fires more; channel 2: weaker than a sample
+    hover = featvis.feature_grid(vis).data[1].hovertext
+    assert "FAILED" not in hover[0] and "2.0× the strongest sample" in hover[0] and "rank 1" in hover[0]
+    assert "FAILED" in hover[1] and "FAILED" in hover[2]
 
 
 # --------------------------------------------------------------------------- the disk cache
@@ -456,6 +494,19 @@ def test_every_named_preprocessing_is_read_as_an_affine_map(bundled_model):
     bad = dataclasses.replace(rgb, preprocess=lambda v: np.sqrt(v), preprocess_name="sqrt")
     with pytest.raises(InputError, match="not a per-pixel scaling"):
         fv_graph.affine_preprocess(bad)
+
+
+def test_outside_the_image_the_optimisation_sees_the_models_own_padding(bundled_model):
+    """The colour that preprocesses to zero: what a conv's zero padding looks like to the model."""
+    import dataclasses
+
+    from vizlib.models import PREPROCESSING
+
+    rgb = dataclasses.replace(bundled_model, channels=3)
+    want = {"unit": [0, 0, 0], "symmetric": [0.5, 0.5, 0.5], "caffe": [123.68 / 255, 116.779 / 255, 103.939 / 255]}
+    for name, colour in want.items():
+        m = dataclasses.replace(rgb, preprocess=PREPROCESSING[name][1], preprocess_name=name)
+        np.testing.assert_allclose(fv_graph.padding_colour(m), colour, atol=2e-3, err_msg=name)
 
 
 def test_default_size_follows_the_receptive_field():
