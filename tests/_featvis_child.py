@@ -263,7 +263,8 @@ def task_redirect() -> dict:
 
     relu_before = tf.nn.relu
     inp = keras.Input((16, 16, 1))
-    h = keras.layers.Conv2D(2, 3, activation="relu", name="dead", bias_initializer=keras.initializers.Constant(-50.0))(inp)
+    dead_bias = keras.initializers.Constant(-50.0)  # off everywhere on 0..1 images
+    h = keras.layers.Conv2D(2, 3, activation="relu", name="dead", bias_initializer=dead_bias)(inp)
     km = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(h))
     m = vizlib.load_model(km, preprocess="unit")
 

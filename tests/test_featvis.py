@@ -521,7 +521,7 @@ def test_default_size_follows_the_receptive_field():
 
 
 def test_transforms_are_seeded_and_jitter_scale_rotate():
-    g = a, b = fv_transform.transforms(0, 50, (64, 64), (70, 70), 1.0), fv_transform.transforms(0, 50, (64, 64), (70, 70), 1.0)
+    a, b = (fv_transform.transforms(0, 50, (64, 64), (70, 70), 1.0) for _ in range(2))
     assert np.array_equal(a, b) and not np.array_equal(a, fv_transform.transforms(1, 50, (64, 64), (70, 70), 1.0))
     scale = np.hypot(a[:, 0], a[:, 1])
     assert 0.85 < scale.min() < 0.95 and 1.05 < scale.max() < 1.15  # 1 / (0.9..1.1)
