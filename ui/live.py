@@ -43,7 +43,9 @@ export default function (component) {
   window.__cnnVizLiveKeysOn = true;
   document.addEventListener("keydown", (event) => {
     const t = event.target;
-    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+    const typing = t && (t.tagName === "TEXTAREA" || t.isContentEditable || (t.tagName === "INPUT"
+      && !["checkbox", "radio", "button", "range"].includes(t.type)));
+    if (typing) return;  // keys typed into a text box stay there
     const key = (window.__cnnVizLiveKeys || {})[event.key];
     if (!key) return;
     const button = document.querySelector(".st-key-" + key + " button");
@@ -137,6 +139,17 @@ def _snapshot_fallback(reason: str) -> None:
               on_click=lambda: st.session_state.update(source="camera", view="compare"))
 
 
+def _reset_channel() -> None:
+    st.session_state.live_ch = 0
+
+
+def _step_layer(names: list[str], delta: int) -> None:
+    """↑/↓: the previous / next layer with maps for the second grid, from its first channel."""
+    i = names.index(st.session_state.live_layer) if st.session_state.get("live_layer") in names else 0
+    st.session_state.live_layer = names[(i + delta) % len(names)]
+    _reset_channel()
+
+
 def _step(key: str, delta: int, start: int = 0) -> None:
     value = st.session_state.get(key)
     st.session_state[key] = (start if value is None else int(value)) + delta
@@ -160,11 +173,10 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     names = [i.name for i in spatial_layers(m)]
     c1, c2, c3 = st.columns([2, 1, 1])
     default = names.index(last_conv(m).name)
-    layer_i = int(st.session_state.get("live_layer", default)) % len(names)
-    layer = c1.selectbox("Second grid: layer", names, index=layer_i,
+    if st.session_state.get("live_layer") not in names:  # first visit, or another model
+        st.session_state.live_layer = names[default]
+    layer = c1.selectbox("Second grid: layer", names, key="live_layer", on_change=_reset_channel,
                          help="The first grid is always the first conv layer; pick what the second shows.")
-    if names.index(layer) != layer_i:
-        st.session_state.live_layer = layer_i = names.index(layer)
     cam = c2.toggle("Grad-CAM over the video", key="live_cam")
     presenter = c3.toggle("Presenter mode", key="live_presenter",
                           help="One large view with large labels; keys ↑/↓ layer, ←/→ channel, [ / ] class.")
@@ -172,7 +184,7 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     cls_step = st.session_state.get("live_cls")
     n_classes = len(m.class_names or []) or 1
     class_index = None if cls_step is None else int(cls_step) % n_classes
-    options = dict(layers=(first_conv(m).name, names[layer_i]), channel=channel,
+    options = dict(layers=(first_conv(m).name, layer), channel=channel,
                    gradcam=cam or class_index is not None, class_index=class_index, presenter=presenter,
                    colormap=st.session_state.get("cmap", "viridis"))
 
@@ -221,8 +233,10 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
             ("live_layer_prev", "↑ layer", "live_layer", -1), ("live_layer_next", "↓ layer", "live_layer", 1),
             ("live_ch_prev", "← channel", "live_ch", -1), ("live_ch_next", "→ channel", "live_ch", 1),
             ("live_cls_prev", "[ class", "live_cls", -1), ("live_cls_next", "] class", "live_cls", 1)]):
-        start = {"live_layer": layer_i, "live_ch": 0,
-                 "live_cls": 0 if output is None else int(np.argmax(output[0]))}[target]
+        if target == "live_layer":
+            col.button(label, key=key, on_click=_step_layer, args=(names, delta), width="stretch")
+            continue
+        start = 0 if target == "live_ch" or output is None else int(np.argmax(output[0]))
         col.button(label, key=key, on_click=_step, args=(target, delta, start), width="stretch")
     if presenter:
         st.components.v2.component("cnn_viz_live_keys", js=_JS, css=_CSS)(key="live-keys", data={"keys": KEYS})

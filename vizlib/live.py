@@ -265,6 +265,7 @@ class FrameProcessor:
             cam = gradcam(self.model, pil, cam_class)
             seconds["gradcam"] = time.perf_counter() - t1
         t2 = time.perf_counter()
+        channel = int(channel) % int(acts[layers[-1]].shape[-1])
         grids = [self._grid(acts[name][0], channel if k == len(layers) - 1 else None)
                  for k, name in enumerate(layers)]
         image = self._compose(pil, cam, grids, layers, top, channel, cam_class)
@@ -285,6 +286,7 @@ class FrameProcessor:
 
         c = maps.shape[-1]
         k = min(self.grid_channels, c)
+        channel = None if channel is None else int(channel) % c  # a step past the last channel wraps
         start = 0 if channel is None else (channel // k) * k
         picked = [i for i in range(start, min(c, start + k))]
         canvas, geo = mosaic(np.moveaxis(maps[..., picked], -1, 0), colormap=self.colormap, cell_px=48)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ACTION_TIMEOUT_MS, CHROMIUM_ARGS, FIRST_PAINT_TIMEOUT_MS, VIEWPORT, find_chromium
+from conftest import ACTION_TIMEOUT_MS, CHROMIUM_ARGS, FIRST_PAINT_TIMEOUT_MS, SCREENSHOTS, VIEWPORT, find_chromium
 
 W, H, FPS, SECONDS_EACH = 640, 480, 15, 4
 SCENES = ("astronaut_face", "coins")
@@ -111,6 +111,26 @@ def top_bar_fraction(frame: np.ndarray) -> float:
     return float((xs.max() - bar_x + 1) / bar_w)
 
 
+def highlight(frame: np.ndarray) -> tuple[float, float] | None:
+    """(y, x) centre of the highlighted channel's outline in the grids (the right half), or None."""
+    right = frame[:, frame.shape[1] // 2:].astype(int)
+    mask = (right[..., 0] > 230) & (np.abs(right[..., 1] - 200) < 25) & (right[..., 2] < 90)
+    ys, xs = np.nonzero(mask)
+    return None if len(ys) < 20 else (float(ys.mean()), float(xs.mean()))
+
+
+def wait_frame(page, video, ok, seconds: float = 60) -> np.ndarray:
+    """The first composed frame off the page for which ``ok(frame)`` holds."""
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        last = grab(video)
+        if last is not None and ok(last):
+            return last
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no such frame within {seconds} s (last: {None if last is None else last.shape})")
+
+
 def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwright_api):
     from vizlib.extract import predict
     from vizlib.models import load_bundled_model
@@ -126,6 +146,7 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
     context = camera_browser.new_context(viewport=VIEWPORT, permissions=["camera"])
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     page = context.new_page()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         page.goto(f"{server.url}/?view=live", timeout=FIRST_PAINT_TIMEOUT_MS)
         frame = page.frame_locator("iframe[title*='streamlit_webrtc']").first
@@ -151,7 +172,22 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         # the prediction drawn into the frame drops when the video changes to them.
         assert face == pytest.approx(expected[SCENES[0]], abs=0.08), (seen, expected)
         assert face - coins > 0.15, (seen, expected)
-        # Stop: the server gives the stream's slot back.
+        page.screenshot(path=str(SCREENSHOTS / "live.png"))
+
+        # Presenter mode: the running stream is steered by the page (no restart): a larger frame;
+        # then the keys step the highlighted channel (→) and the layer (↓).
+        page.get_by_text("Presenter mode").click()
+        big = wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280))
+        page.mouse.click(5, 500)  # focus on the page, not in a widget
+        before = highlight(big)
+        page.keyboard.press("ArrowRight")
+        moved = wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
+                           and highlight(f)[1] > before[1] + 20)
+        assert highlight(moved)[1] > before[1]
+        page.screenshot(path=str(SCREENSHOTS / "live_presenter.png"))
+        page.keyboard.press("ArrowDown")  # next layer: channel back to 0, another grid
+        wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
+                   and not np.array_equal(f[380:, 640:], moved[380:, 640:]) and highlight(f)[1] < before[1] + 20)
         frame.get_by_role("button", name="Stop").click()
         page.wait_for_timeout(1000)
     finally:
