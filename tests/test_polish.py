@@ -77,18 +77,21 @@ def test_top5_dimmed_bar_keeps_a_readable_label():
 LONG_CLASS = "fox squirrel, eastern fox squirrel, Sciurus niger"
 
 
-@pytest.mark.parametrize("width", [290, 420])
-def test_contributions_axis_title_fits_a_half_width_column(width):
+@pytest.mark.parametrize("width", [220, 290, 420])
+def test_contributions_titles_fit_a_half_width_column(width):
+    """"…Sciurus ni": ImageNet's long class names ran past the chart's edge in a half-width column."""
     rows = [{"channel": c, "contribution": 1.0 / (c + 1), "share": 0.1} for c in range(8)]
     fig = F.contributions_bar(rows, class_name=LONG_CLASS, layer="conv5_block3_out", width_hint=width)
-    text = fig.layout.xaxis.title.text
-    font = fig.layout.xaxis.title.font.size or 14
-    room = min(width, NARROWEST_PLOT_PX) - 80  # the plot area, less the y axis's labels
-    for line in text.split("<br>"):
-        assert len(plain_text(line)) * font * 0.5 <= room, (line, text)  # Plotly would cut it
-    whole = " ".join(plain_text(text).split())
-    assert "fox squirrel" in whole and "mean of gradient × activation" in whole and "…" not in whole
-    assert fig.layout.margin.b >= 18 * (text.count("<br>") + 1)  # the margin holds every line
+    for text, font, room in ((fig.layout.xaxis.title.text, fig.layout.xaxis.title.font.size or 14,
+                              min(width, NARROWEST_PLOT_PX) - 70),  # the plot area, less the y axis's labels
+                             (fig.layout.title.text, fig.layout.title.font.size or 14, min(width, NARROWEST_PLOT_PX))):
+        for line in text.split("<br>"):
+            assert len(plain_text(line)) * font * 0.5 <= room, (line, text)  # Plotly would cut it
+        assert "…" not in plain_text(text), text  # wrapped whole, not abbreviated
+    assert "fox squirrel" in plain_text(fig.layout.title.text)
+    assert "gradient × activation" in " ".join(plain_text(fig.layout.xaxis.title.text).split())
+    lines = fig.layout.xaxis.title.text.count("<br>") + 1
+    assert fig.layout.margin.b >= 18 * lines  # the margin holds every line
 
 
 # --------------------------------------------------------------------------- first-layer arithmetic

@@ -199,7 +199,7 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     with right:
         ranked = ex.ranked_channels()
         st.plotly_chart(xf.contributions_bar(ranked, class_name=ex.class_name, layer=ex.layer,
-                                             highlight=int(ss.channel)),
+                                             highlight=int(ss.channel), width_hint=220),  # 2/5 of a 1024 px page
                         key="contributions", config=CHART_CONFIG, on_select=on_contribution_click,
                         selection_mode="points")
         st.caption(f"Which channels of {ex.layer} carried **{ex.class_name}** ({ex.probability:.1%}): mean of "

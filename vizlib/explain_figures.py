@@ -242,12 +242,13 @@ def contributions_bar(contributions: Sequence[dict], *, n: int = 15, class_name:
         customdata=[int(r["channel"]) for r in rows], hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
         name="contribution",
     ))
-    what = f"“{class_name}”" if class_name else "the class"
+    # the class by its first name: ImageNet's "fox squirrel, eastern fox squirrel, Sciurus niger" ran
+    # past a half-width column (the Grad-CAM beside it names the class in full)
+    what = _short_class(class_name) if class_name else "the class"
     title = title if title is not None else (
         f"Channels{' of ' + layer if layer else ''} that carried {what}: top {len(rows)}")
     title_layout, top, _ = chart_title(title, width_hint)
-    axis_title = axis_title_lines(f"contribution to the {_short_class(class_name)} score "
-                                  "(mean of gradient × activation)", width_hint)
+    axis_title = axis_title_lines("contribution: mean of gradient × activation", width_hint)
     lines = axis_title.count("<br>") + 1
     fig.update_layout(
         title=title_layout, height=height or (66 + 18 * lines + (top or 8) + 22 * len(rows)),
@@ -262,7 +263,7 @@ def contributions_bar(contributions: Sequence[dict], *, n: int = 15, class_name:
 #: Axis titles: font size, and the room they lose to the y axis's labels (Plotly centres an axis title on
 #: the plot area, which the labels push right).
 AXIS_TITLE_FONT_PX = 13
-_AXIS_LABELS_PX = 90
+_AXIS_LABELS_PX = 80
 
 
 def _short_class(class_name: Optional[str]) -> str:
@@ -281,7 +282,7 @@ def axis_title_lines(text: str, width_hint: int) -> str:
     from vizlib.figures import NARROWEST_PLOT_PX, fit_title
 
     width = min(int(width_hint), NARROWEST_PLOT_PX) - _AXIS_LABELS_PX
-    wrapped, _ = fit_title(text, width, font_px=AXIS_TITLE_FONT_PX, max_lines=4)
+    wrapped, _ = fit_title(text, width, font_px=AXIS_TITLE_FONT_PX, max_lines=6)
     return wrapped
 
 
