@@ -23,6 +23,9 @@ def test_feature_visualisations_paint_and_controls_stay_usable(app):
         1, timeout=240_000)
     app.expect(page.get_by_text("What this channel looks for")).to_be_visible(timeout=240_000)
     app.expect(page.get_by_text("made for channel 3")).to_be_visible(timeout=240_000)
+    # Its score beside it: against the strongest sample image, and its rank in the layer.
+    app.expect(page.get_by_text("the strongest sample image").first).to_be_visible()
+    app.expect(page.get_by_text("channels of the layer on this image").first).to_be_visible()
     href = page.locator(".st-key-fv-grid-last .imagelayer image").first.get_attribute("href") or ""
     assert href.startswith("data:image/png;base64,") and len(href) > 1000
     assert progress.count() == 0 or not progress.first.is_visible()
