@@ -247,3 +247,14 @@ def test_page_without_webrtc_says_why_and_offers_the_snapshot_camera(offline):
     at.button(key="live_to_snapshot").click().run()
     assert_clean(at)
     assert at.session_state["source"] == "camera" and at.session_state["view"] == "compare"
+
+
+def test_a_stream_that_stops_while_connecting_is_reported_as_failed():
+    from ui.live import connection_phase
+
+    phase = None
+    for signalling, playing, want in [(False, False, "stopped"), (True, False, "connecting"), (True, True, "playing"),
+                                      (False, False, "stopped"), (True, False, "connecting"),
+                                      (False, False, "failed"), (False, False, "failed"), (True, False, "connecting")]:
+        phase = connection_phase(phase, signalling, playing)
+        assert phase == want

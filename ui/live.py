@@ -139,6 +139,20 @@ def _snapshot_fallback(reason: str) -> None:
               on_click=lambda: st.session_state.update(source="camera", view="compare"))
 
 
+def connection_phase(before: Optional[str], signalling: bool, playing: bool) -> str:
+    """"connecting" / "playing" / "stopped" / "failed": a stream that stops while still connecting failed.
+
+    streamlit-webrtc's frontend stops a peer connection whose state turns "failed"
+    (no ICE route: another network and no STUN/TURN, UDP blocked, ...) and the
+    page learns only that it is no longer signalling, without ever having played.
+    """
+    if playing:
+        return "playing"
+    if signalling:
+        return "connecting"
+    return "failed" if before in ("connecting", "failed") else "stopped"
+
+
 def _reset_channel() -> None:
     st.session_state.live_ch = 0
 
@@ -209,6 +223,10 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
                            "details are in the server log). The snapshot camera works instead.")
         return output
     st.session_state["_live_ctx_playing"] = bool(ctx.state.playing)
+    phase = connection_phase(st.session_state.get("_live_phase"), ctx.state.signalling, ctx.state.playing)
+    st.session_state["_live_phase"] = phase
+    if phase == "failed":
+        _snapshot_fallback("The live video could not connect. " + WHY_NO_CONNECTION)
     proc = ctx.video_processor
     if proc is not None:
         if not proc.admitted:

@@ -192,3 +192,4 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         page.wait_for_timeout(1000)
     finally:
         context.close()
+
