@@ -27,7 +27,6 @@ streamlit-webrtc.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field

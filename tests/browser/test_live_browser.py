@@ -188,8 +188,9 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         page.keyboard.press("ArrowDown")  # next layer: channel back to 0, another grid
         wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
                    and not np.array_equal(f[380:, 640:], moved[380:, 640:]) and highlight(f)[1] < before[1] + 20)
+        page.get_by_text("Live streams on this server: 1 of 4").wait_for()  # this stream holds a slot
         frame.get_by_role("button", name="Stop").click()
-        page.wait_for_timeout(1000)
+        page.get_by_text("Live streams on this server: 0 of 4").wait_for()  # stopping gave it back
     finally:
         context.close()
 
