@@ -38,7 +38,19 @@ KEYS = {"ArrowUp": "live_layer_prev", "ArrowDown": "live_layer_next", "ArrowLeft
 _JS = """
 export default function (component) {
   const { data } = component;
-  window.__cnnVizLiveKeys = data.keys;
+  window.__cnnVizLiveKeys = data.presenter ? data.keys : {};
+  // Presenter mode: the sidebar out of the way and the live video in view (once per switch-on).
+  let style = document.getElementById("cnn-viz-presenter");
+  if (data.presenter && !style) {
+    style = document.createElement("style");
+    style.id = "cnn-viz-presenter";
+    style.textContent = '[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] { display: none; }';
+    document.head.appendChild(style);
+    const video = document.querySelector("iframe[title*='streamlit_webrtc']");
+    if (video) video.scrollIntoView({ block: "start" });
+  } else if (!data.presenter && style) {
+    style.remove();
+  }
   if (window.__cnnVizLiveKeysOn) return;
   window.__cnnVizLiveKeysOn = true;
   document.addEventListener("keydown", (event) => {
@@ -256,8 +268,8 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
             continue
         start = 0 if target == "live_ch" or output is None else int(np.argmax(output[0]))
         col.button(label, key=key, on_click=_step, args=(target, delta, start), width="stretch")
-    if presenter:
-        st.components.v2.component("cnn_viz_live_keys", js=_JS, css=_CSS)(key="live-keys", data={"keys": KEYS})
+    st.components.v2.component("cnn_viz_live_keys", js=_JS, css=_CSS)(
+        key="live-keys", data={"keys": KEYS, "presenter": bool(presenter)})
     st.caption(f"Live streams on this server: {slots.in_use} of {slots.limit}. Frames the model can't keep "
                "up with are dropped, never queued: the picture follows you.")
     return output

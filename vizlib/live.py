@@ -322,7 +322,7 @@ class FrameProcessor:
             draw.text((pad, yy), f"{name[:22]}", fill=TEXT if i == 0 else DIM, font=font)
             draw.rectangle((bar_x, yy + 2, bar_x + max(1, int(bar_w * float(p))), yy + row - 4),
                            fill=BAR if i else HIGHLIGHT)
-            draw.text((bar_x + 4, yy), f"{p:.0%}", fill=TEXT, font=font)
+            draw.text((bar_x + 4, yy), f"{p:.0%}", fill=BACKGROUND if i == 0 and p > 0.15 else TEXT, font=font)
         # Right: one grid per layer, stacked.
         x0 = W // 2
         box_w = W - x0 - pad

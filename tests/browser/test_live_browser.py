@@ -178,6 +178,7 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         # then the keys step the highlighted channel (→) and the layer (↓).
         page.get_by_text("Presenter mode").click()
         big = wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280))
+        playwright_api.expect(page.locator("[data-testid=stSidebar]")).to_be_hidden()  # one large view
         page.mouse.click(5, 500)  # focus on the page, not in a widget
         before = highlight(big)
         page.keyboard.press("ArrowRight")
@@ -188,6 +189,8 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         page.keyboard.press("ArrowDown")  # next layer: channel back to 0, another grid
         wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
                    and not np.array_equal(f[380:, 640:], moved[380:, 640:]) and highlight(f)[1] < before[1] + 20)
+        page.get_by_text("Presenter mode").click()  # off again: the sidebar comes back
+        playwright_api.expect(page.locator("[data-testid=stSidebar]")).to_be_visible()
         page.get_by_text("Live streams on this server: 1 of 4").wait_for()  # this stream holds a slot
         frame.get_by_role("button", name="Stop").click()
         page.get_by_text("Live streams on this server: 0 of 4").wait_for()  # stopping gave it back
