@@ -118,6 +118,22 @@ def _tab_to(app, key: str, testid: str = "stBaseButton-secondary", most: int = 1
     raise AssertionError(f"{most} Tab presses never reached the {testid} of {key}")
 
 
+def _open_chooser(app, key: str):
+    """Tab to the uploader keyed ``key`` and open its file chooser from the keyboard (Enter, else Space:
+    a key pressed while the page is still redrawing can land on the element being replaced)."""
+    for attempt, key_name in enumerate(("Enter", "Space", "Enter")):
+        app.wait_idle()
+        app.page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); }")
+        _tab_to(app, key)
+        try:
+            with app.page.expect_file_chooser(timeout=10_000) as chooser:
+                app.page.keyboard.press(key_name)
+            return chooser.value
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try again
+            if attempt == 2:
+                raise
+
+
 @pytest.mark.browser
 def test_upload_controls_work_from_the_keyboard_alone(app):
     """The image uploader (sidebar) and the page's own uploader (a zipped atlas) are reached with Tab and
@@ -125,21 +141,14 @@ def test_upload_controls_work_from_the_keyboard_alone(app):
     from conftest import ROOT
 
     app.open()
-    app.page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); }")
-    _tab_to(app, "image_files")
-    with app.page.expect_file_chooser() as chooser:
-        app.page.keyboard.press("Enter")
-    chooser.value.set_files(str(ROOT / "assets" / "samples" / "cat.jpg"))
+    _open_chooser(app, "image_files").set_files(str(ROOT / "assets" / "samples" / "cat.jpg"))
     app.page.wait_for_function("() => document.body.innerText.includes('cat.jpg')", timeout=ACTION_TIMEOUT_MS)
     app.wait_painted(3)
     # the atlas view's own uploader, in the page (no atlas folder here: it is offered at once)
     app.page.goto(f"{app.base_url}/?view=atlas", wait_until="domcontentloaded")
     app.page.wait_for_selector(".st-key-atlas-zip", timeout=ACTION_TIMEOUT_MS)
-    app.page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); }")
-    _tab_to(app, "atlas-zip")
-    with app.page.expect_file_chooser() as chooser:
-        app.page.keyboard.press("Enter")
-    assert chooser.value.element.get_attribute("accept") and ".zip" in chooser.value.element.get_attribute("accept")
+    chooser = _open_chooser(app, "atlas-zip")
+    assert ".zip" in (chooser.element.get_attribute("accept") or "")
     app.assert_clean()
 
 
