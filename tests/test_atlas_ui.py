@@ -8,6 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -161,8 +162,12 @@ def test_a_link_reopens_an_atlas_image(env):
     from ui import atlas as ua
 
     atlas = vizlib.atlas.load("faces/v1", root=env)
-    path = atlas.top("conv2d_7", 0)[0]["path"]
-    assert ua.image_from_link("faces/v1", path).size == atlas.image(path).size
+    row = atlas.top("conv2d_7", 0)[0]
+    path = row["path"]
+    opened = ua.image_from_link("faces/v1", path)  # the exact model view: the page shows the row's value
+    assert atlas.exact_views and opened.size == atlas.view(path).size
+    shown = vizlib.activations(vizlib.load_model("emotion_cnn"), [opened], ["conv2d_7"])["conv2d_7"][0][..., 0]
+    np.testing.assert_allclose(shown.max(), row["value"], rtol=1e-5, atol=1e-6)
     for bad in (("../faces/v1", path), ("faces/v1", "../../etc/passwd"), ("/tmp", path)):
         with pytest.raises(InputError):
             ua.image_from_link(*bad)
