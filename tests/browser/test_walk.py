@@ -318,12 +318,20 @@ class Walk:
         return self.upload_name
 
     def channel(self) -> str:
+        """Type a channel, or step it with the input's -/+ buttons (they stop at the layer's range)."""
         box = self.page.locator(".st-key-channel input").first
-        # Every layer here has >= 7 channels (the browser itself refuses a number above the input's max).
-        value = str(self.rng.randrange(0, 7))
-        box.fill(value)
-        box.press("Enter")
-        return value
+        if self.rng.random() < 0.5:
+            value = str(self.rng.randrange(0, 3))  # every layer with maps here has >= 3 channels
+            box.fill(value)
+            box.press("Enter")
+            return value
+        buttons = self.page.locator(".st-key-channel button")
+        which = self.rng.randrange(buttons.count())
+        button = buttons.nth(which)
+        if button.is_disabled():
+            return "at the end of the range"
+        button.click()
+        return ("-", "+")[which] if buttons.count() == 2 else f"button {which}"
 
     def grid_click(self) -> str:
         keys = [g for g in GRIDS[:4] if self.has(f".st-key-{g} .scatterlayer .point")]
