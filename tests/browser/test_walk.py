@@ -108,10 +108,13 @@ _NAMES_JS = """
   if (chart) {
     const paths = [...chart.querySelectorAll('.barlayer .point path')];
     bars = paths.length;
-    const fills = paths.map(p => getComputedStyle(p).fill);
-    const full = fills.filter(f => f === 'rgb(76, 120, 168)');
-    if (full.length === 1 && paths.length > 1) {
-      const box = paths[fills.indexOf(full[0])].getBoundingClientRect();
+    // Lit: the full colour at full opacity (a dimmed bar is lighter, or faded by Plotly's selection).
+    const lit = paths.map(p => {
+      const st = getComputedStyle(p);
+      return st.fill === 'rgb(76, 120, 168)' && parseFloat(st.opacity) * parseFloat(st.fillOpacity) > 0.99;
+    });
+    if (lit.filter(x => x).length === 1 && paths.length > 1) {
+      const box = paths[lit.indexOf(true)].getBoundingClientRect();
       const y = box.top + box.height / 2;
       const ticks = [...chart.querySelectorAll('.yaxislayer-above .ytick text')];
       let best = null, dist = 1e9;
@@ -455,18 +458,21 @@ def bar_point(app, label: str):
 
 @pytest.mark.browser
 def test_top5_highlight_follows_the_class_picked(app):
-    """Click "angry", then pick "surprise" in the picker: the highlighted bar is "surprise"."""
+    """Click a bar, then pick "surprise" in the picker: the highlighted bar is "surprise", not the clicked one.
+
+    (The issue clicked "angry"; its bar is 0.75 % wide, too thin for a reliable click here, so this
+    clicks the "happy" bar: the defect, Plotly's selection outliving the picker, is the same.)"""
     app.open()
-    bar = bar_point(app, "angry")
+    bar = bar_point(app, "happy")
     bar.scroll_into_view_if_needed()
     box = bar.bounding_box()
     assert box
     app.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=3)
     app.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    app.wait_title("Where the model looked for", "angry")
+    app.wait_title("Where the model looked for", "happy")
     settle(app)
-    settled_names_agree(app, "after the angry bar")
-    assert app.page.evaluate(_NAMES_JS)["highlighted"] == "angry"
+    settled_names_agree(app, "after the happy bar")
+    assert app.page.evaluate(_NAMES_JS)["highlighted"] == "happy"
     app.select("cls", "surprise", exact=False)
     app.wait_title("Where the model looked for", "surprise")
     settle(app)
