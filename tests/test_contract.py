@@ -151,10 +151,23 @@ def test_pinned_library_signatures():
     assert [p[0] for p in params(vizlib.depth_profile)] == ["model", "image"]
     assert params(vizlib.untrained) == [("model", "POSITIONAL_OR_KEYWORD", inspect._empty),
                                         ("seed", "POSITIONAL_OR_KEYWORD", 0)]
-    assert params(vizlib.feature_visualization) == [
+    # Pinned (issue 20): these six keep their meaning; options may follow, keyword-only with defaults.
+    fv = params(vizlib.feature_visualization)
+    assert fv[:6] == [
         ("model", "POSITIONAL_OR_KEYWORD", inspect._empty), ("layer", "POSITIONAL_OR_KEYWORD", inspect._empty),
         ("channels", "POSITIONAL_OR_KEYWORD", inspect._empty), ("size", "KEYWORD_ONLY", None),
         ("steps", "KEYWORD_ONLY", None), ("seed", "KEYWORD_ONLY", 0)]
+    assert all(kind == "KEYWORD_ONLY" and default is not inspect._empty for _, kind, default in fv[6:]), fv[6:]
+    # Pinned (issue 23), exactly.
+    assert params(vizlib.attribution) == [
+        ("model", "POSITIONAL_OR_KEYWORD", inspect._empty), ("image", "POSITIONAL_OR_KEYWORD", inspect._empty),
+        ("method", "POSITIONAL_OR_KEYWORD", inspect._empty), ("class_index", "KEYWORD_ONLY", None),
+        ("layer", "KEYWORD_ONLY", None), ("seed", "KEYWORD_ONLY", 0), ("normalize", "KEYWORD_ONLY", True),
+        ("baseline", "KEYWORD_ONLY", "black")]
+    assert params(vizlib.faithfulness) == [
+        ("model", "POSITIONAL_OR_KEYWORD", inspect._empty), ("image", "POSITIONAL_OR_KEYWORD", inspect._empty),
+        ("saliency", "POSITIONAL_OR_KEYWORD", inspect._empty), ("class_index", "KEYWORD_ONLY", None),
+        ("steps", "KEYWORD_ONLY", 20)]
     from vizlib import atlas
 
     assert params(atlas.load)[0][:2] == ("directory", "POSITIONAL_OR_KEYWORD")
