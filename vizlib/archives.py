@@ -100,6 +100,12 @@ def directory_stats(fh: IO[bytes], size: int) -> tuple[int, int]:
     for split (multi-disk) archives, and for a directory that does not fit in the file;
     zip64 records are followed.
     """
+    n_total, cd_size, _ = _end_record(fh, size)
+    return n_total, cd_size
+
+
+def _end_record(fh: IO[bytes], size: int) -> tuple[int, int, int]:
+    """(entry count, directory bytes, directory offset as the end record states it): :func:`directory_stats`."""
     tail_len = min(size, 22 + 65535)
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
@@ -127,7 +133,7 @@ def directory_stats(fh: IO[bytes], size: int) -> tuple[int, int]:
         raise ValueError("a split (multi-part) ZIP archive")
     if cd_size > size:
         raise ValueError("its directory is larger than the file")
-    return n_total, cd_size
+    return n_total, cd_size, cd_offset
 
 
 def _size_of(fh: IO[bytes]) -> int:
@@ -164,7 +170,10 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
             f"{label} lists {entries:,} files ({fmt_bytes(cd_bytes)} of directory); the limit is {max_entries:,}.",
             too_many or "Zip fewer files."))
     try:
-        zf = zipfile.ZipFile(fh)
+        try:
+            zf = zipfile.ZipFile(fh)
+        except UnicodeDecodeError:  # a name flagged UTF-8 that isn't: read it with replacement characters
+            zf = _with_replaced_names(fh, size)
     except _READ_ERRORS as exc:  # BadZipFile, plus whatever a hostile directory provokes
         raise InputError(_end(_not_a(label, what, exc), advice)) from exc
     try:
@@ -172,6 +181,83 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
     except BaseException:
         zf.close()
         raise
+    return zf
+
+
+class _FlagsCleared(io.RawIOBase):
+    """``fh`` read through, with the UTF-8 name flag (bit 11) cleared in the headers at ``offsets``
+    (each the offset of a 2-byte general-purpose flag field)."""
+
+    def __init__(self, fh: IO[bytes], offsets: set[int]):
+        super().__init__()
+        self._fh, self.offsets = fh, offsets
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._fh.tell()
+        got = self._fh.readinto(view) or 0
+        for off in self.offsets:
+            i = off + 1 - start  # bit 11 lives in the flag field's second byte
+            if 0 <= i < got:
+                view[i] &= ~0x08 & 0xFF
+        return got
+
+
+def _with_replaced_names(fh: IO[bytes], size: int) -> zipfile.ZipFile:
+    """A ZipFile over ``fh`` whose entries flagged UTF-8 but not UTF-8 are named with replacement characters.
+
+    The directory's and the local headers' flags are cleared for those entries only (zipfile then
+    reads their raw names as cp437, consistently in both places), and each entry's name is set to
+    its bytes decoded as UTF-8 with U+FFFD for what isn't, made unique. Nothing is decoded twice
+    and no entry is dropped: one stray name doesn't cost the user the whole archive.
+    """
+    n_total, cd_size, cd_offset = _end_record(fh, size)
+    fh.seek(cd_offset)
+    directory = fh.read(cd_size)
+    offsets, raw_names, pos = set(), {}, 0
+    for _ in range(n_total):
+        head = directory[pos:pos + 46]
+        if len(head) < 46 or head[:4] != b"PK\x01\x02":
+            break
+        flags, = struct.unpack("<H", head[8:10])
+        n_name, n_extra, n_comment = struct.unpack("<3H", head[28:34])
+        raw = directory[pos + 46:pos + 46 + n_name]
+        if flags & 0x800:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                offsets.add(cd_offset + pos + 8)
+                raw_names[raw.decode("cp437")] = raw
+        pos += 46 + n_name + n_extra + n_comment
+    overlay = _FlagsCleared(fh, offsets)
+    zf = zipfile.ZipFile(overlay)
+    taken = {info.filename for info in zf.infolist()}
+    for info in zf.infolist():
+        raw = raw_names.get(info.orig_filename)
+        if raw is None:
+            continue
+        overlay.offsets.add(info.header_offset + 6)  # the local header's flags say the same from now on
+        name, n = raw.decode("utf-8", errors="replace"), 1
+        base, dot, ext = name.rpartition(".")
+        while name in taken:
+            n += 1
+            name = f"{base} ({n}).{ext}" if dot else f"{raw.decode('utf-8', errors='replace')} ({n})"
+        zf.NameToInfo.pop(info.filename, None)
+        info.filename = name
+        zf.NameToInfo[name] = info
+        taken.add(name)
     return zf
 
 
