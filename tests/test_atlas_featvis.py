@@ -202,3 +202,22 @@ def test_ray_tasks_give_the_same_images(atlas, tmp_path, monkeypatch):
     a = add_featvis("emotion_cnn", out, layers=[LAYER], steps=STEPS, engine="ray", workers=2,
                     ray_init={"num_cpus": 2})
     np.testing.assert_array_equal(_stored(a, LAYER, 8), _stored(atlas, LAYER, 8))
+
+
+def test_images_of_an_older_algorithm_are_recomputed_not_mixed(atlas, tmp_path):
+    """Resuming an atlas whose stored images came from another featvis algorithm recomputes every chunk."""
+    import json
+
+    out = tmp_path / "atlas"
+    shutil.copytree(atlas.directory, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["featvis"]["algorithm"] = "fv1"  # as written by the Lucid-recipe version
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    m = vizlib.contract.as_model("emotion_cnn")
+    progress = []
+    bulk_featvis.compute(out, m, [LAYER], steps=STEPS, chunk=4, workers=1,
+                         progress=lambda d, t: progress.append((d, t)))
+    assert progress[-1] == (8, 8) and len(progress) > 1  # computed chunk by chunk, not taken as complete
+    again = vizlib.atlas.load(out)
+    assert again.manifest["featvis"]["algorithm"] != "fv1"
+    np.testing.assert_array_equal(_stored(again, LAYER, 8), _stored(atlas, LAYER, 8))

@@ -266,7 +266,10 @@ def compute(directory: str | os.PathLike[str], model: Any, layers: Sequence[str]
     if manifest is None:
         manifest = store.read_manifest(directory)
     section = manifest.get("featvis") if isinstance(manifest.get("featvis"), dict) else {}
-    section = {"algorithm": featvis.ALGORITHM, "chunk": chunk, "layers": dict(section.get("layers", {}))}
+    # Images made by another algorithm are never kept beside new ones: an older atlas is recomputed whole.
+    stale = section.get("algorithm", featvis.ALGORITHM) != featvis.ALGORITHM
+    section = {"algorithm": featvis.ALGORITHM, "chunk": chunk,
+               "layers": {} if stale else dict(section.get("layers", {}))}
     plans = []
     c = int(model.channels)
     for name in names:
@@ -277,7 +280,7 @@ def compute(directory: str | os.PathLike[str], model: Any, layers: Sequence[str]
         entry = {"file": f"{FEATVIS_DIR}/{layer_path(directory, name).name}", "channels_count": n_ch,
                  "size": list(hw), "steps": steps, "seed": int(seed), "chunk": chunk, "status": "building"}
         final = layer_path(directory, name)
-        if final.exists():
+        if final.exists() and not stale:
             try:
                 t = read_table(directory, final, name, expect=expect)
                 if t.column("channel").to_pylist() == list(range(n_ch)):
@@ -286,7 +289,9 @@ def compute(directory: str | os.PathLike[str], model: Any, layers: Sequence[str]
                 pass
         chunks = [list(range(s, min(n_ch, s + chunk))) for s in range(0, n_ch, chunk)]
         todo = []
-        if entry["status"] != "complete":
+        if stale:
+            todo = list(range(len(chunks)))
+        elif entry["status"] != "complete":
             for i, chans in enumerate(chunks):
                 try:
                     t = read_table(directory, part_path(directory, name, i), name, expect=expect)
