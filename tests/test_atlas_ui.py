@@ -117,6 +117,18 @@ def test_page_builds_are_size_limited(tmp_path, bundled, monkeypatch):
         ua.build_small(bundled, [(f"{i}.png", img) for i in range(ua.PAGE_MAX_IMAGES + 1)])
 
 
+def test_a_damaged_page_build_is_rebuilt_not_failed_on_every_visit(tmp_path, bundled, monkeypatch):
+    from ui import atlas as ua
+
+    monkeypatch.setenv("CNN_VIZ_CACHE_DIR", str(tmp_path))
+    images = [(f"{name}.png", vizlib.load_sample(name)) for name in ("cat", "coins", "astronaut_face")]
+    first = ua.build_small(bundled, images)
+    (first.directory / "manifest.json").write_text("{ truncated")  # a killed write, a full disk...
+    again = ua.build_small(bundled, images)
+    assert again.directory == first.directory
+    assert again.top("conv2d_7", 0) == first.top("conv2d_7", 0)
+
+
 def test_clicked_cell_gives_the_row_and_its_picture(root):
     from ui.atlas import picked_item
 

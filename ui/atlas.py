@@ -12,7 +12,9 @@ uploaded ZIPs through :func:`vizlib.atlas.store.extract_zip`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,6 +29,8 @@ from vizlib.atlas.store import MANIFEST, extract_zip
 from vizlib.errors import InputError
 from vizlib.settings import settings
 from ui.clicks import selected_points
+
+log = logging.getLogger("cnn_viz")
 
 #: Images an atlas built in the page may hold, and their total size (as for uploads).
 PAGE_MAX_IMAGES = 200
@@ -321,8 +325,22 @@ def build_small(model: Any, images: Sequence[tuple[str, Any]], *, layers: Option
 
     names = list(layers) if layers else default_layers(model)
     workdir = settings().cache_dir / "atlas-builds" / _build_key(model, images, names, top)
-    return build_from_images(model, images, workdir, layers=names, top=top, max_images=PAGE_MAX_IMAGES,
-                             max_total_bytes=PAGE_MAX_BYTES, progress=progress)
+
+    def build() -> Atlas:
+        return build_from_images(model, images, workdir, layers=names, top=top, max_images=PAGE_MAX_IMAGES,
+                                 max_total_bytes=PAGE_MAX_BYTES, progress=progress)
+
+    existed = workdir.exists()
+    try:
+        return build()
+    except InputError:
+        if not existed:
+            raise
+        # The server's own earlier build of these images is damaged (a killed process, a full disk, a
+        # hand edit): it is a cache entry, so drop it and build again rather than fail on every visit.
+        log.warning("dropping a damaged page-built atlas in the cache and building it again", exc_info=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return build()
 
 
 def build_panel(model: Any, images: Sequence[tuple[str, Any]], *, key: str = "atlas-build",
