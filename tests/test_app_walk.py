@@ -19,7 +19,7 @@ from test_app import charts, make_app, png_bytes
 BROKE = "Something went wrong"
 MODELS = ("emotion_cnn", "mobilenet_v2", "resnet50", "vgg16")
 SAMPLES = ("astronaut_face", "cat", "horse", "coffee", "brick", "rocket")
-VIEWS = ("compare", "explore", "across", "why", "depth", "atlas")
+VIEWS = ("compare", "explore", "across", "why", "depth", "atlas", "graph", "live")
 
 
 def assert_not_broken(at, where: str = "") -> None:
