@@ -99,17 +99,24 @@ def playwright_api():
 
 
 @pytest.fixture(scope="session")
-def browser(playwright_api):
+def playwright_driver(playwright_api):
+    """The one Playwright driver of the session (a second ``sync_playwright()`` in the same thread fails):
+    every browser a test launches comes from it."""
+    with playwright_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver):
     executable = find_chromium()
     if executable is None:
         _missing("Chromium not found: install Debian's chromium (apt-get install chromium) "
                  "or point CHROMIUM_PATH at a Chromium binary")
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    b = playwright_driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture(scope="session")
