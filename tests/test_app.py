@@ -424,3 +424,16 @@ def test_duplicate_uploads_count_once_and_same_names_are_told_apart(offline):
         [("same.png", red, "image/png"), ("same.png", blue, "image/png"), ("copy.png", red, "image/png")]).run()
     assert_clean(at)
     assert at.selectbox(key="upload_pick").options == ["same.png", "same.png (2)"]
+
+
+def test_feature_visualisations_switch_off_when_another_model_is_picked(offline):
+    """A link's fv=on opens with them on; picking another model (minutes of background work on a big one)
+    turns them off with a notice, instead of starting that work unasked."""
+    at = make_app(fv="on").run()
+    assert_clean(at)
+    assert at.toggle(key="fv_on").value is True and at.session_state["fv"] == "on"
+    at.selectbox(key="model").set_value("mobilenet_v2").run()
+    assert not at.exception, at.exception
+    assert at.toggle(key="fv_on").value is False and at.session_state["fv"] == "off"
+    assert any("Feature visualisations are off for the new model" in t.proto.body for t in at.toast), \
+        [t.proto.body for t in at.toast]

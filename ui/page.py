@@ -56,6 +56,19 @@ def explained_class(view: str) -> Optional[int]:
     return int(value) if view == "why" and value is not None else None
 
 
+def featvis_off_for_a_new_model(model_key: str) -> None:
+    """Feature visualisations switch off when the visitor picks another model (before the sidebar draws
+    its toggle): on a big model they are minutes of background work, started only when asked for there.
+    A link that names the model and ``fv=on`` still opens with them on."""
+    ss = st.session_state
+    last = ss.get("_fv_model")
+    if ss.get("fv") == "on" and last is not None and last != model_key:
+        ss["fv"], ss["fv_on"] = "off", False
+        st.toast("Feature visualisations are off for the new model (on big layers they take minutes): "
+                 "switch them on in the sidebar to compute them.", icon="ℹ️")
+    ss["_fv_model"] = model_key
+
+
 def page() -> None:
     first_run = not st.session_state.get("_seeded")
     init_state()
@@ -78,6 +91,8 @@ def page() -> None:
         failure = None
     except sidebar.ModelUnavailable as exc:
         m, failure = None, exc
+    if m is not None:
+        featvis_off_for_a_new_model(m.key)
     # The image and display controls stay in place whatever happened to the model.
     uploads, current = sidebar.sidebar_images()
     sidebar.sidebar_display()
