@@ -271,9 +271,9 @@ def test_streamlit_cleanup_internal_is_what_startup_replaces():
 
 def test_startup_installs_the_keras_free_cleanup_once(monkeypatch):
     """A progress fragment reruns every second; Streamlit's per-run clear_session made jobs ~10x slower."""
-    import asyncio
-
     import types
+
+    from aio import run_async
 
     import keras
     from streamlit.runtime.scriptrunner import script_runner
@@ -294,7 +294,7 @@ def test_startup_installs_the_keras_free_cleanup_once(monkeypatch):
         async with startup.lifespan(None):
             pass
 
-    asyncio.run(serve())  # the server's start-up installs it, before any page runs
+    run_async(serve)  # the server's start-up installs it, before any page runs
     assert getattr(script_runner._clean_problem_modules, "keeps_keras_session", False)
     assert startup.keep_keras_session() is True  # again is harmless
     script_runner._clean_problem_modules()

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import vizlib  # noqa: F401  (oneDNN off before TensorFlow)
+from aio import run_async
 from vizlib.errors import InputError
 from vizlib.extract import forward
 from vizlib.figures import mosaic
@@ -200,7 +201,7 @@ def _one_stream(model, frames, processed_frames: int = 1):
             await asyncio.sleep(0.005)
         return got
 
-    got = asyncio.run(run())
+    got = run_async(run)  # in a thread of its own (tests/aio.py)
     track.stop()
     return video, got, cam.i
 
