@@ -204,8 +204,10 @@ def _deletion(steps: int = 32) -> dict:
     result["samples"] = list(vizlib.SAMPLES)
 
     # Positive control: does the metric reward a map that is known to be right?
-    km, xt, classes = _shapes_model()
-    sm = vizlib.load_model(km, preprocess="raw", class_names=["square", "ring", "plus"])
+    sys.path.insert(0, str(C.ROOT / "tests"))
+    from shapes_model import train_shapes_model  # the tests' known-answer model, one builder for both
+
+    sm, xt, classes, _ = train_shapes_model()
     s = xt.shape[1]
     yy, xx = np.mgrid[0:s, 0:s]
     centre_s = -np.hypot(yy - (s - 1) / 2, xx - (s - 1) / 2)
@@ -217,59 +219,6 @@ def _deletion(steps: int = 32) -> dict:
             aucs[k].append(_deletion_auc(sm, img, base, sal, int(c), steps, rng))
     result["shapes_control"] = _summarise(aucs, f"control: tiny CNN on synthetic shapes, {len(xt)} images")
     return result
-
-
-def _shapes_model():
-    """The tests' known-answer model (tests/test_explain.py): which of square / ring / plus an image holds."""
-    import keras
-    import numpy as np
-
-    S, K = 32, 7
-
-    def shape(kind):
-        a = np.zeros((K, K), bool)
-        if kind == 0:
-            a[:] = True
-        elif kind == 1:
-            a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True
-        elif kind == 2:
-            a[K // 2, :] = a[:, K // 2] = True
-        else:
-            np.fill_diagonal(a, True)
-            a[np.arange(K), K - 1 - np.arange(K)] = True
-        return a
-
-    def make(n, rng, single=False):
-        x = rng.uniform(0, 60, size=(n, S, S, 1)).astype("float32")
-        y = np.zeros((n, 3), "float32")
-        for i in range(n):
-            taken = []
-            kinds = [int(rng.integers(0, 3))] if single else [k for k in range(3) if rng.random() < 0.4]
-            for k in kinds + [3]:
-                while True:
-                    p = rng.integers(0, S - K + 1, 2)
-                    if all(abs(p[0] - q[0]) >= K + 1 or abs(p[1] - q[1]) >= K + 1 for q in taken):
-                        break
-                taken.append(p)
-                x[i, p[0]:p[0] + K, p[1]:p[1] + K, 0][shape(k)] = rng.uniform(180, 255)
-                if k < 3:
-                    y[i, k] = 1
-        return x, y
-
-    keras.utils.set_random_seed(0)
-    x, y = make(3000, np.random.default_rng(0))
-    L = keras.layers
-    km = keras.Sequential([
-        keras.Input((S, S, 1)), L.Rescaling(1 / 255.0),
-        L.Conv2D(8, 3, padding="same", activation="relu"), L.MaxPooling2D(),
-        L.Conv2D(16, 3, padding="same", activation="relu"), L.MaxPooling2D(),
-        L.Conv2D(32, 3, padding="same", activation="relu", name="features"),
-        L.GlobalAveragePooling2D(), L.Dense(3, activation="sigmoid"),
-    ])
-    km.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
-    km.fit(x, y, epochs=4, batch_size=64, verbose=0)
-    xt, yt = make(64, np.random.default_rng(1), single=True)
-    return km, xt, yt.argmax(axis=1)
 
 
 _FORWARD_CHILD = """

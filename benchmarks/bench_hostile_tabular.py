@@ -1,11 +1,11 @@
 """Peak memory of the worst hostile table / folder / stored-picture case per class (issue #18), old vs new.
 
 Each case runs in a fresh child (``RLIMIT_AS`` 4 GB, 120 s) against a checkout
-given by ``--old`` (e.g. ``git worktree add /tmp/tab-old <commit>``) and this
+given by ``--old`` (e.g. ``git worktree add OLD_TREE <commit>``) and this
 one; the child reports the outcome and the growth of its peak RSS (VmHWM)
 over its imports. Usage::
 
-    python benchmarks/bench_hostile_tabular.py --old /tmp/tab-old
+    python benchmarks/bench_hostile_tabular.py --old OLD_TREE
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Hostile inputs, round 3 (issue #18 classes 3, 4, 8, 9, 10): peak RSS of the worst case per class.
 
     python benchmarks/bench_readers.py                          # this tree
-    python benchmarks/bench_readers.py --baseline /tmp/old      # and an older checkout, e.g.
-        git worktree add /tmp/old b2ca2c2                       #   the tree before these fixes
+    python benchmarks/bench_readers.py --baseline OLD_TREE      # and an older checkout, e.g.
+        git worktree add OLD_TREE b2ca2c2                       #   the tree before these fixes
 
 Each case runs in its own fresh interpreter (under a 6 GiB address-space cap and a timeout)
 and reports its outcome and the process's peak RSS (``ru_maxrss``: imports included, so the

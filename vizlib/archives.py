@@ -35,7 +35,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import IO, Iterable, Optional
 import numpy as np
 
 from vizlib.errors import InputError
+from vizlib.files import atomic_file
 from vizlib.units import fmt_bytes
 
 __all__ = ["ALLOWED_METHODS", "MAX_RATIO", "RATIO_FLOOR_BYTES", "check_member", "copy_member", "directory_stats",
@@ -364,36 +364,23 @@ def copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, *, where
     check_member(info, where=where, max_bytes=max_bytes, what=what, max_ratio=max_ratio)
     name = f'"{_short(info.filename)}" in {where}'
     cap = min(max_bytes, info.file_size)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        written = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with zf.open(info) as src:
-                    while True:
-                        piece = src.read(min(_CHUNK, cap + 1 - written))
-                        if not piece:
-                            break
-                        written += len(piece)
-                        if written > cap:
-                            raise InputError(_end(f"{name} is larger than its directory says; refusing it.", what))
-                        out.write(piece)
-            except InputError:
-                raise
-            except _READ_ERRORS as exc:
-                raise _unreadable(name, exc, what) from exc
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-        return written
-    except BaseException:
+    written = 0
+    with atomic_file(dest) as out:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            with zf.open(info) as src:
+                while True:
+                    piece = src.read(min(_CHUNK, cap + 1 - written))
+                    if not piece:
+                        break
+                    written += len(piece)
+                    if written > cap:
+                        raise InputError(_end(f"{name} is larger than its directory says; refusing it.", what))
+                    out.write(piece)
+        except InputError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _unreadable(name, exc, what) from exc
+    return written
 
 
 class _Window(io.RawIOBase):

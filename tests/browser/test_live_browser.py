@@ -62,9 +62,7 @@ def camera_video(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def camera_browser(playwright_driver, browser, camera_video):  # browser: Chromium is there (or CI fails)
     """A separate Chromium whose camera is the video above (from the session's one Playwright driver)."""
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("Chromium not found")
+    executable = find_chromium()  # there: the browser fixture skips (or, in CI, fails) without it
     args = [a for a in CHROMIUM_ARGS if not a.startswith("--use-file-for-fake-video-capture")]
     args.append(f"--use-file-for-fake-video-capture={camera_video}")
     b = playwright_driver.chromium.launch(executable_path=executable, args=args, headless=True)
