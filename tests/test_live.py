@@ -21,7 +21,7 @@ from vizlib.errors import InputError
 from vizlib.extract import forward
 from vizlib.figures import mosaic
 from vizlib.images import load_sample
-from vizlib.live import LIMIT_MESSAGE, FrameProcessor, LatestFrame, StreamSlots, _fit
+from vizlib.live import LIMIT_MESSAGE, FrameProcessor, LatestFrame, StreamSlots
 
 
 def face(name: str = "astronaut_face", size=(640, 480)) -> np.ndarray:
@@ -36,25 +36,76 @@ def find(haystack: np.ndarray, needle: np.ndarray) -> list[tuple[int, int]]:
     return [(y, x) for y, x in zip(ys, xs) if np.array_equal(haystack[y:y + h, x:x + w], needle)]
 
 
+def largest_mosaic(maps: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+    """vizlib.figures.mosaic of (H, W, C) maps with the largest cell that fits ``box`` = (width, height)."""
+    for cell in range(200, 0, -1):
+        canvas, _ = mosaic(np.moveaxis(maps, -1, 0), colormap="viridis", cell_px=cell)
+        if canvas.shape[1] <= box[0] and canvas.shape[0] <= box[1]:
+            return canvas
+    raise AssertionError("no mosaic fits")
+
+
 def test_composed_frame_contains_both_grids_and_the_prediction(bundled):
     p = FrameProcessor(bundled)
     frame = face()
     out = p.process(frame)
     assert out.image.dtype == np.uint8 and out.image.shape == (540, 960, 3)
+    # The library's own (eager) forward pass, independent of the live path's traced step.
     acts, output = forward(bundled, [Image.fromarray(frame)], list(p.layers))
     # The prediction is the model's own on that frame.
     assert out.top[0][0] == int(np.argmax(output[0])) and len(out.top) == 5
     assert out.top[0][2] == pytest.approx(float(np.max(output[0])), rel=1e-4)
-    for name in p.layers:  # each layer's mosaic, as vizlib.figures draws it, is in the frame
-        maps = acts[name][0][..., : p.grid_channels]
-        canvas, _ = mosaic(np.moveaxis(maps, -1, 0), colormap="viridis", cell_px=48)
-        box_w = 960 - 480 - 8
-        box_h = (540 - 8) // 2 - 22 - 8
-        grid = np.asarray(_fit(Image.fromarray(canvas), (box_w, box_h), Image.NEAREST))
-        if name == p.layers[-1]:  # its first row holds the highlighted channel (an outline drawn over it)
-            grid = grid[grid.shape[0] // 2:]
-        spots = find(out.image, grid)
-        assert spots and all(x >= 480 for _, x in spots), name  # in the right half
+    box = (960 - 480 - 8, (540 - 8) // 2 - 22 - 8)
+    for name in p.layers:  # each layer's mosaic, as vizlib.figures draws it, is in the frame at full size
+        grid = largest_mosaic(acts[name][0][..., : p.grid_channels], box)
+        assert grid.shape[1] > box[0] * 0.8 or grid.shape[0] > box[1] * 0.8  # it fills its box
+        # The traced step and the eager pass may round a map value differently in its last bit: a few
+        # pixels may differ by a colour step; and the last grid has the stepped channel's outline on it.
+        spots = [(y, x) for y, x in corners(out.image, grid.shape) if x >= 480]  # in the right half
+        best = max((similarity(out.image, grid, y, x) for y, x in spots), default=0.0)
+        assert best > 0.98, (name, best)
+
+
+def corners(img: np.ndarray, shape: tuple) -> list[tuple[int, int]]:
+    """Where a mosaic of ``shape`` can start: from white pixels (its gaps) with no white left of or above
+    them (its top-left corner), or right of or below them (its bottom-right corner)."""
+    white = np.all(img == 255, axis=-1)
+    top_left, bottom_right = white.copy(), white.copy()
+    top_left[1:] &= ~white[:-1]
+    top_left[:, 1:] &= ~white[:, :-1]
+    bottom_right[:-1] &= ~white[1:]
+    bottom_right[:, :-1] &= ~white[:, 1:]
+    ys, xs = np.nonzero(bottom_right)
+    return list(zip(*np.nonzero(top_left))) + [(y - shape[0] + 1, x - shape[1] + 1) for y, x in zip(ys, xs)]
+
+
+def similarity(img: np.ndarray, grid: np.ndarray, y: int, x: int) -> float:
+    """Share of ``grid``'s pixels drawn at (y, x) in ``img`` within a small colour step."""
+    region = img[y:y + grid.shape[0], x:x + grid.shape[1]].astype(int)
+    if region.shape != grid.shape:
+        return 0.0
+    return float((np.abs(region - grid).max(axis=-1) <= 8).mean())
+
+
+def test_gradcam_from_the_one_pass_is_the_libraries_gradcam(bundled):
+    """The live step takes Grad-CAM from the frame's own forward pass: the same map and class as
+    vizlib.explain (which runs the model cut at the final feature map, eagerly)."""
+    from vizlib.explain import explain_class
+    from vizlib.live import _frame_op
+
+    frame = Image.fromarray(face())
+    batch = np.ascontiguousarray(bundled.preprocess(bundled.raw_batch([frame])), dtype=np.float32)
+    for cls in (None, 0, 3):
+        want = explain_class(bundled, frame, cls)
+        got = _frame_op(bundled, batch, layers=["conv2d_1"], channels=[[0, 1]], gradcam=True, class_index=cls)
+        assert got["class_index"] == want.class_index
+        assert got["cam"].shape == want.layer_cam.shape
+        np.testing.assert_allclose(got["cam"], want.layer_cam, atol=1e-3)
+        np.testing.assert_allclose(got["output"][0], want.probabilities, atol=1e-5)
+    with pytest.raises(InputError, match="out of range"):
+        _frame_op(bundled, batch, layers=["conv2d_1"], channels=[[0]], gradcam=True, class_index=99)
+    with pytest.raises(InputError, match="channels 0 to"):
+        _frame_op(bundled, batch, layers=["conv2d_1"], channels=[[8]], gradcam=False)
 
 
 def test_frames_that_differ_give_different_grids_and_predictions(bundled):
@@ -215,27 +266,47 @@ def test_stream_drops_frames_when_the_model_is_slower_than_the_camera(bundled):
     assert video.mailbox.taken + video.mailbox.dropped <= sent
 
 
+def _rss() -> int:
+    """This process's resident memory in bytes (VmRSS): what TensorFlow and numpy hold, not only Python."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def test_memory_and_threads_flat_over_100_start_stop_cycles(bundled):
+    """100 streams started, each composing a frame on the real processor (the bundled model), and stopped:
+    each stream's processor and frames are freed, its slot and thread given back, memory flat."""
+    import weakref
+
     import vizlib.live as live
 
     frames = [face()]
     slots = live.stream_slots()
-    for _ in range(5):  # warm-up: TensorFlow's and the extractor's one-time allocations
+    for _ in range(5):  # warm-up: TensorFlow's and the traced step's one-time allocations
         _one_stream(bundled, frames)
     gc.collect()
     threads = threading.active_count()
+    rss = _rss()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
+    gone = []
     for _ in range(100):
         video, got, _ = _one_stream(bundled, frames)
-        assert got and video.processor is None  # stopping released the processor
+        assert got and got[-1].shape == (540, 960, 3)  # it composed frames with the model
+        assert video.processor is None  # stopping released the processor
+        gone.append(weakref.ref(video))
+        del video, got
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert slots.in_use == 0
     assert threading.active_count() <= threads
-    # 100 streams each allocated ~2 MB of frames; what stays is a few hundred kB of caches at most.
+    assert sum(r() is not None for r in gone) <= 1  # the streams themselves are gone (the last may linger)
+    # 100 streams each allocated ~2 MB of frames (200 MB if kept); what stays is a few hundred kB of caches.
     assert grown < 2 * 2**20, grown
+    assert _rss() - rss < 40 * 2**20, (_rss() - rss) / 2**20  # nor held outside Python (TensorFlow, numpy)
 
 
 def test_page_without_webrtc_says_why_and_offers_the_snapshot_camera(offline):

@@ -27,15 +27,19 @@ streamlit-webrtc.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vizlib import permodel
 from vizlib.errors import InputError
+from vizlib.ops import op
 
 #: Composed frame size (width, height): 16:9, readable on a projector.
 SIZE = (960, 540)
@@ -53,8 +57,9 @@ LIMIT_MESSAGE = ("The live view is full: {n} live streams are running on this se
                  "(CNN_VIZ_LIVE_STREAMS). Use the snapshot camera below, or try again when a stream stops.")
 
 
+@lru_cache(maxsize=32)
 def _font(size: int) -> Any:
-    """Pillow's bundled scalable font at ``size`` px (no system font needed, works offline)."""
+    """Pillow's bundled scalable font at ``size`` px (no system font needed, works offline); loaded once per size."""
     return ImageFont.load_default(size=int(size))
 
 
@@ -245,30 +250,33 @@ class FrameProcessor:
     # -- one frame --------------------------------------------------------------------------
     def process(self, frame: np.ndarray) -> LiveFrame:
         """Compose the visitor's frame for one camera frame (uint8 RGB in, uint8 RGB out)."""
-        from vizlib.extract import forward, ranked_classes
+        from vizlib.extract import ranked_classes
+        from vizlib.layers import find_layer
 
         frame = check_frame(frame)
         layers, channel, cls = self.layers, self.channel, self.class_index
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         pil = Image.fromarray(frame, mode="RGB")
-        acts, output = forward(self.model, [pil], list(layers), predictions=True)
-        top = ranked_classes(self.model, output, 5)[0] if output is not None and self.model.is_classifier else []
+        last_channels = int(find_layer(self.model, layers[-1]).output_shape[-1])
+        channel = int(channel) % max(1, last_channels)
+        picks = [self._picked(int(find_layer(self.model, name).output_shape[-1]),
+                              channel if k == len(layers) - 1 else None) for k, name in enumerate(layers)]
+        want_cam = self.gradcam and self.model.is_classifier
+        batch = self.model.raw_batch([pil])  # the one model view (resize, greyscale), as every view sees it
+        seconds["prepare"] = time.perf_counter() - t0
+        r = self.model.run("live.frame", batch, layers=list(layers), channels=picks, gradcam=bool(want_cam),
+                           class_index=None if cls is None else int(cls))
+        output = r.get("output")
+        top = (ranked_classes(self.model, output, 5)[0]
+               if isinstance(output, np.ndarray) and self.model.is_classifier else [])
         t1 = time.perf_counter()
         seconds["forward"] = t1 - t0
-        cam, cam_class = None, None
-        if self.gradcam and top:
-            from vizlib.explain import gradcam
-
-            cam_class = top[0][0] if cls is None else int(cls)
-            cam = gradcam(self.model, pil, cam_class)
-            seconds["gradcam"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        channel = int(channel) % int(acts[layers[-1]].shape[-1])
-        grids = [self._grid(acts[name][0], channel if k == len(layers) - 1 else None)
-                 for k, name in enumerate(layers)]
-        image = self._compose(pil, cam, grids, layers, top, channel, cam_class)
-        seconds["draw"] = time.perf_counter() - t2
+        cam = r.get("cam") if want_cam and top else None
+        cam_class = int(r["class_index"]) if cam is not None else None
+        grids = [self._grid(r[f"maps:{k}"], pick) for k, pick in enumerate(picks)]
+        image = self._compose(frame, cam, grids, layers, top, channel, cam_class)
+        seconds["draw"] = time.perf_counter() - t1
         self.frames += 1
         self.last = LiveFrame(image=image, top=top, layers=tuple(layers), channel=channel,
                               class_index=cam_class, seconds=seconds)
@@ -279,19 +287,40 @@ class FrameProcessor:
         self.last = None
 
     # -- drawing ------------------------------------------------------------------------------
-    def _grid(self, maps: np.ndarray, channel: Optional[int]) -> tuple[np.ndarray, dict, list[int]]:
-        """(H, W, C) maps -> a mosaic of up to ``grid_channels`` channels (the page that holds ``channel``)."""
-        from vizlib.figures import mosaic
-
-        c = maps.shape[-1]
+    def _picked(self, c: int, channel: Optional[int]) -> list[int]:
+        """The up to ``grid_channels`` channels a grid shows: the first ones, or the page holding ``channel``."""
         k = min(self.grid_channels, c)
-        channel = None if channel is None else int(channel) % c  # a step past the last channel wraps
-        start = 0 if channel is None else (channel // k) * k
-        picked = [i for i in range(start, min(c, start + k))]
-        canvas, geo = mosaic(np.moveaxis(maps[..., picked], -1, 0), colormap=self.colormap, cell_px=48)
+        start = 0 if channel is None else (int(channel) % c // k) * k
+        return list(range(start, min(c, start + k)))
+
+    def _grid_box(self, n_grids: int) -> tuple[int, int]:
+        """(width, height) each grid is drawn into, at the composed frame's size."""
+        W, H = PRESENTER_SIZE if self.presenter else SIZE
+        s = W / SIZE[0]
+        pad = int(8 * s)
+        return W - W // 2 - pad, (H - pad) // max(1, n_grids) - int(22 * s) - pad
+
+    def _grid(self, maps: np.ndarray, picked: list[int]) -> tuple[np.ndarray, dict, list[int]]:
+        """(H, W, k) maps of the ``picked`` channels -> their mosaic, drawn at its size in the frame.
+
+        :func:`vizlib.figures.mosaic` with the largest cell that fits the grid's box, so the
+        maps are colour-mapped once at the output size (never drawn big and shrunk again).
+        """
+        from vizlib.figures import GAP_PX, mosaic
+
+        h, w = maps.shape[:2]
+        k = len(picked)
+        box_w, box_h = self._grid_box(len(self.layers))
+        cols = max(1, math.ceil(math.sqrt(k)))
+        rows = math.ceil(k / cols)
+        side = max(h, w)
+        fit_w = (box_w - (cols + 1) * GAP_PX) / cols * side / w
+        fit_h = (box_h - (rows + 1) * GAP_PX) / rows * side / h
+        cell = max(1, int(min(fit_w, fit_h)))
+        canvas, geo = mosaic(np.moveaxis(maps, -1, 0), colormap=self.colormap, cell_px=cell)
         return canvas, geo, picked
 
-    def _compose(self, pil: Image.Image, cam: Optional[np.ndarray], grids: list, layers: Sequence[str],
+    def _compose(self, frame: np.ndarray, cam: Optional[np.ndarray], grids: list, layers: Sequence[str],
                  top: list, channel: int, cam_class: Optional[int]) -> np.ndarray:
         from vizlib.figures import cell_origin, colormap_lut
 
@@ -304,10 +333,14 @@ class FrameProcessor:
         # Left: the camera (Grad-CAM over it), then the top-5 bars.
         left_w = W // 2 - pad
         cam_box = (left_w - pad, int(H * 0.62))
-        shown = _fit(pil, cam_box)
+        shown = _fit(Image.fromarray(frame, mode="RGB"), cam_box)
         if cam is not None:
-            heat = Image.fromarray(colormap_lut("turbo")[np.clip(cam * 255, 0, 255).astype(np.uint8)], mode="RGB")
-            heat = heat.resize(shown.size, Image.BILINEAR)
+            # The map at the final feature map's size, scaled once straight to the panel (bilinear, as
+            # Grad-CAM's own upsampling), then coloured: no detour through the model's input size.
+            up = np.asarray(Image.fromarray(np.asarray(cam, dtype=np.float32), mode="F")
+                            .resize(shown.size, Image.BILINEAR))
+            index = np.clip(np.rint(up * 255), 0, 255).astype(np.uint8)
+            heat = Image.fromarray(colormap_lut("turbo")[index], mode="RGB")
             shown = Image.blend(shown, heat, self.cam_opacity)
         out.paste(shown, (pad, pad))
         y = pad + shown.height + pad
@@ -323,27 +356,143 @@ class FrameProcessor:
             draw.rectangle((bar_x, yy + 2, bar_x + max(1, int(bar_w * float(p))), yy + row - 4),
                            fill=BAR if i else HIGHLIGHT)
             draw.text((bar_x + 4, yy), f"{p:.0%}", fill=BACKGROUND if i == 0 and p > 0.15 else TEXT, font=font)
-        # Right: one grid per layer, stacked.
+        # Right: one grid per layer, stacked, each drawn at its size (no resampling here).
         x0 = W // 2
-        box_w = W - x0 - pad
-        box_h = (H - pad) // max(1, len(grids)) - int(22 * s) - pad
+        box_h = self._grid_box(len(grids))[1]
         y = pad
         for name, (canvas, geo, picked) in zip(layers, grids):
             label = f"{name}: channels {picked[0]}-{picked[-1]}"
             draw.text((x0, y), label, fill=TEXT, font=big if self.presenter else small)
             y += (int(22 * s) if self.presenter else title) + pad // 2
-            img = Image.fromarray(canvas, mode="RGB")
-            fitted = _fit(img, (box_w, box_h), Image.NEAREST)
-            out.paste(fitted, (x0, y))
+            out.paste(Image.fromarray(canvas, mode="RGB"), (x0, y))
             if channel in picked and name == layers[-1]:
-                f = fitted.width / img.width
                 cy, cx = cell_origin(picked.index(channel), geo["cols"], geo["cell"])
                 ch, cw = geo["cell"]
-                draw.rectangle((x0 + int(cx * f) - 2, y + int(cy * f) - 2, x0 + int((cx + cw) * f) + 1,
-                                y + int((cy + ch) * f) + 1), outline=HIGHLIGHT, width=max(2, int(2 * s)))
+                draw.rectangle((x0 + cx - 2, y + cy - 2, x0 + cx + cw + 1, y + cy + ch + 1),
+                               outline=HIGHLIGHT, width=max(2, int(2 * s)))
             y += box_h + pad
         return np.asarray(out, dtype=np.uint8)
 
     def _name(self, index: int) -> str:
         names = self.model.class_names or []
         return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
+# --------------------------------------------------------------------------- the per-frame model step
+#: Traced per-frame steps kept per model (one per layer pair and Grad-CAM on/off).
+MAX_STEPS_PER_MODEL = 8
+
+
+def _step(m: Any, layers: tuple[str, ...], gradcam: bool) -> Any:
+    """One traced ``tf.function`` per (model, layers, Grad-CAM): frame batch -> everything a frame shows.
+
+    It calls the cached multi-output model once (the grids' layers and the model's
+    output come out of the same forward pass) and, with Grad-CAM, takes the class
+    score's gradient at the final feature map from that same pass: the model is cut
+    there as :mod:`vizlib.explain.cam` cuts it (its trunk's outputs are outputs of
+    the one extractor, its head runs on them under the tape), so nothing runs twice.
+    Traced once: per frame no Python walks the layers (eager Keras spent most of a
+    small model's frame doing that).
+    """
+    km = m.model
+
+    def build() -> Any:
+        import tensorflow as tf
+
+        from vizlib.extract import extractor, final_output
+        from vizlib.layers import trace
+
+        tr = trace(km)
+        names = list(dict.fromkeys(layers))
+        outs = [tr.outputs[n] for n in names]
+        h, w = m.input_size
+        spec = [tf.TensorSpec([1, h, w, m.channels], tf.float32)] + [tf.TensorSpec([None], tf.int32)] * len(layers)
+        at = [names.index(n) for n in layers]
+        if not gradcam:
+            ext = extractor(m, outs + [final_output(m)], ("forward", tuple(names), True))  # shared with forward()
+
+            @tf.function(input_signature=spec, reduce_retracing=True)
+            def plain(x, *picks):
+                res = ext(x, training=False)
+                return [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)], res[-1]
+
+            return plain
+
+        from vizlib.explain.cam import _apply_finish, _plan, _score, final_feature_map_name
+
+        score = _score(km)
+        plan = _plan(m, final_feature_map_name(m))
+        trunk_outs = list(plan.trunk.outputs)
+        ext = extractor(m, outs + trunk_outs, ("live.gradcam", tuple(names), plan.layer))
+
+        @tf.function(input_signature=spec + [tf.TensorSpec([], tf.int32)], reduce_retracing=True)
+        def with_cam(x, *args):
+            picks, cls = args[:-1], args[-1]
+            res = ext(x, training=False)
+            feats = list(res[len(names):])
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(feats[0])
+                logits = _apply_finish(score, plan.head(feats if len(feats) > 1 else feats[0], training=False))
+                chosen = tf.where(cls >= 0, cls, tf.argmax(logits[0], output_type=tf.int32))
+                target = tf.gather(logits[0], chosen)
+            g = tape.gradient(target, feats[0])
+            weights = tf.reduce_mean(g, axis=[1, 2])  # Grad-CAM: channels weighted by their mean gradient
+            raw = tf.nn.relu(tf.einsum("nhwk,nk->nhw", feats[0], weights))[0]
+            if score.squash == "softmax":
+                output = tf.nn.softmax(logits, axis=-1)
+            elif score.squash == "sigmoid":
+                output = tf.sigmoid(logits)
+            else:
+                output = logits
+            return [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)], output, raw, chosen
+
+        return with_cam
+
+    return permodel.cached(km, _STEPS, (tuple(layers), bool(gradcam)), build, max_entries=MAX_STEPS_PER_MODEL)
+
+
+_STEPS = permodel.Slot("live.steps")
+
+
+@op("live.frame")
+def _frame_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], channels: Sequence[Sequence[int]],
+              gradcam: bool = False, class_index: Optional[int] = None) -> dict:
+    """One camera frame's model work, where the model lives: the picked channels of each layer, the
+    model's output and (``gradcam``) the Grad-CAM of ``class_index`` (None: the top class), normalised
+    to [0, 1] at the final feature map's size."""
+    from vizlib.extract import run_lock
+    from vizlib.layers import find_layer
+
+    if batch is None or len(batch) != 1:
+        raise InputError("A live frame is one image.")
+    layers = tuple(str(n) for n in layers)
+    if len(channels) != len(layers) or not layers:
+        raise InputError("Give one list of channels per layer.")
+    picks = []
+    for name, chans in zip(layers, channels):
+        c = int(find_layer(m, name).output_shape[-1])
+        idx = np.asarray([int(i) for i in chans], dtype=np.int32)
+        if not len(idx) or idx.min() < 0 or idx.max() >= c:
+            raise InputError(f"Layer '{name}' has channels 0 to {c - 1}.")
+        picks.append(idx)
+    if gradcam:
+        from vizlib.explain.safety import check_gradients_safe
+
+        check_gradients_safe()
+        n = int(m.model.outputs[0].shape[-1])
+        if class_index is not None and not 0 <= int(class_index) < n:
+            raise InputError(f"Class index {class_index} is out of range: this model has classes 0 to {n - 1}.")
+    step = _step(m, layers, bool(gradcam))
+    args = [np.ascontiguousarray(batch, dtype=np.float32), *picks]
+    if gradcam:
+        args.append(np.int32(-1 if class_index is None else int(class_index)))
+    with run_lock(m.model):
+        res = step(*args)
+    result: dict = {f"maps:{k}": np.asarray(a, dtype=np.float32) for k, a in enumerate(res[0])}
+    result["output"] = np.asarray(res[1], dtype=np.float32)
+    if gradcam:
+        raw = np.nan_to_num(np.asarray(res[2], dtype=np.float32))
+        peak = float(raw.max()) if raw.size else 0.0
+        result["cam"] = raw / peak if peak > 0 else np.zeros_like(raw)
+        result["class_index"] = int(res[3])
+    return result
