@@ -32,6 +32,7 @@ import streamlit as st
 from vizlib.errors import InputError
 from vizlib.explain import GradientsUnsafe
 from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png
+from vizlib.figures import png_data_uri
 
 #: Seconds between progress redraws while a job runs.
 POLL_SECONDS = 1.0
@@ -122,7 +123,14 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
         st.progress(job.fraction, text=_progress_text(job, what))
         shown = job.preview
         if shown is not None and len(shown):
-            st.image(_enlarged(shown[0], DETAIL_PX // 2), caption="so far: refined while you watch")
+            # Inline, not st.image: a media file replaced on every poll can be gone (404) by the time
+            # the browser asks for it; a data URI travels with the message that shows it.
+            big = _enlarged(shown[0], DETAIL_PX // 2)
+            rgb = np.repeat(big[..., None], 3, axis=-1) if big.ndim == 2 else big
+            st.html(f'<figure style="margin:0"><img alt="the visualisation so far" src="{png_data_uri(rgb)}" '
+                    f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" style="image-rendering:pixelated">'
+                    '<figcaption style="font-size:0.85em;opacity:0.7">so far: refined while you watch'
+                    '</figcaption></figure>')
 
     st.fragment(poll, run_every=POLL_SECONDS)()
 
