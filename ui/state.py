@@ -2,6 +2,26 @@
 
 Every setting is a field of :class:`vizlib.links.ViewState` and a widget key of
 the same name, so a link reopens exactly the view on screen.
+
+Who may touch ``st.session_state`` (issue #19: the page receives its state).
+The page (``ui/page.py``) builds the checked :class:`ViewState` once per run
+(:func:`checked_state`, after the sidebar's widgets are drawn and before any
+view draws) and passes it down; views and their helpers read its fields, or
+the values their own widgets return, never a setting from ``st.session_state``.
+What stays in ``st.session_state``:
+
+- this module: seeding from the URL, checking widget values against this run's
+  model and image, and the writes a view asks for through :func:`put` (a widget
+  set before it is drawn: a channel put in range, the most active channel; a
+  mirror such as ``twin`` of the ``twin_on`` toggle; a switch of view);
+- widgets created with ``key=`` (Streamlit owns those values);
+- callbacks (``on_change`` / ``on_click`` / ``on_select``) that write state
+  for the next run, and what they call;
+- private per-session bookkeeping: keys starting with ``_`` and a view's own
+  memory (caches of what it opened or built, keyed by its widgets' keys).
+
+``tests/test_state_reads.py`` checks this over ``ui/*.py`` and names every
+exception.
 """
 
 from __future__ import annotations
@@ -64,6 +84,40 @@ def current_state() -> ViewState:
             value = getattr(d, f.name)
         values[f.name] = value
     return ViewState(**values)
+
+
+def put(**values: Any) -> None:
+    """Set settings a view decided on: before their widget is drawn, or for the next run.
+
+    The one way a view writes a setting outside a callback (a channel put in range
+    for the layer shown, the most active channel, a toggle's mirror, a switch of
+    view); a value already there is left alone.
+    """
+    ss = st.session_state
+    for key, value in values.items():
+        if key not in ss or ss[key] != value:
+            ss[key] = value
+
+
+def kept_if_valid(key: str, options: Sequence[Any], default: Any) -> Any:
+    """A widget's value if it is one of ``options``, else ``default`` (written back before the widget is drawn)."""
+    ss = st.session_state
+    if ss.get(key) not in options:
+        ss[key] = default
+    return ss[key]
+
+
+def featvis_off_for_a_new_model(model_key: str) -> bool:
+    """Feature visualisations switch off when the visitor picks another model (before the sidebar draws
+    its toggle): on a big model they are minutes of background work, started only when asked for there.
+    A link that names the model and ``fv=on`` still opens with them on. True when they were switched off."""
+    ss = st.session_state
+    last = ss.get("_fv_model")
+    off = ss.get("fv") == "on" and last is not None and last != model_key
+    if off:
+        ss["fv"], ss["fv_on"] = "off", False
+    ss["_fv_model"] = model_key
+    return off
 
 
 def sync_url(state: ViewState) -> None:
