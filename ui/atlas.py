@@ -29,6 +29,7 @@ from vizlib.atlas.store import MANIFEST, extract_zip
 from vizlib.errors import InputError
 from vizlib.settings import settings
 from ui.clicks import selected_points
+from ui.state import put
 
 log = logging.getLogger("cnn_viz")
 
@@ -210,7 +211,7 @@ def apply_jump() -> None:
     """Before the channel widget is drawn: take the channel an atlas asked to open on (see :func:`atlas_panel`)."""
     goto = st.session_state.pop("_atlas_goto", None)
     if goto is not None:
-        st.session_state["channel"] = int(goto)
+        put(channel=int(goto))
 
 
 def _go_to(channel: int) -> None:

@@ -42,16 +42,17 @@ def _set_method(method: str) -> None:
 
 
 def scoreboard(m: VizModel, image_key: str, image: Any, class_index: int, class_name: str,
-               base: np.ndarray, opacity: float) -> dict[str, np.ndarray]:
-    """Draw the scoreboard for ``class_index``; returns the big map as arrays for the view's export."""
-    ss = st.session_state
+               base: np.ndarray, opacity: float, method: str = "gradcam") -> dict[str, np.ndarray]:
+    """Draw the scoreboard for ``class_index``, ``method`` (the link's) the big map; returns the big map
+    as arrays for the view's export."""
+    ss = st.session_state  # only this view's own memory ("_attr_started") is kept here
     st.subheader("Which map to trust? Eight attribution methods, measured on this image")
     st.caption("Deletion AUC: the class probability as the most salient pixels are replaced by the blurred "
                "image (lower: the map found what the model needs). Insertion AUC: as they are put back into "
                "the blurred image (higher is better). ρ untrained: rank correlation with the same method's map "
                f"for the untrained twin (above {RANDOMISATION_LIMIT}: the map shows the image more than the "
                "model). Cost: seconds, and in forward passes of this model.")
-    method = ss.get("method") if ss.get("method") in METHODS else "gradcam"
+    method = method if method in METHODS else "gradcam"
     key = (m.key, image_key)  # once asked for, the scoreboard follows class changes on this image
     started = ss.get("_attr_started") == key or "method" in st.query_params
     if not started:

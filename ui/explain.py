@@ -14,10 +14,11 @@ from vizlib.contract import VizModel
 from vizlib.errors import InputError
 from vizlib.export import grid_png
 from vizlib.layers import find_layer, first_conv, spatial_layers
+from vizlib.links import ViewState
 from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
-from ui.state import check_cell, check_class, choice, number
+from ui.state import check_cell, check_class, choice, number, put
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
@@ -45,10 +46,10 @@ def arithmetic(model_key: str, image_key: str, layer: str, row: int, col: int, c
     return explain.conv_arithmetic(_m, _image, row, col, channel, layer=layer)
 
 
-def contributions_for(m: VizModel, image_key: str, image: Any, layer: str) -> Optional[np.ndarray]:
-    """Per-channel contributions of ``layer`` to the class being explained (for 'Most contributing N')."""
+def contributions_for(m: VizModel, image_key: str, image: Any, layer: str, cls: int) -> Optional[np.ndarray]:
+    """Per-channel contributions of ``layer`` to the class ``cls`` (-1: the top one; for 'Most contributing N')."""
     try:
-        return explained(m.key, image_key, int(st.session_state.get("cls", -1)), layer, m, image).contributions
+        return explained(m.key, image_key, int(cls), layer, m, image).contributions
     except InputError:
         return None
 
@@ -61,10 +62,11 @@ def _set_cell(info_name: str) -> None:
                                 f"{int(st.session_state[f'cell-col-{info_name}'])}")
 
 
-def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel: int) -> None:
-    """The input region one cell of the inspected map sees; for the first conv layer, the arithmetic too."""
+def cell_panel(m: VizModel, info, image_key: str, image: Any, view_img, channel: int, cell: str) -> None:
+    """The input region one cell (``cell``: "row,col" or "") of the inspected map sees; for the first conv
+    layer, the arithmetic too."""
     h, w = info.output_shape[0], info.output_shape[1]
-    cell = check_cell(st.session_state.get("cell"), (h, w))
+    cell = check_cell(cell, (h, w))
     r0, c0 = (int(v) for v in cell.split(",")) if cell else (h // 2, w // 2)
     r0, c0 = min(r0, h - 1), min(c0, w - 1)
     for key, value in ((f"cell-row-{info.name}", r0), (f"cell-col-{info.name}", c0)):
@@ -135,8 +137,8 @@ def on_contribution_click() -> None:
             return
 
 
-def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img) -> Optional[np.ndarray]:
-    ss = st.session_state
+def view_why(m: VizModel, state: ViewState, image_key: str, image_name: str, image: Any,
+             view_img) -> Optional[np.ndarray]:
     if not m.is_classifier:
         st.info("Grad-CAM explains a class score: this model's output is not a single vector of class scores.")
         return None
@@ -161,20 +163,21 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
                       help="Grad-CAM weighs each channel of the final feature map by its mean gradient. At "
                            "earlier layers LayerCAM (each position weighted by its own positive gradient) stays "
                            "meaningful.")
-    c3.slider("Opacity", 0, 100, key="opacity", persist_state="session", help="How strongly the map covers the image.")
-    c4.toggle("vs untrained", key="twin_on", value=ss.get("twin") == "on",
-              help="The same architecture with random weights (seed 0): if the two maps look alike, the map "
-                   "shows the architecture or the image's edges, not what training taught.")
-    ss.twin = "on" if ss.get("twin_on") else "off"
+    opacity = int(c3.slider("Opacity", 0, 100, key="opacity", persist_state="session",
+                            help="How strongly the map covers the image.")) / 100
+    twin_on = c4.toggle("vs untrained", key="twin_on", value=state.twin == "on",
+                        help="The same architecture with random weights (seed 0): if the two maps look alike, the "
+                             "map shows the architecture or the image's edges, not what training taught.")
+    twin = "on" if twin_on else "off"
+    put(twin=twin)
     ex = explained(m.key, image_key, int(cls), camlayer, m, image)
-    ss["_explained"] = ex.class_index  # the top-5 chart highlights the class explained (ui/page.py)
+    st.session_state["_explained"] = ex.class_index  # the top-5 chart highlights the class explained (ui/page.py)
     base = explain.model_view_array(m, image)
-    opacity = int(ss.opacity) / 100
     left, right = st.columns([3, 2])
     with left:
-        if ss.twin == "on":
-            twin = get_untrained_twin(m.key, m)
-            tex = explained(twin.key, image_key, ex.class_index, camlayer, twin, image)
+        if twin == "on":
+            twin_model = get_untrained_twin(m.key, m)
+            tex = explained(twin_model.key, image_key, ex.class_index, camlayer, twin_model, image)
             fig = xf.gradcam_pair(base, [ex.cam, tex.cam], ["trained weights", "untrained (random) weights"],
                                   layer_cams=[ex.layer_cam, tex.layer_cam], opacity=opacity,
                                   method=ex.method_title, layer=ex.layer,
@@ -191,15 +194,18 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
                                      if ex.empty else ""))
     info = find_layer(m, ex.layer)
     asked = (m.key, image_key, ex.class_index, ex.layer)
-    if ss.get("_why_asked") != asked:  # a new question: inspect the channel that carried it most
-        if ss.get("_why_asked") is not None or "channel" not in st.query_params:
-            ss.channel = int(np.argmax(ex.contributions))
-        ss["_why_asked"] = asked
-    clamp_channel("channel", info.channels)
+    channel = state.channel
+    last_asked = st.session_state.get("_why_asked")
+    if last_asked != asked:  # a new question: inspect the channel that carried it most
+        if last_asked is not None or "channel" not in st.query_params:
+            channel = int(np.argmax(ex.contributions))
+            put(channel=channel)
+        st.session_state["_why_asked"] = asked
+    channel = clamp_channel(channel, info.channels)
     with right:
         ranked = ex.ranked_channels()
         st.plotly_chart(xf.contributions_bar(ranked, class_name=ex.class_name, layer=ex.layer,
-                                             highlight=int(ss.channel), width_hint=220),  # 2/5 of a 1024 px page
+                                             highlight=channel, width_hint=220),  # 2/5 of a 1024 px page
                         key="contributions", config=CHART_CONFIG, on_select=on_contribution_click,
                         selection_mode="points")
         st.caption(f"Which channels of {ex.layer} carried **{ex.class_name}** ({ex.probability:.1%}): mean of "
@@ -209,15 +215,16 @@ def view_why(m: VizModel, image_key: str, image_name: str, image: Any, view_img)
     st.subheader(f"Channels of {ex.layer}, most contributing first")
     g, d = st.columns([3, 2])
     with g:
-        shown = show_grid(info, maps, "", "grid-why", "_why_layer", int(ss.channel), width_hint=460,
+        shown = show_grid(state, info, maps, "", "grid-why", "_why_layer", channel, width_hint=460,
                           contributions=ex.contributions, mode="contrib", labels=class_labels(m, info))
     with d:
-        number(st, "Channel", 0, info.channels - 1, key="channel")
-        show_detail(m, info, maps, int(ss.channel), view_img, stacked=True)
-    cmap, scale = ss.cmap, ss.scale
+        channel = number(st, "Channel", 0, info.channels - 1, key="channel")
+        show_detail(state, m, info, maps, channel, view_img, stacked=True)
+    cmap, scale = state.cmap, state.scale
     arrays = {"cam": ex.cam[None], "layer_cam": ex.layer_cam[None], "contributions": ex.contributions[None],
               ex.layer: maps[None]}
-    arrays.update(attribution_scoreboard(m, image_key, image, ex.class_index, ex.class_name, base, opacity))
+    arrays.update(attribution_scoreboard(m, image_key, image, ex.class_index, ex.class_name, base, opacity,
+                                         method=state.method))
     share_and_export(m, "why", image_key, image_name, image, arrays, {ex.layer: shown},
                      {"grad-cam": lambda: xf.gradcam_png(base, ex.cam, opacity=opacity, class_name=ex.class_name,
                                                          method=ex.method_title, layer=ex.layer),

@@ -1,7 +1,9 @@
 """The page: sidebar controls -> a ViewState (mirrored in the URL) -> vizlib calls -> charts.
 
 ``app.py`` runs :func:`main` on every rerun. Everything Streamlit lives here and
-in the other ``ui`` modules; the work is done by ``vizlib``.
+in the other ``ui`` modules; the work is done by ``vizlib``. The checked
+:class:`ViewState` is built once per run (after the sidebar, before any view)
+and passed to the view, which reads its settings from it (see ``ui/state.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.graph import view_graph  # noqa: E402
 from ui.touch import install_touch_select  # noqa: E402
 from ui.state import (  # noqa: E402
-    check_display, checked_state, current_state, init_state, mark_failed, on_screen, sync_url,
+    check_display, checked_state, current_state, featvis_off_for_a_new_model, init_state, mark_failed, on_screen,
+    sync_url,
 )
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
 
@@ -42,10 +45,11 @@ def show_model_error(exc: sidebar.ModelUnavailable) -> None:
             col.button(label, on_click=lambda u=update: st.session_state.update(u))
 
 
-def current_image(uploads, current):
-    """(key, name, PIL image) of the image on screen: a sample, an upload or the camera's snapshot."""
+def current_image(uploads, current, sample: str):
+    """(key, name, PIL image) of the image on screen: a sample (``sample``, the sample picked), an upload or
+    the camera's snapshot."""
     if current is None or current.startswith("sample:"):
-        name = st.session_state.image if st.session_state.image in SAMPLES else DEFAULT.image
+        name = sample if sample in SAMPLES else DEFAULT.image
         return f"sample:{name}", name, load_sample(name)
     return next(u for u in uploads if u[0] == current)
 
@@ -54,19 +58,6 @@ def explained_class(view: str) -> Optional[int]:
     """The class the Why view explained in this run (the one its picker names), else None."""
     value = st.session_state.pop("_explained", None)
     return int(value) if view == "why" and value is not None else None
-
-
-def featvis_off_for_a_new_model(model_key: str) -> None:
-    """Feature visualisations switch off when the visitor picks another model (before the sidebar draws
-    its toggle): on a big model they are minutes of background work, started only when asked for there.
-    A link that names the model and ``fv=on`` still opens with them on."""
-    ss = st.session_state
-    last = ss.get("_fv_model")
-    if ss.get("fv") == "on" and last is not None and last != model_key:
-        ss["fv"], ss["fv_on"] = "off", False
-        st.toast("Feature visualisations are off for the new model (on big layers they take minutes): "
-                 "switch them on in the sidebar to compute them.", icon="ℹ️")
-    ss["_fv_model"] = model_key
 
 
 def page() -> None:
@@ -91,12 +82,14 @@ def page() -> None:
         failure = None
     except sidebar.ModelUnavailable as exc:
         m, failure = None, exc
-    if m is not None:
-        featvis_off_for_a_new_model(m.key)
+    if m is not None and featvis_off_for_a_new_model(m.key):
+        st.toast("Feature visualisations are off for the new model (on big layers they take minutes): "
+                 "switch them on in the sidebar to compute them.", icon="ℹ️")
     # The image and display controls stay in place whatever happened to the model.
     uploads, current = sidebar.sidebar_images()
-    sidebar.sidebar_display()
-    image_key, image_name, image = current_image(uploads, current)
+    drawn = current_state()  # the model and image widgets' values (the view and display ones are checked)
+    sidebar.sidebar_display(drawn.view, drawn.fv)
+    image_key, image_name, image = current_image(uploads, current, drawn.image)
     if m is None:
         pred_slot.empty()
         image_slot.image(image, width=200, caption=image_name)
@@ -126,13 +119,13 @@ def page() -> None:
                          format_func=VIEW_TITLES.get, label_visibility="collapsed")
     try:
         # Each view makes one forward pass for its layers; the prediction comes out of the same pass.
-        view = st.session_state.view
+        view = state.view
         if view == "compare":
-            output = views.view_compare(m, image_key, image_name, image, view_img)
+            output = views.view_compare(m, state, image_key, image_name, image, view_img)
         elif view == "explore":
-            output = views.view_explore(m, image_key, image_name, image, view_img)
+            output = views.view_explore(m, state, image_key, image_name, image, view_img)
         elif view == "why":
-            output = explain.view_why(m, image_key, image_name, image, view_img)
+            output = explain.view_why(m, state, image_key, image_name, image, view_img)
         elif view == "depth":
             output = explain.view_depth(m, image_key, image_name, image, view_img)
         elif view == "graph":
@@ -142,9 +135,9 @@ def page() -> None:
 
             output = view_live(m, image_key, image_name, image, view_img)
         elif view == "atlas":
-            output = views.view_atlas(m, uploads, image_key, image_name, image, view_img)
+            output = views.view_atlas(m, state, uploads, image_key, image_name, image, view_img)
         else:
-            output = views.view_across(m, uploads, image_key, image_name, image)
+            output = views.view_across(m, state, uploads, image_key, image_name, image)
     except InputError as exc:
         pred_slot.empty()
         st.error(str(exc))

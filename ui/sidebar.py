@@ -14,14 +14,14 @@ from vizlib.errors import InputError
 from vizlib.export import is_bundle
 from vizlib.figures import COLORMAPS
 from vizlib.images import MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest
-from vizlib.links import DEFAULT, ViewState, from_dict
+from vizlib.links import DEFAULT, WEIGHTS, ViewState, from_dict
 from vizlib.models import BUNDLED_NAME, CATALOGUE, PREPROCESSING, fetch_imagenet_weights, imagenet_weights_cached
 from vizlib.settings import settings
 from ui.caches import (
     MODEL_TITLES, UPLOAD_MODEL, decode_bundle, decode_upload, decode_zip, get_bundled_model, get_catalogue_model,
     get_uploaded_model, model_options,
 )
-from ui.state import choice, current_state
+from ui.state import choice, current_state, kept_if_valid, put
 
 log = logging.getLogger("cnn_viz")
 
@@ -40,12 +40,11 @@ def sidebar_model() -> Optional[VizModel]:
     """The model picker; returns the model, None while an upload is awaited, or raises ModelUnavailable."""
     st.sidebar.header("Model")
     options = model_options()
-    if st.session_state.get("model") not in options:
-        st.session_state.model = DEFAULT.model
+    kept_if_valid("model", options, DEFAULT.model)
     name = st.sidebar.selectbox("Model", options, key="model", persist_state="session", format_func=MODEL_TITLES.get,
                                 help="The bundled model works offline. Keras Applications models "
                                      "use ImageNet weights (downloaded once) or untrained weights.")
-    upload = sidebar_upload_model(expanded=name == UPLOAD_MODEL) if settings().model_upload else None
+    upload, preprocess = sidebar_upload_model(name) if settings().model_upload else (None, None)
     if name == BUNDLED_NAME:
         st.sidebar.caption("64x64 greyscale faces → 7 emotions. Works offline.")
         return get_bundled_model()
@@ -56,18 +55,17 @@ def sidebar_model() -> Optional[VizModel]:
         data = upload.getvalue()
         try:
             with st.spinner(f"Checking and loading {upload.name}…"):
-                return get_uploaded_model(file_digest(data), st.session_state.preprocess, data, upload.name)
+                return get_uploaded_model(file_digest(data), preprocess, data, upload.name)
         except InputError as exc:
             raise ModelUnavailable(f"{exc} Upload another file, or pick a model from the list.",
                                    [USE_BUNDLED]) from None
     entry = CATALOGUE[name]
     cached = imagenet_weights_cached(name)
-    if st.session_state.get("weights") not in ("imagenet", "untrained"):
-        st.session_state.weights = "imagenet"
+    weights = kept_if_valid("weights", WEIGHTS, "imagenet")
     # Fetched before the weights radio is drawn: where they can't be had, the radio falls back to
     # untrained weights (with a notice) instead of staying on ImageNet beside an error.
     fell_back = False
-    if st.session_state.weights == "imagenet" and not cached:
+    if weights == "imagenet" and not cached:
         bar = st.progress(0.0, text=f"Downloading ImageNet weights for {entry.title}…")
 
         def show(done: int, total: Optional[int]) -> None:
@@ -80,11 +78,11 @@ def sidebar_model() -> Optional[VizModel]:
             cached = True
         except InputError as exc:
             log.warning("ImageNet weights for %s unavailable, showing untrained weights: %s", name, exc)
-            st.session_state.weights = "untrained"
+            put(weights="untrained")
             fell_back = True
         finally:
             bar.empty()
-    st.sidebar.radio(
+    weights = st.sidebar.radio(
         "Weights", ["imagenet", "untrained"], key="weights", persist_state="session", horizontal=True,
         format_func={"imagenet": "ImageNet (pretrained)", "untrained": "untrained (random)"}.get)
     note = st.sidebar.empty()
@@ -95,16 +93,16 @@ def sidebar_model() -> Optional[VizModel]:
                    f"here, so this is {entry.title} with **untrained (random) weights**: its predictions are "
                    "random. The bundled model is trained and works offline.")
         st.button(USE_BUNDLED[0], on_click=lambda: st.session_state.update(USE_BUNDLED[1]), key="use-bundled")
-    elif st.session_state.weights == "imagenet":
+    elif weights == "imagenet":
         note.caption("ImageNet weights are in the Keras cache." if cached else
                      f"ImageNet weights download once (~{entry.weights_mb} MB) into the Keras cache.")
     else:
         note.caption("Random weights (seed 0): what the architecture alone does, before any training.")
     try:
         with st.spinner(f"Building {entry.title}…"):
-            return get_catalogue_model(name, st.session_state.weights)
+            return get_catalogue_model(name, weights)
     except InputError as exc:
-        offers = [USE_BUNDLED] if st.session_state.weights == "untrained" else [
+        offers = [USE_BUNDLED] if weights == "untrained" else [
             ("Use untrained weights", {"weights": "untrained"}), USE_BUNDLED]
         raise ModelUnavailable(str(exc), offers) from None
 
@@ -115,27 +113,28 @@ def on_model_uploaded() -> None:
         st.session_state.model = UPLOAD_MODEL
 
 
-def sidebar_upload_model(expanded: bool):
-    """The model-file uploader, always drawn (in an expander) so the file survives a model switch."""
-    box = st.sidebar.expander("Your own model (.keras / .h5)", expanded=expanded)
+def sidebar_upload_model(model: str) -> tuple[Any, str]:
+    """The model-file uploader, always drawn (in an expander) so the file survives a model switch;
+    (the uploaded file or None, the input scaling picked). ``model`` is the model picked."""
+    box = st.sidebar.expander("Your own model (.keras / .h5)", expanded=model == UPLOAD_MODEL)
     upload = box.file_uploader("Model file", type=["keras", "h5"], key="model_file", on_change=on_model_uploaded,
                                help="Checked, then loaded with safe_mode=True in a separate process: "
                                     "built-in Keras layers only, no Lambda layers.")
-    box.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
+    preprocess = box.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
                   format_func=lambda k: PREPROCESSING[k][0],
                   help="How pixel values (0-255) are scaled before they reach your model.")
-    if upload is not None and st.session_state.model != UPLOAD_MODEL:
+    if upload is not None and model != UPLOAD_MODEL:
         box.button("Show this model", on_click=lambda: st.session_state.update(model=UPLOAD_MODEL))
-    return upload
+    return upload, preprocess
 
 
 def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
     """All images available this session as (key, name, PIL image), and the key of the current one."""
     st.sidebar.header("Image")
-    st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", persist_state="session", horizontal=True,
-                     format_func={"sample": "Samples", "upload": "Upload", "camera": "Camera"}.get)
+    source = st.sidebar.radio("Source", ["sample", "upload", "camera"], key="source", persist_state="session",
+                              horizontal=True, format_func={"sample": "Samples", "upload": "Upload",
+                                                            "camera": "Camera"}.get)
     current: Optional[str] = None
-    source = st.session_state.source
     controls = st.sidebar.container()  # the chosen source's controls, drawn above the uploader
     # Always drawn (a widget that isn't drawn loses its files), so uploads survive a switch of source.
     files = st.sidebar.file_uploader(
@@ -148,13 +147,12 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
         st.sidebar.warning(f"Using the first {MAX_IMAGES} of {len(uploads)} images.")
         uploads = uploads[:MAX_IMAGES]
     if source == "sample":
-        if st.session_state.image not in SAMPLES:
-            st.session_state.image = DEFAULT.image
-        controls.selectbox("Sample image", list(SAMPLES), key="image", persist_state="session",
-                           format_func=lambda k: f"{k} — {SAMPLES[k].title}")
-        s = SAMPLES[st.session_state.image]
+        kept_if_valid("image", list(SAMPLES), DEFAULT.image)
+        image = controls.selectbox("Sample image", list(SAMPLES), key="image", persist_state="session",
+                                   format_func=lambda k: f"{k} — {SAMPLES[k].title}")
+        s = SAMPLES[image]
         controls.caption(f"{s.source} · {s.licence}")
-        current = f"sample:{st.session_state.image}"
+        current = f"sample:{image}"
         if uploads:
             controls.caption(f"{len(uploads)} uploaded image{'s' if len(uploads) != 1 else ''}: "
                              "switch Source to Upload to show them.")
@@ -167,8 +165,8 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
         else:
             controls.caption("No image uploaded yet: showing the sample image. Upload one below.")
     else:
-        controls.toggle("Crop to the centre square", value=True, key="camera_crop",
-                        help="Keeps a face in the middle of the frame large for the 64x64 face model.")
+        crop = bool(controls.toggle("Crop to the centre square", value=True, key="camera_crop",
+                                    help="Keeps a face in the middle of the frame large for the 64x64 face model."))
         shot = controls.camera_input("Take a picture", key="camera",
                                      help="Your snapshot stays in this session; it is never stored.")
         if shot is not None:
@@ -176,7 +174,6 @@ def sidebar_images() -> tuple[list[tuple[str, str, Any]], Optional[str]]:
             digest = file_digest(data)
             try:
                 snap = decode_upload(digest, data, "camera snapshot")
-                crop = bool(st.session_state.get("camera_crop", True))
                 if crop:
                     side = min(snap.size)
                     snap = ImageOps.fit(snap, (side, side))  # the centre square: where a face usually is
@@ -265,10 +262,11 @@ def _apply_bundle(file_name: str, digest: str, data: bytes) -> None:
     st.session_state["_notices"] = notices + [f"Reopened the view from bundle {file_name}."]
 
 
-def sidebar_display() -> None:
+def sidebar_display(view: str, fv: str) -> None:
+    """The display settings for ``view``; ``fv`` is the feature-visualisation setting the toggle starts from."""
     st.sidebar.header("Display")
     # The across-images view shows one channel on one shared scale: grid controls don't apply there.
-    grid_only = st.session_state.get("view") in ("across", "depth", "atlas")
+    grid_only = view in ("across", "depth", "atlas")
     st.sidebar.segmented_control(
         "Channels shown", ["first", "top", "contrib"], key="mode", persist_state="session", required=True,
         format_func={"first": "First N", "top": "Most active N", "contrib": "Most contributing N"}.get,
@@ -284,7 +282,7 @@ def sidebar_display() -> None:
     if grid_only:
         st.sidebar.caption("This view doesn't draw a channel grid; the grid settings above apply to the others.")
     st.sidebar.selectbox("Colormap", COLORMAPS, key="cmap", persist_state="session")
-    on = st.sidebar.toggle("Show what channels look for", value=st.session_state.get("fv") == "on", key="fv_on",
+    on = st.sidebar.toggle("Show what channels look for", value=fv == "on", key="fv_on",
                            help="Beside each map, an image made to excite that channel (feature visualisation). "
                                 "Computed in the background; seconds for small models, longer for big layers.")
-    st.session_state["fv"] = "on" if on else "off"
+    put(fv="on" if on else "off")

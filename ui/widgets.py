@@ -11,11 +11,11 @@ from vizlib.contract import VizModel
 from vizlib.export import bundle, manifest, manifest_json, npz_bytes
 from vizlib.extract import channel_stats, pick_channels, ranked_classes
 from vizlib.figures import MAX_CLICKABLE_CELLS, channel_detail, channel_grid, prediction_bars
-from vizlib.links import as_dict
+from vizlib.links import ViewState, as_dict
 from vizlib.models import BUNDLED_NAME
 from ui.caches import CHART_CONFIG
 from ui.clicks import selected_points
-from ui.state import current_state, image_sha256, on_screen, share_url
+from ui.state import current_state, image_sha256, on_screen, put, share_url
 
 
 def class_labels(m: VizModel, info) -> Optional[list[str]]:
@@ -42,24 +42,21 @@ def on_grid_click(chart_key: str, layer_key: str, layer: str, channel_key: str =
             return
 
 
-def grid_channels(maps: np.ndarray, contributions: Optional[np.ndarray] = None,
-                  mode: Optional[str] = None) -> list[int]:
-    """The channels the grid shows, by the sidebar's choice (contributions fall back to activity)."""
-    ss = st.session_state
-    mode = mode or ss.mode
+def grid_channels(maps: np.ndarray, n: int, mode: str, contributions: Optional[np.ndarray] = None) -> list[int]:
+    """The ``n`` channels the grid shows, by the sidebar's ``mode`` (contributions fall back to activity)."""
     if mode == "contrib" and contributions is not None and len(contributions) == maps.shape[-1]:
-        n = max(1, min(int(ss.n), maps.shape[-1]))
+        n = max(1, min(int(n), maps.shape[-1]))
         return [int(i) for i in np.argsort(-np.asarray(contributions), kind="stable")[:n]]
-    return pick_channels(maps, ss.n, "top" if mode == "contrib" else mode)
+    return pick_channels(maps, n, "top" if mode == "contrib" else mode)
 
 
-def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selected: Optional[int],
-              labels: Optional[list[str]] = None, width_hint: int = 380,
+def show_grid(state: ViewState, info, maps: np.ndarray, role: str, key: str, layer_key: str,
+              selected: Optional[int], labels: Optional[list[str]] = None, width_hint: int = 380,
               contributions: Optional[np.ndarray] = None, mode: Optional[str] = None) -> list[int]:
-    ss = st.session_state
-    mode = mode or ss.mode
-    chosen = grid_channels(maps, contributions, mode)
-    fig = channel_grid(maps, chosen, colormap=ss.cmap, scale=ss.scale, title=grid_title(info, role),
+    """A grid of ``state.n`` channels of ``maps`` (by ``mode``, else ``state.mode``) in ``state``'s colours."""
+    mode = mode or state.mode
+    chosen = grid_channels(maps, state.n, mode, contributions)
+    fig = channel_grid(maps, chosen, colormap=state.cmap, scale=state.scale, title=grid_title(info, role),
                        highlight=selected, labels=labels, width_hint=width_hint)
     st.plotly_chart(fig, key=key, on_select=lambda: on_grid_click(key, layer_key, info.name),
                     selection_mode="points", config=CHART_CONFIG)
@@ -70,7 +67,7 @@ def show_grid(info, maps: np.ndarray, role: str, key: str, layer_key: str, selec
     else:
         shown = "first" if mode == "first" else "most active"
     st.caption(f"{len(chosen)} of {info.channels} channels ({shown}), "
-               f"{'one shared colour scale' if ss.scale == 'shared' else 'each on its own scale'}. "
+               f"{'one shared colour scale' if state.scale == 'shared' else 'each on its own scale'}. "
                "Hover for values; click a map (or type its number under *Channel*) to inspect it.")
     return chosen
 
@@ -91,15 +88,14 @@ def flat_message(maps: np.ndarray, channel: int) -> Optional[str]:
             f"nothing in this image. Channel {best} is the most active one that isn't flat.")
 
 
-def show_detail(m: VizModel, info, maps: np.ndarray, channel: int, view_img, label: str = "",
+def show_detail(state: ViewState, m: VizModel, info, maps: np.ndarray, channel: int, view_img, label: str = "",
                 stacked: bool = False, extra: Optional[Callable[[], None]] = None) -> None:
-    """One channel's map with exact values (hover), beside the input as the model sees it."""
-    ss = st.session_state
+    """One channel's map with exact values (hover), beside the input as the model sees it, in ``state``'s colours."""
     one = maps[:, :, channel]
     # With a shared colour scale the detail uses the grid's range, so a weak channel looks weak here too.
-    zmin, zmax = (float(maps.min()), float(maps.max())) if ss.scale == "shared" else (None, None)
+    zmin, zmax = (float(maps.min()), float(maps.max())) if state.scale == "shared" else (None, None)
     title = f"<b>{info.name}</b>, channel {channel}{label} · {info.output_shape[0]}×{info.output_shape[1]}"
-    fig = channel_detail(one, title=title, colormap=ss.cmap, zmin=zmin, zmax=zmax, clickable=True)
+    fig = channel_detail(one, title=title, colormap=state.cmap, zmin=zmin, zmax=zmax, clickable=True)
     stats = channel_stats(maps)
     rank = 1 + int(np.sum(stats["activity"] > stats["activity"][channel]))
     if one.size <= MAX_CLICKABLE_CELLS:
@@ -136,13 +132,12 @@ def on_detail_click(chart_key: str) -> None:
             return
 
 
-def clamp_channel(key: str, n_channels: int) -> None:
-    try:
-        value = int(st.session_state.get(key) or 0)
-    except (TypeError, ValueError):
-        value = -1
-    if not 0 <= value < n_channels:
-        st.session_state[key] = 0
+def clamp_channel(channel: int, n_channels: int) -> int:
+    """``channel`` if the layer has it, else 0; the channel widget (drawn later in the run) is set to it."""
+    value = channel if 0 <= channel < n_channels else 0
+    if value != channel:
+        put(channel=value)
+    return value
 
 
 def top_classes(m: VizModel, output: np.ndarray, top: int = 5) -> list[tuple[int, str, float]]:
