@@ -51,6 +51,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("live", "view_live"): "ui/live.py (owned elsewhere): still reads cmap from the session; pass it the state",
 }
 
+
 @dataclass(frozen=True)
 class Access:
     module: str
