@@ -116,6 +116,19 @@ def highlight(frame: np.ndarray) -> tuple[float, float] | None:
     return None if len(ys) < 20 else (float(ys.mean()), float(xs.mean()))
 
 
+def press_shortcut(page, key: str) -> None:
+    """Press a presenter-mode key on the page itself, once its shortcuts are live, as a visitor would.
+
+    The page's key handler is installed (and told the keys) by the component the run draws last, so
+    the test waits for it; focus goes to the page's own document (the Start button inside the video's
+    iframe had it), on a spot that is no widget.
+    """
+    page.wait_for_function(f"() => (window.__cnnVizLiveKeys || {{}})[{key!r}] !== undefined")
+    page.evaluate("() => { if (document.activeElement) document.activeElement.blur(); window.focus(); }")
+    page.locator("h1").first.click()
+    page.keyboard.press(key)
+
+
 def wait_frame(page, video, ok, seconds: float = 60) -> np.ndarray:
     """The first composed frame off the page for which ``ok(frame)`` holds."""
     deadline = time.monotonic() + seconds
@@ -176,14 +189,13 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         page.get_by_text("Presenter mode").click()
         big = wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280))
         playwright_api.expect(page.locator("[data-testid=stSidebar]")).to_be_hidden()  # one large view
-        page.mouse.click(5, 500)  # focus on the page, not in a widget
         before = highlight(big)
-        page.keyboard.press("ArrowRight")
+        press_shortcut(page, "ArrowRight")
         moved = wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
                            and highlight(f)[1] > before[1] + 20)
         assert highlight(moved)[1] > before[1]
         page.screenshot(path=str(SCREENSHOTS / "live_presenter.png"))
-        page.keyboard.press("ArrowDown")  # next layer: channel back to 0, another grid
+        press_shortcut(page, "ArrowDown")  # next layer: channel back to 0, another grid
         wait_frame(page, video, lambda f: f.shape[:2] == (720, 1280) and highlight(f) is not None
                    and not np.array_equal(f[380:, 640:], moved[380:, 640:]) and highlight(f)[1] < before[1] + 20)
         page.get_by_text("Presenter mode").click()  # off again: the sidebar comes back
