@@ -392,6 +392,16 @@ def test_cli_errors_are_messages(tmp_path):
     assert r.returncode == 2 and "error: There is nothing at" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_output_that_cannot_be_written_is_a_message(data, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    r = subprocess.run(_cli("--model", "emotion_cnn", "--images", str(data), "--out", str(blocker / "atlas")),
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "error: cannot use" in r.stderr and "a_file" in r.stderr and "Not a directory" in r.stderr
+    assert "Traceback" not in r.stderr and "unexpected" not in r.stderr
+
+
 def test_page_size_limit(data, tmp_path):
     with pytest.raises(InputError, match="limit"):
         vizlib.atlas.build("emotion_cnn", data, tmp_path / "o", max_images=10)

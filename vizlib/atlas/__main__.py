@@ -93,6 +93,11 @@ def _guarded(run, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only on request
         if debug():
             raise
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # A path the user named (or one under it) can't be read or written: say which, and why.
+            print(f"error: cannot use {os.fspath(exc.filename)}: {exc.strerror or type(exc).__name__}",
+                  file=sys.stderr)
+            return 2
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
               "(set CNN_VIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
