@@ -17,7 +17,9 @@ import numpy as np
 
 from vizlib.errors import InputError
 from vizlib.featvis import param, transform
-from vizlib.featvis.graph import Graph, Recipe, graph, require_safe_gradients, run_lock
+from vizlib.featvis.graph import (
+    COARSE_MIN_SIDE, Graph, Recipe, coarse_recipe, graph, require_safe_gradients, run_lock,
+)
 from vizlib.ops import op
 
 #: Optimisation steps when the caller gives none (see benchmarks/README.md, "Feature visualisation").
@@ -37,6 +39,8 @@ STATE_BYTES = 256 * 2**20
 #: A polished image has converged when its objective rose less than this (relative) over PATIENCE steps.
 CONVERGED = 0.002
 PATIENCE = 16
+#: A coarse pass shorter than this would show little: none then.
+MIN_COARSE_STEPS = 16
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
 STATS = ("mean", "fired", "activity", "peak", "floor")
 
@@ -66,22 +70,38 @@ class State:
         self.g = graph(m, layer, size, cell, recipe)
         r = self.g.recipe
         self.km = m.model
+        self.size = (int(size[0]), int(size[1]))
         self.steps = int(steps)
         self.done = 0
         self.ran = 0  # steps computed (fewer than ``steps`` when every image converged early)
         self.channels = tf.constant(np.asarray(channels, dtype=np.int32))
-        spec = np.stack([param.initial_params(seed, ch, int(m.channels), size[0], size[1], r.fourier)
-                         for ch in channels])
-        self.spec = tf.constant(spec)
-        self.m1 = tf.zeros_like(self.spec)
-        self.m2 = tf.zeros_like(self.spec)
         self.transforms = tf.constant(transform.transforms(seed, self.steps, self.g.size, self.g.canvas,
                                                            self.g.ratio, r.jitter, r.polish))
-        self.nbytes = spec.nbytes * 3
+        self.nbytes = 12 * len(channels) * int(np.prod(param.param_shape(int(m.channels), size[0], size[1],
+                                                                          r.fourier)))
         self.lock = threading.Lock()
         # A pixel-space polish: the last steps continue from the image so far, on its pixels.
         self.switch_at = self.steps - int(round(self.steps * r.polish)) if r.polish_pixels else None
         self.m, self.layer, self.cell = m, layer, cell
+        self.phase_start = 0  # Adam's step count restarts with each phase (new parameters, new moments)
+        # A coarse first pass at half the side (cheap: the page shows it within seconds), then enlarged.
+        self.full: Optional[Graph] = None
+        self.coarse_at = coarse_steps(self.g, r, self.steps, self.switch_at)
+        work = size
+        if self.coarse_at:
+            small = (size[0] // 2, size[1] // 2)
+            coarse = graph(m, layer, small, None, coarse_recipe(r))
+            if coarse.free_size:
+                self.full, self.g, work = self.g, coarse, small
+                self.coarse_transforms = tf.constant(transform.transforms(
+                    seed, self.coarse_at, coarse.size, coarse.canvas, coarse.ratio, r.jitter, 0.0))
+            else:
+                self.coarse_at = 0
+        spec = np.stack([param.initial_params(seed, ch, int(m.channels), work[0], work[1], r.fourier)
+                         for ch in channels])
+        self.spec = tf.constant(spec)
+        self.m1 = tf.zeros_like(self.spec)
+        self.m2 = tf.zeros_like(self.spec)
 
     def advance(self, n: int) -> None:
         """Run up to ``n`` more steps (never past ``steps``)."""
@@ -89,12 +109,14 @@ class State:
 
         with self.lock:
             for _ in range(max(0, min(int(n), self.steps - self.done))):
+                if self.full is not None and self.done == self.coarse_at:
+                    self._to_full()
                 if self.switch_at is not None and self.done == self.switch_at:
                     self._to_pixels()
-                t = tf.constant(float(self.done + 1 - (self.switch_at if self.polishing else 0)))
+                t = tf.constant(float(self.done + 1 - self.phase_start))
+                tr = self.coarse_transforms[self.done] if self.full is not None else self.transforms[self.done]
                 with run_lock(self.km):
-                    spec, m1, m2, obj = self.g.step(
-                        self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
+                    spec, m1, m2, obj = self.g.step(self.spec, self.m1, self.m2, t, self.channels, tr)
                 if self.polishing:
                     spec, m1, m2 = self._converge(spec, m1, m2, np.asarray(obj, dtype=np.float64))
                 self.spec, self.m1, self.m2 = spec, m1, m2
@@ -149,11 +171,28 @@ class State:
         self.transforms = tf.constant(transform.transforms(0, self.steps, self.g.size, self.g.canvas, self.g.ratio,
                                                            0.0))
         self.polishing = True
+        self.phase_start = self.done
+
+    def _to_full(self) -> None:
+        """The coarse pass's images, enlarged, become the full-size parameters (Adam starts afresh)."""
+        import tensorflow as tf
+
+        with run_lock(self.km):
+            img = tf.image.resize(self.g.pixels(self.spec), self.size, method="bilinear")
+        r = self.full.recipe
+        self.g, self.full = self.full, None
+        self.spec = tf.constant(param.fourier_params(np.asarray(img), decorrelate=r.decorrelate))
+        self.m1, self.m2 = tf.zeros_like(self.spec), tf.zeros_like(self.spec)
+        self.phase_start = self.done
 
     def preview(self) -> np.ndarray:
-        """The images as they are now (uint8), without statistics: cheap enough for every progress update."""
+        """The images as they are now (uint8, full size), without statistics: cheap enough for every update."""
+        import tensorflow as tf
+
         with run_lock(self.km):
             img = self.g.pixels(self.spec)
+            if tuple(img.shape[1:3]) != self.size:  # the coarse pass: enlarged, as it will continue
+                img = tf.image.resize(img, self.size, method="bilinear")
         return np.asarray(np.round(np.clip(np.asarray(img), 0.0, 1.0) * 255.0), dtype=np.uint8)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +200,17 @@ class State:
         with run_lock(self.km):
             img, stats = self.g.final(self.spec)
         return np.asarray(img, dtype=np.uint8), np.asarray(stats, dtype=np.float32)
+
+
+def coarse_steps(g: Graph, r: Recipe, steps: int, switch_at: Optional[int]) -> int:
+    """How many first steps run at half the side: ``r.coarse`` of them where the sub-graph runs at any size and
+    the image has at least :data:`~vizlib.featvis.graph.COARSE_MIN_SIDE` px (0: no coarse pass)."""
+    if not (r.coarse > 0 and r.fourier and g.free_size and g.cell is None and min(g.size) >= COARSE_MIN_SIDE):
+        return 0
+    n = int(round(steps * r.coarse))
+    if n < MIN_COARSE_STEPS or (switch_at is not None and n >= switch_at):
+        return 0
+    return n
 
 
 _STATES: "OrderedDict[str, State]" = OrderedDict()

@@ -28,6 +28,8 @@ from vizlib.featvis.redirect import redirected_relu
 #: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
 LEARNING_RATE = 0.1
 MAX_GRAPHS_PER_MODEL = 8
+#: The coarse first pass runs at half the side, for images of at least this side (below it a step is cheap).
+COARSE_MIN_SIDE = 96
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,11 @@ class Recipe:
     ``plain``: Lucid's plain objective (mean activation) instead of
     :func:`~vizlib.featvis.objectives.channel`; ``polish_pixels``: the polish
     steps work on the pixels themselves (the image so far becomes the
-    starting point of plain ascent), not on the spectrum.
+    starting point of plain ascent), not on the spectrum; ``coarse``: the
+    share of the first steps run at half the image's side, where the layer's
+    sub-graph runs at any size and the image is at least
+    :data:`COARSE_MIN_SIDE` px (a cheap first pass the page shows at once,
+    enlarged into the full-size parameterisation and refined in place).
     """
 
     fourier: bool = True
@@ -57,6 +63,7 @@ class Recipe:
     plain: bool = False
     polish_pixels: bool = False
     polish_lr: float = 0.05
+    coarse: float = 0.0
     name: str = "fv1"
 
 
@@ -67,7 +74,7 @@ LUCID = Recipe()
 #: parameterisation and transforms scaled to the image for the first half, against the model's own padding
 #: colour instead of a grey margin, no rival hinge; then the second half polishes the pixels themselves without
 #: transforms (plain ascent from a robust start), so the image is as strong as the plain baseline's.
-FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, name="fv2")
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, coarse=0.25, name="fv2")
 DEFAULT = FV2
 PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
                name="plain")
@@ -313,6 +320,13 @@ def compile_step(m: Any, g: Graph) -> None:
         return tf.cast(quantised, tf.uint8), stats
 
     g.step, g.final, g.pixels = traced_step, final, pixels
+
+
+def coarse_recipe(recipe: Recipe) -> Recipe:
+    """The recipe of the coarse first pass: the same method at half the side (and no coarse pass of its own)."""
+    import dataclasses
+
+    return dataclasses.replace(recipe, coarse=0.0, name=recipe.name + "+coarse")
 
 
 def polish_recipe(recipe: Recipe) -> Recipe:
