@@ -317,24 +317,6 @@ def test_no_process_wide_patch_of_tensorflow():
     assert offenders == []
 
 
-def test_precompute_fills_the_cache_the_page_reads(tmp_path):
-    """A host's command fills the disk cache; a render with the page's settings then optimises nothing."""
-    env = {**os.environ, "CNN_VIZ_CACHE_DIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    cmd = [sys.executable, "-m", "vizlib.featvis", "precompute", "--model", "emotion_cnn", "--layers", "conv2d_7",
-           "--channels", "0-2,5", "--steps", "12", "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(ROOT), env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "conv2d_7: 4 channels (0 already cached)" in proc.stdout
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(ROOT), env=env)
-    assert "conv2d_7: 4 channels (4 already cached)" in again.stdout  # what the page would get: from disk
-    bad = subprocess.run([*cmd[:6], "--layers", "no_such_layer"], capture_output=True, text=True, timeout=300,
-                         cwd=str(ROOT), env=env)
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
-    assert bad.returncode == 2 and len(errors) == 1 and "no layer named" in errors[0]
-    assert "Traceback" not in bad.stderr
-
-
 def test_scores_and_failures_from_the_statistics():
     """vs_samples divides by the strongest sample; failed = rank > 1, weaker than a sample, or flat."""
     fired = np.array([[4.0, 1.0, 0.5], [3.0, 2.0, 0.1], [0.2, 0.1, 0.3]], np.float32)

@@ -78,14 +78,23 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def compute_chunk(model: Any, layer: str, channels: Sequence[int], size: tuple[int, int], steps: int,
-                  seed: int) -> list[bytes]:
-    """PNGs of the feature visualisations of ``channels`` (one batch), no disk cache."""
-    from vizlib.featvis import render
+def compute_arrays(model: Any, layer: str, channels: Sequence[int], size: tuple[int, int], steps: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The feature visualisations of ``channels`` (one batch, no disk cache): images uint8 (K, H, W, C) and
+    their statistics of every channel, float32 (K, len(STATS), layer channels): a disk-cache entry each."""
+    from vizlib.featvis import STATS, render
 
     vis = render(model, layer, [int(c) for c in channels], size=tuple(size), steps=int(steps), seed=int(seed),
-                 cache=False)
-    return [png_bytes(img) for img in vis.images]
+                 cache=False, score=False)
+    return vis.images, np.stack([vis.stats[name] for name in STATS], axis=1).astype(np.float32)
+
+
+def compute_chunk(model: Any, layer: str, channels: Sequence[int], size: tuple[int, int], steps: int,
+                  seed: int, arrays: bool = False) -> Any:
+    """PNGs of the feature visualisations of ``channels`` (one batch), no disk cache; with ``arrays``, the
+    images and statistics of :func:`compute_arrays` (what the disk cache stores)."""
+    images, stats = compute_arrays(model, layer, channels, size, steps, seed)
+    return (images, stats) if arrays else [png_bytes(img) for img in images]
 
 
 _WORKER_MODEL: dict = {}
@@ -119,8 +128,8 @@ def load_spec(spec: dict, model_bytes: Optional[bytes] = None) -> Any:
 
 
 def _worker_chunk(spec: dict, layer: str, channels: list[int], size: tuple[int, int], steps: int,
-                  seed: int) -> list[bytes]:
-    return compute_chunk(load_spec(spec), layer, channels, size, steps, seed)
+                  seed: int, arrays: bool = False) -> Any:
+    return compute_chunk(load_spec(spec), layer, channels, size, steps, seed, arrays)
 
 
 # --------------------------------------------------------------------------- committing and reading
@@ -345,12 +354,14 @@ def compute(directory: str | os.PathLike[str], model: Any, layers: Sequence[str]
 
 
 def _run_local(jobs: list, model: Any, spec: Optional[dict], steps: int, seed: int,
-               commit: Callable[[tuple, list[bytes]], None], *, workers: Optional[int]) -> None:
+               commit: Callable[[tuple, Any], None], *, workers: Optional[int], arrays: bool = False) -> None:
+    """Run ``jobs`` ((layer, size, index, channels, ...) each) here or in worker processes; ``commit`` each
+    result (PNGs, or with ``arrays`` images and statistics) in this process."""
     n = max(1, int(workers or os.cpu_count() or 1))
     if n == 1 or spec is None or len(jobs) == 1:
         for job in jobs:
             name, hw, _i, chans, _e = job
-            commit(job, compute_chunk(model, name, chans, hw, steps, seed))
+            commit(job, compute_chunk(model, name, chans, hw, steps, seed, arrays))
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -358,7 +369,7 @@ def _run_local(jobs: list, model: Any, spec: Optional[dict], steps: int, seed: i
     # Worker processes start afresh ("spawn": no forked TensorFlow state) and load the model once each.
     with ProcessPoolExecutor(max_workers=min(n, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
         futures: list[tuple[tuple, Future]] = [
-            (job, pool.submit(_worker_chunk, spec, job[0], job[3], job[1], steps, seed)) for job in jobs]
+            (job, pool.submit(_worker_chunk, spec, job[0], job[3], job[1], steps, seed, arrays)) for job in jobs]
         try:
             for job, fut in futures:  # committed in order as they finish (the order does not matter)
                 commit(job, fut.result())
@@ -369,8 +380,10 @@ def _run_local(jobs: list, model: Any, spec: Optional[dict], steps: int, seed: i
 
 
 def _run_ray(jobs: list, spec: Optional[dict], steps: int, seed: int,
-             commit: Callable[[tuple, list[bytes]], None], *, address: Optional[str], workers: Optional[int],
-             init_kwargs: Optional[dict]) -> None:
+             commit: Callable[[tuple, Any], None], *, address: Optional[str], workers: Optional[int],
+             init_kwargs: Optional[dict], arrays: bool = False) -> None:
+    """Run ``jobs`` as Ray tasks (at most ``workers`` at a time, each loading the model once per worker);
+    ``commit`` each result in this process as it arrives (a cluster's disks need not be shared)."""
     from vizlib.atlas.ray_engine import connect
 
     if spec is None:
@@ -384,7 +397,7 @@ def _run_ray(jobs: list, spec: Optional[dict], steps: int, seed: int,
         pending: dict = {}
         it = iter(jobs)
         for job in it:
-            pending[task.remote(spec, model_ref, job[0], job[3], list(job[1]), steps, seed)] = job
+            pending[task.remote(spec, model_ref, job[0], job[3], list(job[1]), steps, seed, arrays)] = job
             if len(pending) >= limit:
                 break
         while pending:
@@ -393,14 +406,82 @@ def _run_ray(jobs: list, spec: Optional[dict], steps: int, seed: int,
                 commit(pending.pop(ref), ray.get(ref))
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending[task.remote(spec, model_ref, nxt[0], nxt[3], list(nxt[1]), steps, seed)] = nxt
+                    pending[task.remote(spec, model_ref, nxt[0], nxt[3], list(nxt[1]), steps, seed, arrays)] = nxt
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _ray_chunk(spec: dict, model_bytes: Any, layer: str, channels: list[int], size: list[int], steps: int,
-               seed: int) -> list[bytes]:
+               seed: int, arrays: bool = False) -> Any:
     # As in the atlas's model actors: the driver's thread setting, so sums round the same way.
     tfsetup.use_thread_count(spec.get("omp_num_threads"))
-    return compute_chunk(load_spec(spec, model_bytes), layer, channels, tuple(size), steps, seed)
+    return compute_chunk(load_spec(spec, model_bytes), layer, channels, tuple(size), steps, seed, arrays)
+
+
+# --------------------------------------------------------------------------- the page's disk cache
+
+
+def fill_cache(model: Any, layers: Sequence[str], channels: Optional[Sequence[int]] = None, *,
+               steps: Optional[int] = None, size: Any = None, seed: int = 0, cache: Any = None,
+               engine: str = "local", spec: Optional[dict] = None, workers: Optional[int] = None,
+               address: Optional[str] = None, ray_init: Optional[dict] = None, chunk: int = CHUNK,
+               progress: Optional[ProgressFn] = None) -> dict:
+    """Pre-compute feature visualisations into the page's disk cache (``python -m vizlib.featvis precompute``).
+
+    The same engines as the atlas's bulk visualisations (in-process or local
+    worker processes, or Ray tasks with ``engine="ray"``), the same chunks,
+    but each channel lands in :class:`vizlib.featvis.DiskCache` under the key
+    the page's :func:`vizlib.featvis.render` looks up (model digest, layer,
+    channel, size, steps, seed), written by this process as results arrive.
+    Channels already cached are skipped. ``channels`` (default: all) applies
+    to every layer. Returns ``{layer: {"channels": n, "cached_before": k}}``.
+    """
+    from vizlib import featvis
+    from vizlib.featvis.engine import check_layer_channels
+    from vizlib.featvis.rendering import cache_key
+    from vizlib.layers import find_layer
+
+    steps = featvis.DEFAULT_STEPS if steps is None else int(steps)
+    if not 1 <= steps <= featvis.MAX_STEPS:
+        raise InputError(f"--steps must lie between 1 and {featvis.MAX_STEPS}.")
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine must be 'local' or 'ray', not {engine!r}.")
+    store = cache if cache is not None else featvis.DiskCache()
+    digest = model.weights_digest()
+    c = int(model.channels)
+    jobs, keys, report = [], {}, {}
+    for name in dict.fromkeys(find_layer(model, layer).name for layer in layers):
+        n_ch = int(find_layer(model, name).channels)
+        wanted = list(dict.fromkeys(check_layer_channels(model, name, range(n_ch) if channels is None else channels)))
+        hw = tuple(int(v) for v in (featvis.default_size(model, name) if size is None else
+                                    featvis.resolve_size(size)))  # the size render resolves
+        missing = []
+        for ch in wanted:
+            keys[(name, ch)] = cache_key(model, digest, name, ch, hw, steps, seed)
+            if store.get(keys[(name, ch)], (hw[0], hw[1], c), n_ch) is None:
+                missing.append(ch)
+        report[name] = {"channels": len(wanted), "cached_before": len(wanted) - len(missing)}
+        jobs += [(name, hw, i, missing[s:s + chunk], None) for i, s in enumerate(range(0, len(missing), chunk))]
+    total, done = sum(len(j[3]) for j in jobs), [0]
+    if progress:
+        progress(0, total)
+
+    def commit(job: tuple, result: Any) -> None:
+        name, _hw, _i, chans, _e = job
+        images, stats = result
+        if len(images) != len(chans) or len(stats) != len(chans):
+            raise RuntimeError("A feature-visualisation worker returned the wrong number of images.")
+        for ch, img, st in zip(chans, images, stats):
+            store.put(keys[(name, ch)], img, st)
+        done[0] += len(chans)
+        if progress:
+            progress(done[0], total)
+
+    if jobs:
+        if engine == "ray":
+            _run_ray(jobs, spec, steps, seed, commit, address=address, workers=workers, init_kwargs=ray_init,
+                     arrays=True)
+        else:
+            _run_local(jobs, model, spec, steps, seed, commit, workers=workers, arrays=True)
+    return report

@@ -3,14 +3,22 @@
     python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3,block4_conv3
     python -m vizlib.featvis precompute --model emotion_cnn            # the first and last conv layer
     python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3 --channels 0-48 --steps 256
+    python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3 --workers 4          # processes
+    python -m vizlib.featvis precompute --model vgg16 --layers block5_conv3 --engine ray         # local Ray
+    python -m vizlib.featvis precompute --model vgg16 --engine ray --address auto                # a Ray cluster
 
 Images land in ``$CNN_VIZ_CACHE_DIR/featvis`` (:class:`vizlib.featvis.DiskCache`)
 under the keys the page uses (same model, layer, channel, size, steps, seed),
 so a host can fill the cache before a lecture. Run it with the settings the
 page uses: the detail's default steps (``--steps`` omitted), and, for the
 grid's mosaics, ``--steps 128`` (``ui/featvis.py`` ``GRID_STEPS``). Finished
-channels are skipped, so an interrupted run continues where it stopped. For
-a dataset atlas with stored visualisations, see ``python -m vizlib.atlas featvis``.
+channels are skipped, so an interrupted run continues where it stopped.
+Channels are computed in chunks of 16 by the engines of the atlas's bulk
+visualisations (:func:`vizlib.atlas.bulk_featvis.fill_cache`): in this
+process, in ``--workers`` local processes, or as Ray tasks (``--engine ray``,
+``pip install -r requirements-ray.txt``) on a local Ray instance or the
+cluster at ``--address``; this process writes every result into the cache.
+For a dataset atlas with stored visualisations, see ``python -m vizlib.atlas featvis``.
 """
 
 from __future__ import annotations
@@ -50,30 +58,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the page's detail)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: from the layer)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process or --workers processes; ray: Ray tasks (requirements-ray.txt)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local processes or concurrent Ray tasks (default: 1 locally, the cluster's CPUs on Ray)")
+    p.add_argument("--address", default=None, help="a Ray cluster (e.g. auto); default: a new local instance")
     p.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     import vizlib
+    from vizlib.atlas.bulk_featvis import fill_cache
     from vizlib.featvis import render
 
     try:
         kwargs = {} if args.preprocess is None else {"preprocess": args.preprocess}
-        m = vizlib.load_model(args.model, weights=None if args.weights == "untrained" else "imagenet", **kwargs)
+        weights = None if args.weights == "untrained" else "imagenet"
+        m = vizlib.load_model(args.model, weights=weights, **kwargs)
         layers = [s.strip() for s in args.layers.split(",") if s.strip()] or list(
             dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
+        spec = None
+        if args.engine == "ray" or (args.workers or 1) > 1:  # other processes load the model themselves
+            from vizlib.atlas.job import model_spec
+
+            spec = model_spec(args.model, m, weights, args.preprocess)
         for layer in layers:
             channels = _channels(args.channels, vizlib.find_layer(m, layer).channels)
             t0 = time.monotonic()
 
             def progress(done: int, total: int, layer: str = layer) -> None:
                 if not args.quiet:
-                    print(f"\r{layer}: {done}/{total} steps", end="", file=sys.stderr, flush=True)
+                    print(f"\r{layer}: {done}/{total} channels", end="", file=sys.stderr, flush=True)
 
-            vis = render(m, layer, channels, size=args.size, steps=args.steps, seed=args.seed, progress=progress)
+            report = fill_cache(m, [layer], channels, steps=args.steps, size=args.size, seed=args.seed,
+                                engine=args.engine, spec=spec, workers=args.workers or (None if spec else 1),
+                                address=args.address, progress=progress)
+            # What the page gets: every image from the cache, with its score (a forward pass, no optimisation).
+            vis = render(m, layer, channels, size=args.size, steps=args.steps, seed=args.seed)
             failed = sum(vis.failed())
             if not args.quiet:
                 print(file=sys.stderr)
-            print(f"{layer}: {len(channels)} channels ({sum(vis.cached)} already cached) in "
-                  f"{time.monotonic() - t0:.0f} s; {failed} failed their check")
+            print(f"{layer}: {len(channels)} channels ({report[layer]['cached_before']} already cached) in "
+                  f"{time.monotonic() - t0:.0f} s ({args.engine}); {failed} failed their check")
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
