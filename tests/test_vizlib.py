@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -176,6 +177,26 @@ def test_unbuilt_sequential_refused():
     model = keras.Sequential([keras.layers.Conv2D(2, 3)])
     with pytest.raises(InputError, match="no defined input"):
         describe_keras_model(model)
+
+
+def test_arrays_of_pixels_are_images_and_anything_else_a_message(bundled):
+    """A notebook user's np.asarray(img) (any size, grey or RGB, uint8 or float) is the image it shows,
+    alone or in a list, for every entry point that takes images; a wrong thing is an InputError."""
+    img = vizlib.load_sample("astronaut_face")
+    layer = last_conv(bundled).name
+    want = vizlib.activations(bundled, [img], [layer])[layer]
+    arr = np.asarray(img)
+    for given in ([arr], arr, [arr.astype(np.float32)], [np.asarray(img.convert("L"))]):
+        got = vizlib.activations(bundled, given, [layer])[layer]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert vizlib.predict(bundled, arr) == vizlib.predict(bundled, [img])
+    np.testing.assert_array_equal(vizlib.attribution(bundled, arr, "gradcam"), vizlib.attribution(bundled, img, "gradcam"))
+    for bad, words in ((["cat.jpg"], "Image 0 is a str"), ([img, np.full((9, 9, 3), np.nan)], "Image 1 has NaN"),
+                       ([np.zeros((2, 9, 9, 3))], "Image 0 is an array of shape (2, 9, 9, 3)"),
+                       ([np.zeros((9, 9, 2))], "Image 0 is an array of shape (9, 9, 2)"),
+                       ([np.array([[None]])], "object"), (np.zeros((3, 100, 80, 3)), "Expected a batch")):
+        with pytest.raises(InputError, match=re.escape(words)):
+            vizlib.activations(bundled, bad, [layer])
 
 
 def test_unknown_layer_and_non_spatial_layer(bundled):

@@ -56,17 +56,15 @@ def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
 
 
 def _images(model: Any, images: Any) -> tuple[np.ndarray, bool]:
-    """(batch, prepared): PIL images -> raw pixels; an ndarray is taken as an already preprocessed batch."""
+    """(batch, prepared): PIL images (or arrays of pixels of any size) -> raw pixels; an array at the
+    model's input shape, (N, H, W, C) or (H, W, C), is taken as an already preprocessed batch."""
+    from vizlib.models import checked_batch, one_image_array
+
+    want = (model.input_size[0], model.input_size[1], model.channels)
+    if one_image_array(images, want):
+        return model.raw_batch([images]), False
     if isinstance(images, np.ndarray):
-        batch = images.astype(np.float32, copy=False)
-        if batch.ndim == 3:
-            batch = batch[None]
-        want = (model.input_size[0], model.input_size[1], model.channels)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
-            raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
-        if len(batch) == 0:
-            raise InputError("No images given.")
-        return batch, True
+        return checked_batch(images, want), True
     return model.raw_batch(images), False
 
 

@@ -237,25 +237,40 @@ class LoadedModel:
                                    weights="untrained", _digest=None)
 
 
-def raw_batch(images: Any, size: tuple[int, int], channels: int) -> np.ndarray:
-    """float32 (N, H, W, C) pixels 0..255 at ``size``: PIL images resized, or an array checked."""
-    if isinstance(images, np.ndarray):
-        batch = images.astype(np.float32, copy=False)
-        if batch.ndim == 3:
-            batch = batch[None]
-    else:
-        from vizlib.images import to_batch
+def one_image_array(images: Any, want: tuple[int, int, int]) -> bool:
+    """Whether ``images`` is an array holding one image of any size (2D, or 3D not of the model's shape)."""
+    return isinstance(images, np.ndarray) and (images.ndim == 2 or (images.ndim == 3 and tuple(images.shape) != want))
 
-        images = list(images)
-        if not images:
-            raise InputError("No images given.")
-        batch = to_batch(images, size, channels=channels)
-    want = (size[0], size[1], channels)
+
+def checked_batch(images: np.ndarray, want: tuple[int, int, int]) -> np.ndarray:
+    """An array at the model's shape ``want`` = (H, W, C), one (H, W, C) or a batch, as float32 (N, H, W, C)."""
+    batch = images.astype(np.float32, copy=False)
+    if batch.ndim == 3:
+        batch = batch[None]
     if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
         raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
     if len(batch) == 0:
         raise InputError("No images given.")
     return batch
+
+
+def raw_batch(images: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """float32 (N, H, W, C) pixels 0..255 at ``size``: PIL images resized, or an array checked.
+
+    An array is a batch at the model's size, (N, H, W, C) or one (H, W, C); any other 2D or 3D array
+    is one image of any size (resized as a PIL image would be).
+    """
+    want = (size[0], size[1], channels)
+    if one_image_array(images, want):
+        images = [images]
+    if isinstance(images, np.ndarray):
+        return checked_batch(images, want)
+    from vizlib.images import to_batch
+
+    images = list(images)
+    if not images:
+        raise InputError("No images given.")
+    return to_batch(images, size, channels=channels)
 
 
 def reinitialise(model: Any, seed: int = 0) -> Any:

@@ -18,7 +18,7 @@ from vizlib.images import limits
 from vizlib.images.colour import to_rgb
 from vizlib.units import fmt_mp
 
-__all__ = ["file_digest", "image_digest", "model_view", "to_batch"]
+__all__ = ["as_image", "file_digest", "image_digest", "model_view", "to_batch"]
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -48,14 +48,46 @@ def _mode_for(channels: int) -> str:
     )
 
 
+def as_image(image: object, index: int = 0) -> Image.Image:
+    """A PIL image as is; an array of pixels (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), 0..255, as an image.
+
+    What a notebook user has at hand (``np.asarray(img)``, ``keras.utils.img_to_array``) is taken as the
+    image it shows; anything else is an :class:`InputError` naming the item, not an error three calls down.
+    """
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        ok_shape = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))
+        if not ok_shape or arr.dtype.kind not in "uif" or 0 in arr.shape[:2]:
+            raise InputError(f"Image {index} is an array of shape {tuple(image.shape)} ({image.dtype}); give "
+                             "(height, width), (height, width, 3) or (height, width, 4) pixels of 0..255.")
+        if arr.shape[0] > limits.MAX_SIDE or arr.shape[1] > limits.MAX_SIDE or \
+                arr.shape[0] * arr.shape[1] > limits.MAX_PIXELS:
+            raise InputError(f"Image {index} is {arr.shape[1]}x{arr.shape[0]} pixels; the limit is "
+                             f"{fmt_mp(limits.MAX_PIXELS)}.")
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all():
+                raise InputError(f"Image {index} has NaN or infinite pixels.")
+            arr = np.clip(np.rint(arr), 0, 255)
+        return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    raise InputError(f"Image {index} is a {type(image).__name__}, not an image: give PIL images "
+                     "(vizlib.load_image(path)) or arrays of 0..255 pixels.")
+
+
 def model_view(image: Image.Image, size: tuple[int, int], channels: int = 3) -> Image.Image:
     """The image as the model sees it: squashed to ``size=(height, width)``, greyscale if ``channels == 1``.
 
     Same steps as :func:`to_batch` (and ``keras.utils.load_img(target_size=...)``:
     convert, then resize with bilinear filtering, ignoring aspect ratio), for display.
+    ``image`` may also be an array of 0..255 pixels (:func:`as_image`).
     """
     h, w = _check_size(size)
     mode = _mode_for(channels)
+    image = as_image(image)
     view = image if image.mode == "RGB" else to_rgb(image)
     if mode == "L":
         view = view.convert("L")
@@ -85,7 +117,7 @@ def to_batch(
         raise InputError("No images were given. Upload or choose at least one image.")
     batch = np.empty((len(images), h, w, channels), dtype=np.float32)
     for i, image in enumerate(images):
-        arr = np.asarray(model_view(image, (h, w), channels), dtype=np.float32)
+        arr = np.asarray(model_view(as_image(image, i), (h, w), channels), dtype=np.float32)
         batch[i] = arr[..., None] if mode == "L" else arr
     if preprocess is not None:
         batch = np.asarray(preprocess(batch), dtype=np.float32)
