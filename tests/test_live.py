@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import tracemalloc
 
@@ -207,6 +208,21 @@ def test_ice_servers_setting(monkeypatch):
     for bad in ("not json", '[{"url": "x"}]', "3"):
         monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", bad)
         assert ice_servers() == []
+
+
+def test_rtc_configuration_setting_can_ask_for_relay_only(monkeypatch):
+    from vizlib.settings import rtc_configuration
+
+    monkeypatch.delenv("CNN_VIZ_ICE_SERVERS", raising=False)
+    assert rtc_configuration() == {"iceServers": []}
+    turn = {"urls": "turn:turn.example:3478", "username": "u", "credential": "p"}
+    monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", json.dumps([turn]))
+    assert rtc_configuration() == {"iceServers": [turn]}
+    monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", json.dumps({"iceServers": [turn], "iceTransportPolicy": "relay"}))
+    assert rtc_configuration() == {"iceServers": [turn], "iceTransportPolicy": "relay"}
+    # Relay with no server to relay through could never connect: not honoured.
+    monkeypatch.setenv("CNN_VIZ_ICE_SERVERS", json.dumps({"iceServers": [], "iceTransportPolicy": "relay"}))
+    assert rtc_configuration() == {"iceServers": []}
 
 
 class _Camera:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any, Optional
 
@@ -27,7 +28,7 @@ import streamlit.components.v2  # noqa: F401  (st.components.v2)
 from vizlib.errors import InputError
 from vizlib.extract import forward
 from vizlib.live import FrameProcessor, LatestFrame, check_frame, stream_slots
-from vizlib.settings import ice_servers
+from vizlib.settings import rtc_configuration
 
 log = logging.getLogger("cnn_viz")
 
@@ -66,6 +67,10 @@ export default function (component) {
 }
 """
 _CSS = ":host { display: none; }"
+
+#: A stream still connecting after this many seconds is reported as failed: a browser may keep trying
+#: for minutes when no route can ever work (e.g. only an unreachable TURN server), without saying so.
+CONNECT_TIMEOUT_S = 12.0
 
 WHY_NO_CONNECTION = (
     "The live video needs a WebRTC connection between your browser and this server. It fails when "
@@ -145,10 +150,25 @@ def _banner(rgb: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(img)
 
 
-def _snapshot_fallback(reason: str) -> None:
+def _to_snapshot() -> None:
+    st.session_state.update(source="camera", view="compare")
+
+
+def _snapshot_fallback(reason: str, key: str = "live_to_snapshot") -> None:
     st.warning(reason)
-    st.button("Use the snapshot camera", key="live_to_snapshot",
-              on_click=lambda: st.session_state.update(source="camera", view="compare"))
+    st.button("Use the snapshot camera", key=key, on_click=_to_snapshot)
+
+
+def _connection_watch(since: float) -> None:
+    """While a stream connects: after :data:`CONNECT_TIMEOUT_S`, say it failed and offer the snapshot camera.
+
+    Runs as a fragment every second (the page gets no rerun while the browser keeps trying).
+    """
+    if st.session_state.get("view") == "compare":  # the button below was pressed: the whole page changes
+        st.rerun(scope="app")
+    if time.monotonic() - since > CONNECT_TIMEOUT_S:
+        _snapshot_fallback(f"The live video could not connect within {CONNECT_TIMEOUT_S:.0f} s. "
+                           + WHY_NO_CONNECTION, key="live_to_snapshot_timeout")
 
 
 def connection_phase(before: Optional[str], signalling: bool, playing: bool) -> str:
@@ -219,12 +239,11 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
         _snapshot_fallback(slots.message())
         return output
 
-    servers = ice_servers()
     try:
         ctx = webrtc_streamer(
             key="live", mode=WebRtcMode.SENDRECV, async_processing=True,
             video_processor_factory=lambda: LiveVideo(m, **options),
-            rtc_configuration={"iceServers": servers},
+            rtc_configuration=rtc_configuration(),
             media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
             video_html_attrs={"autoPlay": True, "controls": False, "muted": True,
                               "style": {"width": "100%" if presenter else "min(100%, 960px)"}},
@@ -237,6 +256,11 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     st.session_state["_live_ctx_playing"] = bool(ctx.state.playing)
     phase = connection_phase(st.session_state.get("_live_phase"), ctx.state.signalling, ctx.state.playing)
     st.session_state["_live_phase"] = phase
+    if phase == "connecting":
+        since = st.session_state.setdefault("_live_connecting_since", time.monotonic())
+        st.fragment(_connection_watch, run_every=1.0)(since)
+    else:
+        st.session_state.pop("_live_connecting_since", None)
     if phase == "failed":
         _snapshot_fallback("The live video could not connect. " + WHY_NO_CONNECTION)
     proc = ctx.video_processor

@@ -15,7 +15,7 @@ never an exception at import.
 | ``CNN_VIZ_RESULTS_CACHE_MB``| ``1024``        | memory for cached activations, shared by all sessions      |
 | ``CNN_VIZ_FEATVIS_CACHE_MB``| see featvis.cache | disk for cached feature visualisations                   |
 | ``CNN_VIZ_LIVE_STREAMS``   | ``4``            | live camera streams one process runs at once (:mod:`vizlib.live`) |
-| ``CNN_VIZ_ICE_SERVERS``    | ``[]`` (none)    | WebRTC ICE servers (STUN/TURN) as JSON, for the live view off localhost/LAN |
+| ``CNN_VIZ_ICE_SERVERS``    | ``[]`` (none)    | WebRTC ICE servers (STUN/TURN) as JSON, for the live view off localhost/LAN (or ``{"iceServers": [...], "iceTransportPolicy": "relay"}``) |
 | ``CNN_VIZ_ALLOW_ONEDNN_GRADIENTS`` | unset    | ``1``: allow gradients although oneDNN is on (at your risk) |
 | ``CNN_VIZ_DEBUG``          | unset            | ``1``: command lines show the traceback of an unexpected error |
 | ``TF_ENABLE_ONEDNN_OPTS``  | ``0`` (set by vizlib) | TensorFlow's oneDNN kernels (:mod:`vizlib.tfsetup`)   |
@@ -128,12 +128,28 @@ def ice_servers() -> list[dict]:
     except ValueError:
         log.warning("CNN_VIZ_ICE_SERVERS is not JSON; using no ICE servers")
         return []
-    if isinstance(value, dict):
-        value = [value]
+    if isinstance(value, dict):  # one server, or a whole configuration (see rtc_configuration)
+        value = value.get("iceServers", [value]) if "urls" not in value else [value]
     if not isinstance(value, list) or not all(isinstance(v, dict) and "urls" in v for v in value):
         log.warning("CNN_VIZ_ICE_SERVERS must be a list of {\"urls\": ...} objects; using no ICE servers")
         return []
     return value
+
+
+def rtc_configuration() -> dict:
+    """The live view's WebRTC configuration: ``{"iceServers": ice_servers()}``, plus ``"iceTransportPolicy":
+    "relay"`` when ``CNN_VIZ_ICE_SERVERS`` is an object asking for it (``{"iceServers": [...],
+    "iceTransportPolicy": "relay"}``: media only through the TURN servers, e.g. where direct UDP is blocked)."""
+    import json
+
+    config: dict = {"iceServers": ice_servers()}
+    try:
+        value = json.loads((env("CNN_VIZ_ICE_SERVERS") or "").strip() or "null")
+    except ValueError:
+        return config
+    if isinstance(value, dict) and value.get("iceTransportPolicy") == "relay" and config["iceServers"]:
+        config["iceTransportPolicy"] = "relay"
+    return config
 
 
 def _home_dir() -> Path:
