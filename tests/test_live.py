@@ -346,3 +346,30 @@ def test_a_stream_that_stops_while_connecting_is_reported_as_failed():
                                       (False, False, "failed"), (False, False, "failed"), (True, False, "connecting")]:
         phase = connection_phase(phase, signalling, playing)
         assert phase == want
+
+
+def test_an_uploaded_model_streams_from_its_own_process(tmp_path):
+    """The frame's model work is an op (live.frame): an uploaded model, isolated in its child process,
+    composes the same frame, Grad-CAM included, as the same model in this process."""
+    import keras
+
+    from vizlib.isolation import open_uploaded_model
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inp, out, name="tiny")
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    here = vizlib.load_model(model, preprocess="unit")
+    frame = face()
+    with open_uploaded_model(path.read_bytes(), "tiny.keras", preprocess="unit") as isolated:
+        for cam in (False, True):
+            a = FrameProcessor(here, gradcam=cam).process(frame)
+            b = FrameProcessor(isolated, gradcam=cam).process(frame)
+            assert a.layers == b.layers == ("c1", "c2") and a.class_index == b.class_index
+            assert [c for c, _, _ in a.top] == [c for c, _, _ in b.top]
+            assert (np.abs(a.image.astype(int) - b.image.astype(int)).max(axis=-1) <= 8).mean() > 0.99
