@@ -4,8 +4,9 @@
     python benchmarks/bench_live.py --browser [--seconds 20]      # (d) only: glass-to-glass in Chromium
 
 (a) ``vizlib.live.FrameProcessor.process`` on a 640x480 frame of the sample face, bundled model,
-    first and last conv grids: frames/s, time per step (forward / draw), process CPU seconds per
-    frame (``time.process_time``); (a') the same with the Grad-CAM of the top class;
+    first and last conv grids: frames/s, time per step (prepare: the model view; forward: the traced
+    ``live.frame`` step and the top-5; draw), process CPU seconds per frame
+    (``time.process_time``); (a') the same with the Grad-CAM of the top class (same one pass);
 (b) the same for VGG16 (untrained weights, 224x224, block1_conv1 and block5_conv3);
 (c) the streamlit-webrtc path: a camera track paced at 30 frames/s whose frames carry their number
     as a stamp of black/white blocks, through streamlit-webrtc's own ``AsyncVideoProcessTrack`` and
