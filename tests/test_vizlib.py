@@ -189,6 +189,8 @@ def test_arrays_of_pixels_are_images_and_anything_else_a_message(bundled):
     for given in ([arr], arr, [arr.astype(np.float32)], [np.asarray(img.convert("L"))]):
         got = vizlib.activations(bundled, given, [layer])[layer]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    at_size = np.asarray(img.convert("L").resize(bundled.input_size[::-1], Image.BILINEAR))[..., None]
+    np.testing.assert_allclose(vizlib.activations(bundled, at_size, [layer])[layer], want, rtol=1e-5, atol=1e-6)
     assert vizlib.predict(bundled, arr) == vizlib.predict(bundled, [img])
     np.testing.assert_array_equal(vizlib.attribution(bundled, arr, "gradcam"), vizlib.attribution(bundled, img, "gradcam"))
     for bad, words in ((["cat.jpg"], "Image 0 is a str"), ([img, np.full((9, 9, 3), np.nan)], "Image 1 has NaN"),

@@ -56,13 +56,15 @@ def extractor(model: Any, outputs: Sequence[Any], key: tuple) -> Any:
 
 
 def _images(model: Any, images: Any) -> tuple[np.ndarray, bool]:
-    """(batch, prepared): PIL images (or arrays of pixels of any size) -> raw pixels; an array at the
-    model's input shape, (N, H, W, C) or (H, W, C), is taken as an already preprocessed batch."""
+    """(batch, prepared): PIL images (or arrays of pixels of any size, or uint8 arrays) -> raw pixels; a
+    float array at the model's input shape, (N, H, W, C) or (H, W, C), is an already preprocessed batch."""
     from vizlib.models import checked_batch, one_image_array
 
     want = (model.input_size[0], model.input_size[1], model.channels)
     if one_image_array(images, want):
         return model.raw_batch([images]), False
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8:  # 8-bit pixels are never preprocessed
+        return model.raw_batch(images), False
     if isinstance(images, np.ndarray):
         return checked_batch(images, want), True
     return model.raw_batch(images), False
