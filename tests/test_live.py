@@ -197,6 +197,24 @@ def test_the_settings_bound_the_streams_and_the_visitor_beyond_is_told(bundled, 
     monkeypatch.setattr(live, "_SLOTS", None)
 
 
+def test_a_stream_that_gives_up_connecting_frees_its_slot(bundled, monkeypatch):
+    import vizlib.live as live
+    from ui.live import LiveVideo
+
+    monkeypatch.setenv("CNN_VIZ_LIVE_STREAMS", "1")
+    monkeypatch.setattr(live, "_SLOTS", None)
+    stuck = LiveVideo(bundled)
+    assert stuck.admitted and live.stream_slots().full()
+    stuck.give_up("The live video could not connect within 12 s.")
+    assert not live.stream_slots().full() and stuck.processor is None
+    late = stuck.compose(face())  # should it connect after all, its frames say why they carry no model
+    assert late.shape == (480, 640, 3) and not np.array_equal(late, face())
+    other = LiveVideo(bundled)  # the slot is free for someone else
+    assert other.admitted
+    other.on_ended()
+    monkeypatch.setattr(live, "_SLOTS", None)
+
+
 def test_ice_servers_setting(monkeypatch):
     from vizlib.settings import ice_servers
 

@@ -105,9 +105,9 @@ class LiveVideo:
         return [new]
 
     def compose(self, rgb: np.ndarray) -> np.ndarray:
-        """One RGB frame through the processor (or the limit message when not admitted)."""
+        """One RGB frame through the processor (or why not: the limit message, or the stream gave up)."""
         if self.processor is None:
-            return _banner(rgb, self.slots.message())
+            return _banner(rgb, self.error or self.slots.message())
         try:
             with self.lock:
                 return self.processor.process(check_frame(rgb)).image
@@ -117,6 +117,12 @@ class LiveVideo:
             log.exception("live frame failed")
             self.error = "A live frame could not be processed; the details are in the server log."
         return _banner(rgb, self.error or "")
+
+    def give_up(self, reason: str) -> None:
+        """The connection never came up: free the slot and the processor now, not when the browser
+        stops trying (a stuck stream must not keep a room's live view full)."""
+        self.error = reason
+        self.on_ended()
 
     def on_ended(self) -> None:
         """The stream stopped: give the slot back and drop the model's pictures."""
@@ -159,16 +165,20 @@ def _snapshot_fallback(reason: str, key: str = "live_to_snapshot") -> None:
     st.button("Use the snapshot camera", key=key, on_click=_to_snapshot)
 
 
-def _connection_watch(since: float) -> None:
-    """While a stream connects: after :data:`CONNECT_TIMEOUT_S`, say it failed and offer the snapshot camera.
+def _connection_watch(since: float, ctx: Any) -> None:
+    """While a stream connects: after :data:`CONNECT_TIMEOUT_S`, say it failed, give its stream slot
+    back and offer the snapshot camera.
 
     Runs as a fragment every second (the page gets no rerun while the browser keeps trying).
     """
     if st.session_state.get("view") == "compare":  # the button below was pressed: the whole page changes
         st.rerun(scope="app")
     if time.monotonic() - since > CONNECT_TIMEOUT_S:
-        _snapshot_fallback(f"The live video could not connect within {CONNECT_TIMEOUT_S:.0f} s. "
-                           + WHY_NO_CONNECTION, key="live_to_snapshot_timeout")
+        reason = f"The live video could not connect within {CONNECT_TIMEOUT_S:.0f} s. "
+        proc = getattr(ctx, "video_processor", None)
+        if isinstance(proc, LiveVideo) and proc.processor is not None:
+            proc.give_up(reason + "Press Stop, then Start to try again.")
+        _snapshot_fallback(reason + WHY_NO_CONNECTION, key="live_to_snapshot_timeout")
 
 
 def connection_phase(before: Optional[str], signalling: bool, playing: bool) -> str:
@@ -258,7 +268,7 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     st.session_state["_live_phase"] = phase
     if phase == "connecting":
         since = st.session_state.setdefault("_live_connecting_since", time.monotonic())
-        st.fragment(_connection_watch, run_every=1.0)(since)
+        st.fragment(_connection_watch, run_every=1.0)(since, ctx)
     else:
         st.session_state.pop("_live_connecting_since", None)
     if phase == "failed":

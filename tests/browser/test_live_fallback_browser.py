@@ -6,7 +6,7 @@ port on this machine, so no packet leaves it. No route between the browser and t
 server can then ever work, which is what a visitor on another network meets when the
 host configured no reachable STUN/TURN server. Chromium does not call such a connection
 failed for minutes; the page must say within its connect timeout why there is no video,
-and its button must open the snapshot camera.
+give the stream's slot back, and its button must open the snapshot camera.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def test_live_view_that_cannot_connect_says_why_and_offers_the_snapshot_camera(b
         expect(alert).to_contain_text("CNN_VIZ_ICE_SERVERS")
         # No composed frame ever came back: the video never played.
         assert not any(webrtc.locator("video").evaluate_all("(vs) => vs.map((v) => v.videoWidth)"))
+        # The stuck stream gave its slot back: another visitor's live view counts no stream running.
+        other = context.new_page()
+        other.goto(f"{relay_only_server.url}/?view=live", timeout=FIRST_PAINT_TIMEOUT_MS)
+        expect(other.get_by_text("Live streams on this server: 0 of 4")).to_be_visible()
+        other.close()
         page.locator(".st-key-live_to_snapshot_timeout button").click()
         # The snapshot camera: the sidebar's camera source, and the compare view instead of the live one.
         expect(page.locator("[data-testid=stCameraInput]")).to_be_visible(timeout=FIRST_PAINT_TIMEOUT_MS)
