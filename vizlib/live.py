@@ -7,11 +7,16 @@ by default) and the top-5 prediction as text bars, all drawn into pixels here.
 Per-frame pictures go into the video, never through a page rerun: a rerun with
 Plotly charts costs more than a frame (DESIGN.md, "Live streams").
 
-Everything goes through the project's single path for each step: the image
-becomes the model's input by :func:`vizlib.extract.forward` (the batch
-preprocessing, ``model_view``), both layers and the prediction come from its one
-cached multi-output forward pass, the grids are :func:`vizlib.figures.mosaic`,
-the Grad-CAM is :func:`vizlib.explain.gradcam`.
+Everything goes through the project's single path for each step: the frame
+becomes the model's input by the model's own ``raw_batch`` + preprocessing (the
+one model view); the model work is one operation, ``live.frame``
+(:mod:`vizlib.ops`: it runs where the model lives, so an uploaded model streams
+from its own process), which calls one traced ``tf.function`` per (model,
+layers, Grad-CAM on/off): the cached multi-output extractor gives both layers
+and the prediction in one forward pass, and the Grad-CAM gradient is taken from
+that same pass at the final feature map, the model cut there as
+:mod:`vizlib.explain.cam` cuts it (tests hold it to :func:`vizlib.explain.gradcam`).
+The grids are :func:`vizlib.figures.mosaic`, drawn at the size they are shown.
 
 Bounded and drop-not-queue:
 
