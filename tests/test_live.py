@@ -297,6 +297,7 @@ def test_stream_drops_frames_when_the_model_is_slower_than_the_camera(bundled):
     assert video.processor is None  # stopping released it
     # The camera sent many more frames than were processed: the rest were dropped, not queued.
     assert video.mailbox.dropped > 0 and video.mailbox.taken >= 3
+    assert video.received >= video.mailbox.taken + video.mailbox.dropped  # what the page takes for "connected"
     assert video.mailbox.taken + video.mailbox.dropped <= sent
 
 

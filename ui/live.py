@@ -90,11 +90,13 @@ class LiveVideo:
         self.mailbox = LatestFrame()
         self.lock = threading.Lock()
         self.error: Optional[str] = None
+        self.received = 0  # camera frames that reached this server: the connection is up once there is one
 
     async def recv_queued(self, frames: list) -> list:
         """All frames since the last call -> one composed frame (the newest input's)."""
         import av
 
+        self.received += len(frames)
         for f in frames:
             self.mailbox.put(f)
         frame = self.mailbox.take(0)
@@ -173,9 +175,11 @@ def _connection_watch(since: float, ctx: Any) -> None:
     """
     if st.session_state.get("view") == "compare":  # the button below was pressed: the whole page changes
         st.rerun(scope="app")
+    proc = getattr(ctx, "video_processor", None)
+    if isinstance(proc, LiveVideo) and proc.received:
+        return  # camera frames reach the server: connected (the page's next run says so), whatever the time
     if time.monotonic() - since > CONNECT_TIMEOUT_S:
         reason = f"The live video could not connect within {CONNECT_TIMEOUT_S:.0f} s. "
-        proc = getattr(ctx, "video_processor", None)
         if isinstance(proc, LiveVideo) and proc.processor is not None:
             proc.give_up(reason + "Press Stop, then Start to try again.")
         _snapshot_fallback(reason + WHY_NO_CONNECTION, key="live_to_snapshot_timeout")

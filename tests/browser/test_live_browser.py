@@ -201,6 +201,8 @@ def test_live_frames_flow_and_follow_the_video(camera_browser, server, playwrigh
         page.get_by_text("Presenter mode").click()  # off again: the sidebar comes back
         playwright_api.expect(page.locator("[data-testid=stSidebar]")).to_be_visible()
         page.get_by_text("Live streams on this server: 1 of 4").wait_for()  # this stream holds a slot
+        # Playing well past the connect timeout, the stream was never taken for a failed connection.
+        assert page.get_by_text("could not connect").count() == 0
         frame.get_by_role("button", name="Stop").click()
         page.get_by_text("Live streams on this server: 0 of 4").wait_for()  # stopping gave it back
     finally:
