@@ -392,3 +392,24 @@ def test_an_uploaded_model_streams_from_its_own_process(tmp_path):
             assert a.layers == b.layers == ("c1", "c2") and a.class_index == b.class_index
             assert [c for c, _, _ in a.top] == [c for c, _, _ in b.top]
             assert (np.abs(a.image.astype(int) - b.image.astype(int)).max(axis=-1) <= 8).mean() > 0.99
+
+
+def test_a_model_without_one_prediction_still_streams_its_grids():
+    """Two outputs (no one prediction to rank): the grids are drawn, no bars, no Grad-CAM, no error."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    y = keras.layers.Conv2D(5, 3, strides=2, activation="relu", name="c2")(x)
+    a = keras.layers.Dense(3, activation="softmax", name="a")(keras.layers.GlobalAveragePooling2D()(y))
+    b = keras.layers.Dense(2, name="b")(keras.layers.GlobalAveragePooling2D()(y))
+    m = vizlib.load_model(keras.Model(inp, [a, b]), preprocess="unit")
+    frame = face()
+    for cam in (False, True):
+        out = FrameProcessor(m, gradcam=cam).process(frame)
+        assert out.top == [] and out.class_index is None and out.layers == ("c1", "c2")
+        acts = vizlib.activations(m, [Image.fromarray(frame)], ["c2"])
+        grid = largest_mosaic(acts["c2"][0], (960 - 480 - 8, (540 - 8) // 2 - 22 - 8))
+        spots = [(y, x) for y, x in corners(out.image, grid.shape) if x >= 480]
+        assert max(similarity(out.image, grid, y, x) for y, x in spots) > 0.98

@@ -414,12 +414,16 @@ def _step(m: Any, layers: tuple[str, ...], gradcam: bool) -> Any:
         spec = [tf.TensorSpec([1, h, w, m.channels], tf.float32)] + [tf.TensorSpec([None], tf.int32)] * len(layers)
         at = [names.index(n) for n in layers]
         if not gradcam:
-            ext = extractor(m, outs + [final_output(m)], ("forward", tuple(names), True))  # shared with forward()
+            with_pred = len(km.outputs) == 1  # a model of several outputs has no one prediction to rank
+            extra = [final_output(m)] if with_pred else []
+            ext = extractor(m, outs + extra, ("forward", tuple(names), with_pred))  # shared with forward()
 
             @tf.function(input_signature=spec, reduce_retracing=True)
             def plain(x, *picks):
                 res = ext(x, training=False)
-                return [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)], res[-1]
+                res = list(res) if isinstance(res, (list, tuple)) else [res]
+                maps = [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)]
+                return maps, (res[-1] if with_pred else tf.zeros([0], tf.float32))
 
             return plain
 
@@ -494,7 +498,8 @@ def _frame_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], channels: Seq
     with run_lock(m.model):
         res = step(*args)
     result: dict = {f"maps:{k}": np.asarray(a, dtype=np.float32) for k, a in enumerate(res[0])}
-    result["output"] = np.asarray(res[1], dtype=np.float32)
+    if gradcam or len(m.model.outputs) == 1:
+        result["output"] = np.asarray(res[1], dtype=np.float32)
     if gradcam:
         raw = np.nan_to_num(np.asarray(res[2], dtype=np.float32))
         peak = float(raw.max()) if raw.size else 0.0
