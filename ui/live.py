@@ -108,10 +108,10 @@ class LiveVideo:
 
     def compose(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB frame through the processor (or why not: the limit message, or the stream gave up)."""
-        if self.processor is None:
-            return _banner(rgb, self.error or self.slots.message())
         try:
-            with self.lock:
+            with self.lock:  # the processor may be dropped meanwhile (the stream stopped or gave up)
+                if self.processor is None:
+                    return _banner(rgb, self.error or self.slots.message())
                 return self.processor.process(check_frame(rgb)).image
         except InputError as exc:
             self.error = str(exc)
@@ -130,9 +130,10 @@ class LiveVideo:
         """The stream stopped: give the slot back and drop the model's pictures."""
         self.slots.release(self.owner)
         self.mailbox.close()
-        if self.processor is not None:
-            self.processor.close()
-        self.processor = None
+        with self.lock:  # not while a frame is being composed
+            if self.processor is not None:
+                self.processor.close()
+            self.processor = None
 
 
 def _banner(rgb: np.ndarray, text: str) -> np.ndarray:
@@ -284,9 +285,10 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
         elif proc.processor is not None:
             with proc.lock:  # the page's widgets steer the running stream; no restart
                 p = proc.processor
-                p.layers, p.channel = options["layers"], channel
-                p.gradcam, p.class_index, p.presenter = options["gradcam"], class_index, presenter
-                p.colormap = options["colormap"]
+                if p is not None:  # (it may have stopped meanwhile)
+                    p.layers, p.channel = options["layers"], channel
+                    p.gradcam, p.class_index, p.presenter = options["gradcam"], class_index, presenter
+                    p.colormap = options["colormap"]
         if proc.error:
             st.warning(proc.error)
     elif ctx.state.signalling and not ctx.state.playing:
