@@ -250,3 +250,27 @@ def test_imagenet_offline_falls_back_to_untrained_weights(offline):
     assert at.radio(key="weights").value == "untrained"
     assert any("untrained (random) weights" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.query_params["weights"] == ["untrained"]
+
+
+def test_a_fragment_that_raises_is_caught_like_the_page_and_recovers(offline, monkeypatch):
+    """The Architecture view draws in fragments (their own reruns skip the page's guard): an error there
+    is the page's one-line message, never an exception box, the rest of the page stays, and the next
+    run, once the cause is gone, draws the view again."""
+    import ui.graph
+
+    real = ui.graph._controls
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ui.graph, "_controls", broken)
+    at = make_app(view="graph").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(BROKE in e.value for e in at.error), [e.value for e in at.error]
+    assert any(t.startswith("Top-5") for t in charts(at)), "the predictions went with the broken part"
+    assert any(k.startswith("Kernels") or "kernel" in k.lower() for k in charts(at)) or at.selectbox(
+        key="graph-kernel-layer") is not None  # the other fragment still drew
+    monkeypatch.setattr(ui.graph, "_controls", real)
+    at.run()
+    assert_not_broken(at, "after the cause is gone")
+    assert at.selectbox(key="graph-search") is not None

@@ -15,12 +15,15 @@ from vizlib.graph.kernels import resolve_mode
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
 from ui.explain import profiled
+from ui.state import fragment
 
 #: Collapse repeated blocks by default from this many layers on (DenseNet121 has ~430).
 COLLAPSE_FROM = 120
 KERNEL_MODES = {"auto": "Pictures", "grid": "Per input channel", "norms": "Kernel norms"}
 GRAPH_CHART = "graph-chart"
 KERNEL_CHART = "kernel-chart"
+#: Set by a click that opens another view: the fragment it happened in reruns the whole page.
+WHOLE_PAGE = "_graph_whole_page"
 
 
 # --------------------------------------------------------------------------- cached computations
@@ -80,6 +83,7 @@ def on_graph_click() -> None:
             else:
                 st.session_state.setdefault("_notices", []).append(
                     f"{name} has no 2D maps to open; click a convolution, pooling or block box.")
+            st.session_state[WHOLE_PAGE] = True  # the fragment hands this click to the whole page
             return
 
 
@@ -100,6 +104,7 @@ def on_kernel_click(layer: str, first: str) -> None:
         else:
             st.session_state["layer"] = layer
             st.session_state["view"] = "explore"
+        st.session_state[WHOLE_PAGE] = True
         return
 
 
@@ -132,7 +137,14 @@ def _controls(m: VizModel, g: vg.LayerGraph) -> tuple[str, str, str, bool]:
     return found or "", color_by, detail if detail in options else "layers", bool(nested and g.containers)
 
 
+def _whole_page_if_asked() -> None:
+    """A click in a fragment that opened another view (or left a notice) reruns the whole page."""
+    if st.session_state.pop(WHOLE_PAGE, False):
+        st.rerun(scope="app")
+
+
 def _kernels_section(m: VizModel) -> None:
+    _whole_page_if_asked()
     convs = [i.name for i in m.layers if i.is_conv]
     if not convs:
         st.info("This model has no convolution layers, so there are no kernels to draw.")
@@ -158,8 +170,20 @@ def _kernels_section(m: VizModel) -> None:
 
 
 def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_img) -> Optional[np.ndarray]:
-    """The Architecture view: the layer graph to explore, and the kernels as pictures."""
+    """The Architecture view: the layer graph to explore, and the kernels as pictures.
+
+    Each part is a fragment: a change of its controls (search, colour, detail, kernel layer) repaints that
+    part only, not the page around it (the predictions, the sidebar); a click that opens another view
+    reruns the whole page.
+    """
     _, output = compute(m.key, image_key, (), m, image)
+    fragment(_graph_section)(m, image_key, image)
+    fragment(_kernels_section)(m)
+    return output
+
+
+def _graph_section(m: VizModel, image_key: str, image: Any) -> None:
+    _whole_page_if_asked()
     g = graph_of(m.key, m)
     found, color_by, detail, nested = _controls(m, g)
     try:
@@ -167,7 +191,7 @@ def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_im
                         image)
     except InputError as exc:
         st.error(str(exc))
-        return output
+        return
     st.plotly_chart(fig, key=GRAPH_CHART, config={**CHART_CONFIG, "scrollZoom": True}, on_select=on_graph_click,
                     selection_mode="points")
     st.caption("Each box is a layer: its type and output shape (height × width × channels). Arrows carry the "
@@ -183,5 +207,3 @@ def view_graph(m: VizModel, image_key: str, image_name: str, image: Any, view_im
                        file_name=f"{stem}.svg", data=lambda: vg.graph_svg(graph, **opts).encode())
     d2.download_button("Graph (PNG)", key="dl-graph-png", mime="image/png", on_click="ignore",
                        file_name=f"{stem}.png", data=lambda: vg.graph_png(graph, **opts))
-    _kernels_section(m)
-    return output

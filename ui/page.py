@@ -8,7 +8,6 @@ and passed to the view, which reads its settings from it (see ``ui/state.py``).
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import streamlit as st
@@ -22,12 +21,11 @@ from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.graph import view_graph  # noqa: E402
 from ui.touch import install_touch_select  # noqa: E402
 from ui.state import (  # noqa: E402
-    check_display, checked_state, current_state, featvis_off_for_a_new_model, init_state, mark_failed, on_screen,
+    check_display, checked_state, current_state, featvis_off_for_a_new_model, init_state, on_screen, run_guarded,
     sync_url,
 )
 from ui.widgets import placeholder_chart, show_predictions  # noqa: E402
 
-log = logging.getLogger("cnn_viz")
 
 INTRO = (
     "A convolutional layer slides many small filters (kernels) over its input. Each filter "
@@ -151,12 +149,4 @@ def page() -> None:
 def main() -> None:
     """One run of the page (``app.py`` calls this on every rerun)."""
     st.set_page_config(page_title="CNN activation explorer", page_icon="🔬", layout="wide")
-    try:
-        page()
-    except InputError as exc:
-        st.error(str(exc))
-    except Exception:  # noqa: BLE001 - the page must survive anything; details go to the server log
-        log.exception("unexpected error while drawing the page")
-        mark_failed()  # the next run resets the view's controls: no stale state survives an error
-        st.error("Something went wrong while drawing this view. Try another setting; "
-                 "the details are in the server log.")
+    run_guarded(page)

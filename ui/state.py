@@ -26,6 +26,7 @@ exception.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import fields, replace
@@ -33,6 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import streamlit as st
 
+from vizlib.errors import InputError
 from vizlib.figures import COLORMAPS
 from vizlib.images import SAMPLES, file_digest, sample_path
 from vizlib.links import DEFAULT, MAX_GRID, MODES, SCALES, TOGGLES, VIEWS, ViewState, from_query, to_query
@@ -246,6 +248,31 @@ def recover_after_failure() -> bool:
     ss.pop("_labels", None)
     ss.pop("_cls_for", None)
     return True
+
+
+def run_guarded(draw: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """``draw(*args, **kwargs)``, as the page and every fragment run it: a user's mistake
+    (:class:`InputError`) is its message; anything else goes to the server log, marks the session so
+    the next run resets the view's controls, and shows one line. (``st.rerun``/``st.stop`` pass through.)
+    """
+    try:
+        draw(*args, **kwargs)
+    except InputError as exc:
+        st.error(str(exc))
+    except Exception:  # noqa: BLE001 - the page must survive anything; details go to the server log
+        log.exception("unexpected error while drawing the page")
+        mark_failed()  # the next run resets the view's controls: no stale state survives an error
+        st.error("Something went wrong while drawing this view. Try another setting; "
+                 "the details are in the server log.")
+
+
+def fragment(draw: Callable[..., None], *, run_every: Optional[float] = None) -> Callable[..., None]:
+    """``st.fragment`` of ``draw``, guarded as the page is (a fragment's own reruns skip the page's guard)."""
+    @functools.wraps(draw)  # the fragment's identity is the drawing function's
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        run_guarded(draw, *args, **kwargs)
+
+    return st.fragment(guarded, run_every=run_every)
 
 
 def mark_failed() -> None:
