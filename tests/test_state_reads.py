@@ -47,8 +47,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("atlas", "_go_to"): "callback (on_click of 'Show channel N, the most active')",
     ("sidebar", "on_model_uploaded"): "callback (on_change of the model uploader): shows the uploaded model",
     ("sidebar", "on_images_uploaded"): "callback (on_change of the image uploader): shows the newest upload",
-    # Not this to change: ui/live.py belongs to the live-stream work (a helper of its own).
-    ("live", "view_live"): "ui/live.py (owned elsewhere): still reads cmap from the session; pass it the state",
     ("live", "_to_snapshot"): "callback (on_click of 'Use the snapshot camera'): the camera in the compare view",
     ("live", "_connection_watch"): "a fragment run every second without the page's run (no ViewState is built "
                                    "then): reads view to see that the snapshot button changed the page",

@@ -29,6 +29,7 @@ from vizlib.errors import InputError
 from vizlib.extract import forward
 from vizlib.live import FrameProcessor, LatestFrame, check_frame, stream_slots
 from vizlib.settings import rtc_configuration
+from ui.state import fragment
 
 log = logging.getLogger("cnn_viz")
 
@@ -216,7 +217,7 @@ def _step(key: str, delta: int, start: int = 0) -> None:
     st.session_state[key] = (start if value is None else int(value)) + delta
 
 
-def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any) -> Optional[np.ndarray]:
+def view_live(m: Any, state: Any, image_key: str, image_name: str, image: Any, view_img: Any) -> Optional[np.ndarray]:
     """The live view; returns the prediction output for the image in the sidebar (the snapshot path)."""
     from vizlib.layers import first_conv, last_conv, spatial_layers
 
@@ -247,7 +248,7 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     class_index = None if cls_step is None else int(cls_step) % n_classes
     options = dict(layers=(first_conv(m).name, layer), channel=channel,
                    gradcam=cam or class_index is not None, class_index=class_index, presenter=presenter,
-                   colormap=st.session_state.get("cmap", "viridis"))
+                   colormap=state.cmap)
 
     was_playing = st.session_state.get("_live_ctx_playing", False)
     if not was_playing and slots.full():
@@ -273,7 +274,7 @@ def view_live(m: Any, image_key: str, image_name: str, image: Any, view_img: Any
     st.session_state["_live_phase"] = phase
     if phase == "connecting":
         since = st.session_state.setdefault("_live_connecting_since", time.monotonic())
-        st.fragment(_connection_watch, run_every=1.0)(since, ctx)
+        fragment(_connection_watch, run_every=1.0)(since, ctx)
     else:
         st.session_state.pop("_live_connecting_since", None)
     if phase == "failed":

@@ -131,7 +131,7 @@ def page() -> None:
         elif view == "live":
             from ui.live import view_live  # streamlit-webrtc loads only when the live view opens
 
-            output = view_live(m, image_key, image_name, image, view_img)
+            output = view_live(m, state, image_key, image_name, image, view_img)
         elif view == "atlas":
             output = views.view_atlas(m, state, uploads, image_key, image_name, image, view_img)
         else:
