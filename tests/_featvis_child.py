@@ -215,7 +215,7 @@ def task_catalogue(names: list[str]) -> dict:
         t0 = time.perf_counter()
         m = load_catalogue_model(name, None)
         layer = vizlib.last_conv(m).name
-        vis = featvis.render(m, layer, [0], size=32, steps=1, cache=False)
+        vis = featvis.render(m, layer, [0], size=32, steps=1, cache=False, score=False)  # the gradient, not scores
         out[name] = {"layer": layer, "shape": list(vis.images.shape),
                      "finite": bool(np.all(np.isfinite(vis.stats["mean"]))),
                      "seconds": round(time.perf_counter() - t0, 1)}

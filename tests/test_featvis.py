@@ -170,11 +170,13 @@ def test_specific_on_every_conv_layer_of_any_small_cnn(sweep):
 
 
 def test_about_as_strong_as_plain_gradient_ascent(sweep):
-    """The images are about as strong as plain pixel ascent's in the same steps (the issue asks for >= each;
-    measured here: a median of 0.94-0.99 on the small models, above 1 on the bundled one, README)."""
+    """The images are about as strong as plain pixel ascent's in the same steps. The issue asks for >= for each
+    image; what is reached (benchmarks/README.md): a median of 0.96-1.0 on the small models and 1.37 on the
+    bundled one, the weakest image 0.83 (a robust start and a polish of half the steps settle on a nearby
+    optimum that plain ascent from grey may beat), so this asserts median >= 0.95 and every image >= 0.8."""
     for model in SWEEP:
         ratios = np.array([q for _, q in _sweep_rows(sweep, model)])
-        assert np.median(ratios) >= 0.9 and ratios.min() >= 0.75, (model, ratios)
+        assert np.median(ratios) >= 0.95 and ratios.min() >= 0.8, (model, ratios)
 
 
 def test_a_single_cell_and_convergence():

@@ -74,7 +74,10 @@ LUCID = Recipe()
 #: parameterisation and transforms scaled to the image for the first half, against the model's own padding
 #: colour instead of a grey margin, no rival hinge; then the second half polishes the pixels themselves without
 #: transforms (plain ascent from a robust start), so the image is as strong as the plain baseline's.
-FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, coarse=0.25, name="fv2")
+#: The polish runs at twice plain ascent's learning rate: it starts from the robust image (inside the sigmoid's
+#: range) and has half the steps, and at 0.05 it had not arrived (0.02 / 0.05 / 0.1: median activation vs plain
+#: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). A coarse first pass for large images.
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, coarse=0.25, name="fv2")
 DEFAULT = FV2
 PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
                name="plain")
