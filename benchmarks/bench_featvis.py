@@ -11,8 +11,10 @@
    when every image has converged), seconds.
 2. Time to first preview and to the final result, one channel of VGG16 ``block5_conv3`` (untrained
    weights: the same compute, no network) and of the bundled model's last conv, as a first visit
-   (graph built and traced): seconds until the first preview image, and until the finished image;
-   the old method (no preview: its first image is the final one) for comparison. Ratios in one run.
+   (graph built and traced): seconds until the first preview image, until a useful one (its activation
+   at least half the final image's; or rank 1 in the layer), and until the finished image; with the
+   coarse preview pass (the default) and without it, and each final image's activation and rank.
+3. The coarse preview pass leaves the final images as they are (VGG16, ``--vgg-channels``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _layer(m, layer: str, channels: list[int], steps: int) -> dict:
     for name, recipe in _recipes().items():
         t0 = time.perf_counter()
         st = State(m, layer, channels, size, steps, 0, None, recipe)
-        st.advance(steps)
+        st.run()
         _, stats = st.finish()
         fired = stats[:, 1, :]
         out[name] = {"spec": specificity(fired, channels), "own": [float(fired[i, c]) for i, c in enumerate(channels)],
@@ -100,27 +102,84 @@ def _any_cnn(steps: int, per_layer: int, names: list[str]) -> dict:
     return result
 
 
-def _first_preview(m, layer: str, channel: int, size, recipe_name: str) -> dict:
+def _fired(m, layer: str, channel: int, images) -> tuple[list[float], list[int]]:
+    """The channel's mean positive part on each uint8 image (B, H, W, C), as the final statistics measure it,
+    and its rank among the layer's channels on that image (1: no other channel fires more)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from vizlib.featvis import graph as fv_graph
+
+    a, b = fv_graph.affine_preprocess(m)
+    ext = fv_graph.extractor(m, layer)
+    x = np.asarray(images, np.float32) @ a + b
+    fired = np.maximum(np.asarray(ext(tf.constant(x), training=False)), 0).mean(axis=(1, 2))  # (B, C)
+    return [float(v) for v in fired[:, channel]], [1 + int(np.sum(f > f[channel])) for f in fired]
+
+
+def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
+    """A first visit (graph built and traced, cache off): seconds to the first preview, to a useful one (rank 1:
+    no other channel of the layer fires more on it, it already shows this channel's pattern), to one with half
+    the final image's activation, and to the final image; the final's activation and rank."""
+    import dataclasses
+
     from vizlib.featvis import graph as fv_graph, rendering
-    from vizlib.featvis.graph import FV2, LUCID
+    from vizlib.featvis.graph import FV2
 
     fv_graph.clear()
     rendering._PLANS.clear()
     old_default = fv_graph.DEFAULT
-    fv_graph.DEFAULT = FV2 if recipe_name == "new" else LUCID
-    marks: list[float] = []
+    fv_graph.DEFAULT = FV2 if coarse else dataclasses.replace(FV2, coarse=0.0)
+    marks: list = []
     t0 = time.perf_counter()
     try:
         vis = rendering.render(m, layer, [channel], size=size, cache=False, score=False,
-                               preview=(lambda ch, imgs: marks.append(time.perf_counter() - t0))
-                               if recipe_name == "new" else None)
+                               preview=lambda ch, imgs: marks.append((time.perf_counter() - t0, imgs[0].copy())))
     finally:
         fv_graph.DEFAULT = old_default
     total = time.perf_counter() - t0
-    first = marks[0] if marks else total
-    print(f"  {m.label:28s} {layer:14s} {recipe_name:4s}: first preview {first:5.1f} s, final {total:6.1f} s "
-          f"({vis.steps} steps at most)", flush=True)
-    return {"first_preview_s": first, "final_s": total}
+    final = float(vis.own("fired")[0])
+    fired, ranks = _fired(m, layer, channel, [img for _, img in marks]) if marks else ([], [])
+    useful = next((t for (t, _), r in zip(marks, ranks) if r == 1), total)
+    half = next((t for (t, _), f in zip(marks, fired) if f >= 0.5 * final), total)
+    first = marks[0][0] if marks else total
+    label = "coarse first" if coarse else "full size only"
+    print(f"  {m.label[:16]:16s} {layer:12s} {label:14s}: first preview {first:5.1f} s, rank 1 {useful:5.1f} s, "
+          f"half the final's activation {half:5.1f} s, final {total:6.1f} s; final activation {final:.3f}, "
+          f"rank {vis.rank('fired')[0]}", flush=True)
+    return {"first_preview_s": first, "rank1_preview_s": useful, "half_activation_s": half, "final_s": total,
+            "final_fired": final, "rank": vis.rank("fired")[0], "steps": vis.steps,
+            "previews": [[round(t, 2), f, r] for (t, _), f, r in zip(marks, fired, ranks)]}
+
+
+def _coarse_quality(m, layer: str, channels: list[int], size, steps) -> dict:
+    """The same channels with and without the coarse preview pass (one batch each): the final images must be
+    the same (the preview pass is separate), and what the preview pass costs in seconds."""
+    import dataclasses
+
+    import numpy as np
+
+    from vizlib.featvis.engine import DEFAULT_STEPS, State
+    from vizlib.featvis.graph import FV2
+
+    steps = steps or DEFAULT_STEPS
+    out = {}
+    images = {}
+    for name, recipe in (("coarse", FV2), ("full", dataclasses.replace(FV2, coarse=0.0))):
+        t0 = time.perf_counter()
+        st = State(m, layer, channels, size, steps, 0, None, recipe)
+        st.run()
+        images[name], stats = st.finish()
+        fired = stats[:, 1, :]
+        out[name] = {"own": [float(fired[i, c]) for i, c in enumerate(channels)],
+                     "rank": [1 + int(np.sum(fired[i] > fired[i, c])) for i, c in enumerate(channels)],
+                     "seconds": time.perf_counter() - t0,
+                     "coarse_steps": 0 if st.coarse is None else st.coarse.steps}
+    out["same_images"] = bool(np.array_equal(images["coarse"], images["full"]))
+    print(f"  {m.label} {layer}, channels {channels}, {steps} steps: final images identical with and without the "
+          f"coarse pass: {out['same_images']}; {out['coarse']['seconds']:.0f} s vs {out['full']['seconds']:.0f} s",
+          flush=True)
+    return out
 
 
 def main() -> None:
@@ -130,6 +189,7 @@ def main() -> None:
     ap.add_argument("--models", default="")
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--skip-any", action="store_true")
+    ap.add_argument("--vgg-channels", type=int, default=2, help="VGG16 channels for the coarse pass's check")
     args = ap.parse_args()
     C.header("bench_featvis: any CNN (before / new / plain ascent), time to first preview and final image")
     import vizlib
@@ -146,8 +206,15 @@ def main() -> None:
     if not args.skip_vgg:
         targets.append((vizlib.load_model("vgg16", weights=None), "block5_conv3", 100, 128))
     for m, layer, ch, size in targets:
-        timing[f"{m.label} {layer}"] = {name: _first_preview(m, layer, ch, size, name) for name in ("old", "new")}
+        timing[f"{m.label} {layer}"] = {name: _first_preview(m, layer, ch, size, name == "coarse")
+                                        for name in ("coarse", "full")}
     result["timing"] = timing
+    if not args.skip_vgg and args.vgg_channels:
+        print("\n3. The coarse preview pass leaves the result as it is (VGG16, untrained weights, default steps)")
+        import _featvis_models as M
+
+        chans = M.sample_channels(512, args.vgg_channels, seed=20)
+        result["coarse_quality"] = _coarse_quality(targets[-1][0], "block5_conv3", chans, (128, 128), None)
     C.save("featvis", result)
 
 

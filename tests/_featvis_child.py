@@ -136,7 +136,7 @@ def sweep_layer(m, layer: str, channels: list, steps: int) -> dict:
     out: dict = {"layer": layer, "channels": channels, "size": list(size)}
     for name, recipe in (("new", None), ("plain", PLAIN)):
         st = State(m, layer, channels, size, steps, 0, None, recipe)
-        st.advance(steps)
+        st.run()
         _, stats = st.finish()
         fired = stats[:, 1, :]
         peak, floor = stats[:, 3, :], stats[:, 4, :]
@@ -185,6 +185,46 @@ def task_cell_and_convergence() -> dict:
             "whole_at_cell": float(whole_maps[cell[0], cell[1], channel]),
             "cell_vs_samples": float(one.vs_samples()[0]), "cell_shape": list(one.images.shape),
             "ran": st.ran, "done": st.done, "converged_at": st.converged_at.tolist()}
+
+
+def task_coarse() -> dict:
+    """The coarse preview pass on a 96 px image of a small convolutional model: previews come first, at the
+    full size, and the final images are exactly those of the same optimisation without the pass."""
+    import dataclasses
+
+    import keras
+
+    from vizlib.featvis import graph as fv_graph
+    from vizlib.featvis.engine import State
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((96, 96, 3))
+    h = keras.layers.Conv2D(8, 5, strides=2, activation="relu", name="a")(inp)
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="b")(h)
+    m = vizlib.load_model(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(h)), preprocess="unit")
+    out = {}
+    images = {}
+    for name, recipe in (("coarse", fv_graph.FV2), ("full", dataclasses.replace(fv_graph.FV2, coarse=0.0))):
+        st = State(m, "b", [0, 4], (96, 96), 64, 0, None, recipe)
+        shapes, done_during = [], []
+        while st.done < st.steps:
+            if st.coarse_running:
+                shapes.append(list(st.preview().shape))
+                done_during.append(st.done)
+            st.advance(4)
+        images[name], stats = st.finish()
+        out[name] = {"coarse_steps": None if st.coarse is None else st.coarse.steps,
+                     "coarse_done": None if st.coarse is None else st.coarse.done,
+                     "preview_shapes": shapes, "done_during_coarse": sorted(set(done_during)),
+                     "coarse_size": None if st.coarse is None else list(st.coarse.size)}
+    out["same"] = bool(np.array_equal(images["coarse"], images["full"]))
+    # Through the public call: the same images as with the pass switched off, previews at the full size.
+    seen = []
+    vis = featvis.render(m, "b", [0, 4], size=96, steps=64, cache=False, score=False,
+                         preview=lambda ch, imgs: seen.append(list(imgs.shape)))
+    out["render_same"] = bool(np.array_equal(vis.images, images["full"]))
+    out["render_previews"] = seen
+    return out
 
 
 def task_restart(cache_dir: str) -> dict:
@@ -357,7 +397,7 @@ def main() -> None:
     task, args = sys.argv[1], sys.argv[2:]
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
-              "refused": task_refused, "ui": task_ui,
+              "refused": task_refused, "ui": task_ui, "coarse": task_coarse,
               "redirect": task_redirect, "sweep": lambda: task_sweep(args), "cell": task_cell_and_convergence}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -188,6 +188,19 @@ def test_a_single_cell_and_convergence():
     assert all(320 < step < 600 for step in r["converged_at"])
 
 
+def test_coarse_preview_pass_comes_first_and_leaves_the_result_unchanged():
+    """Big images (>= 96 px, a layer that runs at any size): a cheap pass at half the side shows first, at the
+    full size; the final images are bit for bit those of the same optimisation without it."""
+    r = run_child("coarse")
+    c, full = r["coarse"], r["full"]
+    assert c["coarse_steps"] == 16 and c["coarse_done"] == 16 and c["coarse_size"] == [48, 48]
+    assert c["preview_shapes"] and all(s == [2, 96, 96, 3] for s in c["preview_shapes"])
+    assert c["done_during_coarse"] == [0]  # its steps come before the full-size ones
+    assert full["coarse_steps"] is None and full["preview_shapes"] == []
+    assert r["same"] is True and r["render_same"] is True
+    assert r["render_previews"] and all(s == [2, 96, 96, 3] for s in r["render_previews"])
+
+
 # --------------------------------------------------------------------------- every model the app offers
 
 

@@ -84,39 +84,45 @@ class State:
         self.switch_at = self.steps - int(round(self.steps * r.polish)) if r.polish_pixels else None
         self.m, self.layer, self.cell = m, layer, cell
         self.phase_start = 0  # Adam's step count restarts with each phase (new parameters, new moments)
-        # A coarse first pass at half the side (cheap: the page shows it within seconds), then enlarged.
-        self.full: Optional[Graph] = None
-        self.coarse_at = coarse_steps(self.g, r, self.steps, self.switch_at)
-        work = size
-        if self.coarse_at:
-            small = (size[0] // 2, size[1] // 2)
-            coarse = graph(m, layer, small, None, coarse_recipe(r))
-            if coarse.free_size:
-                self.full, self.g, work = self.g, coarse, small
-                self.coarse_transforms = tf.constant(transform.transforms(
-                    seed, self.coarse_at, coarse.size, coarse.canvas, coarse.ratio, r.jitter, 0.0))
-            else:
-                self.coarse_at = 0
-        spec = np.stack([param.initial_params(seed, ch, int(m.channels), work[0], work[1], r.fourier)
+        spec = np.stack([param.initial_params(seed, ch, int(m.channels), size[0], size[1], r.fourier)
                          for ch in channels])
         self.spec = tf.constant(spec)
         self.m1 = tf.zeros_like(self.spec)
         self.m2 = tf.zeros_like(self.spec)
+        # A coarse pass first, at half the side (cheap: the page shows it within seconds), for the preview only:
+        # the full-size optimisation is the same as without it, so the preview never changes the result.
+        self.coarse: Optional[State] = None
+        n_coarse = coarse_steps(self.g, r, self.steps, self.switch_at)
+        if n_coarse:
+            small = (size[0] // 2, size[1] // 2)
+            if graph(m, layer, small, None, coarse_recipe(r)).free_size:
+                self.coarse = State(m, layer, channels, small, n_coarse, seed, None, coarse_recipe(r))
+
+    def run(self) -> None:
+        """Run to the end (the coarse pass, if any, then every full-size step)."""
+        while self.done < self.steps:
+            self.advance(self.steps)
+
+    @property
+    def coarse_running(self) -> bool:
+        """The coarse pass is still running (its steps come before the full-size ones and don't count in ``done``)."""
+        return self.coarse is not None and self.coarse.done < self.coarse.steps
 
     def advance(self, n: int) -> None:
-        """Run up to ``n`` more steps (never past ``steps``)."""
+        """Run up to ``n`` more steps (never past ``steps``); while the coarse pass runs, ``n`` of its steps."""
         import tensorflow as tf
 
+        if self.coarse_running:
+            self.coarse.advance(n)  # a call ends with the coarse pass: the next one's pace is the full size's
+            return
         with self.lock:
             for _ in range(max(0, min(int(n), self.steps - self.done))):
-                if self.full is not None and self.done == self.coarse_at:
-                    self._to_full()
                 if self.switch_at is not None and self.done == self.switch_at:
                     self._to_pixels()
                 t = tf.constant(float(self.done + 1 - self.phase_start))
-                tr = self.coarse_transforms[self.done] if self.full is not None else self.transforms[self.done]
                 with run_lock(self.km):
-                    spec, m1, m2, obj = self.g.step(self.spec, self.m1, self.m2, t, self.channels, tr)
+                    spec, m1, m2, obj = self.g.step(
+                        self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
                 if self.polishing:
                     spec, m1, m2 = self._converge(spec, m1, m2, np.asarray(obj, dtype=np.float64))
                 self.spec, self.m1, self.m2 = spec, m1, m2
@@ -173,26 +179,18 @@ class State:
         self.polishing = True
         self.phase_start = self.done
 
-    def _to_full(self) -> None:
-        """The coarse pass's images, enlarged, become the full-size parameters (Adam starts afresh)."""
-        import tensorflow as tf
-
-        with run_lock(self.km):
-            img = tf.image.resize(self.g.pixels(self.spec), self.size, method="bilinear")
-        r = self.full.recipe
-        self.g, self.full = self.full, None
-        self.spec = tf.constant(param.fourier_params(np.asarray(img), decorrelate=r.decorrelate))
-        self.m1, self.m2 = tf.zeros_like(self.spec), tf.zeros_like(self.spec)
-        self.phase_start = self.done
-
     def preview(self) -> np.ndarray:
-        """The images as they are now (uint8, full size), without statistics: cheap enough for every update."""
+        """The images as they are now (uint8, full size), without statistics: cheap enough for every update.
+
+        The coarse pass's (enlarged) until the full-size images have run as many steps as it did."""
         import tensorflow as tf
 
-        with run_lock(self.km):
-            img = self.g.pixels(self.spec)
-            if tuple(img.shape[1:3]) != self.size:  # the coarse pass: enlarged, as it will continue
-                img = tf.image.resize(img, self.size, method="bilinear")
+        if self.coarse is not None and self.done < self.coarse.steps:
+            with run_lock(self.km):
+                img = tf.image.resize(self.coarse.g.pixels(self.coarse.spec), self.size, method="bilinear")
+        else:
+            with run_lock(self.km):
+                img = self.g.pixels(self.spec)
         return np.asarray(np.round(np.clip(np.asarray(img), 0.0, 1.0) * 255.0), dtype=np.uint8)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +201,8 @@ class State:
 
 
 def coarse_steps(g: Graph, r: Recipe, steps: int, switch_at: Optional[int]) -> int:
-    """How many first steps run at half the side: ``r.coarse`` of them where the sub-graph runs at any size and
-    the image has at least :data:`~vizlib.featvis.graph.COARSE_MIN_SIDE` px (0: no coarse pass)."""
+    """Steps of the coarse preview pass at half the side: ``r.coarse`` of ``steps`` where the sub-graph runs at
+    any size and the image has at least :data:`~vizlib.featvis.graph.COARSE_MIN_SIDE` px (0: no coarse pass)."""
     if not (r.coarse > 0 and r.fourier and g.free_size and g.cell is None and min(g.size) >= COARSE_MIN_SIDE):
         return 0
     n = int(round(steps * r.coarse))
@@ -346,8 +344,11 @@ def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: l
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"steps must lie between 1 and {MAX_STEPS}, not {steps}.")
     st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell))
-    st.advance(steps if advance is None else int(advance))
-    out: dict = {"done": st.done, "steps": st.steps, "ran": st.ran}
+    if advance is None:
+        st.run()
+    else:
+        st.advance(int(advance))
+    out: dict = {"done": st.done, "steps": st.steps, "ran": st.ran, "coarse": st.coarse_running}
     if st.done >= st.steps:
         out["images"], out["stats"] = st.finish()
         with _STATES_LOCK:

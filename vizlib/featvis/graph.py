@@ -28,7 +28,7 @@ from vizlib.featvis.redirect import redirected_relu
 #: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
 LEARNING_RATE = 0.1
 MAX_GRAPHS_PER_MODEL = 8
-#: The coarse first pass runs at half the side, for images of at least this side (below it a step is cheap).
+#: The coarse preview pass runs at half the side, for images of at least this side (below it a step is cheap).
 COARSE_MIN_SIDE = 96
 
 
@@ -46,11 +46,11 @@ class Recipe:
     ``plain``: Lucid's plain objective (mean activation) instead of
     :func:`~vizlib.featvis.objectives.channel`; ``polish_pixels``: the polish
     steps work on the pixels themselves (the image so far becomes the
-    starting point of plain ascent), not on the spectrum; ``coarse``: the
-    share of the first steps run at half the image's side, where the layer's
-    sub-graph runs at any size and the image is at least
-    :data:`COARSE_MIN_SIDE` px (a cheap first pass the page shows at once,
-    enlarged into the full-size parameterisation and refined in place).
+    starting point of plain ascent), not on the spectrum; ``coarse``: a
+    preview pass first, of this share of the steps, the same method at half
+    the image's side, where the layer's sub-graph runs at any size and the
+    image is at least :data:`COARSE_MIN_SIDE` px (a cheap picture the page
+    shows within seconds; the full-size optimisation is unchanged by it).
     """
 
     fourier: bool = True

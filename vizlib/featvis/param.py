@@ -87,19 +87,3 @@ def fourier_image(c: int, h: int, w: int, *, decorrelate: bool = True) -> Any:
 
     return pixels
 
-
-def fourier_params(images: np.ndarray, *, decorrelate: bool = True, eps: float = 1e-3) -> np.ndarray:
-    """The inverse of :func:`fourier_image`: images ``(B, h, w, C)`` in 0..1 -> spectra ``(B, C, h, w//2+1, 2)``.
-
-    So an image made elsewhere (a coarse pass's, enlarged) becomes the starting
-    point of the Fourier parameterisation at its own size. Pixels are kept
-    ``eps`` inside 0..1, where the sigmoid's inverse is finite.
-    """
-    x = np.clip(np.asarray(images, dtype=np.float64), eps, 1.0 - eps)
-    b, h, w, c = x.shape
-    logit = np.log(x) - np.log1p(-x)
-    if c == 3 and decorrelate:
-        logit = logit @ np.linalg.inv(COLOR.T.astype(np.float64))
-    logit = np.transpose(logit, (0, 3, 1, 2)) * SPECTRUM_DIVISOR  # (B, C, h, w)
-    z = np.fft.rfft2(logit, axes=(2, 3)) / frequency_scale(h, w).astype(np.float64)
-    return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
