@@ -22,7 +22,7 @@ from vizlib.errors import InputError
 from vizlib.extract import forward
 from vizlib.figures import mosaic
 from vizlib.images import load_sample
-from vizlib.live import LIMIT_MESSAGE, FrameProcessor, LatestFrame, StreamSlots
+from vizlib.live import GRID_GAPS, LIMIT_MESSAGE, FrameProcessor, LatestFrame, StreamSlots
 
 
 def face(name: str = "astronaut_face", size=(640, 480)) -> np.ndarray:
@@ -40,7 +40,7 @@ def find(haystack: np.ndarray, needle: np.ndarray) -> list[tuple[int, int]]:
 def largest_mosaic(maps: np.ndarray, box: tuple[int, int]) -> np.ndarray:
     """vizlib.figures.mosaic of (H, W, C) maps with the largest cell that fits ``box`` = (width, height)."""
     for cell in range(200, 0, -1):
-        canvas, _ = mosaic(np.moveaxis(maps, -1, 0), colormap="viridis", cell_px=cell)
+        canvas, _ = mosaic(np.moveaxis(maps, -1, 0), colormap="viridis", cell_px=cell, background=GRID_GAPS)
         if canvas.shape[1] <= box[0] and canvas.shape[0] <= box[1]:
             return canvas
     raise AssertionError("no mosaic fits")
@@ -68,9 +68,9 @@ def test_composed_frame_contains_both_grids_and_the_prediction(bundled):
 
 
 def corners(img: np.ndarray, shape: tuple) -> list[tuple[int, int]]:
-    """Where a mosaic of ``shape`` can start: from white pixels (its gaps) with no white left of or above
-    them (its top-left corner), or right of or below them (its bottom-right corner)."""
-    white = np.all(img == 255, axis=-1)
+    """Where a mosaic of ``shape`` can start: from gap-coloured pixels (its gaps) with none left of or
+    above them (its top-left corner), or right of or below them (its bottom-right corner)."""
+    white = np.all(img == np.array(GRID_GAPS, dtype=img.dtype), axis=-1)
     top_left, bottom_right = white.copy(), white.copy()
     top_left[1:] &= ~white[:-1]
     top_left[:, 1:] &= ~white[:, :-1]

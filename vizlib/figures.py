@@ -347,8 +347,12 @@ def _resize_index(idx: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def mosaic(stack: np.ndarray, *, cols: Optional[int] = None, scale: str = "shared",
            colormap: str = DEFAULT_COLORMAP, cell_px: Optional[int] = None,
-           ) -> tuple[np.ndarray, dict]:
-    """(K, H, W) maps -> one RGB uint8 mosaic image, plus its geometry and value range."""
+           background: tuple[int, int, int] = BACKGROUND) -> tuple[np.ndarray, dict]:
+    """(K, H, W) maps -> one RGB uint8 mosaic image, plus its geometry and value range.
+
+    ``background`` fills the gaps and the empty cells of the last row (white on a page; the live
+    view's dark frame passes its own colour).
+    """
     stack = np.asarray(stack, dtype=np.float32)
     k, h, w = stack.shape
     if k == 0:
@@ -362,7 +366,7 @@ def mosaic(stack: np.ndarray, *, cols: Optional[int] = None, scale: str = "share
     height = rows * ch + (rows + 1) * GAP_PX
     width = cols * cw + (cols + 1) * GAP_PX
     canvas = np.empty((height, width, 3), dtype=np.uint8)
-    canvas[:] = BACKGROUND
+    canvas[:] = background
     for i in range(k):
         y0, x0 = cell_origin(i, cols, (ch, cw))
         canvas[y0:y0 + ch, x0:x0 + cw] = lut[_resize_index(idx[i], (ch, cw))]

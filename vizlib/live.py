@@ -54,6 +54,8 @@ GRID_CHANNELS = 16
 #: Largest camera frame accepted (pixels per side): a 4K webcam is scaled down by the browser anyway.
 MAX_FRAME_SIDE = 4096
 BACKGROUND = (20, 24, 31)
+#: The grids' gaps and empty cells: a step lighter than the frame, so the cells read as a grid, not white holes.
+GRID_GAPS = (48, 54, 64)
 TEXT = (235, 238, 242)
 DIM = (150, 158, 170)
 BAR = (76, 140, 212)
@@ -322,7 +324,7 @@ class FrameProcessor:
         fit_w = (box_w - (cols + 1) * GAP_PX) / cols * side / w
         fit_h = (box_h - (rows + 1) * GAP_PX) / rows * side / h
         cell = max(1, int(min(fit_w, fit_h)))
-        canvas, geo = mosaic(np.moveaxis(maps, -1, 0), colormap=self.colormap, cell_px=cell)
+        canvas, geo = mosaic(np.moveaxis(maps, -1, 0), colormap=self.colormap, cell_px=cell, background=GRID_GAPS)
         return canvas, geo, picked
 
     def _compose(self, frame: np.ndarray, cam: Optional[np.ndarray], grids: list, layers: Sequence[str],
