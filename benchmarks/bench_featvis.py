@@ -13,7 +13,8 @@
    weights: the same compute, no network) and of the bundled model's last conv, as a first visit
    (graph built and traced): seconds until the first preview image, until a useful one (its activation
    at least half the final image's; or rank 1 in the layer), and until the finished image; with the
-   coarse preview pass (the default) and without it, and each final image's activation and rank.
+   coarse preview pass (``Recipe.coarse``, off by default: this measurement) and without it (the
+   default), and each final image's activation and rank.
 3. The coarse preview pass leaves the final images as they are (VGG16, ``--vgg-channels``).
 """
 
@@ -121,15 +122,13 @@ def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
     """A first visit (graph built and traced, cache off): seconds to the first preview, to a useful one (rank 1:
     no other channel of the layer fires more on it, it already shows this channel's pattern), to one with half
     the final image's activation, and to the final image; the final's activation and rank."""
-    import dataclasses
-
     from vizlib.featvis import graph as fv_graph, rendering
-    from vizlib.featvis.graph import FV2
+    from vizlib.featvis.graph import FV2, FV2_COARSE
 
     fv_graph.clear()
     rendering._PLANS.clear()
     old_default = fv_graph.DEFAULT
-    fv_graph.DEFAULT = FV2 if coarse else dataclasses.replace(FV2, coarse=0.0)
+    fv_graph.DEFAULT = FV2_COARSE if coarse else FV2
     marks: list = []
     t0 = time.perf_counter()
     try:
@@ -143,7 +142,7 @@ def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
     useful = next((t for (t, _), r in zip(marks, ranks) if r == 1), total)
     half = next((t for (t, _), f in zip(marks, fired) if f >= 0.5 * final), total)
     first = marks[0][0] if marks else total
-    label = "coarse first" if coarse else "full size only"
+    label = "coarse pass" if coarse else "full size only"
     print(f"  {m.label[:16]:16s} {layer:12s} {label:14s}: first preview {first:5.1f} s, rank 1 {useful:5.1f} s, "
           f"half the final's activation {half:5.1f} s, final {total:6.1f} s; final activation {final:.3f}, "
           f"rank {vis.rank('fired')[0]}", flush=True)
@@ -155,17 +154,15 @@ def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
 def _coarse_quality(m, layer: str, channels: list[int], size, steps) -> dict:
     """The same channels with and without the coarse preview pass (one batch each): the final images must be
     the same (the preview pass is separate), and what the preview pass costs in seconds."""
-    import dataclasses
-
     import numpy as np
 
     from vizlib.featvis.engine import DEFAULT_STEPS, State
-    from vizlib.featvis.graph import FV2
+    from vizlib.featvis.graph import FV2, FV2_COARSE
 
     steps = steps or DEFAULT_STEPS
     out = {}
     images = {}
-    for name, recipe in (("coarse", FV2), ("full", dataclasses.replace(FV2, coarse=0.0))):
+    for name, recipe in (("coarse", FV2_COARSE), ("full", FV2)):
         t0 = time.perf_counter()
         st = State(m, layer, channels, size, steps, 0, None, recipe)
         st.run()

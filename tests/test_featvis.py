@@ -189,8 +189,9 @@ def test_a_single_cell_and_convergence():
 
 
 def test_coarse_preview_pass_comes_first_and_leaves_the_result_unchanged():
-    """Big images (>= 96 px, a layer that runs at any size): a cheap pass at half the side shows first, at the
-    full size; the final images are bit for bit those of the same optimisation without it."""
+    """The coarse preview option (Recipe.coarse; off by default, benchmarks/README.md): on big images (>= 96 px,
+    a layer that runs at any size) a cheap pass at half the side shows first, at the full size; the final
+    images are bit for bit those of the same optimisation without it."""
     r = run_child("coarse")
     c, full = r["coarse"], r["full"]
     assert c["coarse_steps"] == 16 and c["coarse_done"] == 16 and c["coarse_size"] == [48, 48]

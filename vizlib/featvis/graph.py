@@ -76,8 +76,12 @@ LUCID = Recipe()
 #: transforms (plain ascent from a robust start), so the image is as strong as the plain baseline's.
 #: The polish runs at twice plain ascent's learning rate: it starts from the robust image (inside the sigmoid's
 #: range) and has half the steps, and at 0.05 it had not arrived (0.02 / 0.05 / 0.1: median activation vs plain
-#: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). A coarse first pass for large images.
-FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, coarse=0.25, name="fv2")
+#: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). No coarse preview pass by default: on VGG16
+#: its preview was less developed than the full-size one's at every moment, and it delayed the final (same README).
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, name="fv2")
+#: FV2 with the coarse preview pass (measured in benchmarks/bench_featvis.py).
+FV2_COARSE = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, coarse=0.25,
+                    name="fv2")
 DEFAULT = FV2
 PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
                name="plain")
