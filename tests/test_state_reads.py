@@ -261,3 +261,20 @@ def test_the_state_module_is_where_settings_are_written(module):
     """ui/state.py holds the writes views ask for (put) and the checks; the whitelist isn't a blind spot."""
     s = _modules()[module]
     assert any(a.kind == "write" for a in setting_accesses(s)) or "put" in s.functions
+
+
+def test_every_fragment_is_guarded_like_the_page():
+    """A fragment's own reruns skip the page's guard: each one goes through ui.state.fragment (which
+    guards it) -- ``st.fragment`` is called in ui/state.py only, and every fragment is made there."""
+    calls = {}
+    for path in sorted(UI.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+                if name == "fragment":
+                    direct = isinstance(f, ast.Attribute) and getattr(f.value, "id", None) == "st"
+                    calls.setdefault(path.name, []).append("st.fragment" if direct else "fragment")
+    assert {m: [c for c in cs if c == "st.fragment"] for m, cs in calls.items() if "st.fragment" in cs} == \
+        {"state.py": ["st.fragment"]}
+    assert sum(c == "fragment" for cs in calls.values() for c in cs) >= 4  # graph (2), featvis, live

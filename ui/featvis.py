@@ -33,6 +33,7 @@ from vizlib.errors import InputError
 from vizlib.explain import GradientsUnsafe
 from vizlib.featvis import Cancelled, FeatureVisualization, Job, feature_grid, feature_png
 from vizlib.figures import png_data_uri
+from ui.state import fragment
 
 #: Seconds between progress redraws while a job runs.
 POLL_SECONDS = 1.0
@@ -132,7 +133,7 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
                     '<figcaption style="font-size:0.85em;opacity:0.7">so far: refined while you watch'
                     '</figcaption></figure>')
 
-    st.fragment(poll, run_every=POLL_SECONDS)()
+    fragment(poll, run_every=POLL_SECONDS)()  # guarded as the page is
 
 
 def _enlarged(image: np.ndarray, px: int) -> np.ndarray:
