@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from titles import named_in_title
+
 ACTION_TIMEOUT_MS = 60_000
 BUILD_TIMEOUT_MS = 180_000  # an untrained catalogue model is built the first time it is picked
 BROKE = "Something went wrong"
@@ -157,7 +159,7 @@ def assert_names_agree(app, where: str, upload_name: str = "") -> None:
     if n["cls"] is not None and n["cam"] is not None:
         name = class_in_picker(n["cls"])
         cam = re.sub(r"\s+", " ", n["cam"])
-        assert name and re.sub(r"\s+", " ", name) in cam, f"{where}: picker {n['cls']!r} but the map explains {cam!r}"
+        assert name and named_in_title(name, cam), f"{where}: picker {n['cls']!r} but the map explains {cam!r}"
         if name in n["labels"]:
             assert n["highlighted"] == name, f"{where}: explaining {name!r}, bar highlighted: {n['highlighted']!r}"
         else:
