@@ -22,7 +22,8 @@ DenseNet121 untrained and of the bundled model), times taken inside the page wit
 ``performance.now()`` until the graph's boxes are drawn and the page is idle: (b1) first load on a
 cold server, (b2) a fresh session on the warm server, (b3) a click on "Draw" (a new layout:
 DenseNet121 from its 27 stage boxes to every layer, 429; the bundled model to 11) and (b4) a click back
-(layout and figure cached): click to repaint, the whole page's rerun included. The bundled model's
+(layout and figure cached): click to repaint, the whole page's rerun included; (b5) from the depth
+profile of the same session to the Architecture view (the graph drawn). The bundled model's
 page is the baseline: the same page and controls around a small graph.
 """
 
@@ -122,7 +123,7 @@ def browser_times(repeats: int) -> dict:
     pages = {"densenet121": ("?model=densenet121&weights=untrained&view=graph", "27 boxes", "429 boxes",
                              "Every layer", "Stages"),
              "emotion_cnn": ("?view=graph", "46 boxes", "11 boxes", "Stages", "Every layer")}
-    out: dict = {name: {"load": [], "toggle": [], "toggle_back_cached": []} for name in pages}
+    out: dict = {name: {"load": [], "toggle": [], "toggle_back_cached": [], "switch": []} for name in pages}
 
     def wait(page, title_has: str) -> float:
         page.wait_for_function(f"""() => {{ const r = ({_PAINTED})(); return r && r[1].includes('{title_has}')
@@ -144,13 +145,22 @@ def browser_times(repeats: int) -> dict:
                         t0 = page.evaluate("performance.now()")
                         detail.get_by_role("radio", name=label, exact=True).click()
                         out[name][key].append(wait(page, title) - t0)
+                    # (b5) from another view of the same session (the depth profile) to this one: the
+                    # visitor's way to the graph once the page is open.
+                    page.locator(".st-key-view").get_by_text("Depth profile", exact=True).click()
+                    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]")
+                    page.wait_for_timeout(1500)
+                    t0 = page.evaluate("performance.now()")
+                    page.locator(".st-key-view").get_by_text("Architecture", exact=True).click()
+                    out[name]["switch"].append(wait(page, opens) - t0)
                     ctx.close()
             browser.close()
     finally:
         server.stop()
     # The first round is cold on the server (model build, first layout): reported apart.
     return {name: {"cold_load_ms": r["load"][0], "load_ms": r["load"][1:], "toggle_ms": r["toggle"][1:],
-                   "toggle_back_cached_ms": r["toggle_back_cached"][1:]} for name, r in out.items()}
+                   "toggle_back_cached_ms": r["toggle_back_cached"][1:], "switch_from_depth_ms": r["switch"][1:]}
+            for name, r in out.items()}
 
 
 def main() -> None:
@@ -166,7 +176,7 @@ def main() -> None:
         b = browser_times(args.rounds)
         for name, r in b.items():
             print(f"{name}: cold first load {r['cold_load_ms']:.0f} ms (model build included)")
-            for key in ("load_ms", "toggle_ms", "toggle_back_cached_ms"):
+            for key in ("load_ms", "toggle_ms", "toggle_back_cached_ms", "switch_from_depth_ms"):
                 print(f"  {key:22} median {C.median(r[key]):6.0f} ms  {[round(x) for x in r[key]]}")
         d, e = b["densenet121"], b["emotion_cnn"]
         print("DenseNet121 / bundled model, cached toggle back (the same page rerun, a 27- vs 46-box graph): "
