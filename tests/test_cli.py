@@ -47,3 +47,23 @@ def test_debug_shows_the_traceback(monkeypatch):
     monkeypatch.setattr(job, "build", _raise(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["build", "--model", "emotion_cnn", "--images", "x", "--out", "y"])
+
+
+@pytest.mark.parametrize("exc, status, says", [
+    (RuntimeError("cache on fire\nsecond line"), 1, "error: unexpected RuntimeError: cache on fire"),
+    (PermissionError(13, "Permission denied", "/srv/cache/featvis"), 2,
+     "error: cannot use /srv/cache/featvis: Permission denied"),
+    (InputError("This model has no layer named 'x'."), 2, "error: This model has no layer named 'x'."),
+])
+def test_featvis_precompute_has_the_same_error_policy(monkeypatch, capsys, exc, status, says):
+    """The second command line goes through the same guard (it used to catch InputError only: anything
+    else was a traceback)."""
+    from vizlib.atlas import bulk_featvis
+    from vizlib.featvis import __main__ as fv_cli
+
+    monkeypatch.delenv("CNN_VIZ_DEBUG", raising=False)
+    monkeypatch.setattr(bulk_featvis, "fill_cache", _raise(exc))
+    assert fv_cli.main(["precompute", "--model", "emotion_cnn", "--quiet"]) == status
+    err = capsys.readouterr().err
+    assert err.strip() == says or (status == 1 and err.startswith(says) and "second line" not in err), err
+    assert "Traceback" not in err

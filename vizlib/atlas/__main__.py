@@ -73,35 +73,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _guarded(run, args: argparse.Namespace) -> int:
-    """Run a sub-command; a user's mistake is one line and exit 2, anything else one line and exit 1.
+    """Run a sub-command through the command lines' one error policy (:func:`vizlib.cli.guarded`); an
+    interrupted build keeps its committed shards, so the message says how to resume."""
+    from vizlib.cli import guarded
 
-    No traceback reaches the terminal (set ``CNN_VIZ_DEBUG=1`` to see it); an interrupted build keeps
-    its committed shards, so the message says how to resume.
-    """
-    from vizlib.errors import InputError
-    from vizlib.settings import debug
-
-    try:
-        return run(args)
-    except InputError as exc:
-        print(f"error: {exc.cli_message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the shards committed so far are kept; run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only on request
-        if debug():
-            raise
-        if isinstance(exc, OSError) and exc.filename is not None:
-            # A path the user named (or one under it) can't be read or written: say which, and why.
-            print(f"error: cannot use {os.fspath(exc.filename)}: {exc.strerror or type(exc).__name__}",
-                  file=sys.stderr)
-            return 2
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
-              "(set CNN_VIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
-        return 1
+    return guarded(lambda: run(args), interrupted="the shards committed so far are kept; run the same "
+                                                  "command again to resume")
 
 
 def _build_main(args: argparse.Namespace) -> int:

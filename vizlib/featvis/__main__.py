@@ -65,42 +65,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--address", default=None, help="a Ray cluster (e.g. auto); default: a new local instance")
     p.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    from vizlib.cli import guarded
+
+    return guarded(lambda: _precompute(args), interrupted="the channels finished so far are in the cache; "
+                                                          "run the same command again to continue")
+
+
+def _precompute(args: argparse.Namespace) -> int:
     import vizlib
     from vizlib.atlas.bulk_featvis import fill_cache
     from vizlib.featvis import render
 
-    try:
-        kwargs = {} if args.preprocess is None else {"preprocess": args.preprocess}
-        weights = None if args.weights == "untrained" else "imagenet"
-        m = vizlib.load_model(args.model, weights=weights, **kwargs)
-        layers = [s.strip() for s in args.layers.split(",") if s.strip()] or list(
-            dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
-        spec = None
-        if args.engine == "ray" or (args.workers or 1) > 1:  # other processes load the model themselves
-            from vizlib.atlas.job import model_spec
+    kwargs = {} if args.preprocess is None else {"preprocess": args.preprocess}
+    weights = None if args.weights == "untrained" else "imagenet"
+    m = vizlib.load_model(args.model, weights=weights, **kwargs)
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()] or list(
+        dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
+    spec = None
+    if args.engine == "ray" or (args.workers or 1) > 1:  # other processes load the model themselves
+        from vizlib.atlas.job import model_spec
 
-            spec = model_spec(args.model, m, weights, args.preprocess)
-        for layer in layers:
-            channels = _channels(args.channels, vizlib.find_layer(m, layer).channels)
-            t0 = time.monotonic()
+        spec = model_spec(args.model, m, weights, args.preprocess)
+    for layer in layers:
+        channels = _channels(args.channels, vizlib.find_layer(m, layer).channels)
+        t0 = time.monotonic()
 
-            def progress(done: int, total: int, layer: str = layer) -> None:
-                if not args.quiet:
-                    print(f"\r{layer}: {done}/{total} channels", end="", file=sys.stderr, flush=True)
-
-            report = fill_cache(m, [layer], channels, steps=args.steps, size=args.size, seed=args.seed,
-                                engine=args.engine, spec=spec, workers=args.workers or (None if spec else 1),
-                                address=args.address, progress=progress)
-            # What the page gets: every image from the cache, with its score (a forward pass, no optimisation).
-            vis = render(m, layer, channels, size=args.size, steps=args.steps, seed=args.seed)
-            failed = sum(vis.failed())
+        def progress(done: int, total: int, layer: str = layer) -> None:
             if not args.quiet:
-                print(file=sys.stderr)
-            print(f"{layer}: {len(channels)} channels ({report[layer]['cached_before']} already cached) in "
-                  f"{time.monotonic() - t0:.0f} s ({args.engine}); {failed} failed their check")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                print(f"\r{layer}: {done}/{total} channels", end="", file=sys.stderr, flush=True)
+
+        report = fill_cache(m, [layer], channels, steps=args.steps, size=args.size, seed=args.seed,
+                            engine=args.engine, spec=spec, workers=args.workers or (None if spec else 1),
+                            address=args.address, progress=progress)
+        # What the page gets: every image from the cache, with its score (a forward pass, no optimisation).
+        vis = render(m, layer, channels, size=args.size, steps=args.steps, seed=args.seed)
+        failed = sum(vis.failed())
+        if not args.quiet:
+            print(file=sys.stderr)
+        print(f"{layer}: {len(channels)} channels ({report[layer]['cached_before']} already cached) in "
+              f"{time.monotonic() - t0:.0f} s ({args.engine}); {failed} failed their check")
     return 0
 
 
