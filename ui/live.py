@@ -141,7 +141,7 @@ def _banner(rgb: np.ndarray, text: str) -> np.ndarray:
     """The camera frame with ``text`` written over a dark band (what a refused or failed stream shows)."""
     from PIL import Image, ImageDraw
 
-    from vizlib.live import _font
+    from vizlib.export import slide_font
 
     img = Image.fromarray(rgb, mode="RGB")
     draw = ImageDraw.Draw(img)
@@ -156,7 +156,7 @@ def _banner(rgb: np.ndarray, text: str) -> np.ndarray:
     lines.append(line)
     draw.rectangle((0, 0, img.width, (len(lines) + 1) * size * 1.3), fill=(20, 24, 31))
     for i, ln in enumerate(lines):
-        draw.text((size // 2, size // 2 + i * size * 1.3), ln, fill=(255, 200, 40), font=_font(size))
+        draw.text((size // 2, size // 2 + i * size * 1.3), ln, fill=(255, 200, 40), font=slide_font(size))
     return np.asarray(img)
 
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -44,8 +45,10 @@ MAX_BUNDLE_MEMBERS = 64
 MAX_BUNDLE_ARRAY_BYTES = 256 * 2**20
 
 
+@functools.lru_cache(maxsize=64)
 def slide_font(size: int) -> ImageFont.ImageFont:
-    """The font of every exported picture at ``size`` pixels (the bitmap font where FreeType is missing)."""
+    """The font of every picture the project draws at ``size`` pixels (exports and the live frames; the
+    bitmap font where FreeType is missing), loaded once per size."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: the bitmap font, fixed size

@@ -36,14 +36,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from vizlib import permodel
 from vizlib.errors import InputError
+from vizlib.export import slide_font
 from vizlib.ops import op
 
 #: Composed frame size (width, height): 16:9, readable on a projector.
@@ -62,12 +62,6 @@ BAR = (76, 140, 212)
 HIGHLIGHT = (255, 200, 40)
 LIMIT_MESSAGE = ("The live view is full: {n} live streams are running on this server, its limit "
                  "(CNN_VIZ_LIVE_STREAMS). Use the snapshot camera below, or try again when a stream stops.")
-
-
-@lru_cache(maxsize=32)
-def _font(size: int) -> Any:
-    """Pillow's bundled scalable font at ``size`` px (no system font needed, works offline); loaded once per size."""
-    return ImageFont.load_default(size=int(size))
 
 
 def check_frame(frame: Any) -> np.ndarray:
@@ -336,7 +330,7 @@ class FrameProcessor:
         pad, title = int(8 * s), int(18 * s)
         out = Image.new("RGB", (W, H), BACKGROUND)
         draw = ImageDraw.Draw(out)
-        small, big = _font(title), _font(int(22 * s))
+        small, big = slide_font(title), slide_font(int(22 * s))
         # Left: the camera (Grad-CAM over it), then the top-5 bars.
         left_w = W // 2 - pad
         cam_box = (left_w - pad, int(H * 0.62))
@@ -355,7 +349,7 @@ class FrameProcessor:
             draw.text((pad, y), f"Grad-CAM: {self._name(cam_class)}", fill=HIGHLIGHT, font=small)
             y += title + pad // 2
         row = max(int(14 * s), (H - y - pad) // 5)
-        font = _font(min(int(row * 0.7), int(30 * s)))
+        font = slide_font(min(int(row * 0.7), int(30 * s)))
         bar_x, bar_w = pad + int(left_w * 0.45), left_w - int(left_w * 0.45) - pad
         for i, (_, name, p) in enumerate(top[:5]):
             yy = y + i * row
@@ -429,12 +423,10 @@ def _step(m: Any, layers: tuple[str, ...], gradcam: bool) -> Any:
 
             return plain
 
-        from vizlib.explain.cam import _apply_finish, _plan, _score, final_feature_map_name
+        from vizlib.explain.cam import class_scores, feature_tensors, final_feature_map_name
 
-        score = _score(km)
-        plan = _plan(m, final_feature_map_name(m))
-        trunk_outs = list(plan.trunk.outputs)
-        ext = extractor(m, outs + trunk_outs, ("live.gradcam", tuple(names), plan.layer))
+        cut = final_feature_map_name(m)  # the model cut where Grad-CAM cuts it (vizlib.explain.cam)
+        ext = extractor(m, outs + feature_tensors(m, cut), ("live.gradcam", tuple(names), cut))
 
         @tf.function(input_signature=spec + [tf.TensorSpec([], tf.int32)], reduce_retracing=True)
         def with_cam(x, *args):
@@ -443,19 +435,13 @@ def _step(m: Any, layers: tuple[str, ...], gradcam: bool) -> Any:
             feats = list(res[len(names):])
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(feats[0])
-                logits = _apply_finish(score, plan.head(feats if len(feats) > 1 else feats[0], training=False))
+                logits = class_scores(m, feats, layer=cut)  # Grad-CAM's class score, from these features
                 chosen = tf.where(cls >= 0, cls, tf.argmax(logits[0], output_type=tf.int32))
                 target = tf.gather(logits[0], chosen)
             g = tape.gradient(target, feats[0])
             weights = tf.reduce_mean(g, axis=[1, 2])  # Grad-CAM: channels weighted by their mean gradient
             raw = tf.nn.relu(tf.einsum("nhwk,nk->nhw", feats[0], weights))[0]
-            if score.squash == "softmax":
-                output = tf.nn.softmax(logits, axis=-1)
-            elif score.squash == "sigmoid":
-                output = tf.sigmoid(logits)
-            else:
-                output = logits
-            return [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)], output, raw, chosen
+            return [tf.gather(res[i][0], p, axis=-1) for i, p in zip(at, picks)], logits, raw, chosen
 
         return with_cam
 
@@ -500,7 +486,11 @@ def _frame_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], channels: Seq
     with run_lock(m.model):
         res = step(*args)
     result: dict = {f"maps:{k}": np.asarray(a, dtype=np.float32) for k, a in enumerate(res[0])}
-    if gradcam or len(m.model.outputs) == 1:
+    if gradcam:  # the class scores -> the model's own output, as vizlib.explain does
+        from vizlib.explain.cam import model_output
+
+        result["output"] = model_output(m, res[1])
+    elif len(m.model.outputs) == 1:
         result["output"] = np.asarray(res[1], dtype=np.float32)
     if gradcam:
         raw = np.nan_to_num(np.asarray(res[2], dtype=np.float32))

@@ -260,6 +260,17 @@ def layer_features(m: Any, batch: np.ndarray, layer: str) -> list[np.ndarray]:
     return _trunk_outputs(m, _plan(m, layer), batch)[0]
 
 
+def feature_tensors(m: Any, layer: str) -> list:
+    """The symbolic tensors :func:`layer_features` computes for ``layer`` (its output first, then the
+    tensors bypassing it): for a traced function that takes them from a larger forward pass."""
+    return list(_plan(m, layer).trunk.outputs)
+
+
+def model_output(m: Any, scores: Any) -> np.ndarray:
+    """Class scores (N, classes) -> the model's own output from them (its final softmax / sigmoid, if any)."""
+    return _model_output(_score(keras_model(m)), scores)
+
+
 def class_probabilities(m: Any, scores: np.ndarray) -> np.ndarray:
     """Class scores (N, classes) -> the probabilities the model reports (softmax / sigmoid of the logits)."""
     return _probabilities(_score(keras_model(m)), scores)
