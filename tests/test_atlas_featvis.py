@@ -14,6 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
+from optional import require_ray
+
 import vizlib
 import vizlib.atlas
 from vizlib.atlas import bulk_featvis
@@ -187,12 +189,7 @@ def test_page_shows_the_stored_image_beside_the_top_crops(atlas, tmp_path, monke
 
 
 def test_ray_tasks_give_the_same_images(atlas, tmp_path, monkeypatch):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Ray is not installed, and CI must test the Ray engine: pip install -r requirements-dev.txt")
-        pytest.skip('Ray is not installed (pip install "ray[data]"); the Ray engine is optional')
+    require_ray()
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         monkeypatch.setenv(k, v)
     from vizlib.atlas.job import add_featvis

@@ -20,25 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from optional import require_ray
+
 import vizlib.atlas
 from vizlib.atlas.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 K, BATCH, SHARD = 4, 4, 8
 
-try:
-    import ray  # noqa: F401
-    import ray.data  # noqa: F401
-
-    HAVE_RAY = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_RAY = False
-
-if not HAVE_RAY:
-    if os.environ.get("CI"):
-        pytest.fail('Ray is not installed, and CI must test the Ray engine: pip install -r requirements-dev.txt',
-                    pytrace=False)
-    pytest.skip('Ray is not installed (pip install "ray[data]"); the Ray engine is optional', allow_module_level=True)
+require_ray(module_level=True)
 
 #: The simulated cluster is on loopback only; token authentication (Ray's default) is for real networks.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}

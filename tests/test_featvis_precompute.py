@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optional import require_ray
+
 import vizlib
 from vizlib import featvis
 
@@ -87,12 +89,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 
 
 def test_ray_engine_fills_the_same_cache_the_page_serves(local_cache, tmp_path, monkeypatch):
-    try:
-        import ray  # noqa: F401
-    except ImportError:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI"):
-            pytest.fail("Ray is not installed, and CI must test the Ray engine: pip install -r requirements-dev.txt")
-        pytest.skip('Ray is not installed (pip install -r requirements-ray.txt); the Ray engine is optional')
+    require_ray()
     cache = tmp_path / "ray"
     proc = _run(cache, "--engine", "ray", "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]

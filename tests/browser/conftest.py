@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from optional import missing as _missing  # skip here, fail in CI: one rule for every optional tool
+
 ROOT = Path(__file__).resolve().parents[2]  # tests/browser/conftest.py -> repo root
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 FAILURES = ROOT / "test-artifacts" / "failures"
@@ -45,14 +47,6 @@ CHROMIUM_ARGS = [
     # A fake camera (Chromium's test pattern) that needs no permission prompt: for st.camera_input.
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _missing(message: str) -> None:
-    """A missing browser dependency: skip on a developer machine, fail in CI (which installs it)."""
-    if IN_CI:
-        pytest.fail(message + " (CI is set: the browser suite must run in CI)", pytrace=False)
-    pytest.skip(message)
 
 
 def find_chromium() -> Optional[str]:
@@ -86,14 +80,10 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def playwright_api():
-    if IN_CI:
-        try:
-            import playwright.sync_api as api
-        except ImportError as exc:  # pragma: no cover - CI installs requirements-dev.txt
-            pytest.fail(f"playwright is not installed ({exc}); pip install -r requirements-dev.txt", pytrace=False)
-    else:
-        api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: "
-                                                                  "pip install -r requirements-dev.txt")
+    try:
+        import playwright.sync_api as api
+    except ImportError:  # pragma: no cover - CI installs requirements-dev.txt
+        _missing("playwright is not installed: pip install -r requirements-dev.txt")
     api.expect.set_options(timeout=ACTION_TIMEOUT_MS)
     return api
 
