@@ -88,6 +88,19 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_a_cache_it_cannot_fill_is_an_error_not_a_silent_success(tmp_path):
+    """The page's cache is only an optimisation (a write that fails is skipped), but filling it is this
+    command's point: an unwritable folder, or the cache switched off, is exit 2 and one line."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    r = _run(blocker / "cache", timeout=300)
+    assert r.returncode == 2 and "error: cannot use" in r.stderr and "a_file" in r.stderr, r.stderr
+    off = subprocess.run(CMD, capture_output=True, text=True, timeout=300, cwd=str(ROOT),
+                         env={**_env(tmp_path / "c"), "CNN_VIZ_FEATVIS_CACHE_MB": "0"})
+    assert off.returncode == 2 and "switched off" in off.stderr, off.stderr
+    assert "Traceback" not in r.stderr + off.stderr
+
+
 def test_ray_engine_fills_the_same_cache_the_page_serves(local_cache, tmp_path, monkeypatch):
     require_ray()
     cache = tmp_path / "ray"

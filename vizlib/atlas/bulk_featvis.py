@@ -448,6 +448,7 @@ def fill_cache(model: Any, layers: Sequence[str], channels: Optional[Sequence[in
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', not {engine!r}.")
     store = cache if cache is not None else featvis.DiskCache()
+    store.require_writable()  # filling it is the point: an unwritable or switched-off cache is an error here
     digest = model.weights_digest()
     c = int(model.channels)
     jobs, keys, report = [], {}, {}

@@ -98,6 +98,21 @@ class DiskCache:
                 pass
         return img, stats
 
+    def require_writable(self) -> None:
+        """For a command whose purpose is filling the cache: raise unless entries can be stored here (the
+        page's :meth:`put` is silent about it: for the page the cache is only an optimisation)."""
+        if self.max_bytes <= 0:
+            raise InputError("The feature-visualisation cache is switched off (CNN_VIZ_FEATVIS_CACHE_MB is 0): "
+                             "nothing would be stored.")
+        import tempfile
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.folder):
+                pass
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.folder)) from None
+
     def put(self, key: str, image: np.ndarray, stats: np.ndarray) -> None:
         """Store one entry (atomically), then trim the folder to ``max_bytes``."""
         if self.max_bytes <= 0:
