@@ -93,7 +93,7 @@ def put(**values: Any) -> None:
 
     The one way a view writes a setting outside a callback (a channel put in range
     for the layer shown, the most active channel, a toggle's mirror, a switch of
-    view); a value already there is left alone.
+    view); an equal value is not written again.
     """
     ss = st.session_state
     for key, value in values.items():
