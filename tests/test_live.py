@@ -327,12 +327,16 @@ def test_memory_and_threads_flat_over_100_start_stop_cycles(bundled):
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     gone = []
-    for _ in range(100):
+    half = None
+    for i in range(100):
         video, got, _ = _one_stream(bundled, frames)
         assert got and got[-1].shape == (540, 960, 3)  # it composed frames with the model
         assert video.processor is None  # stopping released the processor
         gone.append(weakref.ref(video))
         del video, got
+        if i == 49:
+            gc.collect()
+            half = _rss()
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -341,7 +345,12 @@ def test_memory_and_threads_flat_over_100_start_stop_cycles(bundled):
     assert sum(r() is not None for r in gone) <= 1  # the streams themselves are gone (the last may linger)
     # 100 streams each allocated ~2 MB of frames (200 MB if kept); what stays is a few hundred kB of caches.
     assert grown < 2 * 2**20, grown
-    assert _rss() - rss < 40 * 2**20, (_rss() - rss) / 2**20  # nor held outside Python (TensorFlow, numpy)
+    # Nor held outside Python (TensorFlow, numpy). The allocator's arenas settle over the first cycles
+    # (CI once saw 40.5 MB over all 100), so the leak check is the second 50: a stream that kept its
+    # frames would add ~100 MB there, a settled process drifts by ±10 MB (300 cycles measured flat).
+    end = _rss()
+    assert end - half < 40 * 2**20, ((end - half) / 2**20, (half - rss) / 2**20)
+    assert end - rss < 120 * 2**20, (end - rss) / 2**20
 
 
 def test_page_without_webrtc_says_why_and_offers_the_snapshot_camera(offline):
