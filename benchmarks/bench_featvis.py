@@ -13,9 +13,9 @@
    weights: the same compute, no network) and of the bundled model's last conv, as a first visit
    (graph built and traced): seconds until the first preview image, until a useful one (its activation
    at least half the final image's; or rank 1 in the layer), and until the finished image; with the
-   coarse preview pass (``Recipe.coarse``, off by default: this measurement) and without it (the
-   default), and each final image's activation and rank.
-3. The coarse preview pass leaves the final images as they are (VGG16, ``--vgg-channels``).
+   preview sketch (``Recipe.preview``: the parameterisation without transforms first, while someone watches, the
+   default) and without it, and each final image's activation and rank. ``--vgg-channels`` VGG16
+   channels (default 3), one at a time. The final images are the same either way (tests/test_featvis.py).
 """
 
 from __future__ import annotations
@@ -118,17 +118,19 @@ def _fired(m, layer: str, channel: int, images) -> tuple[list[float], list[int]]
     return [float(v) for v in fired[:, channel]], [1 + int(np.sum(f > f[channel])) for f in fired]
 
 
-def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
+def _first_preview(m, layer: str, channel: int, size, with_pass: bool) -> dict:
     """A first visit (graph built and traced, cache off): seconds to the first preview, to a useful one (rank 1:
     no other channel of the layer fires more on it, it already shows this channel's pattern), to one with half
     the final image's activation, and to the final image; the final's activation and rank."""
+    import dataclasses
+
     from vizlib.featvis import graph as fv_graph, rendering
-    from vizlib.featvis.graph import FV2, FV2_COARSE
+    from vizlib.featvis.graph import FV2
 
     fv_graph.clear()
     rendering._PLANS.clear()
     old_default = fv_graph.DEFAULT
-    fv_graph.DEFAULT = FV2_COARSE if coarse else FV2
+    fv_graph.DEFAULT = FV2 if with_pass else dataclasses.replace(FV2, preview=0.0)
     marks: list = []
     t0 = time.perf_counter()
     try:
@@ -142,41 +144,13 @@ def _first_preview(m, layer: str, channel: int, size, coarse: bool) -> dict:
     useful = next((t for (t, _), r in zip(marks, ranks) if r == 1), total)
     half = next((t for (t, _), f in zip(marks, fired) if f >= 0.5 * final), total)
     first = marks[0][0] if marks else total
-    label = "coarse pass" if coarse else "full size only"
+    label = "sketch first" if with_pass else "no sketch"
     print(f"  {m.label[:16]:16s} {layer:12s} {label:14s}: first preview {first:5.1f} s, rank 1 {useful:5.1f} s, "
           f"half the final's activation {half:5.1f} s, final {total:6.1f} s; final activation {final:.3f}, "
           f"rank {vis.rank('fired')[0]}", flush=True)
     return {"first_preview_s": first, "rank1_preview_s": useful, "half_activation_s": half, "final_s": total,
             "final_fired": final, "rank": vis.rank("fired")[0], "steps": vis.steps,
             "previews": [[round(t, 2), f, r] for (t, _), f, r in zip(marks, fired, ranks)]}
-
-
-def _coarse_quality(m, layer: str, channels: list[int], size, steps) -> dict:
-    """The same channels with and without the coarse preview pass (one batch each): the final images must be
-    the same (the preview pass is separate), and what the preview pass costs in seconds."""
-    import numpy as np
-
-    from vizlib.featvis.engine import DEFAULT_STEPS, State
-    from vizlib.featvis.graph import FV2, FV2_COARSE
-
-    steps = steps or DEFAULT_STEPS
-    out = {}
-    images = {}
-    for name, recipe in (("coarse", FV2_COARSE), ("full", FV2)):
-        t0 = time.perf_counter()
-        st = State(m, layer, channels, size, steps, 0, None, recipe)
-        st.run()
-        images[name], stats = st.finish()
-        fired = stats[:, 1, :]
-        out[name] = {"own": [float(fired[i, c]) for i, c in enumerate(channels)],
-                     "rank": [1 + int(np.sum(fired[i] > fired[i, c])) for i, c in enumerate(channels)],
-                     "seconds": time.perf_counter() - t0,
-                     "coarse_steps": 0 if st.coarse is None else st.coarse.steps}
-    out["same_images"] = bool(np.array_equal(images["coarse"], images["full"]))
-    print(f"  {m.label} {layer}, channels {channels}, {steps} steps: final images identical with and without the "
-          f"coarse pass: {out['same_images']}; {out['coarse']['seconds']:.0f} s vs {out['full']['seconds']:.0f} s",
-          flush=True)
-    return out
 
 
 def main() -> None:
@@ -186,7 +160,7 @@ def main() -> None:
     ap.add_argument("--models", default="")
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--skip-any", action="store_true")
-    ap.add_argument("--vgg-channels", type=int, default=2, help="VGG16 channels for the coarse pass's check")
+    ap.add_argument("--vgg-channels", type=int, default=3, help="VGG16 block5_conv3 channels timed, one at a time")
     args = ap.parse_args()
     C.header("bench_featvis: any CNN (before / new / plain ascent), time to first preview and final image")
     import vizlib
@@ -201,17 +175,14 @@ def main() -> None:
     bundled = vizlib.load_model("emotion_cnn")
     targets = [(bundled, "conv2d_7", 3, None)]
     if not args.skip_vgg:
-        targets.append((vizlib.load_model("vgg16", weights=None), "block5_conv3", 100, 128))
-    for m, layer, ch, size in targets:
-        timing[f"{m.label} {layer}"] = {name: _first_preview(m, layer, ch, size, name == "coarse")
-                                        for name in ("coarse", "full")}
-    result["timing"] = timing
-    if not args.skip_vgg and args.vgg_channels:
-        print("\n3. The coarse preview pass leaves the result as it is (VGG16, untrained weights, default steps)")
         import _featvis_models as M
 
-        chans = M.sample_channels(512, args.vgg_channels, seed=20)
-        result["coarse_quality"] = _coarse_quality(targets[-1][0], "block5_conv3", chans, (128, 128), None)
+        vgg = vizlib.load_model("vgg16", weights=None)
+        targets += [(vgg, "block5_conv3", ch, 128) for ch in M.sample_channels(512, args.vgg_channels, seed=20)]
+    for m, layer, ch, size in targets:
+        timing[f"{m.label} {layer} channel {ch}"] = {name: _first_preview(m, layer, ch, size, name == "sketch first")
+                                                     for name in ("sketch first", "no sketch")}
+    result["timing"] = timing
     C.save("featvis", result)
 
 

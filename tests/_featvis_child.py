@@ -187,45 +187,51 @@ def task_cell_and_convergence() -> dict:
             "ran": st.ran, "done": st.done, "converged_at": st.converged_at.tolist()}
 
 
-def task_coarse() -> dict:
-    """The coarse preview pass (an option, off by default) on a 96 px image of a small convolutional model:
-    previews come first, at the full size, and the final images are exactly those without the pass."""
+def task_preview() -> dict:
+    """The preview sketch (only while someone watches) on a 96 px image of a small convolutional model: its images
+    come first, at the full size, and are stronger than the method's own at that point; the final images are
+    exactly those of the run nobody watched."""
     import keras
 
-    from vizlib.featvis import graph as fv_graph
     from vizlib.featvis.engine import State
+    from vizlib.featvis.graph import extractor
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((96, 96, 3))
     h = keras.layers.Conv2D(8, 5, strides=2, activation="relu", name="a")(inp)
     h = keras.layers.Conv2D(6, 3, activation="relu", name="b")(h)
     m = vizlib.load_model(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(h)), preprocess="unit")
-    out = {}
-    images = {}
-    for name, recipe in (("coarse", fv_graph.FV2_COARSE), ("full", fv_graph.FV2)):
-        st = State(m, "b", [0, 4], (96, 96), 64, 0, None, recipe)
-        shapes, done_during = [], []
+    chans = [0, 4]
+    ext = extractor(m, "b")
+
+    def fired(imgs) -> list[float]:  # each image's own channel: its mean positive part (unit scaling: x / 255)
+        a = np.maximum(np.asarray(ext(np.asarray(imgs, np.float32) / 255.0)), 0).mean(axis=(1, 2))
+        return [float(a[i, c]) for i, c in enumerate(chans)]
+
+    out, images = {}, {}
+    for name, watched in (("watched", True), ("unwatched", False)):
+        st = State(m, "b", chans, (96, 96), 128, 0, None, watched=watched)
+        shapes, done_during, after_pass = [], [], None
         while st.done < st.steps:
-            if st.coarse_running:
-                shapes.append(list(st.preview().shape))
+            if st.sketch_running:
                 done_during.append(st.done)
             st.advance(4)
+            shapes.append(list(st.preview().shape))
+            if after_pass is None and st.sketch is not None and not st.sketch_running:
+                after_pass = fired(st.preview())
+            if name == "unwatched" and st.done == 16:
+                after_pass = fired(st.preview())
         images[name], stats = st.finish()
-        out[name] = {"coarse_steps": None if st.coarse is None else st.coarse.steps,
-                     "coarse_done": None if st.coarse is None else st.coarse.done,
-                     "preview_shapes": shapes, "done_during_coarse": sorted(set(done_during)),
-                     "coarse_size": None if st.coarse is None else list(st.coarse.size)}
-    out["same"] = bool(np.array_equal(images["coarse"], images["full"]))
-    # Through the public call, with the pass switched on: the same images, previews at the full size.
+        out[name] = {"sketch_steps": None if st.sketch is None else st.sketch.steps,
+                     "sketch_done": None if st.sketch is None else st.sketch.done,
+                     "preview_shapes": sorted(set(map(tuple, shapes))), "done_during_pass": sorted(set(done_during)),
+                     "fired_after_16": after_pass, "final": [float(stats[i, 1, c]) for i, c in enumerate(chans)]}
+    out["same"] = bool(np.array_equal(images["watched"], images["unwatched"]))
+    # Through the public call: previews at the full size, the same images as the unwatched run.
     seen = []
-    default = fv_graph.DEFAULT
-    fv_graph.DEFAULT = fv_graph.FV2_COARSE
-    try:
-        vis = featvis.render(m, "b", [0, 4], size=96, steps=64, cache=False, score=False,
-                             preview=lambda ch, imgs: seen.append(list(imgs.shape)))
-    finally:
-        fv_graph.DEFAULT = default
-    out["render_same"] = bool(np.array_equal(vis.images, images["full"]))
+    vis = featvis.render(m, "b", chans, size=96, steps=128, cache=False, score=False,
+                         preview=lambda ch, imgs: seen.append(list(imgs.shape)))
+    out["render_same"] = bool(np.array_equal(vis.images, images["unwatched"]))
     out["render_previews"] = seen
     return out
 
@@ -396,11 +402,54 @@ def task_ui() -> dict:
     return out
 
 
+def task_scheduler() -> dict:
+    """Jobs run the smallest first, and a running one pauses for a smaller one that arrives: a visitor's one
+    channel does not wait for a grid. Pausing changes no image."""
+    import threading
+    import time
+
+    m = vizlib.load_model("emotion_cnn")
+    out: dict = {}
+    grid = featvis.Job(m, "conv2d_7", list(range(7)), steps=300, cache=False)
+    t0 = time.monotonic()
+    while grid.steps_done < 40 and not grid.done and time.monotonic() - t0 < 300:
+        time.sleep(0.01)
+    states: list = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            states.append(grid.state)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    one = featvis.Job(m, "conv2d_7", [3], steps=60, cache=False)
+    # Two more arrive while the grid runs: the smaller of them is served before the bigger, whatever came first.
+    mid = featvis.Job(m, "conv2d_7", [4, 5], steps=100, cache=False)
+    small = featvis.Job(m, "conv2d_7", [6], steps=30, cache=False)
+    ends: dict = {}
+    for name, job in (("one", one), ("mid", mid), ("small", small), ("grid", grid)):
+        job.wait(600)
+        ends[name] = job.finished
+    stop.set()
+    watcher.join()
+    out["order"] = sorted(ends, key=lambda k: ends[k])
+    out["states"] = sorted(set(states))
+    out["grid_state"] = grid.state
+    out["one_state"] = one.state
+    alone = featvis.render(m, "conv2d_7", list(range(7)), steps=300, cache=False, score=False)
+    out["same"] = bool(np.array_equal(grid.result().images, alone.images))
+    out["one_same"] = bool(np.array_equal(one.result().images,
+                                          featvis.render(m, "conv2d_7", [3], steps=60, cache=False).images))
+    return out
+
+
 def main() -> None:
     task, args = sys.argv[1], sys.argv[2:]
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
-              "refused": task_refused, "ui": task_ui, "coarse": task_coarse,
+              "refused": task_refused, "ui": task_ui, "preview": task_preview, "scheduler": task_scheduler,
               "redirect": task_redirect, "sweep": lambda: task_sweep(args), "cell": task_cell_and_convergence}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -188,16 +188,31 @@ def test_a_single_cell_and_convergence():
     assert all(320 < step < 600 for step in r["converged_at"])
 
 
-def test_coarse_preview_pass_comes_first_and_leaves_the_result_unchanged():
-    """The coarse preview option (Recipe.coarse; off by default, benchmarks/README.md): on big images (>= 96 px,
-    a layer that runs at any size) a cheap pass at half the side shows first, at the full size; the final
-    images are bit for bit those of the same optimisation without it."""
-    r = run_child("coarse")
-    c, full = r["coarse"], r["full"]
-    assert c["coarse_steps"] == 16 and c["coarse_done"] == 16 and c["coarse_size"] == [48, 48]
-    assert c["preview_shapes"] and all(s == [2, 96, 96, 3] for s in c["preview_shapes"])
-    assert c["done_during_coarse"] == [0]  # its steps come before the full-size ones
-    assert full["coarse_steps"] is None and full["preview_shapes"] == []
+def test_a_small_job_does_not_wait_for_a_grid():
+    """Jobs run the smallest first; a running grid pauses between chunks for a smaller job that arrives, then
+    carries on; the images are those of an undisturbed run."""
+    r = run_child("scheduler")
+    assert "paused" in r["states"] and "running" in r["states"]
+    # The one channel (arrived first of the three) and the other two finish before the grid they interrupted;
+    # of the two that waited, the smaller went first.
+    assert r["order"][-1] == "grid", r["order"]
+    assert r["order"].index("small") < r["order"].index("mid"), r["order"]
+    assert r["grid_state"] == "done" and r["one_state"] == "done"
+    assert r["same"] is True and r["one_same"] is True
+
+
+def test_preview_sketch_shows_a_strong_image_first_and_leaves_the_result_unchanged():
+    """The preview sketch (Recipe.preview, only while someone watches; benchmarks/README.md): on big images
+    (>= 96 px) the method's parameterisation without transforms runs an eighth of the steps first. After its 16
+    steps the preview excites each channel more than the method's own image after 16 steps does, and the final
+    images are bit for bit those of the run nobody watched (the library's call runs no sketch)."""
+    r = run_child("preview")
+    w, u = r["watched"], r["unwatched"]
+    assert w["sketch_steps"] == 16 and w["sketch_done"] == 16
+    assert w["done_during_pass"] == [0]  # its steps come before the method's
+    assert w["preview_shapes"] == [[2, 96, 96, 3]] and u["preview_shapes"] == [[2, 96, 96, 3]]
+    assert u["sketch_steps"] is None
+    assert all(p > q for p, q in zip(w["fired_after_16"], u["fired_after_16"])), (w, u)
     assert r["same"] is True and r["render_same"] is True
     assert r["render_previews"] and all(s == [2, 96, 96, 3] for s in r["render_previews"])
 

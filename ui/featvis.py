@@ -92,6 +92,10 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
 def _progress_text(job: Job, what: str) -> str:
     if job.state == "queued":
         return f"{what}: waiting for another visualisation to finish…"
+    if job.state == "paused":
+        return f"{what}: paused at step {job.steps_done} of {job.steps_total} while a smaller one runs…"
+    if job.steps_done == 0 and job.preview is not None:  # the sketch runs before the first step
+        return f"{what}: a quick first sketch while the optimisation starts…"
     text = f"{what}: step {min(job.steps_done, job.steps_total)} of {job.steps_total}"
     left = job.seconds_left()
     if left is not None:
@@ -124,14 +128,15 @@ def show_when_ready(job: Job, draw: Callable[[FeatureVisualization], None], what
         st.progress(job.fraction, text=_progress_text(job, what))
         shown = job.preview
         if shown is not None and len(shown):
+            note = ("first sketch (no transforms yet); the visualisation itself follows" if job.steps_done == 0
+                    else "so far: the strongest image yet, refined while you watch")
             # Inline, not st.image: a media file replaced on every poll can be gone (404) by the time
             # the browser asks for it; a data URI travels with the message that shows it.
             big = _enlarged(shown[0], DETAIL_PX // 2)
             rgb = np.repeat(big[..., None], 3, axis=-1) if big.ndim == 2 else big
             st.html(f'<figure style="margin:0"><img alt="the visualisation so far" src="{png_data_uri(rgb)}" '
                     f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" style="image-rendering:pixelated">'
-                    '<figcaption style="font-size:0.85em;opacity:0.7">so far: refined while you watch'
-                    '</figcaption></figure>')
+                    f'<figcaption style="font-size:0.85em;opacity:0.7">{note}</figcaption></figure>')
 
     fragment(poll, run_every=POLL_SECONDS)()  # guarded as the page is
 

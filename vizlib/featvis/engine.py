@@ -18,7 +18,7 @@ import numpy as np
 from vizlib.errors import InputError
 from vizlib.featvis import param, transform
 from vizlib.featvis.graph import (
-    COARSE_MIN_SIDE, Graph, Recipe, coarse_recipe, graph, require_safe_gradients, run_lock,
+    PREVIEW_MIN_SIDE, Graph, Recipe, graph, require_safe_gradients, run_lock, sketch_recipe,
 )
 from vizlib.ops import op
 
@@ -39,8 +39,8 @@ STATE_BYTES = 256 * 2**20
 #: A polished image has converged when its objective rose less than this (relative) over PATIENCE steps.
 CONVERGED = 0.002
 PATIENCE = 16
-#: A coarse pass shorter than this would show little: none then.
-MIN_COARSE_STEPS = 16
+#: A sketch shorter than this would show little: none then.
+MIN_PREVIEW_STEPS = 16
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
 STATS = ("mean", "fired", "activity", "peak", "floor")
 
@@ -64,7 +64,7 @@ class State:
     """One optimisation in progress in this process: parameters, Adam's moments, steps done."""
 
     def __init__(self, m: Any, layer: str, channels: list[int], size: tuple[int, int], steps: int, seed: int,
-                 cell: Optional[tuple[int, int]] = None, recipe: Optional[Recipe] = None):
+                 cell: Optional[tuple[int, int]] = None, recipe: Optional[Recipe] = None, watched: bool = False):
         import tensorflow as tf
 
         self.g = graph(m, layer, size, cell, recipe)
@@ -89,31 +89,31 @@ class State:
         self.spec = tf.constant(spec)
         self.m1 = tf.zeros_like(self.spec)
         self.m2 = tf.zeros_like(self.spec)
-        # A coarse pass first, at half the side (cheap: the page shows it within seconds), for the preview only:
-        # the full-size optimisation is the same as without it, so the preview never changes the result.
-        self.coarse: Optional[State] = None
-        n_coarse = coarse_steps(self.g, r, self.steps, self.switch_at)
-        if n_coarse:
-            small = (size[0] // 2, size[1] // 2)
-            if graph(m, layer, small, None, coarse_recipe(r)).free_size:
-                self.coarse = State(m, layer, channels, small, n_coarse, seed, None, coarse_recipe(r))
+        # While someone watches (the page), a sketch first: the same start and parameterisation without transforms.
+        # It forms within a few dozen steps, where the robust phase needs half the run; the optimisation itself is
+        # exactly the one without it (the result never changes).
+        self.sketch: Optional[State] = None
+        n_sketch = preview_steps(self.g, r, self.steps, self.switch_at) if watched else 0
+        if n_sketch:
+            self.sketch = State(m, layer, channels, size, n_sketch, seed, cell, sketch_recipe(r))
+            self.nbytes += self.sketch.nbytes
 
     def run(self) -> None:
-        """Run to the end (the coarse pass, if any, then every full-size step)."""
+        """Run to the end (the sketch, if any, then every step)."""
         while self.done < self.steps:
             self.advance(self.steps)
 
     @property
-    def coarse_running(self) -> bool:
-        """The coarse pass is still running (its steps come before the full-size ones and don't count in ``done``)."""
-        return self.coarse is not None and self.coarse.done < self.coarse.steps
+    def sketch_running(self) -> bool:
+        """The sketch is still running (its steps come first and don't count in ``done``)."""
+        return self.sketch is not None and self.sketch.done < self.sketch.steps
 
     def advance(self, n: int) -> None:
-        """Run up to ``n`` more steps (never past ``steps``); while the coarse pass runs, ``n`` of its steps."""
+        """Run up to ``n`` more steps (never past ``steps``); while the sketch runs, ``n`` of its steps."""
         import tensorflow as tf
 
-        if self.coarse_running:
-            self.coarse.advance(n)  # a call ends with the coarse pass: the next one's pace is the full size's
+        if self.sketch_running:
+            self.sketch.advance(n)
             return
         with self.lock:
             for _ in range(max(0, min(int(n), self.steps - self.done))):
@@ -123,8 +123,9 @@ class State:
                 with run_lock(self.km):
                     spec, m1, m2, obj = self.g.step(
                         self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
+                self.objective = np.asarray(obj, dtype=np.float64)
                 if self.polishing:
-                    spec, m1, m2 = self._converge(spec, m1, m2, np.asarray(obj, dtype=np.float64))
+                    spec, m1, m2 = self._converge(spec, m1, m2, self.objective)
                 self.spec, self.m1, self.m2 = spec, m1, m2
                 self.done += 1
                 self.ran += 1
@@ -133,6 +134,7 @@ class State:
                     break
 
     polishing = False
+    objective: Optional[np.ndarray] = None  # per row: the last step's objective (with that step's transforms)
     frozen: Optional[np.ndarray] = None  # per row: converged, its pixels no longer change
     converged_at: Optional[np.ndarray] = None  # per row: the step it converged at (0: not yet)
     history: Optional[list] = None
@@ -182,16 +184,18 @@ class State:
     def preview(self) -> np.ndarray:
         """The images as they are now (uint8, full size), without statistics: cheap enough for every update.
 
-        The coarse pass's (enlarged) until the full-size images have run as many steps as it did."""
-        import tensorflow as tf
-
-        if self.coarse is not None and self.done < self.coarse.steps:
-            with run_lock(self.km):
-                img = tf.image.resize(self.coarse.g.pixels(self.coarse.spec), self.size, method="bilinear")
-        else:
-            with run_lock(self.km):
-                img = self.g.pixels(self.spec)
-        return np.asarray(np.round(np.clip(np.asarray(img), 0.0, 1.0) * 255.0), dtype=np.uint8)
+        Per image, the sketch's until the optimisation's own image, in its
+        polish (no transforms either: the same objective), is as strong."""
+        with run_lock(self.km):
+            img = np.asarray(self.g.pixels(self.spec))
+            if self.sketch is not None and self.sketch.done:
+                mine = self.objective if self.polishing and self.objective is not None else None
+                theirs = self.sketch.objective
+                use = np.ones(len(img), dtype=bool) if mine is None else ~(mine >= theirs)
+                if use.any():
+                    img = np.where(use.reshape((-1,) + (1,) * (img.ndim - 1)),
+                                   np.asarray(self.sketch.g.pixels(self.sketch.spec)), img)
+        return np.asarray(np.round(np.clip(img, 0.0, 1.0) * 255.0), dtype=np.uint8)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """The current images (uint8) and their statistics of every channel (float32 (B, len(STATS), C))."""
@@ -200,15 +204,13 @@ class State:
         return np.asarray(img, dtype=np.uint8), np.asarray(stats, dtype=np.float32)
 
 
-def coarse_steps(g: Graph, r: Recipe, steps: int, switch_at: Optional[int]) -> int:
-    """Steps of the coarse preview pass at half the side: ``r.coarse`` of ``steps`` where the sub-graph runs at
-    any size and the image has at least :data:`~vizlib.featvis.graph.COARSE_MIN_SIDE` px (0: no coarse pass)."""
-    if not (r.coarse > 0 and r.fourier and g.free_size and g.cell is None and min(g.size) >= COARSE_MIN_SIDE):
+def preview_steps(g: Graph, r: Recipe, steps: int, switch_at: Optional[int]) -> int:
+    """Steps of the preview sketch: ``r.preview`` of ``steps`` for images of at least
+    :data:`~vizlib.featvis.graph.PREVIEW_MIN_SIDE` px (0: none)."""
+    if not (r.preview > 0 and min(g.size) >= PREVIEW_MIN_SIDE):
         return 0
-    n = int(round(steps * r.coarse))
-    if n < MIN_COARSE_STEPS or (switch_at is not None and n >= switch_at):
-        return 0
-    return n
+    n = int(round(steps * r.preview))
+    return n if MIN_PREVIEW_STEPS <= n < (switch_at or steps) else 0
 
 
 _STATES: "OrderedDict[str, State]" = OrderedDict()
@@ -216,13 +218,13 @@ _STATES_LOCK = threading.Lock()
 
 
 def _state(m: Any, job: str, layer: str, channels: list[int], size: tuple[int, int], steps: int,
-           seed: int, cell: Optional[tuple[int, int]]) -> State:
+           seed: int, cell: Optional[tuple[int, int]], watched: bool) -> State:
     with _STATES_LOCK:
         found = _STATES.get(job)
         if found is not None:
             _STATES.move_to_end(job)
             return found
-    st = State(m, layer, channels, size, steps, seed, cell)
+    st = State(m, layer, channels, size, steps, seed, cell, watched=watched)
     with _STATES_LOCK:
         _STATES[job] = st
         while len(_STATES) > MAX_STATES or (
@@ -343,12 +345,12 @@ def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: l
     steps = int(steps)
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"steps must lie between 1 and {MAX_STEPS}, not {steps}.")
-    st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell))
+    st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell), bool(preview))
     if advance is None:
         st.run()
     else:
         st.advance(int(advance))
-    out: dict = {"done": st.done, "steps": st.steps, "ran": st.ran, "coarse": st.coarse_running}
+    out: dict = {"done": st.done, "steps": st.steps, "ran": st.ran, "sketching": st.sketch_running}
     if st.done >= st.steps:
         out["images"], out["stats"] = st.finish()
         with _STATES_LOCK:

@@ -28,8 +28,10 @@ from vizlib.featvis.redirect import redirected_relu
 #: Adam's learning rate: twice Lucid's 0.05, for half its 512 steps (benchmarks/README.md).
 LEARNING_RATE = 0.1
 MAX_GRAPHS_PER_MODEL = 8
-#: The coarse preview pass runs at half the side, for images of at least this side (below it a step is cheap).
-COARSE_MIN_SIDE = 96
+#: The sketch's learning rate: twice the method's (no transforms, few steps; benchmarks/README.md, round 3).
+SKETCH_LEARNING_RATE = 0.2
+#: The preview pass runs for images of at least this side (below it the method itself previews within seconds).
+PREVIEW_MIN_SIDE = 96
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,14 @@ class Recipe:
     ``plain``: Lucid's plain objective (mean activation) instead of
     :func:`~vizlib.featvis.objectives.channel`; ``polish_pixels``: the polish
     steps work on the pixels themselves (the image so far becomes the
-    starting point of plain ascent), not on the spectrum; ``coarse``: a
-    preview pass first, of this share of the steps, the same method at half
-    the image's side, where the layer's sub-graph runs at any size and the
-    image is at least :data:`COARSE_MIN_SIDE` px (a cheap picture the page
-    shows within seconds; the full-size optimisation is unchanged by it).
+    starting point of plain ascent), not on the spectrum; ``preview``: when
+    the caller watches the images form (the page), a sketch first, of this
+    share of the steps: the same parameterisation without transforms, at
+    :data:`SKETCH_LEARNING_RATE` (:func:`sketch_recipe`). Without transforms it
+    forms within a few dozen steps, where the robust phase needs half the run;
+    its images are the preview until the method's own image, in its polish, is
+    as strong. Only for images of at least :data:`PREVIEW_MIN_SIDE` px; the
+    final images are unchanged by it.
     """
 
     fourier: bool = True
@@ -63,7 +68,7 @@ class Recipe:
     plain: bool = False
     polish_pixels: bool = False
     polish_lr: float = 0.05
-    coarse: float = 0.0
+    preview: float = 0.0
     name: str = "fv1"
 
 
@@ -76,12 +81,10 @@ LUCID = Recipe()
 #: transforms (plain ascent from a robust start), so the image is as strong as the plain baseline's.
 #: The polish runs at twice plain ascent's learning rate: it starts from the robust image (inside the sigmoid's
 #: range) and has half the steps, and at 0.05 it had not arrived (0.02 / 0.05 / 0.1: median activation vs plain
-#: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). No coarse preview pass by default: on VGG16
-#: its preview was less developed than the full-size one's at every moment, and it delayed the final (same README).
-FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, name="fv2")
-#: FV2 with the coarse preview pass (measured in benchmarks/bench_featvis.py).
-FV2_COARSE = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, coarse=0.25,
-                    name="fv2")
+#: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). A sketch of an eighth of the steps first
+#: (the parameterisation without transforms, only while someone watches): on VGG16 block5_conv3 a preview
+#: several times stronger at 10 s than the method's own image then (benchmarks/README.md, round 3).
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, preview=0.125, name="fv2")
 DEFAULT = FV2
 PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
                name="plain")
@@ -329,11 +332,11 @@ def compile_step(m: Any, g: Graph) -> None:
     g.step, g.final, g.pixels = traced_step, final, pixels
 
 
-def coarse_recipe(recipe: Recipe) -> Recipe:
-    """The recipe of the coarse first pass: the same method at half the side (and no coarse pass of its own)."""
-    import dataclasses
-
-    return dataclasses.replace(recipe, coarse=0.0, name=recipe.name + "+coarse")
+def sketch_recipe(recipe: Recipe) -> Recipe:
+    """The recipe of the preview sketch before ``recipe``: its parameterisation, no transforms, a faster rate."""
+    return Recipe(fourier=recipe.fourier, decorrelate=recipe.decorrelate, jitter=0.0, margin=False,
+                  hinge=recipe.hinge, polish=0.0, lr=SKETCH_LEARNING_RATE, plain=recipe.plain,
+                  name=recipe.name + "+sketch")
 
 
 def polish_recipe(recipe: Recipe) -> Recipe:

@@ -2,28 +2,82 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from typing import Any, Optional, Sequence
+from concurrent.futures import Future
+from typing import Any, Callable, Optional, Sequence
 
 from vizlib.featvis.cache import DiskCache
 from vizlib.featvis.engine import DEFAULT_STEPS
 from vizlib.featvis.rendering import Cancelled, FeatureVisualization, render
 
 
-_EXECUTOR: Any = None
-_EXECUTOR_LOCK = threading.Lock()
+class _Scheduler:
+    """One worker thread for all renders (on a small server they would only fight over the cores), shortest first.
+
+    Jobs wait in order of their size (optimisation steps in all, then arrival):
+    a visitor's one channel does not wait minutes behind a grid of 49. A job
+    already running yields to a shorter one that arrives: between two chunks
+    of its steps it runs the shorter job to the end, then carries on where it
+    was (its optimisation state stays where the model lives).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list = []
+        self._seq = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def submit(self, size: int, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._seq += 1
+            heapq.heappush(self._heap, (int(size), self._seq, fn, future))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="vizlib-featvis", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return future
+
+    def _pop(self, below: Optional[int] = None) -> Optional[tuple]:
+        with self._lock:
+            while self._heap:
+                if below is not None and self._heap[0][0] >= below:
+                    return None
+                item = heapq.heappop(self._heap)
+                if item[3].set_running_or_notify_cancel():  # False: cancelled while it waited
+                    return item
+            return None
+
+    @staticmethod
+    def _run(item: tuple) -> None:
+        _, _, fn, future = item
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the job
+            future.set_exception(exc)
+
+    def run_shorter(self, size: int) -> None:
+        """Run every waiting job smaller than ``size`` now, in this (the worker's) thread."""
+        while True:
+            item = self._pop(below=size)
+            if item is None:
+                return
+            self._run(item)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._heap:
+                    self._wake.wait()
+            item = self._pop()
+            if item is not None:
+                self._run(item)
 
 
-def _executor() -> Any:
-    """One worker thread for all renders: on a small server they would only fight over the cores."""
-    global _EXECUTOR
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vizlib-featvis")
-        return _EXECUTOR
+_SCHEDULER = _Scheduler()
 
 
 class Job:
@@ -36,8 +90,9 @@ class Job:
             show(job.fraction)          # e.g. a progress bar, polled
         vis = job.result()              # FeatureVisualization (or the render's exception)
 
-    Jobs run one at a time in a shared worker thread (``state`` is
-    ``"queued"`` until theirs starts); ``cancel()`` stops one between chunks
+    Jobs run one at a time in a shared worker thread, the smallest first
+    (``state`` is ``"queued"`` until theirs starts; a running job pauses for
+    a smaller one that arrives: ``"paused"``); ``cancel()`` stops one between chunks
     of steps. With ``abandon_after`` (seconds), a job that nobody has
     ``touch()``-ed for that long stops by itself (``state`` ``"abandoned"``):
     a page whose visitor left does not keep the worker busy.
@@ -49,6 +104,8 @@ class Job:
         self.layer = layer
         self.channels = [int(c) for c in channels]
         self.steps_done, self.steps_total = 0, max(1, len(self.channels)) * (steps or DEFAULT_STEPS)
+        #: Its place in the queue: optimisation steps in all (the smaller runs first, see :class:`_Scheduler`).
+        self.size = self.steps_total
         self.state = "queued"
         self.created = time.monotonic()
         self.started: Optional[float] = None
@@ -73,6 +130,12 @@ class Job:
             if self.abandon_after is not None and time.monotonic() - self._seen > self.abandon_after:
                 self.state = "abandoned"
                 return True
+            if self.state == "running":  # between two chunks: a smaller job that arrived runs first
+                self.state = "paused"
+                try:
+                    _SCHEDULER.run_shorter(self.size)
+                finally:
+                    self.state = "running"
             return False
 
         def work() -> FeatureVisualization:
@@ -98,7 +161,7 @@ class Job:
                 self.finished = time.monotonic()
                 self._ended.set()
 
-        self._future = _executor().submit(work)
+        self._future = _SCHEDULER.submit(self.size, work)
 
     @property
     def done(self) -> bool:

@@ -217,7 +217,7 @@ def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], st
               ) -> tuple[np.ndarray, np.ndarray]:
     """Run one batch of channels to the end, a few steps per call, where the model lives."""
     job = uuid.uuid4().hex
-    advance, done, restarts, coarse = 4, 0, 0, False
+    advance, done, restarts = 4, 0, 0
     params = dict(layer=layer, channels=[int(c) for c in channels], size=list(size), steps=int(steps),
                   seed=int(seed), job=job, cell=None if cell is None else list(cell))
     try:
@@ -250,9 +250,6 @@ def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], st
                 return images, stats.astype(np.float32, copy=False)
             per_step = spent / max(1, advance)
             advance = int(max(1, min(64, CHUNK_SECONDS / max(per_step, 1e-4))))
-            if coarse and not r.get("coarse"):  # the cheap coarse pass ended: full-size steps cost more
-                advance = 4
-            coarse = bool(r.get("coarse"))
     except BaseException:
         try:
             m.run("featvis.cancel", None, job=job)
