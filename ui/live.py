@@ -41,18 +41,22 @@ _JS = """
 export default function (component) {
   const { data } = component;
   window.__cnnVizLiveKeys = data.presenter ? data.keys : {};
-  // Presenter mode: the sidebar out of the way and the live video in view (once per switch-on).
-  let style = document.getElementById("cnn-viz-presenter");
-  if (data.presenter && !style) {
-    style = document.createElement("style");
+  // Presenter mode: the sidebar out of the way while the presenter toggle is on the page and on. A rule on the
+  // toggle itself, not a style added and removed: leaving the live view (the toggle leaves the page) can never
+  // leave the sidebar hidden in another view.
+  if (!document.getElementById("cnn-viz-presenter")) {
+    const style = document.createElement("style");
     style.id = "cnn-viz-presenter";
-    style.textContent = '[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] { display: none; }';
+    const on = "body:has(.st-key-live_presenter input:checked) ";
+    style.textContent = on + '[data-testid="stSidebar"], ' + on + '[data-testid="stSidebarCollapsedControl"] '
+      + "{ display: none; }";
     document.head.appendChild(style);
+  }
+  if (data.presenter && !window.__cnnVizPresenting) {  // the live video in view, once per switch-on
     const video = document.querySelector("iframe[title*='streamlit_webrtc']");
     if (video) video.scrollIntoView({ block: "start" });
-  } else if (!data.presenter && style) {
-    style.remove();
   }
+  window.__cnnVizPresenting = !!data.presenter;
   if (window.__cnnVizLiveKeysOn) return;
   window.__cnnVizLiveKeysOn = true;
   document.addEventListener("keydown", (event) => {

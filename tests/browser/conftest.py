@@ -276,6 +276,11 @@ _PAINTED_JS = """
 """
 
 
+def current_url(page: Any) -> str:
+    """``location.href`` of ``page`` (see :attr:`AppPage.url`)."""
+    return page.evaluate("location.href")
+
+
 class AppPage:
     """One browser page on the app, with the shared waits and checks."""
 
@@ -303,6 +308,17 @@ class AppPage:
             self.external_requests.append(request.url)
 
     # ---- navigation and waiting
+
+    @property
+    def url(self) -> str:
+        """The address bar as the page has it. Playwright's ``page.url`` can lag a ``history.replaceState``
+        (Streamlit's way of writing query parameters) by one update: measured, it still named the previous
+        view after a view change, while ``location.href`` named the new one."""
+        return current_url(self.page)
+
+    def wait_url(self, part: str, timeout: float = 60_000) -> None:
+        """Wait until the address bar contains ``part`` (``location.href``: see :attr:`url`)."""
+        self.page.wait_for_function("(part) => location.href.includes(part)", arg=part, timeout=timeout)
 
     def open(self, query: str = "", n_charts: int = 4) -> "AppPage":
         self.page.goto(f"{self.base_url}/{query}", wait_until="domcontentloaded")

@@ -28,7 +28,7 @@ ACTION_TIMEOUT_MS = 60_000
 
 
 def query(app) -> dict[str, list[str]]:
-    return parse_qs(urlparse(app.page.url).query)
+    return parse_qs(urlparse(app.url).query)
 
 
 def caption(app):
@@ -225,7 +225,7 @@ def test_upload_image_through_the_file_input(app, tmp_path: Path):
     app.wait_painted(COMPARE_CHARTS)
     expect(app.page.locator('.st-key-image_files [data-testid="stFileChipName"]')).to_have_text(name)
     expect(app.page.locator(".st-key-upload_pick input")).to_have_value(name)
-    assert name not in app.page.url  # uploads can't travel in a link
+    assert name not in app.url  # uploads can't travel in a link
     app.assert_clean()
 
 

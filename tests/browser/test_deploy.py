@@ -43,6 +43,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _load_client as L  # noqa: E402
+from conftest import current_url  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -240,7 +241,7 @@ class Tab:
         return {who for t, _, _, _, who in self.responses if since <= t < until}
 
     def query(self) -> dict[str, str]:
-        return {k: v[0] for k, v in parse_qs(urlparse(self.page.url).query).items()}
+        return {k: v[0] for k, v in parse_qs(urlparse(current_url(self.page)).query).items()}
 
     def caption(self) -> str:
         return self.page.locator('[data-testid="stMain"] [data-testid="stImageCaption"]').first.inner_text()
@@ -345,7 +346,7 @@ def test_upload_and_media_in_chromium_through_the_balancer(tabs):
     assert media and all(r[3] == 200 for r in media), up.responses
     assert up.caption().startswith(f"{tabs['upload_name']}, as"), up.caption()
     assert up.input_image_loaded()
-    assert tabs["upload_name"] not in up.page.url  # uploads can't travel in a link
+    assert tabs["upload_name"] not in current_url(up.page)  # uploads can't travel in a link
     for name in ("busy", "idle"):
         assert tabs[name].served_by() == {VICTIM}, (name, tabs[name].responses)
         assert tabs[name].input_image_loaded(), name
@@ -404,8 +405,8 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
     # The survivor's fresh session starts from the link: the view as it was before the change
     # that died with the process (an app that honoured the page's widget values on a session's
     # first run would show the new image instead).
-    assert (q.get("channel"), q.get("cmap")) == ("3", "magma"), busy.page.url
-    assert q.get("image") in (link.get("image"), image), busy.page.url
+    assert (q.get("channel"), q.get("cmap")) == ("3", "magma"), current_url(busy.page)
+    assert q.get("image") in (link.get("image"), image), current_url(busy.page)
     assert busy.caption().startswith(f"{q['image']}, as"), busy.caption()
     assert busy.page.locator(".st-key-image input").input_value().startswith(q["image"])
     busy.app.wait_title("conv2d_1, channel 3")
@@ -428,13 +429,13 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
                         lambda attempt=attempt: finished_runs(idle.sockets[-1]) >= attempt)
         idle.app.wait_painted(COMPARE_CHARTS)
         q = idle.query()
-        assert (q.get("image"), q.get("channel")) == ("coffee", "5"), idle.page.url
+        assert (q.get("image"), q.get("channel")) == ("coffee", "5"), current_url(idle.page)
         assert idle.caption().startswith("coffee, as"), idle.caption()
         idle.assert_sound(lost_before=t_kill)
         if q.get("cmap") == "gray":
             print(f"idle: its first change after the move applied on attempt {attempt}")
             break
-    assert idle.query().get("cmap") == "gray", f"the colormap change never applied: {idle.page.url}"
+    assert idle.query().get("cmap") == "gray", f"the colormap change never applied: {current_url(idle.page)}"
 
     # busy goes on normally on the survivor.
     pick(busy, "cmap", "turbo")

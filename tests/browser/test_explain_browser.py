@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import current_url
 
 COMPARE_CHARTS = 4
 
@@ -21,7 +22,7 @@ def test_click_a_prediction_bar_then_a_map_cell(app):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     app.wait_title("Where the model looked for", "happy")
     app.wait_painted(3)
-    assert "view=why" in page.url and "cls=3" in page.url
+    assert "view=why" in current_url(page) and "cls=3" in current_url(page)
     app.assert_clean()
 
 

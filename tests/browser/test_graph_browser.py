@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ACTION_TIMEOUT_MS, FIRST_PAINT_TIMEOUT_MS
+from conftest import ACTION_TIMEOUT_MS, FIRST_PAINT_TIMEOUT_MS, current_url
 
 # The page is idle, and the graph's boxes (filled shapes: no image, no bars, so the shared
 # wait_painted doesn't count it) and the kernels' picture are drawn.
@@ -67,7 +67,7 @@ def test_architecture_view_paints_and_a_click_opens_the_layer(app):
     click_trace_point(app, "graph-chart", "layers", 4)
     wait_url(app, "view=explore")
     app.wait_painted(2)
-    assert "layer=conv2d_2" in page.url, page.url
+    assert "layer=conv2d_2" in current_url(page), current_url(page)
     app.assert_clean()
 
 
@@ -80,5 +80,5 @@ def test_a_click_on_a_kernel_opens_its_channel_map(app):
     click_trace_point(app, "kernel-chart", "channels", 5)  # the trained conv2d_1's channel 5
     wait_url(app, "channel=5")  # the first conv layer opens in the compare view
     app.wait_painted(4)
-    assert "view=" not in page.url and "inspect=conv2d_1" in page.url, page.url  # compare: the default view
+    assert "view=" not in current_url(page) and "inspect=conv2d_1" in current_url(page), current_url(page)  # compare: the default view
     app.assert_clean()

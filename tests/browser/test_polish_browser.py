@@ -42,7 +42,7 @@ def test_depth_click_opens_the_layer_selected_and_in_view(app):
     app.page.mouse.move(x, y, steps=2)
     app.page.wait_for_timeout(300)  # Plotly picks the clicked point from the hover
     app.page.mouse.click(x, y)
-    app.page.wait_for_url("**view=explore**", timeout=ACTION_TIMEOUT_MS)
+    app.wait_url("view=explore", timeout=ACTION_TIMEOUT_MS)
     app.page.wait_for_selector('[class*="st-key-layer_table"] .dvn-scroller', timeout=ACTION_TIMEOUT_MS)
     app.wait_painted(1)
     app.page.wait_for_function(f"() => ({_SELECTED_ROW_JS})('layer_table') && "
@@ -50,7 +50,7 @@ def test_depth_click_opens_the_layer_selected_and_in_view(app):
                                timeout=ACTION_TIMEOUT_MS)
     found = app.page.evaluate(_SELECTED_ROW_JS, "layer_table")
     assert len(found["visible"]) == 1 and found["scrollTop"] > 0, found
-    layer = app.page.url.split("layer=")[1].split("&")[0]  # the layer the explorer opened on
+    layer = app.url.split("layer=")[1].split("&")[0]  # the layer the explorer opened on
     assert layer in found["visible"][0], (layer, found)
     app.screenshot("polish-depth-click-layer-row", anchor_key="view")
     app.assert_clean()

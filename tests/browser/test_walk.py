@@ -155,7 +155,7 @@ def assert_names_agree(app, where: str, upload_name: str = "") -> None:
     from urllib.parse import parse_qs, urlparse
 
     n = app.page.evaluate(_NAMES_JS)
-    q = parse_qs(urlparse(app.page.url).query)
+    q = parse_qs(urlparse(app.url).query)
     if n["cls"] is not None and n["cam"] is not None:
         name = class_in_picker(n["cls"])
         cam = re.sub(r"\s+", " ", n["cam"])
@@ -207,6 +207,11 @@ MODELS = ("Facial expression CNN (bundled)", "VGG16", "ResNet50", "MobileNetV2")
 SAMPLE_NAMES = ("astronaut_face", "cat", "horse", "coffee", "brick", "rocket")
 VIEWS = ("First vs last conv layer", "Layer explorer", "One channel across images", "Why this prediction?",
          "Depth profile", "Dataset atlas")
+#: Presenter mode's step buttons (layer, channel, class), as the keyboard presses them.
+STEP_BUTTONS = ", ".join(f".st-key-live_{k}_{d} button" for k in ("layer", "ch", "cls") for d in ("prev", "next"))
+#: Actions on the sidebar: not applicable while presenter mode has put it away.
+SIDEBAR_ACTIONS = {"model", "weights imagenet", "weights untrained", "sample", "source samples", "upload",
+                   "mode", "grid size", "scale", "cmap", "featvis"}
 GRIDS = ("grid-first", "grid-last", "grid-explore", "grid-why", "contributions", "predictions")
 
 
@@ -295,17 +300,31 @@ class Walk:
             ("opacity", lambda: h(".st-key-opacity [role=slider]"), self.opacity),
             ("twin", lambda: h(".st-key-twin_on"), lambda: self.page.locator(".st-key-twin_on label").first.click()),
             # Feature visualisations run in the background; only for the bundled model (seconds, not minutes).
-            ("featvis", lambda: h(".st-key-fv_on") and "emotion_cnn" in self.page.url,
+            ("featvis", lambda: h(".st-key-fv_on") and "emotion_cnn" in self.app.url,
              lambda: self.page.locator(".st-key-fv_on label").first.click()),
+            # The live view's own controls (the stream itself is the live tests' business: a WebRTC stream
+            # in a walk would only slow every other step).
+            ("live layer", lambda: h(".st-key-live_layer input"), lambda: self.pick_option("live_layer")),
+            ("live grad-cam", lambda: h(".st-key-live_cam"),
+             lambda: self.page.locator(".st-key-live_cam label").first.click()),
+            ("presenter", lambda: h(".st-key-live_presenter"),
+             lambda: self.page.locator(".st-key-live_presenter label").first.click()),
+            ("live step", lambda: h(STEP_BUTTONS), self.live_step),
         ]
 
     def view(self) -> str:
-        # Every view the page offers but the live camera (a WebRTC stream: its own tests drive it).
-        names = [n for n in self.page.locator(".st-key-view [role=radio]").all_inner_texts()
-                 if n != "Live camera"] or list(VIEWS)
+        names = self.page.locator(".st-key-view [role=radio]").all_inner_texts() or list(VIEWS)
         name = self.rng.choice(names)
         self.app.segmented("view", name)
         return name
+
+    def live_step(self) -> str:
+        """Press one of presenter mode's step buttons (layer, channel, class)."""
+        buttons = self.page.locator(STEP_BUTTONS)
+        button = buttons.nth(self.rng.randrange(buttons.count()))
+        label = button.inner_text()
+        button.click()
+        return label
 
     def sample(self) -> str:
         from vizlib.images import SAMPLES
@@ -391,7 +410,8 @@ class Walk:
         self.page.set_default_timeout(10_000)  # an action that can't happen fails fast (and counts as no effect)
         try:
             for step in range(n_steps):
-                applicable = [a for a in actions if a[1]()]
+                sidebar = self.page.locator('[data-testid="stSidebar"]').first.is_visible()
+                applicable = [a for a in actions if (sidebar or a[0] not in SIDEBAR_ACTIONS) and a[1]()]
                 name, _, do = self.rng.choice(applicable)
                 self.steps.append(f"{step}: {name}")
                 try:
@@ -408,6 +428,8 @@ class Walk:
                 assert_not_broken(self.app, where)
                 self.app.assert_no_error_elements()
                 settled_names_agree(self.app, where, self.upload_name)
+            if os.environ.get("WALK_LOG"):  # the steps taken, for whoever wants to see what a seed covers
+                print(f"\nwalk seed {self.seed}:\n" + "\n".join(self.steps))
         except BaseException:
             self.save_failure()
             raise
@@ -493,7 +515,7 @@ def test_link_after_a_model_switch_names_no_layer_of_the_previous_model(app):
     settle(app, BUILD_TIMEOUT_MS)
     app.wait_painted(0, timeout=BUILD_TIMEOUT_MS)
     app.page.wait_for_function("() => !/[?&]model=emotion_cnn/.test(location.search)")
-    q = parse_qs(urlparse(app.page.url).query)
+    q = parse_qs(urlparse(app.url).query)
     assert q.get("model") == ["vgg16"], q
     assert q.get("inspect", [""])[0] in ("", "block1_conv1", "block5_conv3"), q
 
@@ -512,7 +534,7 @@ def test_link_after_an_upload_names_no_sample_image(app, upload_png):
         "walk-upload.png")
     settle(app)
     app.page.wait_for_function("() => /[?&]source=upload/.test(location.search)")
-    q = parse_qs(urlparse(app.page.url).query)
+    q = parse_qs(urlparse(app.url).query)
     assert "image" not in q, q
     assert_not_broken(app)
 
@@ -530,5 +552,25 @@ def test_imagenet_weights_offline_fall_back_to_untrained_with_a_notice(app):
     expect(notice).to_contain_text("untrained (random) weights")
     expect(app.page.locator('[data-testid="stAlertContentError"]')).to_have_count(0)
     assert "/" not in notice.inner_text().replace("(random)", ""), notice.inner_text()  # no server path
-    assert "weights=untrained" in app.page.url
+    assert "weights=untrained" in app.url
+    assert_not_broken(app)
+
+
+@pytest.mark.browser
+def test_leaving_the_live_view_in_presenter_mode_gives_the_sidebar_back(app):
+    """Presenter mode hides the sidebar for projection. It used to stay hidden after the visitor left the
+    live view with it on: no model, image or display control anywhere, until a reload."""
+    expect = app.expect
+    app.open("?view=live", n_charts=1)
+    sidebar = app.page.locator('[data-testid="stSidebar"]')
+    toggle = app.page.locator(".st-key-live_presenter label").first
+    toggle.wait_for(timeout=BUILD_TIMEOUT_MS)
+    expect(sidebar).to_be_visible()
+    toggle.click()
+    expect(sidebar).to_be_hidden()
+    app.segmented("view", "Layer explorer")
+    app.wait_url("view=explore")
+    settle(app)
+    expect(sidebar).to_be_visible()
+    expect(app.page.locator(".st-key-model")).to_be_visible()
     assert_not_broken(app)
