@@ -241,10 +241,12 @@ def view_live(m: Any, state: Any, image_key: str, image_name: str, image: Any, v
     default = names.index(last_conv(m).name)
     if st.session_state.get("live_layer") not in names:  # first visit, or another model
         st.session_state.live_layer = names[default]
+    # Kept for the session (persist_state): back in the live view, it is as the visitor left it.
     layer = c1.selectbox("Second grid: layer", names, key="live_layer", on_change=_reset_channel,
+                         persist_state="session",
                          help="The first grid is always the first conv layer; pick what the second shows.")
-    cam = c2.toggle("Grad-CAM over the video", key="live_cam")
-    presenter = c3.toggle("Presenter mode", key="live_presenter",
+    cam = c2.toggle("Grad-CAM over the video", key="live_cam", persist_state="session")
+    presenter = c3.toggle("Presenter mode", key="live_presenter", persist_state="session",
                           help="One large view with large labels; keys ↑/↓ layer, ←/→ channel, [ / ] class.")
     channel = int(st.session_state.get("live_ch", 0))
     cls_step = st.session_state.get("live_cls")

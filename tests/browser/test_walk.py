@@ -574,3 +574,8 @@ def test_leaving_the_live_view_in_presenter_mode_gives_the_sidebar_back(app):
     expect(sidebar).to_be_visible()
     expect(app.page.locator(".st-key-model")).to_be_visible()
     assert_not_broken(app)
+    # Back in the live view, presenter mode is as the visitor left it: on, the sidebar away.
+    app.segmented("view", "Live camera")
+    app.wait_url("view=live")
+    expect(app.page.locator(".st-key-live_presenter input").first).to_be_checked()
+    expect(sidebar).to_be_hidden()
