@@ -469,6 +469,17 @@ def test_random_walk_never_breaks_the_page(app, server, seed, upload_png):
     Walk(app, seed, upload_png, server).run(WALK_STEPS)
 
 
+@pytest.mark.browser
+def test_random_walk_from_the_live_view(app, server, upload_png):
+    """A shorter walk that starts in the Live camera view: whether a long walk reaches it depends on its seed
+    (and on timing: an action applies only when its control is there), so this one always does."""
+    app.open("?view=live", n_charts=1)
+    app.page.locator(".st-key-live_presenter").first.wait_for(timeout=BUILD_TIMEOUT_MS)
+    walk = Walk(app, 4242, upload_png, server)
+    walk.run(int(os.environ.get("WALK_STEPS_LIVE", "40")))
+    assert any(s.split(": ", 1)[1].startswith(("live", "presenter")) for s in walk.steps), walk.steps
+
+
 # --------------------------------------------------------------------------- part 2: state that must agree
 
 
