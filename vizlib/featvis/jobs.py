@@ -59,6 +59,11 @@ class _Scheduler:
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the job
             future.set_exception(exc)
 
+    def waiting_below(self, size: int) -> bool:
+        """A job smaller than ``size`` is waiting."""
+        with self._lock:
+            return bool(self._heap) and self._heap[0][0] < size
+
     def run_shorter(self, size: int) -> None:
         """Run every waiting job smaller than ``size`` now, in this (the worker's) thread."""
         while True:
@@ -130,7 +135,7 @@ class Job:
             if self.abandon_after is not None and time.monotonic() - self._seen > self.abandon_after:
                 self.state = "abandoned"
                 return True
-            if self.state == "running":  # between two chunks: a smaller job that arrived runs first
+            if self.state == "running" and _SCHEDULER.waiting_below(self.size):  # a smaller job arrived: it first
                 self.state = "paused"
                 try:
                     _SCHEDULER.run_shorter(self.size)
