@@ -106,9 +106,11 @@ def cluster(tmp_path_factory):
     """A head node and a worker node (its own process tree, its own resource), stopped afterwards."""
     logs = tmp_path_factory.mktemp("ray-cluster")
     env = dict(os.environ, **RAY_ENV)
-    ports = _free_ports(14)
+    # Worker port ranges clear of each other, of Ray's defaults and of the ports the OS hands out (its ephemeral
+    # range starts at 32768): CI once drew a free port inside a worker range and the node refused to start.
+    base = 20000 + (os.getpid() % 25) * 400
+    ports = [p for p in _free_ports(40) if not base <= p < base + 400][:14]
     address = f"127.0.0.1:{ports[0]}"
-    base = 20000 + (os.getpid() % 50) * 400  # worker port ranges clear of each other and of Ray's defaults
     procs: list[subprocess.Popen] = []
 
     def start(args: list[str], log: str) -> None:
