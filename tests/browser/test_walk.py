@@ -215,6 +215,10 @@ SIDEBAR_ACTIONS = {"model", "weights imagenet", "weights untrained", "sample", "
 GRIDS = ("grid-first", "grid-last", "grid-explore", "grid-why", "contributions", "predictions")
 
 
+class DomMoved(Exception):
+    """A control seen a moment ago was gone when the walk used it: the action had no effect."""
+
+
 class Walk:
     """One fixed-seed walk: random applicable actions, each followed by the checks."""
 
@@ -233,6 +237,12 @@ class Walk:
     def has(self, selector: str) -> bool:
         return self.page.locator(selector).count() > 0
 
+    def index(self, count: int, what: str) -> int:
+        """A random index below ``count``; none when the page reran between seeing a control and using it."""
+        if count <= 0:
+            raise DomMoved(f"{what} vanished (the page reran)")
+        return self.rng.randrange(count)
+
     def pick_option(self, key: str) -> str:
         """Open selectbox ``key`` and click one of its visible options at random."""
         box = self.page.locator(f".st-key-{key} input[role=combobox]").first
@@ -244,8 +254,7 @@ class Walk:
         except Exception:  # noqa: BLE001 - a freshly painted combobox sometimes ignores its first click
             box.click()
             options.first.wait_for(state="visible", timeout=5_000)
-        count = min(options.count(), 12)
-        option = options.nth(self.rng.randrange(count))
+        option = options.nth(self.index(min(options.count(), 12), "the options"))
         text = option.inner_text()
         option.click()
         return text
@@ -321,7 +330,7 @@ class Walk:
     def live_step(self) -> str:
         """Press one of presenter mode's step buttons (layer, channel, class)."""
         buttons = self.page.locator(STEP_BUTTONS)
-        button = buttons.nth(self.rng.randrange(buttons.count()))
+        button = buttons.nth(self.index(buttons.count(), "the step buttons"))
         label = button.inner_text()
         button.click()
         return label
@@ -350,7 +359,7 @@ class Walk:
             box.press("Enter")
             return value
         buttons = self.page.locator(".st-key-channel button")
-        which = self.rng.randrange(buttons.count())
+        which = self.index(buttons.count(), "the channel's buttons")
         button = buttons.nth(which)
         if button.is_disabled():
             return "at the end of the range"
@@ -359,7 +368,7 @@ class Walk:
 
     def grid_click(self) -> str:
         keys = [g for g in GRIDS[:4] if self.has(f".st-key-{g} .scatterlayer .point")]
-        key = self.rng.choice(keys)
+        key = keys[self.index(len(keys), "the grids")]
         return f"{key} " + self.click_point(key, ".scatterlayer .point")
 
     def detail_click(self) -> str:
@@ -418,7 +427,7 @@ class Walk:
                     what = do()
                 except Exception as exc:  # noqa: BLE001 - the DOM moved under the mouse (a rerun, a
                     # chart repainting): the action had no effect; the checks below still run
-                    if type(exc).__module__.split(".")[0] != "playwright":
+                    if type(exc).__module__.split(".")[0] != "playwright" and not isinstance(exc, DomMoved):
                         raise
                     what = "no effect: " + str(exc).splitlines()[0][:80]
                 if what:
