@@ -1,6 +1,7 @@
 """Feature visualisation on any CNN: the method before issue 20 (Lucid's recipe), the new one, plain ascent.
 
     python benchmarks/bench_featvis.py [--steps 128] [--channels 8] [--models a,b,...] [--skip-vgg]
+    python benchmarks/bench_featvis.py --polish --steps 96 --channels 6 --skip-vgg   # round 4's polish candidates
 
 1. Any CNN. Five small CNNs trained here in seconds (tests/_featvis_models.py: grey and RGB, 28-64 px,
    with and without BatchNorm, unit / -1..1 / caffe scaling) and the bundled model; every conv layer,
@@ -29,9 +30,19 @@ import _common as C
 sys.path.insert(0, str(C.ROOT / "tests"))
 
 
+#: ``--polish``: round 4's candidates for the pixel polish instead of fv1 (benchmarks/README.md).
+POLISH_CANDIDATES = False
+
+
 def _recipes():
+    from dataclasses import replace
+
     from vizlib.featvis.graph import FV2, LUCID, PLAIN
 
+    if POLISH_CANDIDATES:
+        return {"fv2.1 (no warm-up)": replace(FV2, polish_warmup=0.0), "new (fv2)": FV2,
+                "warm-up, lr 0.15": replace(FV2, polish_lr=0.15), "warm-up, lr 0.2": replace(FV2, polish_lr=0.2),
+                "warm-up, polish 5/8": replace(FV2, polish=0.625), "plain ascent": PLAIN}
     return {"before (fv1, Lucid)": LUCID, "new (fv2)": FV2, "plain ascent": PLAIN}
 
 
@@ -161,7 +172,10 @@ def main() -> None:
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--skip-any", action="store_true")
     ap.add_argument("--vgg-channels", type=int, default=3, help="VGG16 block5_conv3 channels timed, one at a time")
+    ap.add_argument("--polish", action="store_true", help="section 1 compares the polish candidates of round 4")
     args = ap.parse_args()
+    global POLISH_CANDIDATES
+    POLISH_CANDIDATES = args.polish
     C.header("bench_featvis: any CNN (before / new / plain ascent), time to first preview and final image")
     import vizlib
 

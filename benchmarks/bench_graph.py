@@ -115,14 +115,18 @@ def browser_times(repeats: int) -> dict:
 
     from bench_browser import CHROMIUM, CHROMIUM_ARGS, Server, free_port
 
-    port = free_port()
+    port, floor_port = free_port(), free_port()
     C.OUT.mkdir(parents=True, exist_ok=True)
     server = Server(port, C.OUT / "bench_graph_server.log")
+    floor = Server(floor_port, C.OUT / "bench_graph_floor.log", "benchmarks/graph_floor_app.py")
     server.wait_healthy()
+    floor.wait_healthy()
     # (page, boxes as it opens, boxes after the toggle): DenseNet121 opens collapsed; the bundled model expanded.
     pages = {"densenet121": ("?model=densenet121&weights=untrained&view=graph", "27 boxes", "429 boxes",
                              "Every layer", "Stages"),
-             "emotion_cnn": ("?view=graph", "46 boxes", "11 boxes", "Stages", "Every layer")}
+             "emotion_cnn": ("?view=graph", "46 boxes", "11 boxes", "Stages", "Every layer"),
+             # The floor: the same radio-in-a-fragment swapping a cached one- or two-box figure.
+             "floor": ("", "1 boxes", "2 boxes", "Every layer", "Stages")}
     out: dict = {name: {"load": [], "toggle": [], "toggle_back_cached": [], "switch": []} for name in pages}
 
     def wait(page, title_has: str) -> float:
@@ -137,7 +141,8 @@ def browser_times(repeats: int) -> dict:
                 for name, (query, opens, toggled, click, back) in pages.items():
                     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
                     page = ctx.new_page()
-                    page.goto(f"http://localhost:{port}/{query}", wait_until="commit")
+                    page.goto(f"http://localhost:{floor_port if name == 'floor' else port}/{query}",
+                              wait_until="commit")
                     out[name]["load"].append(wait(page, opens))
                     detail = page.locator(".st-key-graph-detail")
                     for key, title, label in (("toggle", toggled, click), ("toggle_back_cached", opens, back)):
@@ -145,6 +150,9 @@ def browser_times(repeats: int) -> dict:
                         t0 = page.evaluate("performance.now()")
                         detail.get_by_role("radio", name=label, exact=True).click()
                         out[name][key].append(wait(page, title) - t0)
+                    if name == "floor":  # one page, no views
+                        ctx.close()
+                        continue
                     # (b5) from another view of the same session (the depth profile) to this one: the
                     # visitor's way to the graph once the page is open.
                     page.locator(".st-key-view").get_by_text("Depth profile", exact=True).click()
@@ -157,6 +165,7 @@ def browser_times(repeats: int) -> dict:
             browser.close()
     finally:
         server.stop()
+        floor.stop()
     # The first round is cold on the server (model build, first layout): reported apart.
     return {name: {"cold_load_ms": r["load"][0], "load_ms": r["load"][1:], "toggle_ms": r["toggle"][1:],
                    "toggle_back_cached_ms": r["toggle_back_cached"][1:], "switch_from_depth_ms": r["switch"][1:]}
@@ -177,8 +186,13 @@ def main() -> None:
         for name, r in b.items():
             print(f"{name}: cold first load {r['cold_load_ms']:.0f} ms (model build included)")
             for key in ("load_ms", "toggle_ms", "toggle_back_cached_ms", "switch_from_depth_ms"):
+                if not r[key]:
+                    continue
                 print(f"  {key:22} median {C.median(r[key]):6.0f} ms  {[round(x) for x in r[key]]}")
-        d, e = b["densenet121"], b["emotion_cnn"]
+        d, e, f = b["densenet121"], b["emotion_cnn"], b["floor"]
+        print("DenseNet121 / floor (a radio swapping a one-box chart), cached toggle back: "
+              f"{C.median(d['toggle_back_cached_ms']) / C.median(f['toggle_back_cached_ms']):.2f}; the floor's "
+              f"median {C.median(f['toggle_back_cached_ms']):.0f} ms is under every chart repaint on this page")
         print("DenseNet121 / bundled model, cached toggle back (the same page rerun, a 27- vs 46-box graph): "
               f"{C.median(d['toggle_back_cached_ms']) / C.median(e['toggle_back_cached_ms']):.2f}")
         C.save("graph_browser", b)

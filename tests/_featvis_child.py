@@ -164,7 +164,7 @@ def task_sweep(names: list) -> dict:
         convs = [info.name for info in vizlib.spatial_layers(m) if info.kind == "Conv2D"]
         out["bundled"] = {"accuracy": 1.0, "layers": [
             sweep_layer(m, layer, M.sample_channels(vizlib.find_layer(m, layer).channels, 6, seed=i), 96)
-            for i, layer in enumerate(convs[:2] + convs[-1:])]}
+            for i, layer in enumerate(convs)]}
     return out
 
 

@@ -136,13 +136,13 @@ def test_cache_is_reused_by_a_fresh_process(specificity):
 # --------------------------------------------------------------------------- any CNN: small models trained here
 
 
-SWEEP = ("grey28_unit", "rgb32_symmetric", "rgb48_unit_bn", "rgb40_caffe_bn", "bundled")
+SWEEP = ("grey28_unit", "rgb32_symmetric", "rgb48_unit_bn", "grey64_unit_bn", "rgb40_caffe_bn", "bundled")
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    """Every conv layer of four small models trained in the child (grey/RGB, 28-48 px, BatchNorm or not,
-    unit / -1..1 / caffe scaling) and three of the bundled model's; 6 channels per layer drawn by a seeded
+    """Every conv layer of five small models trained in the child (grey/RGB, 28-64 px, BatchNorm or not,
+    unit / -1..1 / caffe scaling) and of the bundled model (7); 6 channels per layer drawn by a seeded
     generator; the default method and plain pixel gradient ascent, the same 96 steps."""
     return run_child("sweep", *SWEEP)
 
@@ -171,9 +171,10 @@ def test_specific_on_every_conv_layer_of_any_small_cnn(sweep):
 
 def test_about_as_strong_as_plain_gradient_ascent(sweep):
     """The images are about as strong as plain pixel ascent's in the same steps. The issue asks for >= for each
-    image; what is reached (benchmarks/README.md): a median of 0.96-1.0 on the small models and 1.37 on the
-    bundled one, the weakest image 0.83 (a robust start and a polish of half the steps settle on a nearby
-    optimum that plain ascent from grey may beat), so this asserts median >= 0.95 and every image >= 0.8."""
+    image; what is reached (benchmarks/README.md, round 4): a median of 0.96-1.05 per model, the weakest image
+    0.83 (a robust start and a polish of half the steps settle on a nearby optimum that plain ascent from grey
+    may beat), so this asserts median >= 0.95 and every image >= 0.8. Before the polish warmed up, six images
+    of grey64 and the bundled model's middle layers fell to 1-45 % of plain ascent's: this test fails on them."""
     for model in SWEEP:
         ratios = np.array([q for _, q in _sweep_rows(sweep, model)])
         assert np.median(ratios) >= 0.95 and ratios.min() >= 0.8, (model, ratios)

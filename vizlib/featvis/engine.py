@@ -39,6 +39,8 @@ STATE_BYTES = 256 * 2**20
 #: A polished image has converged when its objective rose less than this (relative) over PATIENCE steps.
 CONVERGED = 0.002
 PATIENCE = 16
+#: The polish's warm-up (``Recipe.polish_warmup``) never takes longer than this many steps.
+WARMUP_MAX_STEPS = 32
 #: A sketch shorter than this would show little: none then.
 MIN_PREVIEW_STEPS = 16
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
@@ -122,7 +124,8 @@ class State:
                 t = tf.constant(float(self.done + 1 - self.phase_start))
                 with run_lock(self.km):
                     spec, m1, m2, obj = self.g.step(
-                        self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done])
+                        self.spec, self.m1, self.m2, t, self.channels, self.transforms[self.done],
+                        tf.constant(self._rate()))
                 self.objective = np.asarray(obj, dtype=np.float64)
                 if self.polishing:
                     spec, m1, m2 = self._converge(spec, m1, m2, self.objective)
@@ -132,6 +135,16 @@ class State:
                 if self.frozen is not None and self.frozen.all():
                     self.done = self.steps  # every image has converged: the rest of the steps would not move it
                     break
+
+    def _rate(self) -> float:
+        """The learning rate's factor this step: 1, except in the polish's first ``polish_warmup`` share, where it
+        climbs from 0.1 to 1 (Adam's first steps move every pixel by the full rate whatever the gradient's size:
+        at full rate they can throw the robust image away, benchmarks/README.md round 4)."""
+        warm = 0.0
+        if self.polishing:
+            warm = min(WARMUP_MAX_STEPS, self.g.recipe.polish_warmup * max(1, self.steps - self.phase_start - 1))
+        k = self.done - self.phase_start
+        return 1.0 if k >= warm else 0.1 + 0.9 * k / warm
 
     polishing = False
     objective: Optional[np.ndarray] = None  # per row: the last step's objective (with that step's transforms)
@@ -155,7 +168,7 @@ class State:
         if len(self.history) > PATIENCE:
             old = self.history[-1 - PATIENCE]
             gain = (obj - old) / np.maximum(np.abs(old), 1e-6)
-            newly = ~self.frozen & (gain < CONVERGED)
+            newly = ~self.frozen & (gain < CONVERGED) & (self._rate() >= 1.0)  # judged at the full rate
             self.converged_at[newly] = self.done + 1
             keep = self.frozen.copy()
             self.frozen |= newly

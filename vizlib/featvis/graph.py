@@ -14,6 +14,7 @@ feature visualisation refuses with :class:`vizlib.explain.GradientsUnsafe`
 
 from __future__ import annotations
 
+
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -55,7 +56,10 @@ class Recipe:
     forms within a few dozen steps, where the robust phase needs half the run;
     its images are the preview until the method's own image, in its polish, is
     as strong. Only for images of at least :data:`PREVIEW_MIN_SIDE` px; the
-    final images are unchanged by it.
+    final images are unchanged by it. ``polish_warmup``: the polish's learning
+    rate climbs from a tenth to its full value over this share of the polish
+    steps (at most :data:`~vizlib.featvis.engine.WARMUP_MAX_STEPS`): Adam's first
+    steps move every pixel by the full rate, which threw some robust images away.
     """
 
     fourier: bool = True
@@ -69,6 +73,7 @@ class Recipe:
     polish_pixels: bool = False
     polish_lr: float = 0.05
     preview: float = 0.0
+    polish_warmup: float = 0.0
     name: str = "fv1"
 
 
@@ -83,8 +88,11 @@ LUCID = Recipe()
 #: range) and has half the steps, and at 0.05 it had not arrived (0.02 / 0.05 / 0.1: median activation vs plain
 #: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). A sketch of an eighth of the steps first
 #: (the parameterisation without transforms, only while someone watches): on VGG16 block5_conv3 a preview
-#: several times stronger at 10 s than the method's own image then (benchmarks/README.md, round 3).
-FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, preview=0.125, name="fv2")
+#: several times stronger at 10 s than the method's own image then (benchmarks/README.md, round 3). The polish
+#: warms up over its first quarter (at most 32 steps): at full rate from its first step it destroyed a few robust
+#: images, down to 1 % of plain ascent's activation (benchmarks/README.md, round 4).
+FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, preview=0.125,
+             polish_warmup=0.25, name="fv2")
 DEFAULT = FV2
 PLAIN = Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=0.0, lr=0.05, plain=True,
                name="plain")
@@ -296,8 +304,9 @@ def compile_step(m: Any, g: Graph) -> None:
     # autograph=False: the step has no Python control flow on tensors, and AutoGraph's source lookup confuses
     # the closures of functions compiled more than once here ("closure mismatch").
     @tf.function(input_signature=[spec_sig, spec_sig, spec_sig, tf.TensorSpec([], tf.float32),
-                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32)], autograph=False)
-    def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, tr: Any) -> Any:
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([8], tf.float32),
+                                  tf.TensorSpec([], tf.float32)], autograph=False)
+    def traced_step(spec: Any, m1: Any, m2: Any, t: Any, channels: Any, tr: Any, rate: Any) -> Any:
         with redirected_relu(t):  # the body runs only while tracing: the override is this graph's alone
             img = pixels(spec)
             x = transform.resample(img, tr, g.canvas, fill)
@@ -308,7 +317,7 @@ def compile_step(m: Any, g: Graph) -> None:
         beta1, beta2 = 0.9, 0.999
         m1 = beta1 * m1 + (1 - beta1) * grad
         m2 = beta2 * m2 + (1 - beta2) * grad * grad
-        lr = recipe.lr * tf.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        lr = rate * recipe.lr * tf.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
         spec = spec - lr * m1 / (tf.sqrt(m2) + 1e-8)
         if not recipe.fourier:
             spec = tf.clip_by_value(spec, 0.0, 1.0)
@@ -342,4 +351,5 @@ def sketch_recipe(recipe: Recipe) -> Recipe:
 def polish_recipe(recipe: Recipe) -> Recipe:
     """The recipe of a pixel-space polish after ``recipe``'s robust phase: no transforms, no margin."""
     return Recipe(fourier=False, decorrelate=False, jitter=0.0, margin=False, hinge=recipe.hinge, polish=0.0,
-                  lr=recipe.polish_lr, plain=recipe.plain, name=recipe.name + "+polish")
+                  lr=recipe.polish_lr, plain=recipe.plain, polish_warmup=recipe.polish_warmup,
+                  name=recipe.name + "+polish")

@@ -26,7 +26,7 @@ from vizlib.featvis.engine import (
 from vizlib.featvis.score import reference
 
 #: Bump when the algorithm changes: it is part of every cache key.
-ALGORITHM = "fv2.1"
+ALGORITHM = "fv2.3"
 
 ProgressFn = Callable[[int, int], None]
 
