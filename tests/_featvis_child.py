@@ -445,12 +445,58 @@ def task_scheduler() -> dict:
     return out
 
 
+def task_fairness() -> dict:
+    """A steady stream of one-channel jobs (a busy hosted page: several visitors, each asking again as soon as
+    their image is done) while a grid runs: the grid still finishes, within its share of the worker, and the
+    stream is served meanwhile (jobs.MAX_WAIT_S set to 1 s here)."""
+    import threading
+    import time
+
+    from vizlib.featvis import jobs
+
+    jobs.MAX_WAIT_S = float(os.environ.get("FAIRNESS_MAX_WAIT", "1.0"))
+    limit = float(os.environ.get("FAIRNESS_LIMIT", "600"))
+    m = vizlib.load_model("emotion_cnn")
+    featvis.render(m, "conv2d_7", [0], steps=2, cache=False)  # graphs traced before anything is timed
+    t0 = time.monotonic()
+    alone = featvis.Job(m, "conv2d_7", list(range(7)), steps=200, cache=False, seed=1)
+    alone.wait(600)
+    alone_s = time.monotonic() - t0
+    grid = featvis.Job(m, "conv2d_7", list(range(7)), steps=200, cache=False)
+    stream: list = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def visitor(k: int) -> None:  # asks again as soon as the last image is done: the queue is never empty
+        while not stop.is_set() and time.monotonic() - t0 < limit:
+            with lock:
+                n = len(stream)
+                job = featvis.Job(m, "conv2d_7", [n % 7], steps=30, cache=False, seed=n + 2)
+                stream.append(job)
+            job.wait(120)
+
+    t1 = time.monotonic()
+    feeders = [threading.Thread(target=visitor, args=(k,)) for k in range(3)]
+    for f in feeders:
+        f.start()
+    grid.wait(limit + 60)
+    grid_s = time.monotonic() - t1
+    served_meanwhile = sum(1 for j in stream if j.done and j.finished is not None and j.finished <= grid.finished)
+    stop.set()
+    for f in feeders:
+        f.join()
+    for j in stream:
+        j.wait(120)
+    return {"alone_s": alone_s, "grid_s": grid_s, "grid_state": grid.state, "served": served_meanwhile,
+            "stream_states": sorted({j.state for j in stream})}
+
+
 def main() -> None:
     task, args = sys.argv[1], sys.argv[2:]
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
               "refused": task_refused, "ui": task_ui, "preview": task_preview, "scheduler": task_scheduler,
-              "redirect": task_redirect, "sweep": lambda: task_sweep(args), "cell": task_cell_and_convergence}[task]()
+              "redirect": task_redirect, "sweep": lambda: task_sweep(args), "fairness": task_fairness, "cell": task_cell_and_convergence}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -202,6 +202,54 @@ def test_a_small_job_does_not_wait_for_a_grid():
     assert r["same"] is True and r["one_same"] is True
 
 
+def test_a_stream_of_small_jobs_does_not_starve_a_grid():
+    """Smallest first, but fair: a visitor's grid finishes while other visitors keep asking for one channel
+    after another (without the budget it would wait for the stream to stop), and the stream is served too."""
+    r = run_child("fairness", timeout=900)
+    assert r["grid_state"] == "done", r
+    assert r["served"] >= 3, r  # small jobs kept being served while the grid ran
+    # At least about half the worker: the grid takes at most a little over twice its time alone (plus slack).
+    assert r["grid_s"] <= 2.0 * r["alone_s"] + 1.0 + 15.0, r
+    assert r["stream_states"] == ["done"], r
+
+
+def test_a_queued_job_waits_at_most_max_wait_behind_newer_smaller_ones(monkeypatch):
+    """The scheduler itself (no model): a big job queued behind a running one, then a steady stream of small
+    jobs. Smallest first alone would start the big job only when the stream stops; with MAX_WAIT_S it starts
+    once it has waited that long. The same scenario with an unbounded wait is the control."""
+    import threading
+
+    from vizlib.featvis import jobs
+
+    def scenario(max_wait: float) -> tuple[float, float]:
+        monkeypatch.setattr(jobs, "MAX_WAIT_S", max_wait)
+        sched = jobs._Scheduler()
+        started: dict = {}
+        sched.submit(1, lambda: time.sleep(0.2))  # occupies the worker
+        t0 = time.monotonic()
+        big = sched.submit(1000, lambda: started.setdefault("big", time.monotonic() - t0))
+        stop = threading.Event()
+
+        def stream() -> None:
+            while not stop.is_set():
+                sched.submit(1, lambda: time.sleep(0.02)).result(10)  # one after another: never an empty queue
+        feeders = [threading.Thread(target=stream) for _ in range(2)]
+        for f in feeders:
+            f.start()
+        time.sleep(2.0)
+        stream_ended = time.monotonic() - t0
+        stop.set()
+        for f in feeders:
+            f.join()
+        big.result(10)
+        return started["big"], stream_ended
+
+    fair_start, ended = scenario(0.5)
+    assert 0.4 <= fair_start <= 1.2 < ended, (fair_start, ended)
+    unfair_start, ended = scenario(1e9)
+    assert unfair_start >= ended - 0.1, (unfair_start, ended)  # the control: starved until the stream stopped
+
+
 def test_preview_sketch_shows_a_strong_image_first_and_leaves_the_result_unchanged():
     """The preview sketch (Recipe.preview, only while someone watches; benchmarks/README.md): on big images
     (>= 96 px) the method's parameterisation without transforms runs an eighth of the steps first. After its 16

@@ -13,6 +13,12 @@ from vizlib.featvis.engine import DEFAULT_STEPS
 from vizlib.featvis.rendering import Cancelled, FeatureVisualization, render
 
 
+#: Fairness: a job that has waited this long (seconds) goes before newer jobs whatever their size, and a running
+#: job stops yielding to smaller ones once it has been paused this much longer than it has run. Smallest first
+#: would otherwise let a steady stream of one-channel clicks (a busy hosted page) hold a grid back for ever.
+MAX_WAIT_S = 30.0
+
+
 class _Scheduler:
     """One worker thread for all renders (on a small server they would only fight over the cores), shortest first.
 
@@ -20,7 +26,9 @@ class _Scheduler:
     a visitor's one channel does not wait minutes behind a grid of 49. A job
     already running yields to a shorter one that arrives: between two chunks
     of its steps it runs the shorter job to the end, then carries on where it
-    was (its optimisation state stays where the model lives).
+    was (its optimisation state stays where the model lives). Nothing starves:
+    a job that has waited :data:`MAX_WAIT_S` goes next (the oldest such first),
+    and a running job gets at least about half the worker (:class:`Job`).
     """
 
     def __init__(self) -> None:
@@ -34,26 +42,38 @@ class _Scheduler:
         future: Future = Future()
         with self._lock:
             self._seq += 1
-            heapq.heappush(self._heap, (int(size), self._seq, fn, future))
+            heapq.heappush(self._heap, (int(size), self._seq, fn, future, time.monotonic()))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="vizlib-featvis", daemon=True)
                 self._thread.start()
             self._wake.notify()
         return future
 
+    def _take(self, below: Optional[int]) -> Optional[tuple]:
+        """The next item (lock held): the oldest that waited :data:`MAX_WAIT_S`, else the smallest."""
+        limit = time.monotonic() - MAX_WAIT_S
+        overdue = [i for i in self._heap if i[4] <= limit and (below is None or i[0] < below)]
+        if overdue:
+            item = min(overdue, key=lambda i: i[1])
+            self._heap.remove(item)
+            heapq.heapify(self._heap)
+            return item
+        if not self._heap or (below is not None and self._heap[0][0] >= below):
+            return None
+        return heapq.heappop(self._heap)
+
     def _pop(self, below: Optional[int] = None) -> Optional[tuple]:
         with self._lock:
-            while self._heap:
-                if below is not None and self._heap[0][0] >= below:
+            while True:
+                item = self._take(below)
+                if item is None:
                     return None
-                item = heapq.heappop(self._heap)
                 if item[3].set_running_or_notify_cancel():  # False: cancelled while it waited
                     return item
-            return None
 
     @staticmethod
     def _run(item: tuple) -> None:
-        _, _, fn, future = item
+        _, _, fn, future, _ = item
         try:
             future.set_result(fn())
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the job
@@ -64,9 +84,10 @@ class _Scheduler:
         with self._lock:
             return bool(self._heap) and self._heap[0][0] < size
 
-    def run_shorter(self, size: int) -> None:
-        """Run every waiting job smaller than ``size`` now, in this (the worker's) thread."""
-        while True:
+    def run_shorter(self, size: int, until: float = float("inf")) -> None:
+        """Run waiting jobs smaller than ``size`` now, in this (the worker's) thread; none started after ``until``
+        (``time.monotonic()``)."""
+        while time.monotonic() < until:
             item = self._pop(below=size)
             if item is None:
                 return
@@ -97,7 +118,8 @@ class Job:
 
     Jobs run one at a time in a shared worker thread, the smallest first
     (``state`` is ``"queued"`` until theirs starts; a running job pauses for
-    a smaller one that arrives: ``"paused"``); ``cancel()`` stops one between chunks
+    a smaller one that arrives: ``"paused"``; none waits for ever, see
+    :data:`MAX_WAIT_S`); ``cancel()`` stops one between chunks
     of steps. With ``abandon_after`` (seconds), a job that nobody has
     ``touch()``-ed for that long stops by itself (``state`` ``"abandoned"``):
     a page whose visitor left does not keep the worker busy.
@@ -117,6 +139,7 @@ class Job:
         self.finished: Optional[float] = None
         self.abandon_after = abandon_after
         self._seen = time.monotonic()
+        self._paused = 0.0  # seconds spent paused for smaller jobs
         self._stop = threading.Event()
         #: The images so far (uint8 (K, H, W, C) for ``preview_channels``), refined while the job runs.
         self.preview: Optional[Any] = None
@@ -135,12 +158,17 @@ class Job:
             if self.abandon_after is not None and time.monotonic() - self._seen > self.abandon_after:
                 self.state = "abandoned"
                 return True
-            if self.state == "running" and _SCHEDULER.waiting_below(self.size):  # a smaller job arrived: it first
-                self.state = "paused"
-                try:
-                    _SCHEDULER.run_shorter(self.size)
-                finally:
-                    self.state = "running"
+            if self.state == "running" and _SCHEDULER.waiting_below(self.size):  # a smaller job arrived: it first,
+                # within a budget: paused at most MAX_WAIT_S longer than it has run (at least ~half the worker)
+                now = time.monotonic()
+                budget = (now - (self.started or now) - self._paused) + MAX_WAIT_S - self._paused
+                if budget > 0:
+                    self.state = "paused"
+                    try:
+                        _SCHEDULER.run_shorter(self.size, until=now + budget)
+                    finally:
+                        self._paused += time.monotonic() - now
+                        self.state = "running"
             return False
 
         def work() -> FeatureVisualization:
