@@ -14,7 +14,6 @@ feature visualisation refuses with :class:`vizlib.explain.GradientsUnsafe`
 
 from __future__ import annotations
 
-
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
