@@ -344,12 +344,23 @@ def test_atlas_command_names_the_flag_offline(offline, tmp_path, capsys):
     assert err[0].startswith("error: ")
 
 
-def test_fetch_command_names_the_command_offline(offline, capsys):
+def test_fetch_command_says_what_to_do_offline_in_one_line(offline, capsys, monkeypatch, tmp_path):
+    """Offline, the fetch command says so once (exit 2, one line) instead of advising, per model, to run the very
+    command that just failed; a model name it does not know is one line too; --help works."""
+    from vizlib import models
     from vizlib.fetch import main
 
-    assert main(["vgg16"]) == 1
-    err = capsys.readouterr().err
-    assert "--weights untrained" in err and "python -m vizlib.fetch vgg16" in err and "Pick '" not in err
+    monkeypatch.setattr(models, "keras_cache_dir", lambda: tmp_path)  # nothing cached here
+    assert main(["vgg16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "can't be reached" in err[0], err
+    assert "python -m vizlib.fetch" not in err[0] and "--weights" not in err[0] and "Pick '" not in err[0]
+    assert main(["nonexistent_model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Unknown model 'nonexistent_model'" in err[0] and "vgg16" in err[0], err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "MODEL" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- the dataset atlas view

@@ -184,6 +184,8 @@ def activations(model: Any, images: Any, layers: Sequence[str], **kwargs: Any) -
     ``images`` is a list of PIL images (resized and preprocessed for the model)
     or a ready, preprocessed batch.
     """
+    if not layers:
+        raise InputError("Name at least one layer (vizlib.spatial_layers(model) lists them).")
     acts, _ = forward(model, images, layers, predictions=False, **kwargs)
     return acts
 
@@ -259,7 +261,9 @@ def channel_across_images(model: Any, images: Any, layer: str, channel: int, *,
     if isinstance(images, np.ndarray):
         n = len(images)
     else:
-        images = list(images)
+        from vizlib.images import image_list
+
+        images = image_list(images)
         n = len(images)
     if n == 0:
         raise InputError("No images given.")

@@ -244,6 +244,8 @@ def one_image_array(images: Any, want: tuple[int, int, int]) -> bool:
 
 def checked_batch(images: np.ndarray, want: tuple[int, int, int]) -> np.ndarray:
     """An array at the model's shape ``want`` = (H, W, C), one (H, W, C) or a batch, as float32 (N, H, W, C)."""
+    if images.dtype.kind not in "fiub":
+        raise InputError(f"Expected a batch of numbers, got an array of {images.dtype}.")
     batch = images.astype(np.float32, copy=False)
     if batch.ndim == 3:
         batch = batch[None]
@@ -251,6 +253,8 @@ def checked_batch(images: np.ndarray, want: tuple[int, int, int]) -> np.ndarray:
         raise InputError(f"Expected a batch of shape (N, {want[0]}, {want[1]}, {want[2]}), got {batch.shape}.")
     if len(batch) == 0:
         raise InputError("No images given.")
+    if not np.isfinite(batch).all():
+        raise InputError("The batch holds NaN or infinite values.")
     return batch
 
 
@@ -265,9 +269,9 @@ def raw_batch(images: Any, size: tuple[int, int], channels: int) -> np.ndarray:
         images = [images]
     if isinstance(images, np.ndarray):
         return checked_batch(images, want)
-    from vizlib.images import to_batch
+    from vizlib.images import image_list, to_batch
 
-    images = list(images)
+    images = image_list(images)
     if not images:
         raise InputError("No images given.")
     return to_batch(images, size, channels=channels)

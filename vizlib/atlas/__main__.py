@@ -102,6 +102,10 @@ def _build_main(args: argparse.Namespace) -> int:
         print(f"  skipped {f['path']}: {f['error']}", file=sys.stderr)
     if atlas.featvis_layers:
         print(f"feature visualisations stored for {', '.join(atlas.featvis_layers)}")
+    if c["images"] and not c.get("decoded", c["images"] - c["failed"]):  # nothing to look at: not a success
+        print(f"error: none of the {c['images']} images could be read (the reasons are listed above)",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -88,6 +88,10 @@ def _hidden(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
+_NOT_REGULAR = ("{} is not a regular file (a pipe, a device or a socket can't be read as a dataset): give a folder "
+                "of images, a ZIP, or a Parquet/Arrow file.")
+
+
 def _kind_of(location: str) -> str:
     if _is_uri(location):
         import pyarrow.fs as pafs
@@ -101,6 +105,8 @@ def _kind_of(location: str) -> str:
             return "folder"
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"There is nothing at {display_name(location)}.")
+        if info.type != pafs.FileType.File:
+            raise InputError(_NOT_REGULAR.format(display_name(location)))
         suffix = posixpath.splitext(path)[1].lower()
     else:
         p = Path(location)
@@ -109,6 +115,8 @@ def _kind_of(location: str) -> str:
         if not p.exists():
             raise InputError(f"There is nothing at {display_name(location)}: give a folder of images, a ZIP, or a "
                              "Parquet/Arrow file.")
+        if not p.is_file():  # a pipe, a device or a socket: reading it could block for ever
+            raise InputError(_NOT_REGULAR.format(display_name(location)))
         suffix = p.suffix.lower()
     if suffix == ".zip":
         return "zip"

@@ -40,7 +40,7 @@ STATE_BYTES = 256 * 2**20
 CONVERGED = 0.002
 PATIENCE = 16
 #: The polish's warm-up (``Recipe.polish_warmup``) never takes longer than this many steps.
-WARMUP_MAX_STEPS = 32
+WARMUP_MAX_STEPS = 8
 #: A sketch shorter than this would show little: none then.
 MIN_PREVIEW_STEPS = 16
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).

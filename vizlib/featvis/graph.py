@@ -88,7 +88,7 @@ LUCID = Recipe()
 #: 0.90 / 0.96 / 0.99 on the small models, benchmarks/README.md). A sketch of an eighth of the steps first
 #: (the parameterisation without transforms, only while someone watches): on VGG16 block5_conv3 a preview
 #: several times stronger at 10 s than the method's own image then (benchmarks/README.md, round 3). The polish
-#: warms up over its first quarter (at most 32 steps): at full rate from its first step it destroyed a few robust
+#: warms up over its first quarter (at most 8 steps): at full rate from its first step it destroyed a few robust
 #: images, down to 1 % of plain ascent's activation (benchmarks/README.md, round 4).
 FV2 = Recipe(margin=False, hinge=0.0, polish=0.5, polish_pixels=True, polish_lr=0.1, preview=0.125,
              polish_warmup=0.25, name="fv2")

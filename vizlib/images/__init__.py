@@ -24,7 +24,7 @@ Only numpy and Pillow are imported here, so this package stays cheap to import.
 
 from __future__ import annotations
 
-from vizlib.images.batch import file_digest, image_digest, model_view, to_batch
+from vizlib.images.batch import file_digest, image_digest, image_list, model_view, to_batch
 from vizlib.images.colour import to_rgb
 from vizlib.images.decode import load_image, load_images
 from vizlib.images.limits import (
@@ -70,5 +70,6 @@ __all__ = [
     "model_view",
     "sample_path",
     "to_batch",
+    "image_list",
     "to_rgb",
 ]

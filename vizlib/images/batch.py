@@ -48,6 +48,16 @@ def _mode_for(channels: int) -> str:
     )
 
 
+def _check_dims(w: int, h: int, index: int) -> None:
+    """An image held in memory (not decoded here) within the limits decoded files are held to."""
+    if w == 0 or h == 0:
+        raise InputError(f"Image {index} is empty ({w}x{h} pixels).")
+    if w > limits.MAX_SIDE or h > limits.MAX_SIDE:
+        raise InputError(f"Image {index} is {w}x{h} pixels; the limit is {limits.MAX_SIDE:,} pixels a side.")
+    if w * h > limits.MAX_PIXELS:
+        raise InputError(f"Image {index} is {w}x{h} pixels; the limit is {fmt_mp(limits.MAX_PIXELS)}.")
+
+
 def as_image(image: object, index: int = 0) -> Image.Image:
     """A PIL image as is; an array of pixels (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), 0..255, as an image.
 
@@ -55,6 +65,7 @@ def as_image(image: object, index: int = 0) -> Image.Image:
     image it shows; anything else is an :class:`InputError` naming the item, not an error three calls down.
     """
     if isinstance(image, Image.Image):
+        _check_dims(image.width, image.height, index)
         return image
     if isinstance(image, np.ndarray):
         arr = image
@@ -64,10 +75,7 @@ def as_image(image: object, index: int = 0) -> Image.Image:
         if not ok_shape or arr.dtype.kind not in "uif" or 0 in arr.shape[:2]:
             raise InputError(f"Image {index} is an array of shape {tuple(image.shape)} ({image.dtype}); give "
                              "(height, width), (height, width, 3) or (height, width, 4) pixels of 0..255.")
-        if arr.shape[0] > limits.MAX_SIDE or arr.shape[1] > limits.MAX_SIDE or \
-                arr.shape[0] * arr.shape[1] > limits.MAX_PIXELS:
-            raise InputError(f"Image {index} is {arr.shape[1]}x{arr.shape[0]} pixels; the limit is "
-                             f"{fmt_mp(limits.MAX_PIXELS)}.")
+        _check_dims(arr.shape[1], arr.shape[0], index)
         if arr.dtype != np.uint8:
             arr = arr.astype(np.float64)
             if not np.isfinite(arr).all():
@@ -76,6 +84,22 @@ def as_image(image: object, index: int = 0) -> Image.Image:
         return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
     raise InputError(f"Image {index} is a {type(image).__name__}, not an image: give PIL images "
                      "(vizlib.load_image(path)) or arrays of 0..255 pixels.")
+
+
+def image_list(images: object) -> list:
+    """``images`` as a list: a list or other iterable of images as it is, one PIL image as a list of one.
+
+    Anything else (None, a path, a number) is an :class:`InputError` that says what to give instead.
+    """
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, (str, bytes, bytearray)) or hasattr(images, "__fspath__"):
+        raise InputError("Give images, not a path: load it first with vizlib.load_image(path).")
+    try:
+        return list(images)  # type: ignore[call-overload]
+    except TypeError:
+        raise InputError(f"images must be a list of PIL images (vizlib.load_image(path)) or arrays of 0..255 "
+                         f"pixels, not {type(images).__name__}.") from None
 
 
 def model_view(image: Image.Image, size: tuple[int, int], channels: int = 3) -> Image.Image:

@@ -1,0 +1,86 @@
+"""Bad input to the library and the command lines, found by a probe with files and values no issue named.
+
+Each case must be a clear InputError (the command line: exit 2 and one line), never a raw TypeError or
+ValueError from three calls down, a hang, or a wrong reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vizlib
+from vizlib.errors import InputError
+
+LAYER = "conv2d_7"
+
+
+@pytest.fixture(scope="module")
+def m():
+    return vizlib.load_model("emotion_cnn")
+
+
+@pytest.mark.parametrize("images, says", [
+    (None, "not NoneType"),
+    (5, "not int"),
+    ("/tmp/photo.jpg", "vizlib.load_image(path)"),
+    ([np.zeros((1, 100000, 3), np.uint8)], "65,535 pixels a side"),  # was: "the limit is 40 megapixels"
+    ([Image.new("RGB", (100000, 1))], "65,535 pixels a side"),  # a PIL image went through unchecked
+    ([Image.new("RGB", (0, 0))], "empty (0x0 pixels)"),  # accepted, while a 0x0 array was refused
+    (np.full((1, 64, 64, 1), np.nan, np.float32), "NaN or infinite"),  # a preprocessed batch of NaN
+    (np.empty((1, 64, 64, 1), object), "batch of numbers"),
+])
+def test_bad_images_are_input_errors_that_say_why(m, images, says):
+    with pytest.raises(InputError) as err:
+        vizlib.activations(m, images, [LAYER])
+    assert says in str(err.value), str(err.value)
+    with pytest.raises(InputError):
+        vizlib.channel_across_images(m, images, LAYER, 0)
+
+
+def test_no_layers_is_an_input_error_and_one_pil_image_is_a_list_of_one(m):
+    cat = vizlib.load_sample("cat")
+    with pytest.raises(InputError, match="at least one layer"):
+        vizlib.activations(m, [cat], [])
+    one = vizlib.activations(m, cat, [LAYER])[LAYER]
+    np.testing.assert_array_equal(one, vizlib.activations(m, [cat], [LAYER])[LAYER])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_pipe_named_like_a_dataset_is_refused_at_once(tmp_path, capsys):
+    """A FIFO named .zip or .parquet hung `atlas build` for ever (opening it waits for a writer)."""
+    from vizlib.atlas.__main__ import main
+    from vizlib.atlas.sources import list_source
+
+    for name in ("pipe.zip", "pipe.parquet", "pipe.arrow"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        with pytest.raises(InputError, match="not a regular file"):
+            list_source(fifo)
+        with pytest.raises(InputError, match="not a regular file"):
+            list_source(fifo.as_uri())
+        code = main(["build", "--model", "emotion_cnn", "--images", str(fifo), "--out", str(tmp_path / "a"),
+                     "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "not a regular file" in err[0], err
+
+
+def test_a_build_where_no_image_could_be_read_is_not_a_success(tmp_path, capsys):
+    from vizlib.atlas.__main__ import main
+
+    folder = tmp_path / "zero"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"z{i}.jpg").write_bytes(b"")
+    code = main(["build", "--model", "emotion_cnn", "--images", str(folder), "--out", str(tmp_path / "a"),
+                 "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == "error: none of the 3 images could be read (the reasons are listed above)", err
+    assert sum("is empty (0 bytes)" in line for line in err) == 3
+    # One readable image among them: a success, with the others listed as skipped.
+    vizlib.load_sample("cat").save(folder / "cat.jpg")
+    assert main(["build", "--model", "emotion_cnn", "--images", str(folder), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
