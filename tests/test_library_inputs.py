@@ -84,3 +84,19 @@ def test_a_build_where_no_image_could_be_read_is_not_a_success(tmp_path, capsys)
     vizlib.load_sample("cat").save(folder / "cat.jpg")
     assert main(["build", "--model", "emotion_cnn", "--images", str(folder), "--out", str(tmp_path / "b"),
                  "--quiet"]) == 0
+
+
+def test_a_model_that_needs_its_own_code_says_so_without_keras_internals(tmp_path):
+    """A conv whose activation is a Python lambda: Keras' own message named its internal classes and
+    from_config(); the user learns instead why (code in a model file is never run) and what to do."""
+    import keras
+
+    inp = keras.Input((16, 16, 1))
+    out = keras.layers.Conv2D(4, 3, activation=lambda t: t * 2.0)(inp)
+    path = tmp_path / "lambda_activation.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(InputError) as err:
+        vizlib.load_model(str(path))
+    text = str(err.value)
+    assert "custom layer, activation or function" in text and "never run" in text, text
+    assert "keras.src" not in text and "from_config" not in text, text

@@ -342,6 +342,20 @@ UNTRAINED_ADVICE = "pick 'untrained' weights"
 UNTRAINED_ADVICE_CLI = "use --weights untrained"
 
 
+#: Keras' words when a file names something only code could rebuild (a custom layer or activation, a function).
+_CUSTOM_SIGNS = ("could not be deserialized", "could not locate", "unknown layer", "unknown activation",
+                 "unknown object", "custom_objects", "lambda", "__lambda__", "register_keras_serializable")
+
+
+def _custom_parts(text: str) -> str:
+    """A plain reason for a model that needs its own code to load ('' when that is not the problem)."""
+    low = text.lower()
+    if not any(sign in low for sign in _CUSTOM_SIGNS):
+        return ""
+    return ("it uses a custom layer, activation or function that only its own Python code could rebuild, and "
+            "code in a model file is never run here. Save a model built from Keras' own layers and activations.")
+
+
 def _reason(exc: BaseException) -> str:
     """An OS error's reason without the file name Python puts in its text."""
     return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__)
@@ -606,7 +620,7 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
     except Exception as exc:  # Keras raises many types for a bad file; all are the user's file.
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.info("keras could not load %s: %s", path, exc)
-        reason = hide_paths(reason, path)
+        reason = _custom_parts(str(exc)) or hide_paths(reason, path)
         raise InputError(f"Keras could not load '{title or path.name}': {reason}") from exc
     return describe_keras_model(
         model, key=f"file:{file_sha256(path)}:{preprocess if isinstance(preprocess, str) else 'custom'}",
