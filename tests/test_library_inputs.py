@@ -100,3 +100,29 @@ def test_a_model_that_needs_its_own_code_says_so_without_keras_internals(tmp_pat
     text = str(err.value)
     assert "custom layer, activation or function" in text and "never run" in text, text
     assert "keras.src" not in text and "from_config" not in text, text
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda m: vizlib.feature_visualization(m, LAYER, [0.5]), "a list of whole numbers, not the list [0.5]"),
+    (lambda m: vizlib.feature_visualization(m, LAYER, [1, 0.5]), "not the list [1, 0.5]"),
+    (lambda m: vizlib.feature_visualization(m, LAYER, [*range(100), "a"]), "not the list [0, 1, 2, 3, 4, 5, ...]"),
+    (lambda m: vizlib.load_image(None), "should be text or a path or bytes"),
+])
+def test_argument_messages_name_what_was_given(m, call, says):
+    """'should be a list of a whole number, not a list' and 'ForwardRef(...)' were what the checks said."""
+    with pytest.raises(InputError) as err:
+        call(m)
+    assert says in str(err.value) and "ForwardRef" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("channels, says", [
+    ("5-1", "runs backwards; write it as 1-5"),  # was: "No channels chosen."
+    ("0-999999999999", "goes past the layer's last channel, 6"),  # refused before a list of 10**12 is made
+    ("a-b", "is not a channel number"),
+])
+def test_precompute_channel_ranges_are_checked_before_use(channels, says, capsys):
+    from vizlib.featvis.__main__ import main
+
+    code = main(["precompute", "--model", "emotion_cnn", "--layers", LAYER, "--channels", channels, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err

@@ -43,6 +43,14 @@ def _kind(value: Any) -> str:
         return f"the number {value!r}"[:60]
     if isinstance(value, str):
         return f"the text {value[:40]!r}"
+    if isinstance(value, (list, tuple)) and value:
+        import reprlib
+
+        short = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+        short.maxlist = short.maxtuple = 6
+        short.maxstring = short.maxother = 20
+        short.maxlevel = 2
+        return f"the {type(value).__name__} {short.repr(value)}"
     return f"a {type(value).__name__}"
 
 
@@ -54,9 +62,12 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if isinstance(hint, typing.ForwardRef):  # e.g. "os.PathLike[str]" inside a Union
+        return "a path" if "PathLike" in hint.__forward_arg__ else hint.__forward_arg__
     if origin in (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection):
         args = typing.get_args(hint)
         inner = _describe(args[0]) if args and args[0] is not Ellipsis else ""
+        inner = inner[2:] + "s" if inner.startswith("a ") and " or " not in inner else inner  # "whole numbers"
         return f"a list{' of ' + inner if inner else ''}"
     if origin in (dict, cabc.Mapping):
         return "a dict"

@@ -39,10 +39,16 @@ def _channels(text: Optional[str], n: int) -> list[int]:
         part = part.strip()
         lo, _, hi = part.partition("-")
         try:
-            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+            first, last = int(lo), int(hi if hi else lo)
         except ValueError:
             raise InputError(f"--channels: '{part}' is not a channel number or a range like 0-15.") from None
-    return out
+        if first > last:
+            raise InputError(f"--channels: '{part}' runs backwards; write it as {last}-{first}.")
+        if last >= n:  # checked before a list is made: '0-999999999999' must not fill the memory
+            raise InputError(f"--channels: '{part}' goes past the layer's last channel, {n - 1} "
+                             f"(it has {n} channels, 0 to {n - 1}).")
+        out.extend(range(first, last + 1))
+    return list(dict.fromkeys(out))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
