@@ -126,3 +126,9 @@ def test_precompute_channel_ranges_are_checked_before_use(channels, says, capsys
     code = main(["precompute", "--model", "emotion_cnn", "--layers", LAYER, "--channels", channels, "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+def test_unknown_weights_are_refused_not_ignored():
+    with pytest.raises(InputError, match="weights must be 'imagenet'"):
+        vizlib.load_model("emotion_cnn", weights="zzz")
+    assert vizlib.load_model("emotion_cnn", weights="untrained").untrained

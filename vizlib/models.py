@@ -637,6 +637,9 @@ def load_model(model: Any, weights: Optional[str] = "imagenet", **kwargs: Any) -
     """
     from vizlib.contract import VizModel
 
+    if weights not in ("imagenet", "untrained", None):
+        raise InputError(f"weights must be 'imagenet' (the model's own trained weights) or None / 'untrained' "
+                         f"(the same architecture, randomly initialised), not {weights!r}.")
     if isinstance(model, VizModel):
         return model if weights not in (None, "untrained") or model.untrained else model.untrained_copy(0)
     if isinstance(model, (str, Path)):
