@@ -214,6 +214,25 @@ def test_link_reopens_view_and_bad_params_fall_back(offline):
     assert any("First conv layer" in x for x in titles(bad))
 
 
+def test_a_link_with_many_odd_parameters_gets_a_summary_not_a_wall_of_toasts(offline):
+    """250 unknown parameters queued 199 toasts (one per parameter, up to the link's cap); a cell outside the
+    layer's map was dropped without a word while a malformed one got a notice; full-width digits were read
+    as numbers."""
+    from ui.page import MAX_TOASTS
+
+    flood = make_app(view="explore", **{f"k{i}": "v" for i in range(250)}).run()
+    assert not flood.exception and not flood.error
+    bodies = [t.proto.body for t in flood.toast]
+    assert len(bodies) == MAX_TOASTS and "more settings from the link were ignored" in bodies[-1], bodies
+    far = make_app(view="compare", inspect="conv2d_1", cell="999,999").run()
+    assert not far.exception and not far.error
+    assert any("cell=999,999" in t.proto.body and "62x62" in t.proto.body for t in far.toast), \
+        [t.proto.body for t in far.toast]
+    wide = make_app(view="explore", channel="\uff13").run()  # a full-width 3
+    assert not wide.exception and wide.number_input(key="channel").value != 3
+    assert any("channel" in t.proto.body for t in wide.toast), [t.proto.body for t in wide.toast]
+
+
 # --------------------------------------------------------------------- share, export, bundles, ZIPs
 
 

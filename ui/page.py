@@ -58,12 +58,24 @@ def explained_class(view: str) -> Optional[int]:
     return int(value) if view == "why" and value is not None else None
 
 
+#: Toasts shown at once; a link with dozens of odd parameters gets a summary, not a wall of toasts.
+MAX_TOASTS = 6
+
+
+def toast_notices(notices: list[str]) -> None:
+    """Each notice as a toast, at most :data:`MAX_TOASTS` (the rest counted in the last one)."""
+    shown = notices if len(notices) <= MAX_TOASTS else notices[:MAX_TOASTS - 1]
+    for notice in shown:
+        st.toast(notice, icon="ℹ️" if notice.startswith("Reopened") else "⚠️")
+    if len(shown) < len(notices):
+        st.toast(f"…and {len(notices) - len(shown)} more settings from the link were ignored.", icon="⚠️")
+
+
 def page() -> None:
     first_run = not st.session_state.get("_seeded")
     init_state()
     check_display()
-    for notice in st.session_state.pop("_notices", []):
-        st.toast(notice, icon="ℹ️" if notice.startswith("Reopened") else "⚠️")
+    toast_notices(st.session_state.pop("_notices", []))
     st.title("What does each layer of a CNN see?")
     with st.expander("What am I looking at?"):
         st.markdown(INTRO)
@@ -105,8 +117,7 @@ def page() -> None:
         return
     # Every view control checked against this model (a value from another model is dropped or mapped).
     state, notices = checked_state(m, first.name, last_conv(m).name, from_link=first_run)
-    for notice in notices:
-        st.toast(notice, icon="⚠️")
+    toast_notices(notices)
 
     view_img = model_view(image, m.input_size, m.channels)
     image_slot.image(view_img, width=200,

@@ -159,7 +159,6 @@ log = logging.getLogger("cnn_viz")
 VIEW_KEYS = ("cls", "camlayer", "layer", "inspect", "channel", "cell", "opacity", "twin", "images")
 #: Transient per-view keys (widget keys and bookkeeping) dropped with the view keys after a failure.
 _TRANSIENT = re.compile(r"^(cell-row-|cell-col-|_why_asked$|twin_on$)")
-_CELL = re.compile(r"^(\d{1,5}),(\d{1,5})$")
 
 
 def remember_labels(key: str, labels: dict[str, Any]) -> None:
@@ -320,7 +319,9 @@ def check_class(m: Any, n_classes: Optional[int] = None) -> tuple[int, Optional[
 
 def check_cell(cell: Any, shape: Optional[tuple[int, int]]) -> str:
     """A "row,col" inside a map of ``shape`` (H, W), else ""."""
-    match = _CELL.match(str(cell or ""))
+    from vizlib.links import CELL
+
+    match = CELL.match(str(cell or ""))
     if not match or shape is None:
         return ""
     r, c = int(match.group(1)), int(match.group(2))
@@ -365,6 +366,10 @@ def checked_state(m: Any, first: str, final: str, from_link: bool = False) -> tu
     info = by_name.get(shown) if shown else None
     cell = check_cell(ss.get("cell"), info.output_shape[:2] if info is not None else None) if info else \
         check_cell(ss.get("cell"), (10**6, 10**6))  # views without a cell keep it for later, well-formed
+    if from_link and ss.get("cell") and not cell and info is not None:
+        h, w = info.output_shape[:2]
+        notices.append(f"Ignored cell={str(ss.get('cell'))[:20]} from the link: layer '{info.name}' has a {h}x{w} "
+                       f"map (rows 0 to {h - 1}, columns 0 to {w - 1}).")
     if ss.get("cell") != cell:
         ss["cell"] = cell
     images = ss.get("images")

@@ -39,7 +39,8 @@ MAX_GRID = 256  # the grid-size slider's maximum
 MAX_CHANNEL = 100_000
 MAX_CLASS = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9_./#:+-]{1,200}$")
-_CELL = re.compile(r"^(\d{1,5}),(\d{1,5})$")
+#: A map cell in a link, "row,col" (ASCII digits: int() would also take full-width and other scripts' digits).
+CELL = re.compile(r"^([0-9]{1,5}),([0-9]{1,5})$")
 _PATH = re.compile(r"^[A-Za-z0-9_.+-]{1,100}(/[A-Za-z0-9_.+-]{1,100}){0,7}$")
 
 
@@ -139,7 +140,7 @@ def _choice(options: Sequence[str], why: str):
 
 def _integer(lo: int, hi: int, low_why: str, high_why: str):
     def parse(raw: str, ctx: dict) -> int:
-        if not re.fullmatch(r"[+-]?\d{1,9}", raw):
+        if not re.fullmatch(r"[+-]?[0-9]{1,9}", raw):  # ASCII digits only (int() takes any)
             raise _Ignore("not a whole number")
         number = int(raw)
         if number < lo:
@@ -171,7 +172,7 @@ def _colormap(raw: str, ctx: dict) -> str:
 
 
 def _cell(raw: str, ctx: dict) -> str:
-    if raw == "" or _CELL.match(raw):
+    if raw == "" or CELL.match(raw):
         return raw
     raise _Ignore("use row,col (two whole numbers)")
 
