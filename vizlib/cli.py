@@ -16,8 +16,9 @@ def guarded(run: Callable[[], int], *, interrupted: str) -> int:
     from vizlib.errors import InputError
     from vizlib.settings import debug
 
-    # TensorFlow's C++ start-up chatter (CPU features, absl) is not for a command line's user; set before it loads.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vizlib.tfsetup import quiet_command_line
+
+    quiet_command_line()
     try:
         return run()
     except InputError as exc:

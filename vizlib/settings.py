@@ -70,6 +70,8 @@ def _number(name: str, default: float, low: float, high: float) -> float:
 #: The variables :mod:`vizlib.tfsetup` sets for TensorFlow.
 ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
 THREADS_VAR = "OMP_NUM_THREADS"
+#: TensorFlow's C++ log threshold (2: warnings and errors only); the command lines set it unless the user did.
+TF_LOG_VAR = "TF_CPP_MIN_LOG_LEVEL"
 
 
 def env(name: str) -> Optional[str]:

@@ -13,6 +13,8 @@
   feature-visualisation step functions is dropped (one step function is
   compiled per model, layer and image size, each traced once; TensorFlow counts
   them together and warns as if one were retraced). Other warnings pass.
+* **A command line's log** (:func:`quiet_command_line`): TensorFlow's C++
+  start-up lines are silenced unless the user set ``TF_CPP_MIN_LOG_LEVEL``.
 * **Thread count of a worker** (:func:`use_thread_count`): Ray sets
   ``OMP_NUM_THREADS`` from a task's CPU share; a worker computing what the
   driver computes takes the driver's setting, so TensorFlow uses the same
@@ -28,9 +30,9 @@ import os
 import sys
 from typing import Optional
 
-from vizlib.settings import ONEDNN_VAR, THREADS_VAR
+from vizlib.settings import ONEDNN_VAR, TF_LOG_VAR, THREADS_VAR
 
-__all__ = ["configure_process", "thread_count", "use_thread_count"]
+__all__ = ["configure_process", "quiet_command_line", "thread_count", "use_thread_count"]
 
 
 class _OwnTracingNoise(logging.Filter):
@@ -43,6 +45,12 @@ class _OwnTracingNoise(logging.Filter):
 
 
 _FILTER = _OwnTracingNoise()
+
+
+def quiet_command_line() -> None:
+    """For a command line: TensorFlow's C++ start-up lines (CPU features, absl) would come before the one line
+    a user should read; silence them unless the user chose a level (a no-op once TensorFlow is loaded)."""
+    os.environ.setdefault(TF_LOG_VAR, "2")
 
 
 def configure_process() -> None:
