@@ -68,6 +68,42 @@ def test_a_pipe_named_like_a_dataset_is_refused_at_once(tmp_path, capsys):
         assert code == 2 and len(err) == 1 and "not a regular file" in err[0], err
 
 
+def test_zip_members_left_out_are_named_not_dropped_without_a_word(tmp_path, capsys):
+    """A nested ZIP and an image whose path climbs out with '..' were left out in silence: a ZIP of ZIPs said only
+    "No images found", and a build from a ZIP with both reported every image read. A README is still not news."""
+    import io
+    import zipfile
+
+    from vizlib.atlas.__main__ import main
+    from vizlib.atlas.sources import list_source
+
+    buf = io.BytesIO()
+    vizlib.load_sample("cat").save(buf, "PNG")
+    mixed = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(mixed, "w") as z:
+        z.writestr("faces/a.png", buf.getvalue())
+        z.writestr("../../evil.png", buf.getvalue())
+        z.writestr("more/inner.zip", b"PK\x05\x06" + bytes(18))
+        z.writestr("README.txt", "about")
+    listing = list_source(mixed)
+    assert listing.names == ["faces/a.png"]
+    assert listing.ignored == {"unsafe": ["../../evil.png"], "nested": ["more/inner.zip"]}
+    code = main(["build", "--model", "emotion_cnn", "--images", str(mixed), "--out", str(tmp_path / "a"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "a ZIP inside the ZIP (more/inner.zip)" in err and "unzip them" in err, err
+    assert "an image whose path leaves the archive (../../evil.png)" in err and "README" not in err, err
+
+    only = tmp_path / "zips.zip"
+    with zipfile.ZipFile(only, "w") as z:
+        for i in range(5):
+            z.writestr(f"part{i}.zip", b"PK\x05\x06" + bytes(18))
+    with pytest.raises(InputError) as err:
+        list_source(only)
+    assert "No images found" in str(err.value) and "5 ZIPs inside the ZIP (part0.zip, part1.zip, part2.zip, …)" \
+        in str(err.value), str(err.value)
+
+
 def test_a_build_where_no_image_could_be_read_is_not_a_success(tmp_path, capsys):
     from vizlib.atlas.__main__ import main
 
@@ -126,6 +162,31 @@ def test_precompute_channel_ranges_are_checked_before_use(channels, says, capsys
     code = main(["precompute", "--model", "emotion_cnn", "--layers", LAYER, "--channels", channels, "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.parametrize("command", [
+    ["vizlib.featvis", "precompute", "--model", "emotion_cnn", "--layers", ""],
+    ["vizlib.featvis", "precompute", "--model", "emotion_cnn", "--layers", " , "],
+    ["vizlib.featvis", "precompute", "--model", "emotion_cnn", "--layers", LAYER, "--channels", ""],
+    ["vizlib.atlas", "build", "--model", "emotion_cnn", "--images", "{images}", "--out", "{out}", "--layers", ""],
+    ["vizlib.atlas", "build", "--model", "emotion_cnn", "--images", "{images}", "--out", "{out}", "--featvis-layers",
+     ","],
+    ["vizlib.atlas", "featvis", "--model", "emotion_cnn", "--out", "{out}", "--layers", ""],
+])
+def test_an_empty_list_option_is_refused_not_read_as_the_default(command, tmp_path, capsys):
+    """`--layers ""` silently meant "the default layers" (a script's empty variable, and a whole build ran on layers
+    nobody chose); now one line that says so, exit 2, before any model loads and nothing written."""
+    import importlib
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    vizlib.load_sample("cat").save(folder / "cat.png")
+    out = tmp_path / "out"
+    main = importlib.import_module(command[0] + ".__main__").main
+    code = main([a.format(images=folder, out=out) for a in command[1:]] + ["--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is empty" in err[0] and "leave" in err[0], err
+    assert not out.exists()
 
 
 def test_unknown_weights_are_refused_not_ignored():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 
 def guarded(run: Callable[[], int], *, interrupted: str) -> int:
@@ -39,3 +39,18 @@ def guarded(run: Callable[[], int], *, interrupted: str) -> int:
         print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
               "(set CNN_VIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 1
+
+
+def names(text: Optional[str], option: str) -> Optional[list[str]]:
+    """The comma-separated names given to ``option`` (e.g. ``--layers``), or None when it was not given.
+
+    Given with no name in it (``--layers ""``, ``--layers ,``) is a mistake, not a request for the default.
+    """
+    from vizlib.errors import InputError
+
+    if text is None:
+        return None
+    found = [s.strip() for s in text.split(",") if s.strip()]
+    if not found:
+        raise InputError(f"{option} is empty: give comma-separated names, or leave {option} out for the default.")
+    return found

@@ -85,8 +85,11 @@ def _build_main(args: argparse.Namespace) -> int:
     import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
     from vizlib.atlas.job import build
 
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    fv_layers = _names(args.featvis_layers)
+    from vizlib.atlas.sources import describe_ignored
+    from vizlib.cli import names
+
+    layers = names(args.layers, "--layers")
+    fv_layers = names(args.featvis_layers, "--featvis-layers")
     atlas = build(args.model, args.images, args.out, layers=layers, top=args.top, engine=args.engine,
                   address=args.address, weights=args.weights, preprocess=args.preprocess,
                   batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
@@ -100,6 +103,9 @@ def _build_main(args: argparse.Namespace) -> int:
           f"{', '.join(atlas.layers)}, top {atlas.top_k}, {m['runs'][-1]['seconds']:.1f} s")
     for f in m.get("failures", [])[:10]:
         print(f"  skipped {f['path']}: {f['error']}", file=sys.stderr)
+    for reason, found in m.get("ignored", {}).items():
+        print(f"  left out of the ZIP: {describe_ignored(reason, found['count'], found['examples'])}",
+              file=sys.stderr)
     if atlas.featvis_layers:
         print(f"feature visualisations stored for {', '.join(atlas.featvis_layers)}")
     if c["images"] and not c.get("decoded", c["images"] - c["failed"]):  # nothing to look at: not a success
@@ -107,10 +113,6 @@ def _build_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return 0
-
-
-def _names(text: Optional[str]) -> Optional[list[str]]:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def _featvis_args(p: argparse.ArgumentParser, layers: str, steps: str, size: str) -> None:
@@ -123,8 +125,10 @@ def _featvis_args(p: argparse.ArgumentParser, layers: str, steps: str, size: str
 def _featvis_main(args: argparse.Namespace) -> int:
     import vizlib  # noqa: F401  (sets TensorFlow's environment before it is imported)
     from vizlib.atlas.job import add_featvis
+    from vizlib.cli import names
 
-    atlas = add_featvis(args.model, args.out, layers=_names(args.layers), steps=args.steps, size=args.size,
+    atlas = add_featvis(args.model, args.out, layers=names(args.layers, "--layers"), steps=args.steps,
+                        size=args.size,
                         engine=args.engine, address=args.address, weights=args.weights,
                         preprocess=args.preprocess, workers=args.workers,
                         progress=None if args.quiet else _progress_bar(unit="channels"))

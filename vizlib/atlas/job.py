@@ -26,7 +26,7 @@ from vizlib.atlas.pipeline import (
     DECODE_MAX_SIDE, DEFAULT_SHARD_BATCHES, LayerStats, TopK, crop_bytes, default_batch_size, view_and_thumbnail,
     view_bytes, VIEW_FORMAT,
 )
-from vizlib.atlas.sources import Listing, list_source, read_bytes
+from vizlib.atlas.sources import IGNORED_EXAMPLES, Listing, list_source, read_bytes
 from vizlib.errors import InputError
 
 #: The default number of top images kept per channel.
@@ -261,6 +261,8 @@ def build(model: Any, images: str | os.PathLike[str], out: str | os.PathLike[str
         "images": {"source": os.fspath(images), "kind": listing.ref.kind, "count": job.n_images},
         "job": _job_section(job, os.fspath(images)),
         "counts": {}, "failures": [], "runs": [],
+        "ignored": {reason: {"count": len(found), "examples": found[:IGNORED_EXAMPLES]}
+                    for reason, found in listing.ignored.items()},
         "decode": {"max_side": DECODE_MAX_SIDE, "draft": "as vizlib.load_image: JPEG at the smallest scale >= max_side",
                    "view": VIEW_FORMAT},
     }

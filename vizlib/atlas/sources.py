@@ -21,9 +21,9 @@ import os
 import posixpath
 import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from vizlib import archives, tables
 from vizlib.errors import InputError
@@ -66,6 +66,9 @@ class Listing:
     ref: SourceRef
     names: list[str]
     digest: str
+    #: ZIPs: members left out that a user may have meant as images, by reason (a few names each; see
+    #: :data:`IGNORED_REASONS`). Plain non-image files (a README) are not listed.
+    ignored: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -154,18 +157,40 @@ def list_source(location: str | os.PathLike[str], *, max_images: Optional[int] =
         names, keys = _display_names(raw)
         ref = SourceRef("folder", location, keys=keys)
     elif kind == "zip":
-        names, sizes = _list_zip(location)
+        names, sizes, ignored = _list_zip(location)
         _check_count(len(names), cap, location)
         ref = SourceRef("zip", location)
     else:
         ref, rows, sizes = _list_table(kind, location, cap)
         names = [str(i) for i in rows]
+    if kind != "zip":
+        ignored = {}
     h = hashlib.sha256(f"{kind}\n".encode())
     for name, size in zip(names, sizes):
         h.update(f"{name}\0{size}\n".encode("utf-8", "surrogateescape"))
     if not names:
-        raise InputError(f"No images found in {display_name(location)}.")
-    return Listing(ref=ref, names=names, digest=h.hexdigest())
+        why = "".join(f" It holds {describe_ignored(reason, len(found), found)}." for reason, found in ignored.items())
+        raise InputError(f"No images found in {display_name(location)}.{why}")
+    return Listing(ref=ref, names=names, digest=h.hexdigest(), ignored=ignored)
+
+
+#: Why a ZIP member that looks meant as an image is left out (``Listing.ignored``): one, many, and what to do.
+IGNORED_REASONS = {
+    "nested": ("a ZIP inside the ZIP", "{n} ZIPs inside the ZIP",
+               "archives inside the archive are not opened; unzip them and zip their images together"),
+    "unsafe": ("an image whose path leaves the archive", "{n} images whose paths leave the archive",
+               "paths with '..' are refused"),
+}
+#: Names kept per reason (for the message; the count is complete).
+IGNORED_EXAMPLES = 3
+
+
+def describe_ignored(reason: str, count: int, examples: Sequence[str]) -> str:
+    """One reason of ``Listing.ignored`` in words, with its count and first names."""
+    one, many, advice = IGNORED_REASONS[reason]
+    n = int(count)
+    shown = ", ".join(display_name(x) for x in examples[:IGNORED_EXAMPLES]) + (", …" if n > IGNORED_EXAMPLES else "")
+    return f"{one if n == 1 else many.format(n=n)} ({shown}): {advice}"
 
 
 def _check_count(n: int, cap: int, location: str) -> None:
@@ -299,16 +324,27 @@ def _list_folder(location: str, cap: int) -> tuple[list[str], list[Any]]:
     return [n for n, _ in found], [s for _, s in found]
 
 
-def _zip_members(zf: zipfile.ZipFile) -> list[tuple[str, zipfile.ZipInfo]]:
+def _zip_members(zf: zipfile.ZipFile, ignored: Optional[dict[str, list[str]]] = None,
+                 ) -> list[tuple[str, zipfile.ZipInfo]]:
+    """The image members (name, info), sorted; ``ignored`` collects the ones left out that look meant (a nested ZIP,
+    an image whose path leaves the archive), for the listing to say so instead of dropping them without a word."""
     members = []
     seen = set()
     for info in zf.infolist():
         if info.is_dir():
             continue
         parts = [p for p in info.filename.replace("\\", "/").split("/") if p not in ("", ".")]
-        if not parts or any(_hidden(p) or p == ".." for p in parts):
+        if not parts:
             continue
-        if os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
+        ext = os.path.splitext(parts[-1])[1].lower()
+        if any(_hidden(p) for p in parts if p != ".."):
+            continue
+        if ignored is not None and (ext in IMAGE_EXTENSIONS or ext == ".zip"):
+            reason = "unsafe" if ".." in parts else ("nested" if ext == ".zip" else None)
+            if reason:
+                ignored.setdefault(reason, []).append(info.filename)
+                continue
+        if ".." in parts or ext not in IMAGE_EXTENSIONS:
             continue
         name = "/".join(parts)
         if name in seen:
@@ -333,15 +369,16 @@ def _open_zip(fh: Any, location: str) -> zipfile.ZipFile:
                              advice="Zip the folder of images again and give that .zip.")
 
 
-def _list_zip(location: str) -> tuple[list[str], list[Any]]:
+def _list_zip(location: str) -> tuple[list[str], list[Any], dict[str, list[str]]]:
+    ignored: dict[str, list[str]] = {}
     try:
         with _open_binary(location) as fh, _open_zip(fh, location) as zf:
-            members = _zip_members(zf)
+            members = _zip_members(zf, ignored)
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{location} is not a readable ZIP archive ({exc}).") from exc
-    return [n for n, _ in members], [f"{i.file_size}:{i.CRC:08x}" for _, i in members]
+    return [n for n, _ in members], [f"{i.file_size}:{i.CRC:08x}" for _, i in members], ignored
 
 
 def _image_column(schema: Any, location: str) -> tuple[str, Optional[str]]:

@@ -32,8 +32,10 @@ from vizlib.errors import InputError
 
 
 def _channels(text: Optional[str], n: int) -> list[int]:
-    if not text:
+    if text is None:
         return list(range(n))
+    if not text.strip(" ,"):
+        raise InputError("--channels is empty: give channels like 0-48 or 1,5,9, or leave it out for every channel.")
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -59,8 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", required=True, help="catalogue name, emotion_cnn, or a .keras/.h5 file")
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "untrained"])
     p.add_argument("--preprocess", default=None, help="for model files: unit, symmetric, raw, caffe, torch")
-    p.add_argument("--layers", default="", help="comma-separated layer names (default: first and last conv)")
-    p.add_argument("--channels", default="", help="e.g. 0-48 or 1,5,9 (default: every channel)")
+    p.add_argument("--layers", default=None, help="comma-separated layer names (default: first and last conv)")
+    p.add_argument("--channels", default=None, help="e.g. 0-48 or 1,5,9 (default: every channel)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the page's detail)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: from the layer)")
     p.add_argument("--seed", type=int, default=0)
@@ -80,13 +82,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _precompute(args: argparse.Namespace) -> int:
     import vizlib
     from vizlib.atlas.bulk_featvis import fill_cache
+    from vizlib.cli import names
     from vizlib.featvis import render
 
+    chosen = names(args.layers, "--layers")  # a mistake in the arguments is told before the model loads
+    if args.channels is not None and not args.channels.strip(" ,"):
+        _channels(args.channels, 0)
     kwargs = {} if args.preprocess is None else {"preprocess": args.preprocess}
     weights = None if args.weights == "untrained" else "imagenet"
     m = vizlib.load_model(args.model, weights=weights, **kwargs)
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()] or list(
-        dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
+    layers = chosen or list(dict.fromkeys([vizlib.first_conv(m).name, vizlib.last_conv(m).name]))
     spec = None
     if args.engine == "ray" or (args.workers or 1) > 1:  # other processes load the model themselves
         from vizlib.atlas.job import model_spec
