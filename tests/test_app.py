@@ -224,6 +224,13 @@ def test_a_link_with_many_odd_parameters_gets_a_summary_not_a_wall_of_toasts(off
     assert not flood.exception and not flood.error
     bodies = [t.proto.body for t in flood.toast]
     assert len(bodies) == MAX_TOASTS and "more settings from the link were ignored" in bodies[-1], bodies
+    # The link's own notices and the checks against the model (a layer it lacks, a channel past the end) are one
+    # batch under one cap: they were capped separately, up to twice MAX_TOASTS.
+    both = make_app(view="explore", inspect="no_such_layer", channel="999",
+                    **{f"k{i}": "v" for i in range(250)}).run()
+    assert not both.exception and not both.error
+    bodies = [t.proto.body for t in both.toast]
+    assert len(bodies) == MAX_TOASTS and "more settings from the link were ignored" in bodies[-1], bodies
     far = make_app(view="compare", inspect="conv2d_1", cell="999,999").run()
     assert not far.exception and not far.error
     assert any("cell=999,999" in t.proto.body and "62x62" in t.proto.body for t in far.toast), \

@@ -75,7 +75,9 @@ def page() -> None:
     first_run = not st.session_state.get("_seeded")
     init_state()
     check_display()
-    toast_notices(st.session_state.pop("_notices", []))
+    # Notices queued before this run (a link, a bundle, a click in the graph) are shown with this run's own checks,
+    # in one batch: one cap (MAX_TOASTS) for everything a visitor is told at once.
+    pending = st.session_state.pop("_notices", [])
     st.title("What does each layer of a CNN see?")
     with st.expander("What am I looking at?"):
         st.markdown(INTRO)
@@ -105,6 +107,7 @@ def page() -> None:
         image_slot.image(image, width=200, caption=image_name)
         if failure is not None:
             show_model_error(failure)
+        toast_notices(pending)
         sync_url(on_screen(current_state(), image_key, model_shown=False))
         return
 
@@ -113,11 +116,12 @@ def page() -> None:
     except InputError as exc:
         pred_slot.empty()
         st.error(str(exc))
+        toast_notices(pending)
         sync_url(on_screen(current_state(), image_key, model_shown=False))
         return
     # Every view control checked against this model (a value from another model is dropped or mapped).
     state, notices = checked_state(m, first.name, last_conv(m).name, from_link=first_run)
-    toast_notices(notices)
+    toast_notices(pending + notices)
 
     view_img = model_view(image, m.input_size, m.channels)
     image_slot.image(view_img, width=200,
