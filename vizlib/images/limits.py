@@ -67,9 +67,10 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[by
 
 
 def advice(max_pixels: int) -> str:
-    """The sentence that ends most refusals: what would be accepted."""
+    """The sentence that ends most refusals: what would be accepted (worded for the page, the command lines and the
+    library alike)."""
     return (
-        f"Upload a {FORMATS_TEXT} image smaller than {fmt_bytes(MAX_IMAGE_BYTES)} "
+        f"Use a {FORMATS_TEXT} image smaller than {fmt_bytes(MAX_IMAGE_BYTES)} "
         f"and {fmt_mp(max_pixels)}."
     )
 
