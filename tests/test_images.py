@@ -157,7 +157,7 @@ def test_random_bytes_refused():
 def test_text_file_refused(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("just some text pretending to be an image\n" * 20)
-    err = refused(path, "accepted format", "upload")
+    err = refused(path, "accepted format", "use a jpeg")
     assert '"notes.png"' in str(err)
 
 

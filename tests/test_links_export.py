@@ -228,3 +228,15 @@ def test_links_carry_only_what_applies():
 def test_atlas_paths_in_links_stay_relative(raw):
     state, notices = from_query({"atlas": raw, "view": "atlas"})
     assert state.atlas == "" and notices
+
+
+def test_the_url_is_read_and_written_in_one_module_only():
+    """The link is parsed, checked and written back in ui/state.py; a view that read ``st.query_params`` itself
+    (the Why view and its scoreboard did) bypasses that path's checks. They ask ``ui.state.link_has``."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    hits = sorted(str(p.relative_to(root)) for p in [*(root / "ui").rglob("*.py"), *(root / "vizlib").rglob("*.py"),
+                                                     root / "app.py"]
+                  if "query_params" in p.read_text(encoding="utf-8"))
+    assert hits == ["ui/state.py"], hits

@@ -20,6 +20,7 @@ from vizlib.contract import VizModel
 from vizlib.errors import InputError
 from vizlib.explain import GradientsUnsafe
 from ui.caches import CHART_CONFIG, get_untrained_twin
+from ui.state import link_has
 
 #: Above this rank correlation with the untrained twin's map, a method fails the randomisation check.
 RANDOMISATION_LIMIT = 0.5
@@ -54,7 +55,7 @@ def scoreboard(m: VizModel, image_key: str, image: Any, class_index: int, class_
                "model). Cost: seconds, and in forward passes of this model.")
     method = method if method in METHODS else "gradcam"
     key = (m.key, image_key)  # once asked for, the scoreboard follows class changes on this image
-    started = ss.get("_attr_started") == key or "method" in st.query_params
+    started = ss.get("_attr_started") == key or link_has("method")
     if not started:
         if st.button("Compute the scoreboard (all eight maps)", key="attr-go",
                      help="Takes a few seconds on small models and about a minute on VGG16; the cheap "

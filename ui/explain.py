@@ -18,7 +18,7 @@ from vizlib.links import ViewState
 from ui.attribution import scoreboard as attribution_scoreboard
 from ui.caches import CHART_CONFIG, compute, get_untrained_twin
 from ui.clicks import selected_points
-from ui.state import check_cell, check_class, choice, number, put
+from ui.state import check_cell, check_class, choice, link_has, number, put
 from ui.widgets import class_labels, clamp_channel, share_and_export, show_detail, show_grid
 
 # --------------------------------------------------------------------------- cached computations
@@ -197,7 +197,7 @@ def view_why(m: VizModel, state: ViewState, image_key: str, image_name: str, ima
     channel = state.channel
     last_asked = st.session_state.get("_why_asked")
     if last_asked != asked:  # a new question: inspect the channel that carried it most
-        if last_asked is not None or "channel" not in st.query_params:
+        if last_asked is not None or not link_has("channel"):
             channel = int(np.argmax(ex.contributions))
             put(channel=channel)
         st.session_state["_why_asked"] = asked

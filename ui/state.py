@@ -63,8 +63,16 @@ def init_state() -> None:
     st.session_state["_default"] = default
     # No channel in the link: open on the first layer's most active channel, not on channel 0
     # (often a dead one), so a newcomer's first look at a single map shows something.
-    st.session_state["_auto_channel"] = "channel" not in st.query_params
+    st.session_state["_auto_channel"] = not link_has("channel")
     st.session_state["_seeded"] = True
+
+
+def link_has(name: str) -> bool:
+    """Whether the page's URL (the link it was opened with, kept in sync with the view since) names ``name``.
+
+    Views ask this instead of reading ``st.query_params`` themselves: the URL is read and written here only.
+    """
+    return name in st.query_params
 
 
 def current_state() -> ViewState:
