@@ -26,7 +26,7 @@ from vizlib.featvis.engine import (
 from vizlib.featvis.score import reference
 
 #: Bump when the algorithm changes: it is part of every cache key.
-ALGORITHM = "fv2.3"
+ALGORITHM = "fv2.4"  # fv2.4: convergence judged on full-rate windows only (benchmarks/README.md, round 5)
 
 ProgressFn = Callable[[int, int], None]
 
