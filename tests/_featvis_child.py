@@ -27,6 +27,7 @@ import vizlib  # noqa: E402  (before TensorFlow: oneDNN off)
 import numpy as np  # noqa: E402
 
 from vizlib import featvis  # noqa: E402
+from vizlib.errors import InputError  # noqa: E402
 
 #: Steps used by the specificity checks.
 STEPS = None  # the default (featvis.DEFAULT_STEPS): what a user gets
@@ -386,6 +387,17 @@ def task_ui() -> dict:
     out["markdown"] = " ".join(md.value for md in at.markdown)
     out["downloads"] = len(at.get("download_button"))
     out["radios"] = [list(r.options) for r in at.radio]
+    # The literature's baseline on the same channel, on request: plain gradient ascent beside the method's image.
+    out["checkboxes"] = [c.label for c in at.checkbox]
+    at.checkbox(key="featvis-detail-plain").check().run()
+    for job in list(fv_ui._JOBS.values()):
+        while not job.wait(1.0):
+            job.touch()
+    at.run()
+    out["plain_markdown"] = " ".join(md.value for md in at.markdown)
+    out["plain_captions"] = " ".join(" ".join(str(c) for c in (i.captions or [])) for i in at.get("image"))
+    out["plain_jobs"] = sorted([[list(k[2]), k[-1], j.state] for k, j in fv_ui._JOBS.items()])
+    at.checkbox(key="featvis-detail-plain").uncheck().run()
     # Another channel: its detail computes while the grid stays drawn; the superseded job is not queued.
     at.number_input(key="channel").set_value(4).run()
     out["switch_progress"] = len(at.get("progress"))
@@ -400,6 +412,35 @@ def task_ui() -> dict:
     out["lonely"] = [lonely.state, lonely.steps_done < 4000]
     out["lonely_preview"] = None if lonely.preview is None else list(lonely.preview.shape)
     return out
+
+
+def task_plain(cache_dir: str) -> dict:
+    """``method="plain"``: plain gradient ascent through the library's own path (cache, batches, the model's
+    process), bit for bit what the engine's PLAIN recipe makes; cached apart from the default method's images."""
+    from vizlib.featvis.cache import DiskCache
+    from vizlib.featvis.engine import State
+    from vizlib.featvis.graph import PLAIN
+
+    m = vizlib.load_model("emotion_cnn")
+    layer, chans, steps = "conv2d_5", [3, 7], 24
+    cache = DiskCache(cache_dir)
+    plain = featvis.render(m, layer, chans, steps=steps, cache=cache, method="plain")
+    st = State(m, layer, chans, plain.size, steps, 0, None, PLAIN)
+    st.run()
+    direct, _ = st.finish()
+    default = featvis.render(m, layer, chans, steps=steps, cache=cache)
+    again = featvis.render(m, layer, chans, steps=steps, cache=cache, method="plain")
+    pinned = vizlib.feature_visualization(m, layer, chans, steps=steps, method="plain")
+    try:
+        vizlib.feature_visualization(m, layer, chans, steps=steps, method="lucid")
+        refused = None
+    except InputError as exc:
+        refused = str(exc)
+    return {"same_as_engine": bool(np.array_equal(plain.images, direct)),
+            "pinned_same": bool(np.array_equal(pinned, direct)),
+            "differs_from_default": bool(not np.array_equal(plain.images, default.images)),
+            "default_cached": default.cached, "again_cached": again.cached, "method": [plain.method, default.method],
+            "ratio": (default.own("fired") / np.maximum(plain.own("fired"), 1e-6)).tolist(), "refused": refused}
 
 
 def task_scheduler() -> dict:
@@ -496,7 +537,8 @@ def main() -> None:
     result = {"specificity": lambda: task_specificity(args[0]), "restart": lambda: task_restart(args[0]),
               "catalogue": lambda: task_catalogue(args), "isolated": lambda: task_isolated(args[0]),
               "refused": task_refused, "ui": task_ui, "preview": task_preview, "scheduler": task_scheduler,
-              "redirect": task_redirect, "sweep": lambda: task_sweep(args), "fairness": task_fairness, "cell": task_cell_and_convergence}[task]()
+              "redirect": task_redirect, "sweep": lambda: task_sweep(args), "fairness": task_fairness, "cell": task_cell_and_convergence,
+              "plain": lambda: task_plain(args[0])}[task]()
     print("RESULT " + json.dumps(result), flush=True)
 
 

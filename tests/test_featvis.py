@@ -189,6 +189,18 @@ def test_a_single_cell_and_convergence():
     assert all(320 < step < 600 for step in r["converged_at"])
 
 
+def test_plain_gradient_ascent_on_request_is_the_baseline_itself(tmp_path):
+    """``method="plain"`` (library, page): the literature's baseline through the same path as the method, so a user
+    can check the method against it on their own channel. It is exactly the engine's PLAIN recipe (the benchmarks'
+    and the sweep's baseline), cached apart from the method's images, and an unknown method is refused."""
+    r = run_child("plain", str(tmp_path))
+    assert r["same_as_engine"] and r["pinned_same"] and r["differs_from_default"], r
+    assert r["default_cached"] == [False, False] and r["again_cached"] == [True, True], r
+    assert r["method"] == ["plain", "default"]
+    assert all(q > 0.5 for q in r["ratio"]), r["ratio"]
+    assert r["refused"] and "method must be one of 'default', 'plain'" in r["refused"], r["refused"]
+
+
 def test_a_small_job_does_not_wait_for_a_grid():
     """Jobs run the smallest first; a running grid pauses between chunks for a smaller job that arrives, then
     carries on; the images are those of an undisturbed run."""
@@ -363,6 +375,12 @@ def test_page_pieces_show_progress_then_the_result_and_stay_responsive(tmp_path)
     # The clicked map cell is offered as the objective (a neuron) beside the whole channel.
     assert r["radios"] == [["the whole channel", "cell (1, 2) only"]]
     assert r["downloads"] == 2
+    # On request, plain gradient ascent on the same channel beside it, with how the two compare.
+    assert r["checkboxes"] == ["Compare with plain gradient ascent"]
+    assert [[0], "plain", "done"] in r["plain_jobs"], r["plain_jobs"]
+    assert "plain gradient ascent" in r["plain_captions"], r["plain_captions"]
+    assert "plain gradient ascent, 24 steps: rank" in r["plain_markdown"], r["plain_markdown"]
+    assert "the method's image reaches" in r["plain_markdown"], r["plain_markdown"]
     # Another channel: its detail computes (or, on a quiet machine, is done within the first 0.3 s)
     # while the mosaic, already done, stays on the page.
     assert r["switch_charts"] == 1

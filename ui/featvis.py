@@ -53,7 +53,8 @@ _JOBS_LOCK = threading.Lock()
 
 
 def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int] = None, size: Any = None,
-            seed: int = 0, slot: Optional[str] = None, cell: Optional[tuple[int, int]] = None) -> Job:
+            seed: int = 0, slot: Optional[str] = None, cell: Optional[tuple[int, int]] = None,
+            method: str = "default") -> Job:
     """The job computing these visualisations: an existing one (any session's) or a new one.
 
     ``slot`` names a place on this session's page (e.g. ``"detail"``): when the
@@ -61,14 +62,14 @@ def job_for(m: Any, layer: str, channels: Sequence[int], *, steps: Optional[int]
     finished, so a user clicking through channels doesn't queue a job per click.
     """
     key = (str(m.key), str(layer), tuple(int(c) for c in channels), steps,
-           None if size is None else str(size), int(seed), cell)
+           None if size is None else str(size), int(seed), cell, method)
     with _JOBS_LOCK:
         job = _JOBS.get(key)
         if job is not None and job.state in ("cancelled", "abandoned"):
             job = None
         if job is None:
             job = Job(m, layer, list(key[2]), size=size, steps=steps, seed=seed, abandon_after=ABANDON_SECONDS,
-                      cell=cell)
+                      cell=cell, method=method)
             _JOBS[key] = job
         job.touch()
         _JOBS.move_to_end(key)
@@ -229,8 +230,42 @@ def what_it_looks_for(m: Any, info: Any, channel: int, maps: Optional[np.ndarray
         st.caption("Made by gradient ascent from noise: Fourier-space pixels (decorrelated colour for RGB), the "
                    "model's own preprocessing, jitter, scaling and rotation scaled to the image for the first half, "
                    "then the pixels themselves (Olah et al., Distill 2017).")
+        if st.checkbox("Compare with plain gradient ascent", key=f"{key}-plain",
+                       help="The literature's baseline on this same channel and number of steps: the pixels "
+                            "themselves, from flat grey, no transforms. Takes about as long again."):
+            plain = job_for(m, info.name, [int(channel)], steps=steps, slot=f"{key}-plain", cell=target,
+                            method="plain")
+            show_when_ready(plain, lambda base: baseline(vis, base), "Plain gradient ascent on the same channel")
 
     show_when_ready(job, draw, f"Making an image for channel {channel}")
+
+
+def baseline_lines(vis: FeatureVisualization, base: FeatureVisualization) -> list[str]:
+    """Markdown lines: plain gradient ascent's image against the method's, on the same channel and steps."""
+    mine, theirs = float(vis.own("fired")[0]), float(base.own("fired")[0])
+    rank = base.rank("fired")[0]
+    n = base.stats["fired"].shape[1]
+    lines = [f"plain gradient ascent, {base.steps} steps: rank **{rank} of {n}**"
+             + (" (no other channel fires more on it)" if rank == 1 else
+                f" ({rank - 1} other channel{'s' if rank > 2 else ''} fire{'' if rank > 2 else 's'} more on it)")]
+    if theirs <= 0:
+        lines.append("it did not make the channel fire at all")
+    elif mine <= 0:
+        lines.append("it makes the channel fire; the method's image does not")
+    else:
+        ratio = mine / theirs
+        lines.append(f"the method's image reaches **{ratio:.2f}×** its activation")
+        if ratio < 1.0:
+            lines.append("plain ascent is stronger here: its pixel-level patterns are what the method's transforms "
+                         "hold back, to keep an image a person can read (Olah et al., Distill 2017)")
+    return lines
+
+
+def baseline(vis: FeatureVisualization, base: FeatureVisualization) -> None:
+    """Plain gradient ascent's image beside its numbers (drawn under the method's own image)."""
+    col_img, col_text = st.columns([1, 2])
+    col_img.image(_enlarged(base.images[0], DETAIL_PX // 2), caption="plain gradient ascent")
+    col_text.markdown("  \n".join(baseline_lines(vis, base)))
 
 
 def feature_mosaic(m: Any, info: Any, channels: Sequence[int], *, labels: Optional[Sequence[str]] = None,

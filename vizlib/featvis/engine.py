@@ -18,7 +18,7 @@ import numpy as np
 from vizlib.errors import InputError
 from vizlib.featvis import param, transform
 from vizlib.featvis.graph import (
-    PREVIEW_MIN_SIDE, Graph, Recipe, graph, require_safe_gradients, run_lock, sketch_recipe,
+    PLAIN, PREVIEW_MIN_SIDE, Graph, Recipe, graph, require_safe_gradients, run_lock, sketch_recipe,
 )
 from vizlib.ops import op
 
@@ -43,6 +43,8 @@ PATIENCE = 16
 WARMUP_MAX_STEPS = 8
 #: A sketch shorter than this would show little: none then.
 MIN_PREVIEW_STEPS = 16
+#: Methods a caller may ask for: this project's (``graph.DEFAULT``), and plain gradient ascent (``graph.PLAIN``).
+METHODS = ("default", "plain")
 #: Statistics of every channel's map on each visualisation (``FeatureVisualization.stats``).
 STATS = ("mean", "fired", "activity", "peak", "floor")
 
@@ -235,13 +237,13 @@ _STATES_LOCK = threading.Lock()
 
 
 def _state(m: Any, job: str, layer: str, channels: list[int], size: tuple[int, int], steps: int,
-           seed: int, cell: Optional[tuple[int, int]], watched: bool) -> State:
+           seed: int, cell: Optional[tuple[int, int]], watched: bool, recipe: Optional[Recipe] = None) -> State:
     with _STATES_LOCK:
         found = _STATES.get(job)
         if found is not None:
             _STATES.move_to_end(job)
             return found
-    st = State(m, layer, channels, size, steps, seed, cell, watched=watched)
+    st = State(m, layer, channels, size, steps, seed, cell, recipe, watched=watched)
     with _STATES_LOCK:
         _STATES[job] = st
         while len(_STATES) > MAX_STATES or (
@@ -348,7 +350,7 @@ def _plan_op(m: Any, batch: Optional[np.ndarray], *, layer: str, size: Optional[
 @op("featvis.optimise")
 def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: list, size: list, steps: int,
                  seed: int, job: str, advance: Optional[int] = None, cell: Optional[list] = None,
-                 preview: bool = False) -> dict:
+                 preview: bool = False, method: str = "default") -> dict:
     """Advance one optimisation by ``advance`` steps (all when None); its state stays in this process.
 
     Returns ``done`` and ``steps``; with ``preview``, while running, the
@@ -362,7 +364,10 @@ def _optimise_op(m: Any, batch: Optional[np.ndarray], *, layer: str, channels: l
     steps = int(steps)
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"steps must lie between 1 and {MAX_STEPS}, not {steps}.")
-    st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell), bool(preview))
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}.")
+    st = _state(m, str(job), layer, chosen, hw, steps, int(seed), check_cell(m, layer, cell), bool(preview),
+                PLAIN if method == "plain" else None)
     if advance is None:
         st.run()
     else:

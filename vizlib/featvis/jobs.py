@@ -127,7 +127,7 @@ class Job:
 
     def __init__(self, model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
                  steps: Optional[int] = None, seed: int = 0, cache: "bool | DiskCache | None" = True,
-                 abandon_after: Optional[float] = None, cell: Any = None):
+                 abandon_after: Optional[float] = None, cell: Any = None, method: str = "default"):
         self.layer = layer
         self.channels = [int(c) for c in channels]
         self.steps_done, self.steps_total = 0, max(1, len(self.channels)) * (steps or DEFAULT_STEPS)
@@ -180,7 +180,8 @@ class Job:
             self.started = time.monotonic()
             try:
                 out = render(model, layer, self.channels, size=size, steps=steps, seed=seed, cache=cache,
-                             progress=progress, should_stop=should_stop, cell=cell, preview=on_preview)
+                             progress=progress, should_stop=should_stop, cell=cell, preview=on_preview,
+                             method=method)
                 self.state = "done"
                 return out
             except Cancelled:

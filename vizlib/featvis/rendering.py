@@ -21,7 +21,7 @@ import numpy as np
 from vizlib.errors import InputError
 from vizlib.featvis.cache import DiskCache
 from vizlib.featvis.engine import (
-    DEFAULT_STEPS, MAX_CHANNELS, MAX_STEPS, STATS, check_cell, check_layer_channels, resolve_size,
+    DEFAULT_STEPS, MAX_CHANNELS, MAX_STEPS, METHODS, STATS, check_cell, check_layer_channels, resolve_size,
 )
 from vizlib.featvis.score import reference
 
@@ -54,6 +54,7 @@ class FeatureVisualization:
     #: Per channel of the layer: the most a real image excites it (:func:`vizlib.featvis.score.reference`).
     reference: Optional[np.ndarray] = None
     cell: Optional[tuple[int, int]] = None  # the neuron objective's map position, or None: whole channels
+    method: str = "default"  # "default" (this project's method) or "plain" (plain gradient ascent, the baseline)
 
     def own(self, stat: str = "mean") -> np.ndarray:
         """``stat`` of each image's own channel: float32 (K,)."""
@@ -126,20 +127,30 @@ def _plan(m: Any, layer: str, size: Optional[tuple[int, int]], cell: Optional[tu
 
 
 def cache_key(m: Any, digest: str, layer: str, channel: int, size: tuple[int, int], steps: int, seed: int,
-              cell: Optional[tuple[int, int]] = None) -> str:
+              cell: Optional[tuple[int, int]] = None, method: str = "default") -> str:
     """The disk cache's key of one channel's visualisation (the same for the page, the CLI and the atlas)."""
     parts = [ALGORITHM, digest, m.preprocess_name, list(m.input_size), int(m.channels), layer, int(channel),
              list(size), int(steps), int(seed)]
     if cell is not None:
         parts.append(["cell", int(cell[0]), int(cell[1])])
+    if method != "default":
+        parts.append(["method", str(method)])
     return DiskCache.key(*parts)
+
+
+def check_method(method: Any) -> str:
+    """``method`` if it names one of :data:`~vizlib.featvis.engine.METHODS`, else :class:`InputError`."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(repr(k) for k in METHODS)}, not {method!r}.")
+    return method
 
 
 def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None, steps: Optional[int] = None,
            seed: int = 0, cache: "bool | DiskCache | None" = True, progress: Optional[ProgressFn] = None,
            should_stop: Optional[Callable[[], bool]] = None, cell: Any = None, score: bool = True,
            reference_images: Optional[Sequence[Any]] = None,
-           preview: Optional[Callable[[list[int], np.ndarray], None]] = None) -> FeatureVisualization:
+           preview: Optional[Callable[[list[int], np.ndarray], None]] = None,
+           method: str = "default") -> FeatureVisualization:
     """Feature visualisations of ``channels`` of ``layer``, with what each does to the whole layer.
 
     Like :func:`feature_visualization`, plus: ``cache`` (True: the default
@@ -154,10 +165,13 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     how strong each image is and whether it failed
     (:meth:`FeatureVisualization.failed`). ``preview(channels, images)`` is
     called with the images as they are after every chunk of steps (a page
-    shows them while it waits).
+    shows them while it waits). ``method``: ``"default"``, or ``"plain"``
+    for plain gradient ascent (pixels from flat grey, no transforms: the
+    literature's baseline), to compare on the same channel and steps.
     """
     from vizlib.contract import as_model
 
+    method = check_method(method)
     m = as_model(model)
     steps = DEFAULT_STEPS if steps is None else int(steps)
     if not 1 <= steps <= MAX_STEPS:
@@ -176,7 +190,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     keys: dict[int, str] = {}
     if store is not None:
         digest = m.weights_digest()
-        keys = {c: cache_key(m, digest, layer, c, hw, steps, seed, cell_t) for c in unique}
+        keys = {c: cache_key(m, digest, layer, c, hw, steps, seed, cell_t, method) for c in unique}
         for c in unique:
             hit = store.get(keys[c], shape, layer_channels)
             if hit is not None:
@@ -191,7 +205,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
         images, stats = _optimise(m, layer, chunk, hw, steps, seed, progress=(
             None if progress is None else
             (lambda d, _t, base=done_before + steps * start, k=len(chunk): progress(base + d * k, total))),
-            should_stop=should_stop, cell=cell_t,
+            should_stop=should_stop, cell=cell_t, method=method,
             preview=None if preview is None else (lambda imgs, ch=chunk: preview(ch, imgs)))
         for i, c in enumerate(chunk):
             found[c] = (images[i], stats[i], False)
@@ -203,7 +217,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
         model_key=str(getattr(m, "key", "")), layer=layer, channels=list(wanted),
         images=np.stack([o[0] for o in order]),
         stats={name: np.ascontiguousarray(stats_all[:, k, :]) for k, name in enumerate(STATS)},
-        size=hw, steps=steps, seed=int(seed), cached=[o[2] for o in order], cell=cell_t,
+        size=hw, steps=steps, seed=int(seed), cached=[o[2] for o in order], cell=cell_t, method=method,
         reference=reference(m, layer, reference_images, cell_t) if score else None)
 
 
@@ -214,12 +228,14 @@ CHUNK_SECONDS = 0.5
 def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], steps: int, seed: int, *,
               progress: Optional[ProgressFn] = None, should_stop: Optional[Callable[[], bool]] = None,
               cell: Optional[tuple[int, int]] = None, preview: Optional[Callable[[np.ndarray], None]] = None,
-              ) -> tuple[np.ndarray, np.ndarray]:
+              method: str = "default") -> tuple[np.ndarray, np.ndarray]:
     """Run one batch of channels to the end, a few steps per call, where the model lives."""
     job = uuid.uuid4().hex
     advance, done, restarts = 4, 0, 0
     params = dict(layer=layer, channels=[int(c) for c in channels], size=list(size), steps=int(steps),
                   seed=int(seed), job=job, cell=None if cell is None else list(cell))
+    if method != "default":  # (a model process of an older vizlib would refuse the unknown argument)
+        params["method"] = method
     try:
         while True:
             if should_stop is not None and should_stop():
@@ -259,7 +275,8 @@ def _optimise(m: Any, layer: str, channels: list[int], size: tuple[int, int], st
 
 
 def feature_visualization(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
-                          steps: Optional[int] = None, seed: int = 0, cell: Any = None) -> np.ndarray:
+                          steps: Optional[int] = None, seed: int = 0, cell: Any = None,
+                          method: str = "default") -> np.ndarray:
     """Images that excite ``channels`` of ``layer`` most: uint8 ``(len(channels), H, W, C)``.
 
     ``model`` is anything :func:`vizlib.load_model` accepts or returns (an
@@ -272,8 +289,11 @@ def feature_visualization(model: Any, layer: str, channels: Sequence[int], *, si
     gives more control, the statistics of every channel and the scores.
     ``cell=(row, col)``: what makes that one position of the map fire (a
     neuron), at the model's input size unless ``size`` says otherwise.
+    ``method="plain"``: plain gradient ascent instead (pixels from flat grey,
+    no transforms), the literature's baseline, to compare against.
     """
-    return render(model, layer, channels, size=size, steps=steps, seed=seed, cell=cell, score=False).images
+    return render(model, layer, channels, size=size, steps=steps, seed=seed, cell=cell, score=False,
+                  method=method).images
 
 
 def default_size(model: Any, layer: str) -> tuple[int, int]:
