@@ -156,7 +156,7 @@ def open_zip(data: bytes | IO[bytes], *, label: str, max_entries: int,
     entry's data, and (when given) entries declaring more than ``max_total_bytes`` in all.
     """
     if advice is None:
-        advice = ("Zip a folder of images and upload the .zip file." if what == "ZIP archive"
+        advice = ("Zip a folder of images and use the .zip file." if what == "ZIP archive"
                   else "Re-create the archive and try again.")
     fh: IO[bytes] = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
@@ -331,7 +331,7 @@ def check_member(info: zipfile.ZipInfo, *, where: str, max_bytes: int, what: str
 
 def _unreadable(name: str, exc: BaseException, what: str) -> InputError:
     return InputError(_end(f"{name} could not be extracted ({_reason(exc)}).",
-                           what or "Re-create the archive and upload it again."))
+                           what or "Re-create the archive and try again."))
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, where: str, max_bytes: int,

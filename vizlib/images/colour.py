@@ -121,7 +121,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     except Exception as exc:
         raise InputError(
             f"{label} uses a colour mode ({mode}) that cannot be converted to RGB "
-            f"({reason(exc)}). Re-save it as an RGB JPEG or PNG and upload it again."
+            f"({reason(exc)}). Re-save it as an RGB JPEG or PNG and try again."
         ) from exc
 
 

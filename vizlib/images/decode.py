@@ -98,7 +98,7 @@ def _read_limited(f: IO[bytes], limit: int, label: str) -> bytes:
         try:
             chunk = f.read(min(_READ_CHUNK, limit + 1 - total))
         except OSError as exc:
-            raise InputError(f"{label} could not be read ({exc}). Try uploading it again.") from exc
+            raise InputError(f"{label} could not be read ({exc}). Try again with a fresh copy of the file.") from exc
         if not chunk:
             break
         if isinstance(chunk, str):
@@ -184,7 +184,7 @@ def _too_many_pixels(label: str, max_pixels: int, size: tuple[int, int] | None, 
         what = f"{fmt_mp(int(m.group(1)))}" if m else "too many pixels"
     return InputError(
         f"{label} is {what}, more than the {fmt_mp(max_pixels)} limit. "
-        f"Shrink it to at most {fmt_mp(max_pixels)} and upload it again."
+        f"Shrink it to at most {fmt_mp(max_pixels)} and try again."
     )
 
 
@@ -200,7 +200,7 @@ def _open(data: bytes, label: str, max_pixels: int) -> Image.Image:
         if claimed is not None:
             raise InputError(
                 f"{label} starts like a {_KIND_NAMES[claimed]} file but could not be read: it is corrupt "
-                "or truncated. Re-save it as JPEG or PNG and upload it again."
+                "or truncated. Re-save it as JPEG or PNG and try again."
             ) from exc
         what = _sniff(data)
         kind = (
@@ -212,7 +212,7 @@ def _open(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except Exception as exc:
         raise InputError(
             f"{label} could not be opened: the file is corrupt ({reason(exc)}). "
-            f"Re-save it as JPEG or PNG and upload it again."
+            f"Re-save it as JPEG or PNG and try again."
         ) from exc
     w, h = im.size
     if w <= 0 or h <= 0:
@@ -280,7 +280,7 @@ def decode(
             except Exception as exc:
                 raise InputError(
                     f"{label} could not be decoded: the file is truncated or corrupt "
-                    f"({reason(exc)}). Re-save it as JPEG or PNG and upload it again."
+                    f"({reason(exc)}). Re-save it as JPEG or PNG and try again."
                 ) from exc
             # TIFFs come out of Pillow's load() already upright; for the others the
             # orientation is read from IFD0 alone, never through Pillow's EXIF reader.
@@ -294,7 +294,7 @@ def decode(
                 except Exception as exc:
                     raise InputError(
                         f"{label} could not be decoded ({reason(exc)}). Re-save it as JPEG or PNG and "
-                        "upload it again."
+                        "try again."
                     ) from exc
             rgb = to_rgb(im, label)
     if max_side and max(rgb.size) > max_side:

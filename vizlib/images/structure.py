@@ -87,7 +87,7 @@ MAX_GIF_COMMENT_PIECES = 1024
 MAX_BMP_RLE8_BYTES = 4 * 2**20
 MAX_BMP_RLE4_BYTES = 1 * 2**20
 
-_SAVE_AS = "Re-save it as PNG or a baseline JPEG and upload it again."
+_SAVE_AS = "Re-save it as PNG or a baseline JPEG and try again."
 
 # --------------------------------------------------------------------------- dispatch
 
@@ -259,7 +259,7 @@ def _read_ifd(buf: bytes, offset: int, endian: str, big: bool, label: str, what:
     if count > MAX_IFD_ENTRIES:
         raise InputError(
             f"{label} has {count:,} entries in one directory of its {what}; real files have well "
-            f"under {MAX_IFD_ENTRIES:,}. Re-save it without the metadata and upload it again."
+            f"under {MAX_IFD_ENTRIES:,}. Re-save it without the metadata and try again."
         )
     entry, inline = (20, 8) if big else (12, 4)
     start = offset + (8 if big else 2)
@@ -325,14 +325,14 @@ def _check_tiff_structure(buf: bytes, label: str, what: str, *, sub_ifds: bool,
         raise InputError(
             f"{label} has {what} whose entries point at the same data over and over "
             f"({fmt_bytes(total)} of tag data in {fmt_bytes(len(buf))}). "
-            "Re-save it without the metadata and upload it again."
+            "Re-save it without the metadata and try again."
         )
     limits = [MAX_IFD_VALUES if image else MAX_SUB_IFD_VALUES] + [MAX_SUB_IFD_VALUES] * (len(directories) - 1)
     for d, cap in zip(directories, limits):
         if d.values > cap:
             raise InputError(
                 f"{label} has {what} listing {d.values:,} numbers in one directory (the limit is "
-                f"{cap:,}). Re-save it without the metadata and upload it again."
+                f"{cap:,}). Re-save it without the metadata and try again."
             )
     return ifd0
 
@@ -462,7 +462,7 @@ def _check_bmp(data: bytes, label: str) -> None:
         raise InputError(
             f"{label} is a run-length compressed (RLE{8 if compression == 1 else 4}) BMP with "
             f"{fmt_bytes(stream)} of pixel data; compressed BMPs are accepted up to {fmt_bytes(cap)} "
-            "(their decoder is slow). Re-save it as PNG and upload it again."
+            "(their decoder is slow). Re-save it as PNG and try again."
         )
 
 

@@ -134,7 +134,7 @@ def images_from_zip(
         if not members:
             raise InputError(
                 f"{label} contains no images. Put {limits.FORMATS_TEXT} files in a folder, zip it "
-                "and upload the .zip file."
+                "and use the .zip file."
             )
         if len(members) > max_count:
             raise InputError(
@@ -169,7 +169,7 @@ def images_from_zip(
             member_label = f'"{_shown(path)}" in {where}'
             blob = archives.read_member(zf, info, where=where, max_bytes=limits.MAX_IMAGE_BYTES,
                                         max_ratio=limits.MAX_COMPRESSION_RATIO, ratio_floor=limits.RATIO_CHECK_MIN_BYTES,
-                                        what="Re-create the ZIP file and upload it again.")
+                                        what="Re-create the ZIP file and try again.")
             if not blob:
                 raise InputError(f"{member_label} is empty (0 bytes). Remove it and zip the folder again.")
             w, h = declared_size(blob, member_label, max_pixels)

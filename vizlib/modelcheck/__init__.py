@@ -175,7 +175,7 @@ def _check(
         if is_hdf5:
             raise InputError(
                 f"'{name}' is named .keras but is really an HDF5 (legacy .h5) model file. "
-                "Rename it to end in .h5 and upload it again."
+                "Rename it to end in .h5 and try again."
             )
         if not is_zip:
             raise not_a_model(name, "a .keras file must be a zip archive written by model.save()")
@@ -191,7 +191,7 @@ def _check(
     if is_zip:
         raise InputError(
             f"'{name}' is named {suffix} but is really a zip archive (a .keras model file). "
-            "Rename it to end in .keras and upload it again."
+            "Rename it to end in .keras and try again."
         )
     if not is_hdf5:
         raise not_a_model(name, f"a {suffix} file must be an HDF5 file written by model.save()")
