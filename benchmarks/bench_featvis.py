@@ -2,6 +2,7 @@
 
     python benchmarks/bench_featvis.py [--steps 128] [--channels 8] [--models a,b,...] [--skip-vgg]
     python benchmarks/bench_featvis.py --polish --steps 96 --channels 6 --skip-vgg   # round 4's polish candidates
+    python benchmarks/bench_featvis.py --seeds 0,1,2 --steps 256 --channels 6        # round 6: the baseline's own spread
 
 1. Any CNN. Five small CNNs trained here in seconds (tests/_featvis_models.py: grey and RGB, 28-64 px,
    with and without BatchNorm, unit / -1..1 / caffe scaling) and the bundled model; every conv layer,
@@ -46,7 +47,7 @@ def _recipes():
     return {"before (fv1, Lucid)": LUCID, "new (fv2)": FV2, "plain ascent": PLAIN}
 
 
-def _layer(m, layer: str, channels: list[int], steps: int) -> dict:
+def _layer(m, layer: str, channels: list[int], steps: int, seed: int = 0) -> dict:
     import numpy as np
 
     from vizlib.featvis import default_size
@@ -57,7 +58,7 @@ def _layer(m, layer: str, channels: list[int], steps: int) -> dict:
     out = {}
     for name, recipe in _recipes().items():
         t0 = time.perf_counter()
-        st = State(m, layer, channels, size, steps, 0, None, recipe)
+        st = State(m, layer, channels, size, steps, seed, None, recipe)
         st.run()
         _, stats = st.finish()
         fired = stats[:, 1, :]
@@ -111,6 +112,51 @@ def _any_cnn(steps: int, per_layer: int, names: list[str]) -> dict:
                   f"min {s['ratio_min']:.2f}  steps run {s['steps_run']:.0f}/{steps}  {s['seconds']:.0f} s",
                   flush=True)
         result[label] = {"accuracy": acc, "layers": per, "summary": summary}
+    return result
+
+
+def _seed_spread(steps: int, per_layer: int, seeds: list[int]) -> dict:
+    """Round 6: the new method and plain ascent from several seeds (plain ascent starts from grey plus a seeded
+    pinch of noise) on the same channels as section 1. Is "each image at least plain ascent's" a property that
+    plain ascent itself has, from another seed?"""
+    import numpy as np
+
+    import vizlib
+    import _featvis_models as M
+
+    global POLISH_CANDIDATES
+    POLISH_CANDIDATES = False
+    models = [(s.name, s) for s in M.SPECS] + [("bundled", None)]
+    own: dict = {}  # (method, seed) -> activations of the live channels, in one order
+    for label, spec in models:
+        if spec is None:
+            m = vizlib.load_model("emotion_cnn")
+            layers = [i.name for i in vizlib.spatial_layers(m) if i.kind == "Conv2D"]
+        else:
+            m, _, layers = M.train(spec)
+        for k, layer in enumerate(layers):
+            chans = M.sample_channels(vizlib.find_layer(m, layer).channels, per_layer, seed=k)
+            runs = {s: _layer(m, layer, chans, steps, seed=s) for s in seeds}
+            live = [i for i in range(len(chans)) if not all(r[n]["flat"][i] for r in runs.values() for n in r)]
+            for s, r in runs.items():
+                for name in ("new (fv2)", "plain ascent"):
+                    own.setdefault((name, s), []).extend(r[name]["own"][i] for i in live)
+        print(f"  {label} done", flush=True)
+    a = {key: np.maximum(np.array(v), 1e-6) for key, v in own.items()}
+    new, plain, s0 = "new (fv2)", "plain ascent", seeds[0]
+    rows = {f"new seed {s0} / plain seed {s0}": a[new, s0] / a[plain, s0]}
+    rows.update({f"plain seed {s} / plain seed {s0}": a[plain, s] / a[plain, s0] for s in seeds[1:]})
+    rows.update({f"new seed {s} / plain seed {s}": a[new, s] / a[plain, s] for s in seeds[1:]})
+    weakest = np.min([a[plain, s] for s in seeds], axis=0)
+    rows[f"new seed {s0} / plain's weakest seed"] = a[new, s0] / weakest
+    rows["plain's weakest seed / its strongest"] = weakest / np.max([a[plain, s] for s in seeds], axis=0)
+    result = {}
+    for name, q in rows.items():
+        result[name] = {"median": float(np.median(q)), "min": float(q.min()), "below_0.95": int(np.sum(q < 0.95)),
+                        "below_0.9": int(np.sum(q < 0.9)), "share_ge_1": float(np.mean(q >= 0.999)), "n": len(q)}
+        r = result[name]
+        print(f"  {name:40s} median {r['median']:.3f}  min {r['min']:.3f}  < 0.95: {r['below_0.95']:3d}  "
+              f"< 0.9: {r['below_0.9']:3d}  >= 1: {r['share_ge_1']:.0%}  (of {r['n']})", flush=True)
     return result
 
 
@@ -173,6 +219,7 @@ def main() -> None:
     ap.add_argument("--skip-any", action="store_true")
     ap.add_argument("--vgg-channels", type=int, default=3, help="VGG16 block5_conv3 channels timed, one at a time")
     ap.add_argument("--polish", action="store_true", help="section 1 compares the polish candidates of round 4")
+    ap.add_argument("--seeds", default="", help="round 6 only: the new method and plain ascent from these seeds")
     args = ap.parse_args()
     global POLISH_CANDIDATES
     POLISH_CANDIDATES = args.polish
@@ -181,6 +228,11 @@ def main() -> None:
 
     C.quiet_tf()
     result: dict = {"steps": args.steps, "channels_per_layer": args.channels}
+    if args.seeds:
+        print(f"\nSeeds {args.seeds}: the new method and plain ascent, every conv layer, {args.steps} steps")
+        result["seed_spread"] = _seed_spread(args.steps, args.channels, [int(s) for s in args.seeds.split(",")])
+        C.save("featvis_seeds", result)
+        return
     if not args.skip_any:
         print("\n1. Any CNN: every conv layer, same channels and steps for every method")
         result["any_cnn"] = _any_cnn(args.steps, args.channels, [s for s in args.models.split(",") if s])

@@ -193,3 +193,109 @@ def test_unknown_weights_are_refused_not_ignored():
     with pytest.raises(InputError, match="weights must be 'imagenet'"):
         vizlib.load_model("emotion_cnn", weights="zzz")
     assert vizlib.load_model("emotion_cnn", weights="untrained").untrained
+
+
+# --------------------------------------------------------------------------- hostile models (probe of 2026-12-07)
+
+
+def _tiny(head: str = "softmax3", **conv) -> "keras.Model":
+    import keras
+
+    inp = keras.Input((16, 16, 3), dtype=conv.pop("dtype", "float32"))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1", **conv)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    units, act = {"softmax3": (3, "softmax"), "softmax1": (1, "softmax"), "sigmoid1": (1, "sigmoid"),
+                  "linear1": (1, None)}[head]
+    return keras.Model(inp, keras.layers.Dense(units, activation=act, name="head")(x))
+
+
+def test_models_that_would_give_garbage_are_refused_in_plain_words(tmp_path):
+    """A NaN weight, a uint8 input and a channels-first layout loaded (or failed deep in Keras) and then gave
+    all-zero maps, NaN predictions and 'the dashboard feeds 16 channels' (the image's height)."""
+    import keras
+
+    nan = _tiny()
+    w = nan.get_layer("c1").get_weights()
+    w[0][0, 0, 0, 0] = np.nan
+    nan.get_layer("c1").set_weights(w)
+    nan.save(tmp_path / "nan.keras")
+    with pytest.raises(InputError, match=r"'c1/kernel' hold 1 NaN or infinite value: every result"):
+        vizlib.load_model(str(tmp_path / "nan.keras"))
+    with pytest.raises(InputError, match="NaN or infinite"):  # a keras.Model from a notebook too
+        vizlib.load_model(nan)
+    with pytest.raises(InputError, match="input is uint8: gradients"):
+        vizlib.load_model(_tiny(dtype="uint8"))
+    inp = keras.Input((3, 16, 16))
+    first = keras.Model(inp, keras.layers.Conv2D(4, 3, data_format="channels_first")(inp))
+    with pytest.raises(InputError, match=r"channels-first images \(3, 16, 16\)"):
+        vizlib.load_model(first)
+    assert vizlib.load_model(_tiny()).channels == 3  # the same model, healthy, still loads
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_a_seed_out_of_range_is_an_input_error_on_every_entry_point(m, seed):
+    img = vizlib.load_sample("astronaut_face")
+    for call in (lambda: vizlib.feature_visualization(m, LAYER, [0], steps=1, seed=seed),
+                 lambda: vizlib.attribution(m, img, "smoothgrad", seed=seed),
+                 lambda: vizlib.untrained(m, seed=seed)):
+        with pytest.raises(InputError, match="whole number") as err:  # a float or bool: the type check's words
+            call()
+        assert "seed" in str(err.value) and str(seed) in str(err.value)
+
+
+def test_a_negative_seed_on_the_command_line_is_one_line(capsys):
+    from vizlib.featvis.__main__ import main
+
+    code = main(["precompute", "--model", "emotion_cnn", "--layers", LAYER, "--channels", "0", "--seed", "-1",
+                 "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "seed must be a whole number" in err[0], err
+
+
+def test_outputs_without_a_class_probability_are_named_not_scored():
+    """Softmax over one class is 1 for any image, and a regression's output was 'probability 1.0' too: deletion and
+    insertion came out 1.0 for any map, a random one included. A sigmoid output is a real probability."""
+    img = vizlib.load_sample("cat")
+    with pytest.raises(InputError, match="softmax over one class"):
+        vizlib.explain_class(vizlib.load_model(_tiny("softmax1")), img)
+    linear = vizlib.load_model(_tiny("linear1"))
+    with pytest.raises(InputError, match="no sigmoid or softmax"):
+        vizlib.faithfulness(linear, img, np.ones((16, 16), np.float32), steps=2)
+    sig = vizlib.load_model(_tiny("sigmoid1"))
+    f = vizlib.faithfulness(sig, img, np.random.default_rng(0).random((16, 16)).astype(np.float32), steps=4)
+    p = vizlib.explain_class(sig, img).probabilities[0]
+    assert 0 < p < 1 and f["deletion"][0] == pytest.approx(p, abs=1e-5)
+
+
+def test_two_outputs_and_no_feature_maps_are_input_errors():
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="c1")(inp))
+    two = vizlib.load_model(keras.Model(inp, [keras.layers.Dense(2)(x), keras.layers.Dense(3)(x)]))
+    img = vizlib.load_sample("cat")
+    with pytest.raises(InputError, match="several outputs"):
+        vizlib.predict(two, [img])
+    assert vizlib.activations(two, [img], ["c1"])["c1"].shape == (1, 14, 14, 4)
+    inp = keras.Input((16, 16, 3))
+    dense = vizlib.load_model(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp))))
+    with pytest.raises(InputError, match="no layers with 2D spatial output"):
+        vizlib.depth_profile(dense, img)
+
+
+def test_an_atlas_of_overflowing_activations_reads_back(tmp_path):
+    """Finite weights can overflow to inf: the build wrote ties of inf, and its own reader called the atlas
+    'not ordered highest first' (inf - inf is NaN)."""
+    from vizlib.atlas import reader
+
+    huge = _tiny()
+    w = huge.get_layer("c1").get_weights()
+    w[0][:] = 3e38
+    huge.get_layer("c1").set_weights(w)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("cat", "astronaut_face"):
+        vizlib.load_sample(name).save(folder / f"{name}.png")
+    vizlib.atlas.build(vizlib.load_model(huge), folder, tmp_path / "atlas", layers=["c1"], top=2)
+    top = reader.load(tmp_path / "atlas").top("c1", 0)
+    assert len(top) == 2 and all(np.isinf(t["value"]) for t in top)

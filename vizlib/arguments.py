@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from vizlib.errors import InputError
 
-__all__ = ["check_namespace", "checked", "fits", "hints", "require", "require_result"]
+__all__ = ["check_namespace", "check_seed", "checked", "fits", "hints", "require", "require_result"]
 
 #: Items of a list, tuple or mapping looked at (a wrong type is almost always in the first few).
 MAX_ITEMS_CHECKED = 1000
@@ -247,6 +247,22 @@ def require_result(value: Any, keys: Iterable[str], made_by: str, name: str) -> 
                             else f", not {_kind(value)}."))
 
 
+#: Seeds reach numpy's and TensorFlow's generators, which take 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as a plain int if it is a whole number 0 .. :data:`MAX_SEED`, else InputError (every public
+    function's ``seed`` goes through here, through :func:`checked`; numpy said "expected non-negative integer")."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be a whole number from 0 to {MAX_SEED:,}, not {_kind(value)}.")
+    if not 0 <= int(value) <= MAX_SEED:
+        raise InputError(f"{name} must be a whole number from 0 to {MAX_SEED:,}, not {int(value)}.")
+    return int(value)
+
+
 def checked(fn: Callable) -> Callable:
     """``fn`` with its arguments checked against its type hints first (InputError naming the argument)."""
     if getattr(fn, "__vizlib_checked__", False):
@@ -257,7 +273,8 @@ def checked(fn: Callable) -> Callable:
         return fn
     hints = {k: v for k, v in _hints(fn).items() if k in signature.parameters}
     models = [k for k in MODEL_PARAMETERS if k in signature.parameters]
-    if not hints and not models:
+    seeded = "seed" in signature.parameters
+    if not hints and not models and not seeded:
         return fn
 
     @functools.wraps(fn)
@@ -285,6 +302,8 @@ def checked(fn: Callable) -> Callable:
                     require(v, hint, name, fn.__name__)
             else:
                 require(value, hint, name, fn.__name__)
+        if seeded and "seed" in bound.arguments:
+            check_seed(bound.arguments["seed"])
         return fn(*args, **kwargs)
 
     wrapper.__vizlib_checked__ = True  # type: ignore[attr-defined]

@@ -128,6 +128,10 @@ def _forward_op(m: Any, batch: np.ndarray, *, layers: Sequence[str], predictions
     with_pred = bool(predictions) and len(m.model.outputs) == 1
     if with_pred:
         outs = outs + [final_output(m)]
+    if not outs:  # nothing asked for that this model has (Keras refuses a model of no outputs)
+        if predictions:
+            raise InputError("This model has several outputs; the dashboard shows predictions for one.")
+        return {"names": names}
     ext = extractor(m, outs, ("forward", tuple(names), with_pred))
     arrays = call_in_batches(m.model, ext, batch, images_per_call(m, batch_size, FORWARD_BATCH_BYTES))
     result: dict = {"names": names}

@@ -515,6 +515,37 @@ def _single_output_shape(model: Any) -> Optional[tuple]:
     return tuple(outputs[0].shape)
 
 
+def _channels_first(model: Any) -> bool:
+    """Some layer of ``model`` (or of a model inside it) works on channels-first tensors."""
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        if getattr(layer, "data_format", None) == "channels_first":
+            return True
+        stack.extend(getattr(layer, "layers", []) or [])
+    return False
+
+
+def _require_finite_weights(model: Any) -> None:
+    """InputError naming the first weight that holds NaN or infinity: every map, score and image of such a
+    model is NaN or zero, and each view would show it as if it were a result."""
+    for w in getattr(model, "weights", []):  # Keras lists the weights of nested models too
+        try:
+            values = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        except Exception:  # a weight that can't be read here is Keras' concern, not this check's
+            continue
+        # One float64 sum is NaN or infinite exactly when some value is (float32's largest, times any count of
+        # weights, stays finite in float64), and costs no array of flags: about 0.3 s on VGG16's 138 M weights.
+        if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64)):
+            bad = int(values.size - np.isfinite(values).sum())
+            name = str(getattr(w, "path", None) or getattr(w, "name", "?"))
+            raise InputError(
+                f"The weights '{name}' hold {bad:,} NaN or infinite value{'s' * (bad != 1)}: every result of "
+                "this model would be NaN or zero. Training probably diverged; use an earlier checkpoint or a "
+                "smaller learning rate."
+            )
+
+
 def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Optional[str] = None,
                          preprocess: str | Preprocess = "unit", class_names: Optional[list[str]] = None,
                          weights: str = "in-memory", source: str = "") -> LoadedModel:
@@ -550,9 +581,23 @@ def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Option
         )
     _, h, w, c = shape
     if c not in (1, 3):
+        if shape[1] in (1, 3) and _channels_first(model):
+            raise InputError(
+                f"This model takes channels-first images {shape[1:]} (channels, height, width); the dashboard "
+                "feeds channels-last images (height, width, channels), Keras' default. Rebuild it with "
+                "data_format='channels_last' and save it again."
+            )
         raise InputError(
             f"This model expects {c} input channels; the dashboard feeds greyscale (1) or RGB (3) images."
         )
+    dtype = str(getattr(inputs[0], "dtype", "float32"))
+    if not dtype.startswith(("float", "bfloat")):
+        raise InputError(
+            f"This model's input is {dtype}: gradients (Grad-CAM, attributions, feature visualisations) cannot "
+            "flow back through whole-number pixels. Give it a float32 input, e.g. keras.Input(shape=..., "
+            "dtype='float32'), and save it again."
+        )
+    _require_finite_weights(model)
     h = int(h) if h else 224
     w = int(w) if w else 224
     if not (8 <= h <= 1024 and 8 <= w <= 1024):

@@ -442,6 +442,9 @@ def fill_cache(model: Any, layers: Sequence[str], channels: Optional[Sequence[in
     from vizlib.featvis.rendering import cache_key
     from vizlib.layers import find_layer
 
+    from vizlib.arguments import check_seed
+
+    seed = check_seed(seed)
     steps = featvis.DEFAULT_STEPS if steps is None else int(steps)
     if not 1 <= steps <= featvis.MAX_STEPS:
         raise InputError(f"--steps must lie between 1 and {featvis.MAX_STEPS}.")

@@ -151,7 +151,7 @@ class Atlas:
             _need(stop - start <= k and np.array_equal(ranks, np.arange(stop - start)), "bad ranks in top.parquet")
             vals = cols["value"][start:stop].astype(np.float64)
             key = np.where(np.isnan(vals), -np.inf, vals)
-            _need(bool(np.all(np.diff(key) <= 0)), "top.parquet is not ordered highest first")
+            _need(bool(np.all(key[1:] <= key[:-1])), "top.parquet is not ordered highest first")  # inf ties too
             rows, cs = cols["row"][start:stop], cols["col"][start:stop]
             _need(bool(np.all((rows >= 0) & (rows < shape[0]) & (cs >= 0) & (cs < shape[1]))),
                   "a position in top.parquet is outside the layer's map")

@@ -27,6 +27,7 @@ from vizlib.attribution.methods import (
     METHOD_TITLES, METHODS, Attribution, GradCAM, GradCAMPlusPlus, IntegratedGradients, LayerCAM, Occlusion,
     Saliency, ScoreCAM, SmoothGrad, method_class,
 )
+from vizlib.arguments import check_seed
 from vizlib.errors import InputError
 
 
@@ -58,7 +59,7 @@ def attribution(model: Any, image: Any, method: str, *, class_index: Optional[in
     m = as_model(model)
     batch = m.raw_batch(image if isinstance(image, np.ndarray) else [image])[:1]
     r = m.run(f"attribution.{cls.op_name}", batch, class_index=_whole(class_index, "class_index"),
-              layer=layer, seed=_whole(seed, "seed"), baseline=baseline)
+              layer=layer, seed=check_seed(seed), baseline=baseline)
     if "raw" not in r or "map" not in r:
         raise InputError("The model's process sent a reply the dashboard can't read.")
     return np.asarray(r["map" if normalize else "raw"][0], dtype=np.float32)

@@ -33,6 +33,12 @@ def _scores_op(m: Any, batch: np.ndarray) -> dict:
     return {"scores": scores, "probabilities": np.asarray(E.class_probabilities(m, scores), dtype=np.float32)}
 
 
+@op("attribution.probability_missing")
+def _probability_missing_op(m: Any, batch: Any = None) -> dict:
+    """Where the model lives: why it reports no class probability (None when it does)."""
+    return {"reason": E.probability_missing(m)}
+
+
 def _check_map(saliency: Any, size: tuple[int, int]) -> np.ndarray:
     try:
         s = np.asarray(saliency, dtype=np.float64)
@@ -111,6 +117,9 @@ def faithfulness(model: Any, image: Any, saliency: Any, *, class_index: Optional
         raise InputError(f"steps must be between 1 and 200, not {steps}.")
     raw = m.raw_batch(image if isinstance(image, np.ndarray) else [image])[:1]
     s = _check_map(saliency, tuple(m.input_size))
+    missing = m.run("attribution.probability_missing").get("reason")
+    if missing:
+        raise InputError(missing)
     c = curves(m, raw, s, class_index, steps)
     return {"deletion_auc": area(c["deletion"]), "insertion_auc": area(c["insertion"]),
             "class_index": c["class_index"], "fractions": c["fractions"].astype(np.float32),

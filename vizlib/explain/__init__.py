@@ -49,6 +49,7 @@ from __future__ import annotations
 from vizlib.explain.safety import GradientsUnsafe, check_gradients_safe, onednn_enabled
 from vizlib.explain.cam import (
     MAX_CACHED_FEATURE_BYTES, MAX_CACHED_FEATURES, MAX_PLANS_PER_MODEL, METHOD_TITLES, METHODS, class_probabilities,
+    probability_missing,
     class_scores, final_feature_map_name, layer_features, resize_maps,
 )
 from vizlib.explain.profile import PROFILE_STATS
@@ -62,7 +63,7 @@ from vizlib.explain.api import (
 __all__ = [
     "ClassExplanation", "GradientsUnsafe", "MAX_CACHED_FEATURES", "MAX_CACHED_FEATURE_BYTES", "MAX_PLANS_PER_MODEL",
     "METHODS", "METHOD_TITLES", "PROFILE_STATS", "channel_contributions", "check_gradients_safe",
-    "class_probabilities", "class_scores", "conv_arithmetic", "depth_profile", "explain_class",
+    "class_probabilities", "class_scores", "probability_missing", "conv_arithmetic", "depth_profile", "explain_class",
     "final_feature_map_name", "final_layer", "gradcam", "gradcam_method", "input_channel_order", "layer_features",
     "model_view_array", "onednn_enabled", "receptive_field", "receptive_field_info", "resize_maps",
 ]

@@ -92,6 +92,9 @@ def _score(km: Any) -> _Score:
         act = activation_name(getattr(operation, "activation", None)) if operation is not None else ""
         if isinstance(operation, keras.layers.Softmax):
             act = "softmax"
+        if act == "softmax" and n == 1:
+            raise InputError("This model's output is a softmax over one class: it is 1 whatever the image, so there "
+                             "is no class score to explain. A one-class (yes/no) classifier needs a sigmoid output.")
         if act in ("softmax", "sigmoid") and len(ins) == 1:
             if isinstance(operation, (keras.layers.Activation, keras.layers.Softmax)):
                 return _Score(ins[0], None, act, n)
@@ -269,6 +272,16 @@ def feature_tensors(m: Any, layer: str) -> list:
 def model_output(m: Any, scores: Any) -> np.ndarray:
     """Class scores (N, classes) -> the model's own output from them (its final softmax / sigmoid, if any)."""
     return _model_output(_score(keras_model(m)), scores)
+
+
+def probability_missing(m: Any) -> Optional[str]:
+    """Why the model reports no class probability (a single output without softmax or sigmoid: a regression),
+    or None when it does. Measures built on a probability (deletion / insertion) can't run without one."""
+    score = _score(keras_model(m))
+    if score.squash == "none" and score.n_classes == 1:
+        return ("This model's one output has no sigmoid or softmax (a regression?), so it reports no class "
+                "probability, and deletion / insertion measure how a probability falls and rises.")
+    return None
 
 
 def class_probabilities(m: Any, scores: np.ndarray) -> np.ndarray:

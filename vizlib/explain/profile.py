@@ -8,7 +8,7 @@ import numpy as np
 
 from vizlib.errors import InputError
 from vizlib.explain.common import cached, keras_model, run_lock
-from vizlib.layers import trace
+from vizlib.layers import spatial_layers, trace
 from vizlib.ops import op
 from vizlib.receptive import layer_graph, spatial_shape, theoretical
 
@@ -64,6 +64,7 @@ def _depth_profile_op(m: Any, batch: np.ndarray) -> dict:
     if batch is None or len(batch) == 0:
         raise InputError("No image given.")
     km = keras_model(m)
+    spatial_layers(km)  # a model without feature maps has no profile: say so (numpy's "need at least one array")
     ext, names, with_pred = profile_extractor(m)
     with run_lock(km):
         out = ext(np.asarray(batch, dtype=np.float32))

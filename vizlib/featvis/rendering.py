@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from vizlib.arguments import check_seed
 from vizlib.errors import InputError
 from vizlib.featvis.cache import DiskCache
 from vizlib.featvis.engine import (
@@ -172,6 +173,7 @@ def render(model: Any, layer: str, channels: Sequence[int], *, size: Any = None,
     from vizlib.contract import as_model
 
     method = check_method(method)
+    seed = check_seed(seed)
     m = as_model(model)
     steps = DEFAULT_STEPS if steps is None else int(steps)
     if not 1 <= steps <= MAX_STEPS:
