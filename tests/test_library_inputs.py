@@ -299,3 +299,33 @@ def test_an_atlas_of_overflowing_activations_reads_back(tmp_path):
     vizlib.atlas.build(vizlib.load_model(huge), folder, tmp_path / "atlas", layers=["c1"], top=2)
     top = reader.load(tmp_path / "atlas").top("c1", 0)
     assert len(top) == 2 and all(np.isinf(t["value"]) for t in top)
+
+
+def _rescaling_model(scale: float, offset: float = 0.0, augment: bool = True) -> "keras.Model":
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.Sequential([keras.layers.RandomFlip("horizontal")])(inp) if augment else inp
+    x = keras.layers.Rescaling(scale, offset=offset)(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu", name="c1")(x))
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_a_model_that_rescales_its_input_itself_gets_raw_pixels(tmp_path):
+    """Keras' own tutorials put Rescaling(1/255) first in the model; the default x / 255 then fed it 0 .. 1/255, a
+    near-black image, without a word. 'auto' (the default for files and keras.Models) feeds it 0..255."""
+    tutorial = _rescaling_model(1 / 255)
+    tutorial.save(tmp_path / "tutorial.keras")
+    img = vizlib.load_sample("cat")
+    for m in (vizlib.load_model(str(tmp_path / "tutorial.keras")), vizlib.load_model(tutorial)):
+        assert m.preprocess_name == "raw"
+        pixels = np.asarray(img.convert("RGB").resize((16, 16), Image.BILINEAR), np.float32)[None]
+        first = vizlib.activations(m, [img], ["c1"])["c1"]
+        assert first.max() > 0.05  # 0..255 rescaled by the model itself: not near-black
+        assert m.raw_batch([img]).max() > 1 and float(np.abs(m.preprocess(pixels) - pixels).max()) == 0
+    assert vizlib.load_model(str(tmp_path / "tutorial.keras"), preprocess="unit").preprocess_name == "unit"
+    assert vizlib.load_model(_rescaling_model(1 / 127.5, -1, augment=False)).preprocess_name == "raw"
+    assert vizlib.load_model(_rescaling_model(2.0, -1)).preprocess_name == "unit"  # expects 0..1: x / 255 is right
+    assert vizlib.load_model(_tiny()).preprocess_name == "unit"
+    with pytest.raises(InputError, match="Choose one of: auto, unit"):
+        vizlib.load_model(_tiny(), preprocess="zzz")

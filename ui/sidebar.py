@@ -15,7 +15,7 @@ from vizlib.export import is_bundle
 from vizlib.figures import COLORMAPS
 from vizlib.images import MAX_IMAGES, SAMPLES, UPLOAD_EXTENSIONS, file_digest
 from vizlib.links import DEFAULT, WEIGHTS, ViewState, from_dict
-from vizlib.models import BUNDLED_NAME, CATALOGUE, PREPROCESSING, fetch_imagenet_weights, imagenet_weights_cached
+from vizlib.models import AUTO, BUNDLED_NAME, CATALOGUE, PREPROCESSING, fetch_imagenet_weights, imagenet_weights_cached
 from vizlib.settings import settings
 from ui.caches import (
     MODEL_TITLES, UPLOAD_MODEL, decode_bundle, decode_upload, decode_zip, get_bundled_model, get_catalogue_model,
@@ -113,6 +113,10 @@ def on_model_uploaded() -> None:
         st.session_state.model = UPLOAD_MODEL
 
 
+#: The "auto" scaling's label (vizlib.models.AUTO).
+SCALING_AUTO = "automatic  (none if the model starts with a Rescaling layer, else x / 255)"
+
+
 def sidebar_upload_model(model: str) -> tuple[Any, str]:
     """The model-file uploader, always drawn (in an expander) so the file survives a model switch;
     (the uploaded file or None, the input scaling picked). ``model`` is the model picked."""
@@ -120,9 +124,11 @@ def sidebar_upload_model(model: str) -> tuple[Any, str]:
     upload = box.file_uploader("Model file", type=["keras", "h5"], key="model_file", on_change=on_model_uploaded,
                                help="Checked, then loaded with safe_mode=True in a separate process: "
                                     "built-in Keras layers only, no Lambda layers.")
-    preprocess = box.selectbox("Input scaling", list(PREPROCESSING), key="preprocess", persist_state="session",
-                  format_func=lambda k: PREPROCESSING[k][0],
-                  help="How pixel values (0-255) are scaled before they reach your model.")
+    preprocess = box.selectbox("Input scaling", [AUTO, *PREPROCESSING], key="preprocess", persist_state="session",
+                  format_func=lambda k: SCALING_AUTO if k == AUTO else PREPROCESSING[k][0],
+                  help="How pixel values (0-255) are scaled before they reach your model. Automatic: none when "
+                       "the model starts with Keras' Rescaling(1/255) or Rescaling(1/127.5, offset=-1) (it "
+                       "rescales them itself), else x / 255.")
     if upload is not None and model != UPLOAD_MODEL:
         box.button("Show this model", on_click=lambda: st.session_state.update(model=UPLOAD_MODEL))
     return upload, preprocess

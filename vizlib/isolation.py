@@ -281,11 +281,11 @@ class IsolatedModel:
 
     #: This class satisfies :class:`vizlib.contract.VizModel`; nothing above it asks which kind it holds.
 
-    def __init__(self, path: str | Path, *, preprocess: str = "unit", title: Optional[str] = None,
+    def __init__(self, path: str | Path, *, preprocess: str = "auto", title: Optional[str] = None,
                  memory_limit_bytes: int = 3 * GiB, cpu_seconds: int = 300, timeout: float = 120.0,
                  start_timeout: float = 180.0, threads: Optional[int] = None, restart: bool = True,
                  init_seed: Optional[int] = None):
-        from vizlib.models import PREPROCESSING
+        from vizlib.models import AUTO, PREPROCESSING
 
         path = Path(path)
         if not path.is_file():
@@ -293,8 +293,8 @@ class IsolatedModel:
         suffix = path.suffix.lower()
         if suffix not in (".keras", ".h5", ".hdf5"):
             raise InputError(f"'{path.name}' is not a Keras model file: use a .keras or .h5 file.")
-        if preprocess not in PREPROCESSING:
-            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join(PREPROCESSING)}.")
+        if preprocess not in PREPROCESSING and preprocess != AUTO:
+            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join([AUTO, *PREPROCESSING])}.")
         self.title = title or path.name
         self.source = path.name
         self.memory_limit_bytes = int(memory_limit_bytes)
@@ -615,7 +615,7 @@ def sniff_model_suffix(data: bytes, claimed_name: str = "") -> str:
     return ".h5" if claimed_name.lower().endswith((".h5", ".hdf5")) else ".keras"
 
 
-def open_uploaded_model(data: bytes, filename: str, *, preprocess: str = "unit",
+def open_uploaded_model(data: bytes, filename: str, *, preprocess: str = "auto",
                         memory_limit_bytes: int = 3 * GiB, **kwargs: Any) -> IsolatedModel:
     """An uploaded model file (its bytes), checked and started in its own process with limits.
 

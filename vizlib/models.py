@@ -546,15 +546,46 @@ def _require_finite_weights(model: Any) -> None:
             )
 
 
+#: ``preprocess="auto"`` (the default for model files and your own models): ``"raw"`` when the model rescales its
+#: input itself (its first layer, after any random augmentation, is Keras' ``Rescaling(1/255)`` or
+#: ``Rescaling(1/127.5, offset=-1)``, as in Keras' own image-classification tutorials), else ``"unit"``.
+#: Feeding such a model x / 255 scaled twice: every image reached it as near-black, silently.
+AUTO = "auto"
+
+
+def rescales_itself(model: Any) -> bool:
+    """The model's first layer that acts at inference is a ``Rescaling`` from 0..255 to 0..1 or -1..1."""
+    import keras
+
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__.startswith("Random"):
+            continue  # augmentation layers pass images through unchanged at inference
+        if isinstance(layer, keras.Model):
+            stack = list(layer.layers) + stack
+            continue
+        if not isinstance(layer, keras.layers.Rescaling):
+            return False
+        try:
+            scale, offset = float(np.mean(layer.scale)), float(np.mean(layer.offset))
+        except (TypeError, ValueError):
+            return False
+        return (abs(scale * 255 - 1) < 1e-3 and abs(offset) < 1e-3) or (
+            abs(scale * 127.5 - 1) < 1e-3 and abs(offset + 1) < 1e-3)
+    return False
+
+
 def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Optional[str] = None,
-                         preprocess: str | Preprocess = "unit", class_names: Optional[list[str]] = None,
+                         preprocess: str | Preprocess = AUTO, class_names: Optional[list[str]] = None,
                          weights: str = "in-memory", source: str = "") -> LoadedModel:
     """Wrap any single-input image ``keras.Model`` so vizlib can feed it.
 
     The input size and channel count come from the model's input shape (224x224
     where it leaves them open); ``preprocess`` is a name from
-    :data:`PREPROCESSING` or your own function of a float32 (N, H, W, C) batch
-    in 0..255.
+    :data:`PREPROCESSING`, :data:`AUTO` (``"raw"`` for a model that rescales
+    its input itself, else ``"unit"``) or your own function of a float32
+    (N, H, W, C) batch in 0..255.
     """
     import keras
 
@@ -602,9 +633,11 @@ def describe_keras_model(model: Any, *, key: Optional[str] = None, title: Option
     w = int(w) if w else 224
     if not (8 <= h <= 1024 and 8 <= w <= 1024):
         raise InputError(f"This model's input size {h}x{w} is outside what the dashboard supports (8 to 1024).")
+    if preprocess == AUTO:
+        preprocess = "raw" if rescales_itself(model) else "unit"
     if isinstance(preprocess, str):
         if preprocess not in PREPROCESSING:
-            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join(PREPROCESSING)}.")
+            raise InputError(f"Unknown preprocessing '{preprocess}'. Choose one of: {', '.join([AUTO, *PREPROCESSING])}.")
         pre_name, pre_fn = preprocess, PREPROCESSING[preprocess][1]
     else:
         pre_name, pre_fn = getattr(preprocess, "__name__", "custom"), preprocess
@@ -634,7 +667,7 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def load_model_file(path: str | Path, *, preprocess: str | Preprocess = "unit",
+def load_model_file(path: str | Path, *, preprocess: str | Preprocess = AUTO,
                     check: bool = True, title: Optional[str] = None) -> LoadedModel:
     """Load a ``.keras`` or ``.h5`` model file with ``safe_mode=True`` and ``compile=False``.
 

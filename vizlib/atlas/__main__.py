@@ -44,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--model", required=True, help="catalogue name (vgg16, ...), emotion_cnn, or a .keras/.h5 file")
     b.add_argument("--weights", default="imagenet", choices=["imagenet", "untrained"],
                    help="for catalogue models: ImageNet weights or untrained (seeded) weights")
-    b.add_argument("--preprocess", default=None, help="for model files: unit, symmetric, raw, caffe or torch")
+    b.add_argument("--preprocess", default=None, help="for model files: auto (the default: raw when the model rescales its input itself, else unit), unit, symmetric, raw, caffe or torch")
     b.add_argument("--images", required=True, help="a folder (recursive), a .zip, or a .parquet/.arrow table")
     b.add_argument("--layers", default=None, help="comma-separated layer names (default: first and last conv)")
     b.add_argument("--top", type=int, default=49, help="images kept per channel (default 49)")

@@ -117,7 +117,7 @@ def load_spec(spec: dict, model_bytes: Optional[bytes] = None) -> Any:
             fd, path = tempfile.mkstemp(suffix=Path(spec["file"]).suffix)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model_bytes)
-        m = as_model(path, weights=weights, preprocess=spec.get("preprocess") or "unit")
+        m = as_model(path, weights=weights, preprocess=spec.get("preprocess") or "auto")
     else:
         m = as_model(spec["name"], weights=weights)
     if m.weights_digest() != spec["digest"]:

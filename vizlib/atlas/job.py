@@ -141,7 +141,7 @@ def model_spec(model: Any, m: Any, weights: Optional[str], preprocess: Any) -> d
             return {"name": text, "weights": weights or "untrained", "digest": m.weights_digest()}
         if Path(text).is_file():
             return {"file": str(Path(text).resolve()), "weights": weights or "untrained",
-                    "preprocess": preprocess if isinstance(preprocess, str) else "unit",
+                    "preprocess": preprocess if isinstance(preprocess, str) else "auto",
                     "digest": m.weights_digest()}
     raise InputError("The Ray engine loads the model in every worker: give a catalogue name, "
                      "'emotion_cnn', or a .keras/.h5 file (not an in-memory model).")

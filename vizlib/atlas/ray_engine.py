@@ -129,7 +129,7 @@ class _Infer:
             fd, self._tmp = tempfile.mkstemp(suffix=Path(spec["file"]).suffix)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model_bytes)
-            self.model = as_model(self._tmp, weights=weights, preprocess=spec.get("preprocess") or "unit")
+            self.model = as_model(self._tmp, weights=weights, preprocess=spec.get("preprocess") or "auto")
         else:
             self.model = as_model(spec["name"], weights=weights)
         digest = self.model.weights_digest()

@@ -60,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("precompute", help="fill the disk cache with chosen models' and layers' visualisations")
     p.add_argument("--model", required=True, help="catalogue name, emotion_cnn, or a .keras/.h5 file")
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "untrained"])
-    p.add_argument("--preprocess", default=None, help="for model files: unit, symmetric, raw, caffe, torch")
+    p.add_argument("--preprocess", default=None, help="for model files: auto (the default: raw when the model rescales its input itself, else unit), unit, symmetric, raw, caffe, torch")
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: first and last conv)")
     p.add_argument("--channels", default=None, help="e.g. 0-48 or 1,5,9 (default: every channel)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the page's detail)")
