@@ -16,6 +16,7 @@ import vizlib  # noqa: E402,F401  (first: it turns TensorFlow's oneDNN off befor
 from vizlib.errors import InputError  # noqa: E402
 from vizlib.images import SAMPLES, load_sample, model_view  # noqa: E402
 from vizlib.layers import first_conv, last_conv, spatial_layers  # noqa: E402
+from vizlib.models import PREPROCESSING  # noqa: E402
 from vizlib.links import DEFAULT, VIEW_TITLES, VIEWS  # noqa: E402
 from ui import caches, explain, sidebar, views  # noqa: E402
 from ui.graph import view_graph  # noqa: E402
@@ -41,6 +42,12 @@ def show_model_error(exc: sidebar.ModelUnavailable) -> None:
     if exc.offers:
         for col, (label, update) in zip(st.columns(len(exc.offers)), exc.offers):
             col.button(label, on_click=lambda u=update: st.session_state.update(u))
+
+
+def scaling_caption(m) -> str:
+    """For your own model, the input scaling applied (with "automatic", which one it chose): '' otherwise."""
+    label = " ".join(PREPROCESSING.get(m.preprocess_name, ("",))[0].split())
+    return f"; input scaling {label}" if label else ""
 
 
 def current_image(uploads, current, sample: str):
@@ -126,7 +133,7 @@ def page() -> None:
     view_img = model_view(image, m.input_size, m.channels)
     image_slot.image(view_img, width=200,
                      caption=f"{image_name}, as {m.label} sees it: {m.input_size[0]}×{m.input_size[1]} "
-                             f"{'greyscale' if m.channels == 1 else 'RGB'}")
+                             f"{'greyscale' if m.channels == 1 else 'RGB'}" + scaling_caption(m))
 
     st.segmented_control("View", list(VIEWS), key="view", persist_state="session", required=True,
                          format_func=VIEW_TITLES.get, label_visibility="collapsed")
