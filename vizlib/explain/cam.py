@@ -279,8 +279,9 @@ def probability_missing(m: Any) -> Optional[str]:
     or None when it does. Measures built on a probability (deletion / insertion) can't run without one."""
     score = _score(keras_model(m))
     if score.squash == "none" and score.n_classes == 1:
-        return ("This model's one output has no sigmoid or softmax (a regression?), so it reports no class "
-                "probability, and deletion / insertion measure how a probability falls and rises.")
+        return ("This model's one output has no sigmoid or softmax, so it reports no class probability, and "
+                "deletion / insertion measure how a probability falls and rises. If it is a yes/no classifier's "
+                "logit, save the model with a sigmoid at the end (Dense(1, activation='sigmoid')).")
     return None
 
 
