@@ -324,6 +324,11 @@ def test_a_model_that_rescales_its_input_itself_gets_raw_pixels(tmp_path):
         assert first.max() > 0.05  # 0..255 rescaled by the model itself: not near-black
         assert m.raw_batch([img]).max() > 1 and float(np.abs(m.preprocess(pixels) - pixels).max()) == 0
     assert vizlib.load_model(str(tmp_path / "tutorial.keras"), preprocess="unit").preprocess_name == "unit"
+    # keyed by the scaling applied: caches and atlases made with the old default ("unit") stay valid
+    _tiny().save(tmp_path / "plain.keras")
+    assert vizlib.load_model(str(tmp_path / "plain.keras")).key == vizlib.load_model(
+        str(tmp_path / "plain.keras"), preprocess="unit").key
+    assert vizlib.load_model(str(tmp_path / "tutorial.keras")).key.endswith(":raw")
     assert vizlib.load_model(_rescaling_model(1 / 127.5, -1, augment=False)).preprocess_name == "raw"
     assert vizlib.load_model(_rescaling_model(2.0, -1)).preprocess_name == "unit"  # expects 0..1: x / 255 is right
     assert vizlib.load_model(_tiny()).preprocess_name == "unit"

@@ -330,6 +330,8 @@ class IsolatedModel:
             with self._lock:
                 desc = self._start()
             self._apply(desc)
+            if preprocess == AUTO:  # keyed by the scaling applied, as load_model_file keys it
+                self.key = self.key.replace(f":{AUTO}", f":{self.preprocess_name}", 1)
         except BaseException:
             self._finalizer()
             raise

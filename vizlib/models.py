@@ -560,8 +560,9 @@ def rescales_itself(model: Any) -> bool:
     stack = list(getattr(model, "layers", []))
     while stack:
         layer = stack.pop(0)
-        if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__.startswith("Random"):
-            continue  # augmentation layers pass images through unchanged at inference
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Resizing, keras.layers.CenterCrop)) or \
+                type(layer).__name__.startswith("Random"):
+            continue  # augmentation passes images through at inference; resizing and cropping keep their scale
         if isinstance(layer, keras.Model):
             stack = list(layer.layers) + stack
             continue
@@ -700,6 +701,8 @@ def load_model_file(path: str | Path, *, preprocess: str | Preprocess = AUTO,
         log.info("keras could not load %s: %s", path, exc)
         reason = _custom_parts(str(exc)) or hide_paths(reason, path)
         raise InputError(f"Keras could not load '{title or path.name}': {reason}") from exc
+    if preprocess == AUTO:  # keyed by the scaling applied: caches and atlases of "unit" stay valid
+        preprocess = "raw" if rescales_itself(model) else "unit"
     return describe_keras_model(
         model, key=f"file:{file_sha256(path)}:{preprocess if isinstance(preprocess, str) else 'custom'}",
         title=title or path.name, preprocess=preprocess, weights="file", source=str(path.name),
