@@ -444,7 +444,13 @@ def test_sessions_of_a_killed_process_get_their_view_back(tabs, deployment, H):
     assert (busy.query().get("image"), busy.query().get("channel")) == (view["image"], "3")
     busy.assert_sound(lost_before=t_kill)
     for tab in (busy, idle):
-        assert tab.served_by(since=t_kill) == {SURVIVOR}, tab.responses
+        # A request the dead process had taken can't be retried: HAProxy answers it itself (a 5xx, without
+        # X-Served-By: no process served it) and the page retries. Every answer from a process is the survivor's.
+        after = [r for r in tab.responses if r[0] >= t_kill]
+        if any(not r[4] for r in after):
+            print("answered by HAProxy itself after the kill:", [r for r in after if not r[4]])
+        assert {who for *_, who in after if who} == {SURVIVOR}, tab.responses
+        assert all(status >= 500 for _, _, _, status, who in after if not who), [r for r in after if not r[4]]
 
     # uploader (on the survivor) never noticed: same websocket, its upload still there.
     pick(up, "cmap", "magma")
